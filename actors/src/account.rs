@@ -1,0 +1,304 @@
+//! The account actor: the one writer of an account's money while the account is active.
+//!
+//! Every change to the balance or the holds is a message handled here, one at a time, so two
+//! parallel requests can never both spend the same dollar. Operator changes that must be on
+//! disk before they count (credits, suspensions) are handled atomically: the actor processes
+//! nothing else until the store has answered.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::engine::EngineError;
+use crate::flusher::FlusherHandle;
+use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
+use crate::store::{
+    AccountId, AccountRecord, AccountStatus, BalanceChange, LedgerStore, UsageRecord,
+};
+
+/// How many messages may wait in one account's mailbox. A sender that finds it full waits at
+/// most [`crate::engine::MAILBOX_WAIT`] and then gets an overload error, never an unbounded queue.
+pub(crate) const MAILBOX_CAPACITY: usize = 4096;
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the account is suspended")]
+    Suspended,
+    #[error("insufficient balance: the request needs a hold of {required} USD, {available} USD is available")]
+    InsufficientBalance {
+        required: Decimal,
+        available: Decimal,
+    },
+    #[error("{} limit exceeded", which.as_str())]
+    Throttled {
+        which: Throttle,
+        retry_after: Duration,
+    },
+}
+
+/// The live view of an account, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub status: AccountStatus,
+    /// Credits minus every settled debit, flushed or not.
+    pub balance: Decimal,
+    /// Sum of active holds.
+    pub held: Decimal,
+    pub active_requests: u32,
+    pub limits: AccountLimits,
+}
+
+/// One request's reservation.
+struct Hold {
+    amount: Decimal,
+}
+
+pub(crate) struct AccountActor {
+    id: AccountId,
+    status: AccountStatus,
+    /// Stored balance minus the debits this actor settled that may not be flushed yet.
+    balance: Decimal,
+    holds: HashMap<Uuid, Hold>,
+    /// Sum of `holds`, kept alongside so admission is O(1).
+    held: Decimal,
+    limits: AccountLimits,
+    limiters: Limiters,
+    store: Arc<dyn LedgerStore>,
+    flusher: FlusherHandle,
+}
+
+impl AccountActor {
+    pub(crate) fn new(
+        record: AccountRecord,
+        store: Arc<dyn LedgerStore>,
+        flusher: FlusherHandle,
+    ) -> AccountActor {
+        AccountActor {
+            id: record.id,
+            status: record.status,
+            balance: record.balance,
+            holds: HashMap::new(),
+            held: Decimal::ZERO,
+            limiters: Limiters::new(&record.limits),
+            limits: record.limits,
+            store,
+            flusher,
+        }
+    }
+
+    fn available(&self) -> Decimal {
+        self.balance - self.held
+    }
+
+    fn remove_hold(&mut self, request_id: &Uuid) -> Option<Hold> {
+        let hold = self.holds.remove(request_id)?;
+        self.held -= hold.amount;
+        if self.holds.is_empty() {
+            // Guard against drift: with no holds the sum is zero by definition.
+            self.held = Decimal::ZERO;
+        }
+        Some(hold)
+    }
+}
+
+impl Actor for AccountActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(MAILBOX_CAPACITY);
+        tracing::debug!(account_id = %self.id, balance = %self.balance, "account actor started");
+    }
+}
+
+/// Reserve `amount` for a request before it goes upstream.
+#[derive(Message)]
+#[rtype(result = "Result<(), Refusal>")]
+pub(crate) struct PreAuthorize {
+    pub request_id: Uuid,
+    pub amount: Decimal,
+}
+
+impl Handler<PreAuthorize> for AccountActor {
+    type Result = Result<(), Refusal>;
+
+    fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
+        if self.status == AccountStatus::Suspended {
+            return Err(Refusal::Suspended);
+        }
+        self.limiters
+            .admit()
+            .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
+        if self.limits.max_concurrent > 0 && self.holds.len() >= self.limits.max_concurrent as usize
+        {
+            return Err(Refusal::Throttled {
+                which: Throttle::Concurrency,
+                retry_after: CONCURRENCY_RETRY_AFTER,
+            });
+        }
+        // A balance at or below zero admits nothing, whatever the hold.
+        let available = self.available();
+        if self.balance <= Decimal::ZERO || available < msg.amount {
+            return Err(Refusal::InsufficientBalance {
+                required: msg.amount,
+                available: available.max(Decimal::ZERO),
+            });
+        }
+        self.held += msg.amount;
+        self.holds
+            .insert(msg.request_id, Hold { amount: msg.amount });
+        Ok(())
+    }
+}
+
+/// Replace a hold's amount once `message_start` revealed the real prompt. The request is
+/// already running, so a larger hold is recorded, not refused.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct ResizeHold {
+    pub request_id: Uuid,
+    pub amount: Decimal,
+}
+
+impl Handler<ResizeHold> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ResizeHold, _: &mut Self::Context) {
+        if let Some(hold) = self.holds.get_mut(&msg.request_id) {
+            self.held += msg.amount - hold.amount;
+            hold.amount = msg.amount;
+        }
+    }
+}
+
+/// Debit a finished request's exact cost, drop its hold, and queue its usage for the ledger.
+#[derive(Message)]
+#[rtype(result = "Decimal")]
+pub(crate) struct Settle {
+    pub record: UsageRecord,
+}
+
+impl Handler<Settle> for AccountActor {
+    type Result = MessageResult<Settle>;
+
+    fn handle(&mut self, msg: Settle, _: &mut Self::Context) -> Self::Result {
+        let record = msg.record;
+        self.remove_hold(&record.request_id);
+        self.balance -= record.cost;
+        self.limiters
+            .charge_tokens(record.usage.rate_limited_tokens());
+        tracing::debug!(
+            account_id = %self.id,
+            request_id = %record.request_id,
+            cost = %record.cost,
+            balance = %self.balance,
+            "settled"
+        );
+        self.flusher.push(record);
+        MessageResult(self.balance)
+    }
+}
+
+/// Drop a hold without a debit: the upstream failed before reporting any usage.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct Release {
+    pub request_id: Uuid,
+}
+
+impl Handler<Release> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
+        self.remove_hold(&msg.request_id);
+    }
+}
+
+/// Apply a credit or adjustment: written to the store first, then to the balance.
+#[derive(Message)]
+#[rtype(result = "Result<Decimal, EngineError>")]
+pub(crate) struct ApplyChange(pub BalanceChange);
+
+impl Handler<ApplyChange> for AccountActor {
+    type Result = AtomicResponse<Self, Result<Decimal, EngineError>>;
+
+    fn handle(&mut self, msg: ApplyChange, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let change = msg.0;
+        let amount = change.amount;
+        AtomicResponse::new(Box::pin(
+            async move { store.apply_balance_change(&change).await }
+                .into_actor(self)
+                .map(move |written, actor, _| {
+                    written.map_err(EngineError::Store)?;
+                    actor.balance += amount;
+                    Ok(actor.balance)
+                }),
+        ))
+    }
+}
+
+/// Suspend or reinstate the account: stored first, effective for the next request.
+#[derive(Message)]
+#[rtype(result = "Result<(), EngineError>")]
+pub(crate) struct SetStatus {
+    pub status: AccountStatus,
+    pub reason: String,
+}
+
+impl Handler<SetStatus> for AccountActor {
+    type Result = AtomicResponse<Self, Result<(), EngineError>>;
+
+    fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let id = self.id;
+        AtomicResponse::new(Box::pin(
+            async move { store.set_status(id, msg.status, &msg.reason).await }
+                .into_actor(self)
+                .map(move |written, actor, _| {
+                    written.map_err(EngineError::Store)?;
+                    actor.status = msg.status;
+                    Ok(())
+                }),
+        ))
+    }
+}
+
+/// Replace the account's throttles (the operator changed them).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub(crate) struct SetLimits(pub AccountLimits);
+
+impl Handler<SetLimits> for AccountActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetLimits, _: &mut Self::Context) {
+        self.limits = msg.0;
+        self.limiters = Limiters::new(&msg.0);
+    }
+}
+
+/// Read the live view.
+#[derive(Message)]
+#[rtype(result = "AccountView")]
+pub(crate) struct Snapshot;
+
+impl Handler<Snapshot> for AccountActor {
+    type Result = MessageResult<Snapshot>;
+
+    fn handle(&mut self, _: Snapshot, _: &mut Self::Context) -> Self::Result {
+        MessageResult(AccountView {
+            id: self.id,
+            status: self.status,
+            balance: self.balance,
+            held: self.held,
+            active_requests: self.holds.len() as u32,
+            limits: self.limits,
+        })
+    }
+}

@@ -1,0 +1,400 @@
+//! The engine's public face: a cloneable handle that activates account actors, admits
+//! requests with a hold, and hands back a [`HoldTicket`] that settles or releases it.
+//! Callers never see an actix type.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use dashmap::DashMap;
+use rust_decimal::Decimal;
+use tokio::sync::OnceCell;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::account::{
+    AccountActor, AccountView, ApplyChange, PreAuthorize, Refusal, Release, ResizeHold, SetLimits,
+    SetStatus, Settle, Snapshot,
+};
+use crate::flusher::{FlusherHandle, FlusherStats};
+use crate::hold::{resized_hold, HoldPolicy, RequestShape};
+use crate::limits::AccountLimits;
+use crate::pricing::PriceVersion;
+use crate::store::{
+    AccountId, AccountStatus, BalanceChange, CreditKind, LedgerStore, Outcome, StoreError,
+    UsageRecord,
+};
+use crate::Usage;
+
+/// How long a request waits for room in a full account mailbox before it is told the service
+/// is overloaded.
+pub(crate) const MAILBOX_WAIT: Duration = Duration::from_secs(2);
+
+/// Engine failures that are not a refusal of the request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("account not found")]
+    AccountNotFound,
+    #[error("the account's mailbox is full")]
+    Overloaded,
+    #[error("the ledger cannot be written and too much usage is waiting for it")]
+    LedgerUnavailable,
+    #[error("the engine is shutting down")]
+    Stopped,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why pre-authorization did not produce a hold.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+/// Settings the engine needs from the service's configuration.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub flush_interval: Duration,
+    /// Threads that host account actors; accounts are spread over them by id.
+    pub arbiters: usize,
+    pub hold_policy: HoldPolicy,
+    /// While the ledger cannot be written, new holds are refused once this many settled
+    /// requests are waiting for it: it bounds what a crash could lose.
+    pub max_unflushed: u64,
+}
+
+/// The metering engine. Cheap to clone; every clone is the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    accounts: DashMap<AccountId, Arc<OnceCell<Addr<AccountActor>>>>,
+    arbiters: Vec<Arbiter>,
+    store: Arc<dyn LedgerStore>,
+    flusher: FlusherHandle,
+    config: EngineConfig,
+    /// Requests whose upstream work is still running (relays, drains, settles), so that a
+    /// graceful shutdown can wait for them.
+    in_flight: TaskTracker,
+}
+
+/// What the HTTP layer knows about a request when it asks for a hold.
+#[derive(Debug, Clone)]
+pub struct HoldRequest {
+    pub request_id: Uuid,
+    pub account_id: AccountId,
+    pub key_id: Uuid,
+    /// The canonical model id from the rate card.
+    pub model: String,
+    /// The rate-card version in force when the request started; the request is billed at it.
+    pub version: PriceVersion,
+    pub shape: RequestShape,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Engine {
+    /// Starts the engine: its account arbiters and the flusher. Must run inside an actix
+    /// `System` (as actix-web's main does).
+    pub fn start(config: EngineConfig, store: Arc<dyn LedgerStore>) -> Engine {
+        let arbiters = (0..config.arbiters.max(1))
+            .map(|_| Arbiter::new())
+            .collect();
+        let flusher = FlusherHandle::start(store.clone(), config.flush_interval);
+        Engine {
+            inner: Arc::new(Inner {
+                accounts: DashMap::new(),
+                arbiters,
+                store,
+                flusher,
+                config,
+                in_flight: TaskTracker::new(),
+            }),
+        }
+    }
+
+    pub fn hold_policy(&self) -> &HoldPolicy {
+        &self.inner.config.hold_policy
+    }
+
+    pub fn flusher(&self) -> &FlusherHandle {
+        &self.inner.flusher
+    }
+
+    pub fn flusher_stats(&self) -> FlusherStats {
+        self.inner.flusher.stats()
+    }
+
+    /// Number of accounts with a live actor.
+    pub fn active_accounts(&self) -> usize {
+        self.inner.accounts.len()
+    }
+
+    /// Runs a request's upstream work on the current runtime, tracked for graceful shutdown.
+    /// The task is detached from the client's connection: a client that goes away does not
+    /// cancel the metering of what the upstream already produced.
+    pub fn spawn_tracked<F>(&self, work: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.inner.in_flight.spawn(work)
+    }
+
+    /// The actor of an account, started on its arbiter on first use.
+    async fn actor(&self, id: AccountId) -> Result<Addr<AccountActor>, EngineError> {
+        let cell = self
+            .inner
+            .accounts
+            .entry(id)
+            .or_insert_with(|| Arc::new(OnceCell::new()))
+            .clone();
+        let loaded = cell
+            .get_or_try_init(|| async {
+                let record = self
+                    .inner
+                    .store
+                    .load_account(id)
+                    .await?
+                    .ok_or(EngineError::AccountNotFound)?;
+                let arbiter = &self.inner.arbiters[arbiter_index(id, self.inner.arbiters.len())];
+                let store = self.inner.store.clone();
+                let flusher = self.inner.flusher.clone();
+                Ok::<_, EngineError>(AccountActor::start_in_arbiter(&arbiter.handle(), |_| {
+                    AccountActor::new(record, store, flusher)
+                }))
+            })
+            .await;
+        match loaded {
+            Ok(addr) => Ok(addr.clone()),
+            Err(error) => {
+                if matches!(error, EngineError::AccountNotFound) {
+                    self.inner.accounts.remove(&id);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Reserves the worst-case cost of a request. On success the returned ticket must be
+    /// settled or released; dropping it releases the hold.
+    pub async fn pre_authorize(&self, request: HoldRequest) -> Result<HoldTicket, AdmitError> {
+        let flusher = self.inner.flusher.stats();
+        if flusher.failing && flusher.backlog >= self.inner.config.max_unflushed {
+            return Err(EngineError::LedgerUnavailable.into());
+        }
+        let addr = self.actor(request.account_id).await?;
+        let amount = self
+            .inner
+            .config
+            .hold_policy
+            .initial_hold(&request.version, &request.shape);
+        addr.send(PreAuthorize {
+            request_id: request.request_id,
+            amount,
+        })
+        .timeout(MAILBOX_WAIT)
+        .await
+        .map_err(mailbox_error)??;
+        Ok(HoldTicket {
+            addr,
+            amount,
+            request,
+            done: false,
+        })
+    }
+
+    /// Credits (or, for an adjustment, possibly debits) an account through its actor. Returns
+    /// the live balance afterwards.
+    pub async fn change_balance(
+        &self,
+        account_id: AccountId,
+        kind: CreditKind,
+        amount: Decimal,
+        reason: String,
+    ) -> Result<Decimal, EngineError> {
+        let addr = self.actor(account_id).await?;
+        let change = BalanceChange {
+            id: Uuid::now_v7(),
+            account_id,
+            kind,
+            amount,
+            reason,
+        };
+        addr.send(ApplyChange(change))
+            .await
+            .map_err(|_| EngineError::Stopped)?
+    }
+
+    pub async fn set_status(
+        &self,
+        account_id: AccountId,
+        status: AccountStatus,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        let addr = self.actor(account_id).await?;
+        addr.send(SetStatus { status, reason })
+            .await
+            .map_err(|_| EngineError::Stopped)?
+    }
+
+    pub async fn set_limits(
+        &self,
+        account_id: AccountId,
+        limits: AccountLimits,
+    ) -> Result<(), EngineError> {
+        let addr = self.actor(account_id).await?;
+        addr.send(SetLimits(limits))
+            .await
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// The live view of an account (activating it if needed).
+    pub async fn view(&self, account_id: AccountId) -> Result<AccountView, EngineError> {
+        let addr = self.actor(account_id).await?;
+        addr.send(Snapshot)
+            .timeout(MAILBOX_WAIT)
+            .await
+            .map_err(mailbox_error)
+    }
+
+    /// Graceful shutdown: waits (at most `drain`) for in-flight requests to settle, then
+    /// flushes everything (at most `flush_deadline`). Returns whether both completed.
+    pub async fn shutdown(&self, drain: Duration, flush_deadline: Duration) -> bool {
+        self.inner.in_flight.close();
+        let drained = tokio::time::timeout(drain, self.inner.in_flight.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                remaining = self.inner.in_flight.len(),
+                "in-flight requests did not finish within the drain bound"
+            );
+        }
+        let flushed = self.inner.flusher.shutdown(flush_deadline).await;
+        drained && flushed
+    }
+}
+
+fn arbiter_index(id: AccountId, n: usize) -> usize {
+    // UUIDv7 ids start with a timestamp; the low bits are random, so they spread evenly.
+    (id.as_u128() as u64 % n as u64) as usize
+}
+
+fn mailbox_error(error: MailboxError) -> EngineError {
+    match error {
+        MailboxError::Timeout => EngineError::Overloaded,
+        MailboxError::Closed => EngineError::Stopped,
+    }
+}
+
+/// A request's admitted hold. Settle it with the usage the upstream reported, or release it
+/// if the upstream failed before reporting any. Dropping an unsettled ticket releases it.
+pub struct HoldTicket {
+    addr: Addr<AccountActor>,
+    amount: Decimal,
+    request: HoldRequest,
+    done: bool,
+}
+
+/// What a settled request cost.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub usage: Usage,
+    pub cost: Decimal,
+    pub outcome: Outcome,
+}
+
+impl HoldTicket {
+    pub fn request_id(&self) -> Uuid {
+        self.request.request_id
+    }
+
+    pub fn account_id(&self) -> AccountId {
+        self.request.account_id
+    }
+
+    /// The amount currently held.
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn version(&self) -> &PriceVersion {
+        &self.request.version
+    }
+
+    /// Re-sizes the hold to the real prompt that `message_start` reported. Does not wait: the
+    /// actor's mailbox keeps this ahead of the settle that follows it.
+    pub fn resize_to_prompt(&mut self, started: &Usage) {
+        let amount = resized_hold(
+            &self.request.version,
+            started,
+            self.request.shape.max_tokens,
+        );
+        if amount != self.amount {
+            self.amount = amount;
+            self.addr.do_send(ResizeHold {
+                request_id: self.request.request_id,
+                amount,
+            });
+        }
+    }
+
+    /// Debits the exact cost of `usage` at the request's price version. Waits for the actor
+    /// (never drops a debit), so call it off the response path.
+    pub async fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
+        self.done = true;
+        let version = &self.request.version;
+        let cost = version.cost(&usage);
+        let long_prompt_tier = version
+            .long_prompt
+            .as_ref()
+            .is_some_and(|tier| usage.prompt_tokens() > tier.threshold_tokens);
+        let record = UsageRecord {
+            request_id: self.request.request_id,
+            account_id: self.request.account_id,
+            key_id: self.request.key_id,
+            model: std::mem::take(&mut self.request.model),
+            usage,
+            cost,
+            price_version: version.effective_from,
+            long_prompt_tier,
+            outcome,
+            started_at: self.request.started_at,
+            finished_at: Utc::now(),
+        };
+        if let Err(error) = self.addr.send(Settle { record }).await {
+            // Only possible once the arbiters are stopped, which shutdown does after every
+            // tracked request has settled.
+            tracing::error!(request_id = %self.request.request_id, %error, %cost, "settle lost: account actor is gone");
+        }
+        Settlement {
+            usage,
+            cost,
+            outcome,
+        }
+    }
+
+    /// Drops the hold without a debit.
+    pub fn release(mut self) {
+        self.done = true;
+        self.addr.do_send(Release {
+            request_id: self.request.request_id,
+        });
+    }
+}
+
+impl Drop for HoldTicket {
+    fn drop(&mut self) {
+        if !self.done {
+            self.addr.do_send(Release {
+                request_id: self.request.request_id,
+            });
+        }
+    }
+}

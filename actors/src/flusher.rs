@@ -1,0 +1,185 @@
+//! The flusher: settled usage waits here until the next flush writes it to the ledger in one
+//! transaction. Account actors have already applied each debit to their in-memory balance
+//! before it arrives, so what sits in the buffer is exactly the "unflushed debits".
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::store::{LedgerStore, UsageRecord};
+
+/// Settled usage waiting for the ledger, and the state of the writer that drains it.
+#[derive(Clone)]
+pub struct FlusherHandle {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    buffer: Mutex<Vec<UsageRecord>>,
+    /// Wakes the writer early (shutdown, or a test that wants its records on disk now).
+    wake: Notify,
+    /// Set by the writer after each flush attempt; the engine refuses new holds while the
+    /// ledger cannot be written and the backlog is past its bound (fail closed).
+    failing: AtomicBool,
+    /// Records in the buffer, readable without the lock.
+    backlog: AtomicU64,
+    flushed_total: AtomicU64,
+    flushes: AtomicU64,
+    /// Bumped after every completed flush attempt, so `flush_now` can wait for one.
+    generation: AtomicU64,
+    flushed: Notify,
+    stopping: AtomicBool,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlusherStats {
+    pub backlog: u64,
+    pub flushed_records: u64,
+    pub flushes: u64,
+    pub failing: bool,
+}
+
+impl FlusherHandle {
+    /// Starts the writer task on the current tokio runtime.
+    pub fn start(store: Arc<dyn LedgerStore>, interval: Duration) -> FlusherHandle {
+        let handle = FlusherHandle {
+            inner: Arc::new(Shared {
+                buffer: Mutex::new(Vec::with_capacity(1024)),
+                wake: Notify::new(),
+                failing: AtomicBool::new(false),
+                backlog: AtomicU64::new(0),
+                flushed_total: AtomicU64::new(0),
+                flushes: AtomicU64::new(0),
+                generation: AtomicU64::new(0),
+                flushed: Notify::new(),
+                stopping: AtomicBool::new(false),
+            }),
+        };
+        let writer = handle.clone();
+        tokio::spawn(async move { writer.run(store, interval).await });
+        handle
+    }
+
+    /// Queues one settled request. Never drops it: the buffer is bounded by the request rate
+    /// times the flush interval while the ledger is healthy, and new holds are refused when
+    /// it is not (see [`FlusherHandle::is_failing`]).
+    pub(crate) fn push(&self, record: UsageRecord) {
+        let mut buffer = match self.inner.buffer.lock() {
+            Ok(buffer) => buffer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        buffer.push(record);
+        self.inner
+            .backlog
+            .store(buffer.len() as u64, Ordering::Relaxed);
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Relaxed)
+    }
+
+    pub fn stats(&self) -> FlusherStats {
+        FlusherStats {
+            backlog: self.inner.backlog.load(Ordering::Relaxed),
+            flushed_records: self.inner.flushed_total.load(Ordering::Relaxed),
+            flushes: self.inner.flushes.load(Ordering::Relaxed),
+            failing: self.is_failing(),
+        }
+    }
+
+    /// Asks for a flush now and waits until one full flush attempt has completed after the
+    /// call. Returns whether the buffer was empty afterwards.
+    pub async fn flush_now(&self) -> bool {
+        let target = self.inner.generation.load(Ordering::Acquire) + 2;
+        loop {
+            let notified = self.inner.flushed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.inner.generation.load(Ordering::Acquire) >= target {
+                break;
+            }
+            self.inner.wake.notify_one();
+            notified.await;
+        }
+        self.inner.backlog.load(Ordering::Relaxed) == 0
+    }
+
+    /// Flushes until the buffer is empty or `deadline` passes; stops the writer. Called once
+    /// at graceful shutdown, after in-flight requests have settled.
+    pub async fn shutdown(&self, deadline: Duration) -> bool {
+        let drained = tokio::time::timeout(deadline, async {
+            while !self.flush_now().await {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok();
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+        drained
+    }
+
+    fn take_batch(&self) -> Vec<UsageRecord> {
+        let mut buffer = match self.inner.buffer.lock() {
+            Ok(buffer) => buffer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.inner.backlog.store(0, Ordering::Relaxed);
+        std::mem::take(&mut *buffer)
+    }
+
+    /// Puts a batch that failed to write back in front of what arrived since, so the next
+    /// attempt retries it (the write is idempotent, so a partial success is harmless).
+    fn restore_batch(&self, mut batch: Vec<UsageRecord>) {
+        let mut buffer = match self.inner.buffer.lock() {
+            Ok(buffer) => buffer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        batch.append(&mut buffer);
+        *buffer = batch;
+        self.inner
+            .backlog
+            .store(buffer.len() as u64, Ordering::Relaxed);
+    }
+
+    async fn run(self, store: Arc<dyn LedgerStore>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = self.inner.wake.notified() => {}
+            }
+            let batch = self.take_batch();
+            if !batch.is_empty() {
+                match store.write_batch(&batch).await {
+                    Ok(outcome) => {
+                        self.inner.failing.store(false, Ordering::Relaxed);
+                        self.inner.flushes.fetch_add(1, Ordering::Relaxed);
+                        self.inner
+                            .flushed_total
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        tracing::debug!(
+                            records = batch.len(),
+                            inserted = outcome.inserted,
+                            "flushed usage batch"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, records = batch.len(), "usage flush failed; will retry");
+                        self.inner.failing.store(true, Ordering::Relaxed);
+                        self.restore_batch(batch);
+                    }
+                }
+            }
+            self.inner.generation.fetch_add(1, Ordering::AcqRel);
+            self.inner.flushed.notify_waiters();
+            if self.inner.stopping.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    }
+}

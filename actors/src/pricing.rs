@@ -1,0 +1,1000 @@
+//! The rate card: per-model prices in USD per million tokens, with dated versions and
+//! prompt-length tiers, and the exact cost of a request's usage.
+//!
+//! The same card bills requests, sizes holds and renders the public pricing page, so every
+//! number here is stored as given by the upstream's price list and never derived (cache-read
+//! multipliers differ between models).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use serde::{Deserialize, Serialize};
+
+use crate::Usage;
+
+/// Prices are per million tokens; a request's cost divides by this once, at the end, so that
+/// the only division in the whole computation is by a power of ten and therefore exact.
+const PER_MILLION: Decimal = dec!(1_000_000);
+
+/// The five token prices of one model (or one tier of it), in USD per 1,000,000 tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Prices {
+    /// Uncached input tokens.
+    pub input: Decimal,
+    /// Generated tokens.
+    pub output: Decimal,
+    /// Tokens read from the prompt cache.
+    pub cache_read: Decimal,
+    /// Tokens written to the 5-minute cache.
+    pub cache_write_5m: Decimal,
+    /// Tokens written to the 1-hour cache.
+    pub cache_write_1h: Decimal,
+}
+
+impl Prices {
+    /// The highest per-token price any prompt token can be billed at (max of input, cache_read,
+    /// cache_write_5m, cache_write_1h).
+    pub fn max_prompt_price(&self) -> Decimal {
+        self.input
+            .max(self.cache_read)
+            .max(self.cache_write_5m)
+            .max(self.cache_write_1h)
+    }
+
+    /// Exact cost in USD of the five token classes of `usage` at these prices. Server-tool uses
+    /// are not token classes and are not included (see [`PriceVersion::cost`]).
+    ///
+    /// Never panics: absurd counts or prices saturate at `Decimal::MAX`, which only ever makes a
+    /// hold refuse or a bill visibly wrong rather than crashing the account's actor.
+    pub fn token_cost(&self, usage: &Usage) -> Decimal {
+        let classes = [
+            (usage.input_tokens, self.input),
+            (usage.output_tokens, self.output),
+            (usage.cache_read_tokens, self.cache_read),
+            (usage.cache_write_5m_tokens, self.cache_write_5m),
+            (usage.cache_write_1h_tokens, self.cache_write_1h),
+        ];
+        let micro = classes.iter().fold(Decimal::ZERO, |sum, &(tokens, price)| {
+            sum.saturating_add(Decimal::from(tokens).saturating_mul(price))
+        });
+        per_million(micro)
+    }
+}
+
+/// `amount / 1_000_000`, exact for any value this module produces.
+pub(crate) fn per_million(amount: Decimal) -> Decimal {
+    // Dividing by a positive power of ten cannot overflow, so the fallback is unreachable in
+    // practice; it exists only so that this path has no panic in it.
+    amount.checked_div(PER_MILLION).unwrap_or(Decimal::MAX)
+}
+
+/// A higher price tier for requests with long prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LongPromptTier {
+    /// A request whose prompt ([`Usage::prompt_tokens`]) is strictly greater than this is billed
+    /// entirely, output included, at [`LongPromptTier::prices`].
+    pub threshold_tokens: u64,
+    /// The prices of the whole request above the threshold.
+    pub prices: Prices,
+}
+
+/// The prices of one model from a moment on, until the next version takes over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PriceVersion {
+    /// The first instant at which this version applies. Requests are priced by the version in
+    /// force when they started.
+    pub effective_from: DateTime<Utc>,
+    /// Prices of requests whose prompt does not exceed the long-prompt threshold (or of every
+    /// request when there is no tier).
+    pub base: Prices,
+    /// An optional tier for long prompts.
+    pub long_prompt: Option<LongPromptTier>,
+    /// USD per web search (USD 10 per 1,000 searches is `0.01`).
+    pub web_search_per_use: Decimal,
+}
+
+impl PriceVersion {
+    /// Prices for a request whose prompt is `prompt_tokens` long (applies the tier rule).
+    pub fn prices_for(&self, prompt_tokens: u64) -> &Prices {
+        match &self.long_prompt {
+            Some(tier) if prompt_tokens > tier.threshold_tokens => &tier.prices,
+            _ => &self.base,
+        }
+    }
+
+    /// Exact cost of a usage: sum over the five classes of tokens * price / 1_000_000, plus
+    /// web_search_requests * web_search_per_use. No rounding.
+    ///
+    /// Web fetches are free beyond the tokens they add, so they cost nothing here.
+    pub fn cost(&self, usage: &Usage) -> Decimal {
+        let tokens = self.prices_for(usage.prompt_tokens()).token_cost(usage);
+        let searches =
+            Decimal::from(usage.web_search_requests).saturating_mul(self.web_search_per_use);
+        tokens.saturating_add(searches)
+    }
+}
+
+/// One model id as the API accepts it, with its price history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// The model id clients send (`"claude-opus-5-5"`).
+    pub id: String,
+    /// A human name for listings (`"Claude Opus 5.5"`).
+    pub display_name: String,
+    /// When the model was released, for `GET /v1/models` ordering.
+    pub created_at: DateTime<Utc>,
+    /// Price versions sorted by `effective_from` ascending.
+    pub versions: Vec<PriceVersion>,
+}
+
+impl ModelCard {
+    /// The latest version with `effective_from <= at`, or `None` if `at` precedes them all.
+    pub fn version_at(&self, at: DateTime<Utc>) -> Option<&PriceVersion> {
+        let later = self.versions.partition_point(|v| v.effective_from <= at);
+        later.checked_sub(1).and_then(|i| self.versions.get(i))
+    }
+}
+
+/// Why a set of cards cannot form a [`RateCard`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateCardError {
+    /// Two cards, or a card and an alias, claim the same id.
+    #[error("model id {0:?} is defined twice")]
+    DuplicateId(String),
+    /// A card has no price version, so nothing could ever be billed for it.
+    #[error("model {0:?} has no price version")]
+    NoVersions(String),
+    /// A card's versions are not strictly ascending by `effective_from`.
+    #[error("price versions of model {0:?} are not sorted by effective_from")]
+    UnsortedVersions(String),
+    /// An alias points at an id that has no card.
+    #[error("alias {alias:?} points at unknown model {target:?}")]
+    UnknownAliasTarget {
+        /// The alias.
+        alias: String,
+        /// The id it was meant to stand for.
+        target: String,
+    },
+}
+
+/// Every model tollgate sells, looked up by id or alias.
+///
+/// Not `Clone`: it is built once and read by every request, so callers share it behind an
+/// `Arc<RateCard>` rather than copying the map.
+#[derive(Debug)]
+pub struct RateCard {
+    /// In listing order: newest `created_at` first, ties by id.
+    cards: Vec<ModelCard>,
+    /// Every accepted id and alias to its index in `cards`.
+    index: HashMap<String, usize>,
+}
+
+impl RateCard {
+    /// Builds a card from model cards plus aliases (`(alias, canonical id)`): ids accepted by
+    /// lookup that resolve to another id's card and are not listed on their own.
+    pub fn new(
+        mut cards: Vec<ModelCard>,
+        aliases: &[(&str, &str)],
+    ) -> Result<RateCard, RateCardError> {
+        for card in &cards {
+            if card.versions.is_empty() {
+                return Err(RateCardError::NoVersions(card.id.clone()));
+            }
+            let ascending = card
+                .versions
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if a.effective_from < b.effective_from));
+            if !ascending {
+                return Err(RateCardError::UnsortedVersions(card.id.clone()));
+            }
+        }
+        cards.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        let mut index = HashMap::with_capacity(cards.len() + aliases.len());
+        for (i, card) in cards.iter().enumerate() {
+            if index.insert(card.id.clone(), i).is_some() {
+                return Err(RateCardError::DuplicateId(card.id.clone()));
+            }
+        }
+        for &(alias, target) in aliases {
+            let Some(&i) = index.get(target) else {
+                return Err(RateCardError::UnknownAliasTarget {
+                    alias: alias.to_owned(),
+                    target: target.to_owned(),
+                });
+            };
+            if index.insert(alias.to_owned(), i).is_some() {
+                return Err(RateCardError::DuplicateId(alias.to_owned()));
+            }
+        }
+        Ok(RateCard { cards, index })
+    }
+
+    /// Every model of the reference rate card at its official prices.
+    ///
+    /// Each id the API accepts is its own card, including both the undated and the dated form
+    /// of a model (`claude-haiku-4-5` and `claude-haiku-4-5-20251001`), because a client listing
+    /// models expects to see every id it may send. The pairs share one price history built once
+    /// below, so a price change cannot reach one spelling and miss the other.
+    pub fn builtin() -> RateCard {
+        let cards = builtin_cards();
+        // The builtin cards are fixed and checked by a test, so the error path is unreachable;
+        // an empty card rather than a panic keeps startup code free of unwraps.
+        RateCard::new(cards, &[]).unwrap_or_else(|_| RateCard {
+            cards: Vec::new(),
+            index: HashMap::new(),
+        })
+    }
+
+    /// The card of an exact id or alias (e.g. `claude-haiku-4-5` or
+    /// `claude-haiku-4-5-20251001`).
+    pub fn model(&self, id: &str) -> Option<&ModelCard> {
+        self.index.get(id).and_then(|&i| self.cards.get(i))
+    }
+
+    /// The price version of `model` in force at `at`.
+    pub fn price_at(&self, model: &str, at: DateTime<Utc>) -> Option<&PriceVersion> {
+        self.model(model)?.version_at(at)
+    }
+
+    /// Every listed model id once, newest first (ties by id), for `GET /v1/models` and the
+    /// pricing page. Aliases are not listed.
+    pub fn models(&self) -> impl Iterator<Item = &ModelCard> {
+        self.cards.iter()
+    }
+}
+
+/// Midnight UTC of a calendar date, evaluated at compile time where used in a `const`.
+const fn utc_date(year: i32, month: u32, day: u32) -> DateTime<Utc> {
+    match NaiveDate::from_ymd_opt(year, month, day) {
+        Some(date) => date.and_time(NaiveTime::MIN).and_utc(),
+        None => panic!("invalid calendar date"),
+    }
+}
+
+/// Far enough in the past to precede every request tollgate will ever price.
+const SINCE_LAUNCH: DateTime<Utc> = utc_date(2024, 1, 1);
+/// Sonnet 5.5's first version starts before any request it could have served.
+const SONNET_5_5_FIRST: DateTime<Utc> = utc_date(2025, 1, 1);
+/// Sonnet 5.5's cache-read price drops from 0.20 to 0.10 at this instant.
+const SONNET_5_5_CACHE_READ_CUT: DateTime<Utc> = utc_date(2026, 10, 7);
+
+/// USD 10 per 1,000 web searches, for every model.
+const WEB_SEARCH_PER_USE: Decimal = dec!(0.01);
+
+const fn prices(
+    input: Decimal,
+    cache_write_5m: Decimal,
+    cache_write_1h: Decimal,
+    cache_read: Decimal,
+    output: Decimal,
+) -> Prices {
+    // Argument order follows the reference table's columns, to make review against it easy.
+    Prices {
+        input,
+        output,
+        cache_read,
+        cache_write_5m,
+        cache_write_1h,
+    }
+}
+
+fn flat(effective_from: DateTime<Utc>, base: Prices) -> PriceVersion {
+    PriceVersion {
+        effective_from,
+        base,
+        long_prompt: None,
+        web_search_per_use: WEB_SEARCH_PER_USE,
+    }
+}
+
+fn builtin_cards() -> Vec<ModelCard> {
+    let opus_4 = prices(dec!(15), dec!(18.75), dec!(30), dec!(1.50), dec!(75));
+    let opus_4_5 = prices(dec!(5), dec!(6.25), dec!(10), dec!(0.50), dec!(25));
+    let sonnet_4 = prices(dec!(3), dec!(3.75), dec!(6), dec!(0.30), dec!(15));
+    let sonnet_5 = prices(dec!(2), dec!(2.50), dec!(4), dec!(0.20), dec!(10));
+    let haiku_4_5 = prices(dec!(1), dec!(1.25), dec!(2), dec!(0.10), dec!(5));
+
+    let sonnet_5_5 = vec![
+        flat(SONNET_5_5_FIRST, sonnet_5),
+        flat(
+            SONNET_5_5_CACHE_READ_CUT,
+            Prices {
+                cache_read: dec!(0.10),
+                ..sonnet_5
+            },
+        ),
+    ];
+    let haiku_5_5 = vec![PriceVersion {
+        effective_from: SINCE_LAUNCH,
+        base: prices(dec!(0.10), dec!(0.125), dec!(0.20), dec!(0.01), dec!(0.50)),
+        long_prompt: Some(LongPromptTier {
+            threshold_tokens: 100_000,
+            prices: prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50)),
+        }),
+        web_search_per_use: WEB_SEARCH_PER_USE,
+    }];
+
+    // created_at dates are approximate release dates: for dated ids the date in the id, for the
+    // rest a plausible release day. They only order the model listing; nothing is billed by them.
+    let rows: Vec<(&str, &str, DateTime<Utc>, Vec<PriceVersion>)> = vec![
+        (
+            "claude-fable-5-2",
+            "Claude Fable 5.2",
+            utc_date(2026, 10, 1),
+            vec![flat(
+                SINCE_LAUNCH,
+                prices(dec!(8), dec!(10), dec!(16), dec!(0.20), dec!(40)),
+            )],
+        ),
+        (
+            "claude-fable-5-1",
+            "Claude Fable 5.1",
+            utc_date(2026, 7, 15),
+            vec![flat(
+                SINCE_LAUNCH,
+                prices(dec!(10), dec!(12.50), dec!(20), dec!(0.25), dec!(50)),
+            )],
+        ),
+        (
+            "claude-opus-5-5",
+            "Claude Opus 5.5",
+            utc_date(2026, 9, 15),
+            vec![flat(
+                SINCE_LAUNCH,
+                prices(dec!(4), dec!(5), dec!(8), dec!(0.20), dec!(20)),
+            )],
+        ),
+        (
+            "claude-opus-5",
+            "Claude Opus 5",
+            utc_date(2026, 6, 10),
+            vec![flat(
+                SINCE_LAUNCH,
+                prices(dec!(5), dec!(6.25), dec!(10), dec!(0.50), dec!(25)),
+            )],
+        ),
+        (
+            "claude-sonnet-5-5",
+            "Claude Sonnet 5.5",
+            utc_date(2026, 9, 1),
+            sonnet_5_5,
+        ),
+        (
+            "claude-sonnet-5",
+            "Claude Sonnet 5",
+            utc_date(2026, 6, 10),
+            vec![flat(SINCE_LAUNCH, sonnet_5)],
+        ),
+        (
+            "claude-haiku-5-5",
+            "Claude Haiku 5.5",
+            utc_date(2026, 8, 20),
+            haiku_5_5,
+        ),
+        (
+            "claude-haiku-4-5",
+            "Claude Haiku 4.5",
+            utc_date(2025, 10, 1),
+            vec![flat(SINCE_LAUNCH, haiku_4_5)],
+        ),
+        (
+            "claude-haiku-4-5-20251001",
+            "Claude Haiku 4.5",
+            utc_date(2025, 10, 1),
+            vec![flat(SINCE_LAUNCH, haiku_4_5)],
+        ),
+        (
+            "claude-opus-4-8",
+            "Claude Opus 4.8",
+            utc_date(2026, 5, 20),
+            vec![flat(SINCE_LAUNCH, opus_4_5)],
+        ),
+        (
+            "claude-opus-4-7",
+            "Claude Opus 4.7",
+            utc_date(2026, 4, 15),
+            vec![flat(SINCE_LAUNCH, opus_4_5)],
+        ),
+        (
+            "claude-opus-4-6",
+            "Claude Opus 4.6",
+            utc_date(2026, 2, 5),
+            vec![flat(SINCE_LAUNCH, opus_4_5)],
+        ),
+        (
+            "claude-opus-4-5",
+            "Claude Opus 4.5",
+            utc_date(2025, 11, 24),
+            vec![flat(SINCE_LAUNCH, opus_4_5)],
+        ),
+        (
+            "claude-opus-4-1-20250805",
+            "Claude Opus 4.1",
+            utc_date(2025, 8, 5),
+            vec![flat(SINCE_LAUNCH, opus_4)],
+        ),
+        (
+            "claude-opus-4-20250514",
+            "Claude Opus 4",
+            utc_date(2025, 5, 14),
+            vec![flat(SINCE_LAUNCH, opus_4)],
+        ),
+        (
+            "claude-sonnet-4-6",
+            "Claude Sonnet 4.6",
+            utc_date(2026, 2, 17),
+            vec![flat(SINCE_LAUNCH, sonnet_4)],
+        ),
+        (
+            "claude-sonnet-4-5",
+            "Claude Sonnet 4.5",
+            utc_date(2025, 9, 29),
+            vec![flat(SINCE_LAUNCH, sonnet_4)],
+        ),
+        (
+            "claude-sonnet-4-5-20250929",
+            "Claude Sonnet 4.5",
+            utc_date(2025, 9, 29),
+            vec![flat(SINCE_LAUNCH, sonnet_4)],
+        ),
+        (
+            "claude-sonnet-4-20250514",
+            "Claude Sonnet 4",
+            utc_date(2025, 5, 14),
+            vec![flat(SINCE_LAUNCH, sonnet_4)],
+        ),
+        (
+            "claude-3-5-haiku-20241022",
+            "Claude Haiku 3.5",
+            utc_date(2024, 10, 22),
+            vec![flat(
+                SINCE_LAUNCH,
+                prices(dec!(0.80), dec!(1), dec!(1.60), dec!(0.08), dec!(4)),
+            )],
+        ),
+    ];
+
+    rows.into_iter()
+        .map(|(id, display_name, created_at, versions)| ModelCard {
+            id: id.to_owned(),
+            display_name: display_name.to_owned(),
+            created_at,
+            versions,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .unwrap()
+            .and_hms_opt(h, min, s)
+            .unwrap()
+            .and_utc()
+    }
+
+    fn now() -> DateTime<Utc> {
+        at(2026, 11, 1, 0, 0, 0)
+    }
+
+    fn price(model: &str) -> PriceVersion {
+        RateCard::builtin().price_at(model, now()).unwrap().clone()
+    }
+
+    #[test]
+    fn builtin_is_valid_and_complete() {
+        let card = RateCard::new(builtin_cards(), &[]).unwrap();
+        let ids: Vec<&str> = card.models().map(|m| m.id.as_str()).collect();
+        let expected = [
+            "claude-fable-5-2",
+            "claude-fable-5-1",
+            "claude-opus-5-5",
+            "claude-opus-5",
+            "claude-sonnet-5-5",
+            "claude-sonnet-5",
+            "claude-haiku-5-5",
+            "claude-haiku-4-5",
+            "claude-haiku-4-5-20251001",
+            "claude-opus-4-5",
+            "claude-opus-4-6",
+            "claude-opus-4-7",
+            "claude-opus-4-8",
+            "claude-opus-4-1-20250805",
+            "claude-opus-4-20250514",
+            "claude-sonnet-4-5",
+            "claude-sonnet-4-5-20250929",
+            "claude-sonnet-4-6",
+            "claude-sonnet-4-20250514",
+            "claude-3-5-haiku-20241022",
+        ];
+        assert_eq!(ids.len(), expected.len());
+        for id in expected {
+            assert!(ids.contains(&id), "{id} missing");
+            let card = card.model(id).unwrap();
+            assert_eq!(card.id, id);
+            assert!(card.display_name.starts_with("Claude "));
+            assert!(card.version_at(now()).is_some());
+            assert_eq!(card.versions[0].web_search_per_use, dec!(0.01));
+        }
+        assert_eq!(RateCard::builtin().models().count(), expected.len());
+    }
+
+    #[test]
+    fn listing_is_newest_first_and_each_id_once() {
+        let card = RateCard::builtin();
+        let listed: Vec<&ModelCard> = card.models().collect();
+        for pair in listed.windows(2) {
+            assert!(pair[0].created_at >= pair[1].created_at);
+        }
+        let mut ids: Vec<&str> = listed.iter().map(|m| m.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), listed.len());
+        assert_eq!(listed[0].id, "claude-fable-5-2");
+        assert_eq!(listed.last().unwrap().id, "claude-3-5-haiku-20241022");
+    }
+
+    #[test]
+    fn dated_and_undated_ids_price_the_same() {
+        let card = RateCard::builtin();
+        for (a, b) in [
+            ("claude-haiku-4-5", "claude-haiku-4-5-20251001"),
+            ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
+        ] {
+            assert_eq!(
+                card.model(a).unwrap().versions,
+                card.model(b).unwrap().versions
+            );
+            assert_eq!(
+                card.model(a).unwrap().display_name,
+                card.model(b).unwrap().display_name
+            );
+        }
+        assert!(card.model("claude-haiku-4").is_none());
+        assert!(card.model("").is_none());
+    }
+
+    #[test]
+    fn aliases_resolve_to_the_canonical_card_and_are_not_listed() {
+        let card =
+            RateCard::new(builtin_cards(), &[("haiku", "claude-haiku-4-5-20251001")]).unwrap();
+        let via_alias = card.model("haiku").unwrap();
+        assert_eq!(via_alias.id, "claude-haiku-4-5-20251001");
+        assert!(card.models().all(|m| m.id != "haiku"));
+        assert_eq!(
+            RateCard::new(builtin_cards(), &[("x", "nope")]).unwrap_err(),
+            RateCardError::UnknownAliasTarget {
+                alias: "x".into(),
+                target: "nope".into()
+            }
+        );
+        assert_eq!(
+            RateCard::new(builtin_cards(), &[("claude-opus-5", "claude-opus-5-5")]).unwrap_err(),
+            RateCardError::DuplicateId("claude-opus-5".into())
+        );
+    }
+
+    #[test]
+    fn invalid_cards_are_refused() {
+        let mut cards = builtin_cards();
+        let dup = cards[0].clone();
+        cards.push(dup);
+        assert!(matches!(
+            RateCard::new(cards, &[]),
+            Err(RateCardError::DuplicateId(_))
+        ));
+
+        let mut cards = builtin_cards();
+        cards[0].versions.clear();
+        assert!(matches!(
+            RateCard::new(cards, &[]),
+            Err(RateCardError::NoVersions(_))
+        ));
+
+        let mut cards = builtin_cards();
+        let v = cards[0].versions[0].clone();
+        cards[0].versions.push(v);
+        assert!(matches!(
+            RateCard::new(cards, &[]),
+            Err(RateCardError::UnsortedVersions(_))
+        ));
+    }
+
+    #[test]
+    fn table_rows_match_the_reference() {
+        // (id, input, 5m write, 1h write, cache read, output), as in the reference table.
+        let rows = [
+            (
+                "claude-fable-5-2",
+                dec!(8),
+                dec!(10),
+                dec!(16),
+                dec!(0.20),
+                dec!(40),
+            ),
+            (
+                "claude-fable-5-1",
+                dec!(10),
+                dec!(12.50),
+                dec!(20),
+                dec!(0.25),
+                dec!(50),
+            ),
+            (
+                "claude-opus-5-5",
+                dec!(4),
+                dec!(5),
+                dec!(8),
+                dec!(0.20),
+                dec!(20),
+            ),
+            (
+                "claude-opus-5",
+                dec!(5),
+                dec!(6.25),
+                dec!(10),
+                dec!(0.50),
+                dec!(25),
+            ),
+            (
+                "claude-sonnet-5-5",
+                dec!(2),
+                dec!(2.50),
+                dec!(4),
+                dec!(0.10),
+                dec!(10),
+            ),
+            (
+                "claude-sonnet-5",
+                dec!(2),
+                dec!(2.50),
+                dec!(4),
+                dec!(0.20),
+                dec!(10),
+            ),
+            (
+                "claude-haiku-5-5",
+                dec!(0.10),
+                dec!(0.125),
+                dec!(0.20),
+                dec!(0.01),
+                dec!(0.50),
+            ),
+            (
+                "claude-haiku-4-5",
+                dec!(1),
+                dec!(1.25),
+                dec!(2),
+                dec!(0.10),
+                dec!(5),
+            ),
+            (
+                "claude-haiku-4-5-20251001",
+                dec!(1),
+                dec!(1.25),
+                dec!(2),
+                dec!(0.10),
+                dec!(5),
+            ),
+            (
+                "claude-opus-4-5",
+                dec!(5),
+                dec!(6.25),
+                dec!(10),
+                dec!(0.50),
+                dec!(25),
+            ),
+            (
+                "claude-opus-4-6",
+                dec!(5),
+                dec!(6.25),
+                dec!(10),
+                dec!(0.50),
+                dec!(25),
+            ),
+            (
+                "claude-opus-4-7",
+                dec!(5),
+                dec!(6.25),
+                dec!(10),
+                dec!(0.50),
+                dec!(25),
+            ),
+            (
+                "claude-opus-4-8",
+                dec!(5),
+                dec!(6.25),
+                dec!(10),
+                dec!(0.50),
+                dec!(25),
+            ),
+            (
+                "claude-opus-4-1-20250805",
+                dec!(15),
+                dec!(18.75),
+                dec!(30),
+                dec!(1.50),
+                dec!(75),
+            ),
+            (
+                "claude-opus-4-20250514",
+                dec!(15),
+                dec!(18.75),
+                dec!(30),
+                dec!(1.50),
+                dec!(75),
+            ),
+            (
+                "claude-sonnet-4-5",
+                dec!(3),
+                dec!(3.75),
+                dec!(6),
+                dec!(0.30),
+                dec!(15),
+            ),
+            (
+                "claude-sonnet-4-5-20250929",
+                dec!(3),
+                dec!(3.75),
+                dec!(6),
+                dec!(0.30),
+                dec!(15),
+            ),
+            (
+                "claude-sonnet-4-6",
+                dec!(3),
+                dec!(3.75),
+                dec!(6),
+                dec!(0.30),
+                dec!(15),
+            ),
+            (
+                "claude-sonnet-4-20250514",
+                dec!(3),
+                dec!(3.75),
+                dec!(6),
+                dec!(0.30),
+                dec!(15),
+            ),
+            (
+                "claude-3-5-haiku-20241022",
+                dec!(0.80),
+                dec!(1),
+                dec!(1.60),
+                dec!(0.08),
+                dec!(4),
+            ),
+        ];
+        for (id, input, w5, w1, read, output) in rows {
+            let p = price(id).base;
+            assert_eq!(
+                (
+                    p.input,
+                    p.cache_write_5m,
+                    p.cache_write_1h,
+                    p.cache_read,
+                    p.output
+                ),
+                (input, w5, w1, read, output),
+                "{id}"
+            );
+        }
+        let long = price("claude-haiku-5-5").long_prompt.unwrap();
+        assert_eq!(long.threshold_tokens, 100_000);
+        assert_eq!(
+            long.prices,
+            prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50))
+        );
+        for m in RateCard::builtin().models() {
+            if m.id != "claude-haiku-5-5" {
+                assert!(
+                    m.versions.iter().all(|v| v.long_prompt.is_none()),
+                    "{}",
+                    m.id
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_prompt_price_is_the_highest_prompt_class() {
+        assert_eq!(price("claude-opus-5-5").base.max_prompt_price(), dec!(8));
+        let odd = prices(dec!(1), dec!(2), dec!(3), dec!(9), dec!(100));
+        assert_eq!(odd.max_prompt_price(), dec!(9));
+    }
+
+    #[test]
+    fn cost_of_each_class_by_hand() {
+        // Opus 5.5: input 1000 * 4 = 4000, output 500 * 20 = 10000, cache read 2000 * 0.20 = 400,
+        // 5m write 300 * 5 = 1500, 1h write 400 * 8 = 3200; 19100 / 1e6 = 0.0191.
+        let usage = Usage {
+            input_tokens: 1000,
+            output_tokens: 500,
+            cache_read_tokens: 2000,
+            cache_write_5m_tokens: 300,
+            cache_write_1h_tokens: 400,
+            ..Usage::default()
+        };
+        assert_eq!(price("claude-opus-5-5").cost(&usage), dec!(0.0191));
+
+        // Haiku 3.5, one class at a time: 7 * 0.80 = 5.6, 3 * 4 = 12, 11 * 0.08 = 0.88,
+        // 13 * 1 = 13, 17 * 1.60 = 27.2 (all / 1e6).
+        let v = price("claude-3-5-haiku-20241022");
+        let one = |f: fn(&mut Usage)| {
+            let mut u = Usage::default();
+            f(&mut u);
+            v.cost(&u)
+        };
+        assert_eq!(one(|u| u.input_tokens = 7), dec!(0.0000056));
+        assert_eq!(one(|u| u.output_tokens = 3), dec!(0.000012));
+        assert_eq!(one(|u| u.cache_read_tokens = 11), dec!(0.00000088));
+        assert_eq!(one(|u| u.cache_write_5m_tokens = 13), dec!(0.000013));
+        assert_eq!(one(|u| u.cache_write_1h_tokens = 17), dec!(0.0000272));
+
+        // Sonnet 4.5: 1 input token at 3 and 1 output token at 15: 18 / 1e6.
+        let u = Usage {
+            input_tokens: 1,
+            output_tokens: 1,
+            ..Usage::default()
+        };
+        assert_eq!(price("claude-sonnet-4-5-20250929").cost(&u), dec!(0.000018));
+
+        // Fable 5.1, a Claude Code-like turn: 120000 cache read * 0.25 = 30000,
+        // 3000 5m write * 12.50 = 37500, 50 input * 10 = 500, 800 output * 50 = 40000;
+        // 108000 / 1e6 = 0.108.
+        let u = Usage {
+            input_tokens: 50,
+            output_tokens: 800,
+            cache_read_tokens: 120_000,
+            cache_write_5m_tokens: 3000,
+            ..Usage::default()
+        };
+        assert_eq!(price("claude-fable-5-1").cost(&u), dec!(0.108));
+        assert_eq!(
+            price("claude-fable-5-1").cost(&Usage::default()),
+            Decimal::ZERO
+        );
+    }
+
+    #[test]
+    fn haiku_5_5_tier_boundary() {
+        let v = price("claude-haiku-5-5");
+        // Exactly 100,000 prompt tokens: base tier. 99,000 * 0.10 + 1,000 * 0.01 = 9,910,
+        // plus output 1,000 * 0.50 = 500: 10,410 / 1e6.
+        let base = Usage {
+            input_tokens: 99_000,
+            cache_read_tokens: 1_000,
+            output_tokens: 1_000,
+            ..Usage::default()
+        };
+        assert_eq!(base.prompt_tokens(), 100_000);
+        assert_eq!(v.cost(&base), dec!(0.01041));
+        // One more prompt token, as a 1h write: every class at the long tier, output included.
+        // 99,000 * 0.50 + 1,000 * 0.05 + 1 * 1.00 + 1,000 * 2.50 = 49,500 + 50 + 1 + 2,500.
+        let long = Usage {
+            cache_write_1h_tokens: 1,
+            ..base
+        };
+        assert_eq!(long.prompt_tokens(), 100_001);
+        assert_eq!(v.cost(&long), dec!(0.052051));
+        assert_eq!(v.prices_for(100_000), &v.base);
+        assert_eq!(v.prices_for(100_001).output, dec!(2.50));
+        assert_eq!(v.prices_for(u64::MAX).input, dec!(0.50));
+    }
+
+    #[test]
+    fn sonnet_5_5_version_either_side_of_the_cut() {
+        let card = RateCard::builtin();
+        let before = card
+            .price_at("claude-sonnet-5-5", at(2026, 10, 6, 23, 59, 59))
+            .unwrap();
+        let from = card
+            .price_at("claude-sonnet-5-5", at(2026, 10, 7, 0, 0, 0))
+            .unwrap();
+        assert_eq!(before.base.cache_read, dec!(0.20));
+        assert_eq!(from.base.cache_read, dec!(0.10));
+        assert_eq!(
+            Prices {
+                cache_read: before.base.cache_read,
+                ..from.base
+            },
+            before.base
+        );
+        let u = Usage {
+            cache_read_tokens: 1_000_000,
+            ..Usage::default()
+        };
+        assert_eq!(before.cost(&u), dec!(0.20));
+        assert_eq!(from.cost(&u), dec!(0.10));
+        assert!(card
+            .price_at("claude-sonnet-5-5", at(2024, 12, 31, 23, 59, 59))
+            .is_none());
+        assert!(card.price_at("claude-nope", now()).is_none());
+    }
+
+    #[test]
+    fn version_at_picks_latest_effective() {
+        let mk = |d: u32, read: Decimal| {
+            flat(
+                at(2026, 1, d, 0, 0, 0),
+                prices(dec!(1), dec!(1), dec!(1), read, dec!(1)),
+            )
+        };
+        let card = ModelCard {
+            id: "m".into(),
+            display_name: "M".into(),
+            created_at: at(2026, 1, 1, 0, 0, 0),
+            versions: vec![mk(1, dec!(1)), mk(10, dec!(2)), mk(20, dec!(3))],
+        };
+        let read = |d, h| {
+            card.version_at(at(2026, 1, d, h, 0, 0))
+                .map(|v| v.base.cache_read)
+        };
+        assert_eq!(card.version_at(at(2025, 12, 31, 0, 0, 0)), None);
+        assert_eq!(read(1, 0), Some(dec!(1)));
+        assert_eq!(read(9, 23), Some(dec!(1)));
+        assert_eq!(read(10, 0), Some(dec!(2)));
+        assert_eq!(read(19, 5), Some(dec!(2)));
+        assert_eq!(read(20, 0), Some(dec!(3)));
+        assert_eq!(read(31, 0), Some(dec!(3)));
+    }
+
+    #[test]
+    fn web_search_is_ten_dollars_per_thousand() {
+        let u = Usage {
+            web_search_requests: 3,
+            web_fetch_requests: 5,
+            ..Usage::default()
+        };
+        for m in RateCard::builtin().models() {
+            assert_eq!(
+                m.version_at(now()).unwrap().cost(&u),
+                dec!(0.03),
+                "{}",
+                m.id
+            );
+        }
+        let u = Usage {
+            input_tokens: 1000,
+            web_search_requests: 1000,
+            ..Usage::default()
+        };
+        // 1000 * 4 / 1e6 + 1000 * 0.01.
+        assert_eq!(price("claude-opus-5-5").cost(&u), dec!(10.004));
+    }
+
+    #[test]
+    fn huge_counts_do_not_panic() {
+        let u = Usage {
+            input_tokens: u64::MAX,
+            output_tokens: u64::MAX,
+            cache_read_tokens: u64::MAX,
+            cache_write_5m_tokens: u64::MAX,
+            cache_write_1h_tokens: u64::MAX,
+            web_search_requests: u64::MAX,
+            web_fetch_requests: u64::MAX,
+        };
+        for m in RateCard::builtin().models() {
+            assert!(m.version_at(now()).unwrap().cost(&u) > Decimal::ZERO);
+        }
+    }
+
+    #[test]
+    fn prices_serialize_as_decimal_strings() {
+        let p = price("claude-haiku-5-5").base;
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(json.contains("\"cache_write_5m\":\"0.125\""), "{json}");
+        let back: Prices = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, p);
+    }
+}

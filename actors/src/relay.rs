@@ -1,0 +1,130 @@
+//! The stream actor: one per streaming request in flight. It relays the upstream's SSE bytes to
+//! the client as they arrive, reads usage from a view of the same bytes, and settles the hold
+//! when the upstream is done.
+//!
+//! It is a task that owns its state rather than an actix actor: relaying needs to `await` the
+//! client's channel between chunks (that is the backpressure from a slow client), and an actix
+//! handler cannot await without blocking its context. Its only messages go to the account
+//! actor (resize, settle, release), through the [`HoldTicket`].
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::engine::{HoldTicket, Settlement};
+use crate::sse::UsageParser;
+use crate::store::Outcome;
+
+/// Chunks waiting for a slow client, per stream. Small: SSE chunks are small and the point is
+/// to relay, not to buffer.
+pub const CLIENT_BUFFER_CHUNKS: usize = 16;
+
+/// The upstream connection failed after the response had started; the client's connection is
+/// cut the same way, so it sees what the upstream did.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("upstream stream was cut: {0}")]
+pub struct StreamCut(pub String);
+
+/// What the client's response body receives.
+pub type ClientChunk = Result<Bytes, StreamCut>;
+
+/// Relays one upstream stream to one client.
+pub struct StreamActor<S> {
+    upstream: S,
+    client: mpsc::Sender<ClientChunk>,
+    ticket: HoldTicket,
+    parser: UsageParser,
+    /// How long to keep reading the upstream after the client went away, to learn the usage.
+    drain: Duration,
+}
+
+impl<S, E> StreamActor<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
+    E: std::fmt::Display,
+{
+    /// A stream actor and the receiving end its client's response body reads from.
+    pub fn new(
+        upstream: S,
+        ticket: HoldTicket,
+        drain: Duration,
+    ) -> (StreamActor<S>, mpsc::Receiver<ClientChunk>) {
+        let (client, body) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
+        (
+            StreamActor {
+                upstream,
+                client,
+                ticket,
+                parser: UsageParser::new(),
+                drain,
+            },
+            body,
+        )
+    }
+
+    /// Relays until the upstream ends, then settles. Returns the settlement, or `None` if the
+    /// upstream reported no usage at all and the hold was released.
+    pub async fn run(mut self) -> Option<Settlement> {
+        let request_id = self.ticket.request_id();
+        let mut drain_deadline: Option<Instant> = None;
+        let mut cut = false;
+        loop {
+            let next = match drain_deadline {
+                None => self.upstream.next().await,
+                Some(deadline) => {
+                    match tokio::time::timeout_at(deadline, self.upstream.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
+                            break;
+                        }
+                    }
+                }
+            };
+            match next {
+                None => break,
+                Some(Ok(chunk)) => {
+                    if self.parser.feed(&chunk).message_started {
+                        let started = self.parser.usage();
+                        self.ticket.resize_to_prompt(&started);
+                    }
+                    if drain_deadline.is_none() && self.client.send(Ok(chunk)).await.is_err() {
+                        tracing::info!(%request_id, "client disconnected mid-stream; draining the upstream");
+                        drain_deadline = Some(Instant::now() + self.drain);
+                    }
+                    if self.parser.completed() {
+                        break;
+                    }
+                }
+                Some(Err(error)) => {
+                    let reason = error.to_string();
+                    tracing::warn!(%request_id, error = %reason, "upstream stream failed");
+                    cut = true;
+                    if drain_deadline.is_none() {
+                        let _ = self.client.send(Err(StreamCut(reason))).await;
+                    }
+                    break;
+                }
+            }
+        }
+        // Closing the client channel ends the response before the settle: the settle is off
+        // the response path.
+        drop(self.client);
+        let outcome = if drain_deadline.is_some() {
+            Outcome::ClientDisconnected
+        } else if cut || !self.parser.completed() || self.parser.error_type().is_some() {
+            Outcome::UpstreamCut
+        } else {
+            Outcome::Completed
+        };
+        let usage = self.parser.usage();
+        if !self.parser.saw_message_start() && usage.is_zero() {
+            self.ticket.release();
+            return None;
+        }
+        Some(self.ticket.settle(usage, outcome).await)
+    }
+}

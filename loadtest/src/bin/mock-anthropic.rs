@@ -1,0 +1,104 @@
+//! `mock-anthropic`: the simulated Anthropic upstream as a standalone server, for benchmarks
+//! and demos. Every `MockConfig` field is a flag (or a `MOCK_ANTHROPIC_*` variable).
+
+use clap::Parser;
+use mock_anthropic::{MockConfig, MockServer};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mock-anthropic",
+    version,
+    about = "A simulated Anthropic Messages API upstream"
+)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "MOCK_ANTHROPIC_LISTEN", default_value = "127.0.0.1:9999")]
+    listen: String,
+    /// Delay before the first byte of a stream, or before a non-streaming response.
+    #[arg(long, env = "MOCK_ANTHROPIC_TTFT_MS", default_value_t = MockConfig::default().ttft_ms)]
+    ttft_ms: u64,
+    /// Delay between output-token chunks of a stream.
+    #[arg(long, env = "MOCK_ANTHROPIC_INTER_TOKEN_MS", default_value_t = MockConfig::default().inter_token_ms)]
+    inter_token_ms: u64,
+    /// Output tokens per response, capped by the request's max_tokens.
+    #[arg(long, env = "MOCK_ANTHROPIC_OUTPUT_TOKENS", default_value_t = MockConfig::default().output_tokens)]
+    output_tokens: u64,
+    /// Output tokens per content_block_delta.
+    #[arg(long, env = "MOCK_ANTHROPIC_TOKENS_PER_CHUNK", default_value_t = MockConfig::default().tokens_per_chunk)]
+    tokens_per_chunk: u64,
+    /// Cache-read tokens reported in usage.
+    #[arg(long, env = "MOCK_ANTHROPIC_CACHE_READ_TOKENS", default_value_t = MockConfig::default().cache_read_tokens)]
+    cache_read_tokens: u64,
+    /// 5-minute cache-write tokens reported in usage.
+    #[arg(long, env = "MOCK_ANTHROPIC_CACHE_WRITE_5M_TOKENS", default_value_t = MockConfig::default().cache_write_5m_tokens)]
+    cache_write_5m_tokens: u64,
+    /// 1-hour cache-write tokens reported in usage.
+    #[arg(long, env = "MOCK_ANTHROPIC_CACHE_WRITE_1H_TOKENS", default_value_t = MockConfig::default().cache_write_1h_tokens)]
+    cache_write_1h_tokens: u64,
+    /// Input tokens reported in usage; by default ceil(request body bytes / 4).
+    #[arg(long, env = "MOCK_ANTHROPIC_INPUT_TOKENS")]
+    input_tokens: Option<u64>,
+    /// Require this key in x-api-key or as a Bearer token.
+    #[arg(long, env = "MOCK_ANTHROPIC_API_KEY")]
+    api_key: Option<String>,
+    /// Seed of the generated text and ids.
+    #[arg(long, env = "MOCK_ANTHROPIC_SEED", default_value_t = MockConfig::default().seed)]
+    seed: u64,
+    /// actix-web worker threads.
+    #[arg(long, env = "MOCK_ANTHROPIC_WORKERS", default_value_t = MockConfig::default().workers)]
+    workers: usize,
+}
+
+impl Args {
+    fn config(&self) -> MockConfig {
+        MockConfig {
+            ttft_ms: self.ttft_ms,
+            inter_token_ms: self.inter_token_ms,
+            output_tokens: self.output_tokens,
+            tokens_per_chunk: self.tokens_per_chunk,
+            cache_read_tokens: self.cache_read_tokens,
+            cache_write_5m_tokens: self.cache_write_5m_tokens,
+            cache_write_1h_tokens: self.cache_write_1h_tokens,
+            input_tokens: self.input_tokens,
+            api_key: self.api_key.clone(),
+            seed: self.seed,
+            workers: self.workers,
+        }
+    }
+}
+
+// The server runs on its own threads; this runtime only waits for a signal.
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let server = MockServer::start(args.config(), &args.listen).await?;
+    println!("mock-anthropic listening on {}", server.addr());
+
+    shutdown_signal().await?;
+    tracing::info!(stats = ?server.stats(), "stopping mock-anthropic");
+    server.stop().await;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! Layered configuration: built-in defaults, then `config.yaml` (or `--config PATH`), then
+//! `TOLLGATE__SECTION__KEY` environment variables. Parsed by figment.
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use tollgate_actors::hold::HoldPolicy;
+use tollgate_actors::AccountLimits;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub admin: AdminSettings,
+    pub auth: AuthSettings,
+    pub upstreams: Vec<UpstreamSettings>,
+    pub metering: MeteringSettings,
+    pub limits: LimitSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to listen on, `host:port`. Port 0 picks a free port.
+    pub listen: String,
+    /// HTTP worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// Largest request body accepted, in bytes; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long open connections and streams may take to finish.
+    pub shutdown_drain_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: String,
+    pub pool_size: usize,
+    /// Create the database named in `url` if it does not exist (used by `tollgate demo`).
+    pub create_if_missing: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin/v1`. Empty disables the admin API.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Secret for the HMAC-SHA-256 under which API keys are stored. Changing it invalidates
+    /// every key.
+    pub key_secret: String,
+    /// Failed authentications allowed per client IP per minute before it gets 429.
+    pub failed_auth_per_minute: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSettings {
+    pub name: String,
+    /// e.g. `https://api.anthropic.com` (no `/v1`).
+    pub base_url: String,
+    pub api_key: String,
+    /// Seconds to wait for the upstream's response headers.
+    #[serde(default = "default_upstream_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_upstream_timeout() -> u64 {
+    600
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeteringSettings {
+    /// How often settled usage is written to Postgres, in one transaction.
+    pub flush_interval_ms: u64,
+    /// Request-body bytes assumed per input token when sizing a hold. 1 is strictly safe
+    /// (a token is at least one byte); larger values admit more parallel requests on a small
+    /// balance at the risk of a request exceeding its hold (see docs/METERING.md).
+    pub hold_bytes_per_token: u32,
+    /// Tokens assumed per image or document block when sizing a hold.
+    pub hold_media_tokens: u64,
+    /// After a client disconnects mid-stream, how long to keep reading the upstream to learn
+    /// the final usage.
+    pub stream_drain_ms: u64,
+    /// Threads hosting account actors; 0 means one per CPU.
+    pub account_arbiters: usize,
+    /// While Postgres cannot be written, refuse new requests once this many settled requests
+    /// are waiting to be flushed.
+    pub max_unflushed: u64,
+}
+
+/// Throttles given to new accounts; 0 disables a limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSettings {
+    pub requests_per_minute: u32,
+    pub tokens_per_minute: u32,
+    pub max_concurrent: u32,
+    /// `count_tokens` calls per key per minute (they are free, so they are capped).
+    pub count_tokens_per_minute: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        let limits = AccountLimits::default();
+        Settings {
+            server: ServerSettings {
+                listen: "127.0.0.1:8080".into(),
+                workers: 0,
+                max_body_bytes: 32 * 1024 * 1024,
+                shutdown_drain_ms: 30_000,
+            },
+            database: DatabaseSettings {
+                url: "postgres://postgres@127.0.0.1:5432/tollgate".into(),
+                pool_size: 16,
+                create_if_missing: false,
+            },
+            admin: AdminSettings {
+                token: String::new(),
+            },
+            auth: AuthSettings {
+                key_secret: String::new(),
+                failed_auth_per_minute: 30,
+            },
+            upstreams: Vec::new(),
+            metering: MeteringSettings {
+                flush_interval_ms: 250,
+                hold_bytes_per_token: HoldPolicy::default().bytes_per_token,
+                hold_media_tokens: HoldPolicy::default().media_allowance_tokens,
+                stream_drain_ms: 30_000,
+                account_arbiters: 0,
+                max_unflushed: 100_000,
+            },
+            limits: LimitSettings {
+                requests_per_minute: limits.requests_per_minute,
+                tokens_per_minute: limits.tokens_per_minute,
+                max_concurrent: limits.max_concurrent,
+                count_tokens_per_minute: 120,
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    #[error("configuration: {field}: {problem}")]
+    Invalid {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+impl Settings {
+    /// Defaults, then the YAML file at `path` if it exists, then the environment; validated.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let settings = Settings::load_unvalidated(path)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// As [`Settings::load`], for callers that fill in parts themselves before validating.
+    pub fn load_unvalidated(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        let file = path.unwrap_or_else(|| Path::new("config.yaml"));
+        if path.is_some() || file.exists() {
+            figment = figment.merge(Yaml::file_exact(file));
+        }
+        let settings: Settings = figment
+            .merge(Env::prefixed("TOLLGATE__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        Ok(settings)
+    }
+
+    /// Rejects settings that would start a service that cannot work as configured.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        if self.upstreams.is_empty() {
+            return invalid("upstreams", "at least one upstream is required");
+        }
+        for upstream in &self.upstreams {
+            if !(upstream.base_url.starts_with("http://")
+                || upstream.base_url.starts_with("https://"))
+            {
+                return invalid("upstreams.base_url", "must start with http:// or https://");
+            }
+        }
+        if self.auth.key_secret.len() < 16 {
+            return invalid("auth.key_secret", "must be at least 16 characters");
+        }
+        if self.metering.flush_interval_ms == 0 {
+            return invalid("metering.flush_interval_ms", "must be greater than 0");
+        }
+        if self.metering.hold_bytes_per_token == 0 {
+            return invalid("metering.hold_bytes_per_token", "must be at least 1");
+        }
+        if self.server.max_body_bytes == 0 {
+            return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        Ok(())
+    }
+
+    pub fn default_limits(&self) -> AccountLimits {
+        AccountLimits {
+            requests_per_minute: self.limits.requests_per_minute,
+            tokens_per_minute: self.limits.tokens_per_minute,
+            max_concurrent: self.limits.max_concurrent,
+        }
+    }
+
+    pub fn hold_policy(&self) -> HoldPolicy {
+        HoldPolicy {
+            bytes_per_token: self.metering.hold_bytes_per_token,
+            media_allowance_tokens: self.metering.hold_media_tokens,
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Every response carries a `request-id`; the same id appears in error bodies and in the logs
+//! and usage row of the request.
+
+use std::fmt;
+use std::future::{ready, Ready};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use uuid::Uuid;
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
+
+/// A request's id: a UUIDv7, shown as `req_` and 32 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestId(pub Uuid);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "req_{}", self.0.simple())
+    }
+}
+
+impl FromRequest for RequestId {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<RequestId, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let id = req
+            .extensions()
+            .get::<RequestId>()
+            .copied()
+            .unwrap_or_else(|| RequestId(Uuid::now_v7()));
+        ready(Ok(id))
+    }
+}
+
+/// Middleware: assigns the id and stamps it on the response.
+pub async fn assign(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = RequestId(Uuid::now_v7());
+    req.extensions_mut().insert(id);
+    let mut response = next.call(req).await?;
+    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    Ok(response)
+}

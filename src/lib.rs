@@ -1,0 +1,20 @@
+//! tollgate: a metering proxy for reselling Claude API access.
+//!
+//! - [`config`]: layered settings (`config.yaml`, then `TOLLGATE__SECTION__KEY`).
+//! - [`startup`]: builds and runs the service ([`startup::Application`]).
+//! - [`http`]: routes: the Anthropic-compatible proxy, the admin API, health and metrics.
+//! - [`auth`]: API keys, their keyed hashes and the in-memory lookup.
+//! - [`store`]: Postgres: migrations, named queries, the ledger writer.
+//! - [`upstream`]: the providers requests are forwarded to.
+//! - [`demo`]: `tollgate demo`.
+//!
+//! The metering engine itself (account and stream actors, pricing, holds) is the
+//! `tollgate-actors` crate.
+
+pub mod auth;
+pub mod config;
+pub mod demo;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod upstream;

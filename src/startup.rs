@@ -1,0 +1,184 @@
+//! Builds the service from its settings: database, migrations, key lookup, engine, HTTP server.
+//! Tests start the real thing on port 0 through [`Application::build`].
+
+use std::net::TcpListener;
+use std::num::NonZeroU32;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context;
+use governor::{Quota, RateLimiter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tollgate_actors::pricing::RateCard;
+use tollgate_actors::{Engine, EngineConfig};
+
+use crate::auth::KeyRing;
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::PgStore;
+use crate::upstream::Upstream;
+
+/// How long the final flush may take at shutdown.
+const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    engine: Engine,
+    store: PgStore,
+    keys: KeyRing,
+    settings: Arc<Settings>,
+}
+
+/// The process-wide metrics recorder. Several applications in one process (tests) share it.
+fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => handle,
+        // Another application in this process installed it first.
+        Err(_) => {
+            return HANDLE
+                .get()
+                .cloned()
+                .context("metrics recorder unavailable")
+        }
+    };
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl Application {
+    /// Connects, migrates, loads keys and binds the listener. Must run inside an actix
+    /// `System` (`#[actix_web::main]`, `#[actix_web::test]`).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let settings = Arc::new(settings);
+        if settings.database.create_if_missing
+            && PgStore::create_database_if_missing(&settings.database.url).await?
+        {
+            tracing::info!("created the database");
+        }
+        let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?;
+        let applied = store.migrate().await.context("applying migrations")?;
+        if applied > 0 {
+            tracing::info!(applied, "applied migrations");
+        }
+        let keys = KeyRing::new(
+            &settings.auth.key_secret,
+            settings.auth.failed_auth_per_minute,
+        );
+        let loaded = keys.load(store.active_keys().await?);
+        tracing::info!(keys = loaded, "loaded API keys");
+
+        let arbiters = match settings.metering.account_arbiters {
+            0 => cpus(),
+            n => n,
+        };
+        let engine = Engine::start(
+            EngineConfig {
+                flush_interval: Duration::from_millis(settings.metering.flush_interval_ms),
+                arbiters,
+                hold_policy: settings.hold_policy(),
+                max_unflushed: settings.metering.max_unflushed,
+            },
+            Arc::new(store.clone()),
+        );
+        let state = web::Data::new(AppState {
+            settings: settings.clone(),
+            engine: engine.clone(),
+            keys: keys.clone(),
+            card: Arc::new(RateCard::builtin()),
+            store: store.clone(),
+            stream_drain: Duration::from_millis(settings.metering.stream_drain_ms),
+            count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)
+                .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
+            metrics: metrics_handle()?,
+        });
+        // Checked once here so each worker's client can be built without a fallible step.
+        let upstream_settings = settings.upstreams[0].clone();
+        Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let workers = match settings.server.workers {
+            0 => cpus(),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            let upstream = Upstream::new(&upstream_settings)
+                .unwrap_or_else(|error| panic!("upstream client: {error}"));
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::Data::new(upstream))
+                .wrap(middleware::from_fn(http::request_id::assign))
+                .configure(http::routes)
+        })
+        .workers(workers)
+        .backlog(4096)
+        .max_connections(100_000)
+        .shutdown_timeout(settings.server.shutdown_drain_ms.div_ceil(1000))
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            port,
+            server,
+            engine,
+            store,
+            keys,
+            settings,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn store(&self) -> &PgStore {
+        &self.store
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// A handle that stops the server gracefully, as SIGTERM does.
+    pub fn server_handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a stop through the server handle), then drains
+    /// in-flight requests within `server.shutdown_drain_ms` and flushes every settled debit.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.server.await?;
+        tracing::info!("HTTP server stopped; draining in-flight requests and flushing usage");
+        let drain = Duration::from_millis(self.settings.server.shutdown_drain_ms);
+        let clean = self.engine.shutdown(drain, FINAL_FLUSH_DEADLINE).await;
+        let stats = self.engine.flusher_stats();
+        if clean {
+            tracing::info!(
+                flushed = stats.flushed_records,
+                "shutdown complete; all usage flushed"
+            );
+        } else {
+            tracing::error!(
+                unflushed = stats.backlog,
+                "shutdown incomplete: usage left unflushed"
+            );
+        }
+        Ok(())
+    }
+}

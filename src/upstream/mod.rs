@@ -1,0 +1,79 @@
+//! Upstream providers: where requests are forwarded. This issue serves every request from the
+//! first configured upstream; pools and failover come later.
+
+use std::time::Duration;
+
+use actix_web::http::header::HeaderMap;
+use bytes::Bytes;
+
+use crate::config::UpstreamSettings;
+
+/// Request headers forwarded upstream as they came. Everything else (the client's key,
+/// cookies, hop-by-hop headers) stays here.
+const FORWARDED_REQUEST_HEADERS: [&str; 3] =
+    ["anthropic-version", "anthropic-beta", "content-type"];
+
+/// Response headers relayed to the client. A whitelist: the upstream's organization,
+/// workspace and rate-limit headers describe the operator's account, not the customer's.
+pub const RELAYED_RESPONSE_HEADERS: [&str; 5] = [
+    "content-type",
+    "retry-after",
+    "retry-after-ms",
+    "x-should-retry",
+    "cache-control",
+];
+
+/// One upstream provider and the HTTP client that reaches it. Each HTTP worker builds its
+/// own, so connections are driven by the worker that uses them.
+#[derive(Clone)]
+pub struct Upstream {
+    pub name: String,
+    base_url: String,
+    api_key: String,
+    client: reqwest::Client,
+}
+
+impl Upstream {
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .read_timeout(Duration::from_secs(settings.timeout_secs.max(1)))
+            .build()?;
+        Ok(Upstream {
+            name: settings.name.clone(),
+            base_url: settings.base_url.trim_end_matches('/').to_string(),
+            api_key: settings.api_key.clone(),
+            client,
+        })
+    }
+
+    /// Sends `body` unchanged to `path` (with the client's query string), with the client's
+    /// Anthropic headers and the operator's key.
+    pub async fn post(
+        &self,
+        path_and_query: &str,
+        client_headers: &HeaderMap,
+        body: Bytes,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut request = self
+            .client
+            .post(format!("{}{}", self.base_url, path_and_query))
+            .header("x-api-key", &self.api_key)
+            .body(body);
+        for name in FORWARDED_REQUEST_HEADERS {
+            for value in client_headers.get_all(name) {
+                request = request.header(name, value.as_bytes());
+            }
+        }
+        if !client_headers.contains_key("anthropic-version") {
+            request = request.header("anthropic-version", "2023-06-01");
+        }
+        if !client_headers.contains_key("content-type") {
+            request = request.header("content-type", "application/json");
+        }
+        request.send().await
+    }
+}

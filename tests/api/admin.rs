@@ -1,0 +1,206 @@
+//! The operator bootstrap API and the public endpoints around the proxy.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[actix_web::test]
+async fn the_admin_api_requires_the_admin_token() {
+    let app = spawn_app().await;
+    for token in [None, Some("wrong")] {
+        let mut request = app
+            .http
+            .post(format!("{}/admin/v1/accounts", app.base))
+            .json(&json!({"email": "a@b.co"}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+}
+
+#[actix_web::test]
+async fn accounts_are_created_credited_and_viewed_with_decimal_strings() {
+    let app = spawn_app().await;
+    let created = app
+        .admin(reqwest::Method::POST, "/accounts")
+        .json(&json!({"email": "Buyer@Example.com", "password": "hunter22pass"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["email"], "buyer@example.com");
+    assert_eq!(created["balance"], "0");
+    assert_eq!(created["held"], "0");
+    let id = created["id"].as_str().unwrap();
+    let credited = app.credit(id, "12.345678901234").await;
+    assert_eq!(credited["balance"], "12.345678901234");
+    app.credit(id, "0.000000000001").await;
+    let view = app.view(id).await;
+    assert_eq!(view["balance"], "12.345678901235");
+    assert_eq!(view["status"], "active");
+    let db = app.db().await;
+    let hash: String = db
+        .query_one("SELECT password_hash FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(hash.starts_with("$argon2id$") && !hash.contains("hunter22pass"));
+    let books = app.books(id).await;
+    assert_eq!(books.credits, dec("12.345678901235"));
+    books.assert_reconciled();
+}
+
+#[actix_web::test]
+async fn bad_admin_input_is_refused_and_changes_nothing() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    for body in [
+        json!({"email": "not-an-email"}),
+        json!({"email": "a@b.co", "password": "short1"}),
+        json!({"email": "a@b.co", "extra": 1}),
+    ] {
+        let response = app
+            .admin(reqwest::Method::POST, "/accounts")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+    }
+    let duplicate = app
+        .admin(reqwest::Method::POST, "/accounts")
+        .json(&json!({"email": "dup@b.co"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 201);
+    let duplicate = app
+        .admin(reqwest::Method::POST, "/accounts")
+        .json(&json!({"email": "dup@b.co"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(duplicate.status(), 409);
+    for amount in [json!("-5"), json!("0"), json!(5), json!("five")] {
+        let response = app
+            .admin(
+                reqwest::Method::POST,
+                &format!("/accounts/{}/credit", customer.id),
+            )
+            .json(&json!({"amount_usd": amount}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{amount}");
+        let body: Value = response.json().await.unwrap();
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("amount_usd"));
+    }
+    assert_eq!(app.balance(&customer.id).await, dec("1"));
+    let missing = app
+        .admin(
+            reqwest::Method::GET,
+            &format!("/accounts/{}", uuid::Uuid::now_v7()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}
+
+#[actix_web::test]
+async fn models_come_from_the_rate_card_and_the_base_url_answers_probes() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    let list: Value = app
+        .http
+        .get(format!("{}/v1/models?limit=1000", app.base))
+        .header("x-api-key", &customer.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "claude-opus-5-5",
+        "claude-haiku-5-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-3-5-haiku-20241022",
+    ] {
+        assert!(ids.contains(&id), "{id} missing from {ids:?}");
+    }
+    assert_eq!(list["has_more"], false);
+    let page: Value = app
+        .http
+        .get(format!("{}/v1/models?limit=2", app.base))
+        .header("x-api-key", &customer.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["data"].as_array().unwrap().len(), 2);
+    assert_eq!(page["has_more"], true);
+    let next: Value = app
+        .http
+        .get(format!(
+            "{}/v1/models?limit=2&after_id={}",
+            app.base,
+            page["last_id"].as_str().unwrap()
+        ))
+        .header("x-api-key", &customer.key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(next["data"][0]["id"], ids[2]);
+    let one = app
+        .http
+        .get(format!("{}/v1/models/claude-opus-5-5", app.base))
+        .header("x-api-key", &customer.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(one.status(), 200);
+    let head = app
+        .http
+        .head(format!("{}/", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("tollgate_unflushed_usage_records"));
+}

@@ -1,0 +1,459 @@
+//! The test harness: every test gets its own database (a random name, dropped afterwards),
+//! its own simulated upstream and its own tollgate, all real, on loopback ports.
+
+#![allow(dead_code)]
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use mock_anthropic::{MockConfig, MockServer, MockStats};
+use rust_decimal::Decimal;
+use serde_json::{json, Value};
+use tollgate::config::{Settings, UpstreamSettings};
+use tollgate::startup::Application;
+use tollgate::store::PgStore;
+use uuid::Uuid;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const UPSTREAM_KEY: &str = "operator-upstream-key";
+
+pub fn postgres_base() -> String {
+    std::env::var("TOLLGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// A database with a unique name, dropped when this value is dropped.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub fn new() -> TestDatabase {
+        let name = format!("tollgate_test_{}", Uuid::new_v4().simple());
+        let url = format!("{}/{}", postgres_base(), name);
+        TestDatabase { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = format!("{}/postgres", postgres_base());
+        let name = self.name.clone();
+        // Drop runs outside any async context we could borrow, so use a runtime of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let (client, connection) =
+                    tokio_postgres::connect(&admin_url, tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub mock: MockServer,
+    pub server: ServerHandle,
+    pub db: TestDatabase,
+    pub settings: Settings,
+}
+
+/// Settings for a test instance; `tweak` adjusts them before start.
+pub fn test_settings(db: &TestDatabase, mock: &MockServer) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.server.workers = 2;
+    settings.server.max_body_bytes = 1024 * 1024;
+    settings.server.shutdown_drain_ms = 10_000;
+    settings.database.url = db.url.clone();
+    settings.database.create_if_missing = true;
+    settings.database.pool_size = 4;
+    settings.admin.token = ADMIN_TOKEN.into();
+    settings.auth.key_secret = "integration-test-key-secret".into();
+    settings.auth.failed_auth_per_minute = 1_000;
+    settings.upstreams = vec![UpstreamSettings {
+        name: "mock".into(),
+        base_url: mock.base_url(),
+        api_key: UPSTREAM_KEY.into(),
+        timeout_secs: 30,
+    }];
+    settings.metering.flush_interval_ms = 50;
+    settings.metering.account_arbiters = 2;
+    settings.metering.stream_drain_ms = 10_000;
+    settings
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(MockConfig::default(), |_| {}).await
+}
+
+pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let db = TestDatabase::new();
+    let mock = MockServer::start(mock_config, "127.0.0.1:0")
+        .await
+        .expect("mock upstream starts");
+    let mut settings = test_settings(&db, &mock);
+    tweak(&mut settings);
+    let app = Application::build(settings.clone())
+        .await
+        .expect("tollgate starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let server = app.server_handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .build()
+            .expect("client"),
+        mock,
+        server,
+        db,
+        settings,
+    }
+}
+
+/// A funded account with one key.
+pub struct Customer {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+pub fn dec(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("decimal literal")
+}
+
+/// A minimal Messages body for `model`, with the mock's per-request overrides.
+pub fn message_body(model: &str, max_tokens: u64, stream: bool, mock: Value) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": max_tokens,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "mock": mock,
+    })
+}
+
+impl TestApp {
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/admin/v1{}", self.base, path))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn create_account(&self, email: &str) -> String {
+        let response = self
+            .admin(reqwest::Method::POST, "/accounts")
+            .json(&json!({ "email": email, "limits": {
+                "requests_per_minute": 100000, "tokens_per_minute": 0, "max_concurrent": 0 } }))
+            .send()
+            .await
+            .expect("create account");
+        assert_eq!(
+            response.status(),
+            201,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let body: Value = response.json().await.expect("json");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn credit(&self, account: &str, amount: &str) -> Value {
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/accounts/{account}/credit"),
+            )
+            .json(&json!({ "amount_usd": amount, "reason": "test" }))
+            .send()
+            .await
+            .expect("credit");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    pub async fn create_key(&self, account: &str) -> (String, String) {
+        let response = self
+            .admin(reqwest::Method::POST, &format!("/accounts/{account}/keys"))
+            .json(&json!({ "name": "test" }))
+            .send()
+            .await
+            .expect("create key");
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.expect("json");
+        (
+            body["key"].as_str().expect("key").to_string(),
+            body["id"].as_str().expect("key id").to_string(),
+        )
+    }
+
+    pub async fn customer(&self, balance: &str) -> Customer {
+        let id = self
+            .create_account(&format!("{}@example.com", Uuid::new_v4().simple()))
+            .await;
+        if dec(balance) > Decimal::ZERO {
+            self.credit(&id, balance).await;
+        }
+        let (key, key_id) = self.create_key(&id).await;
+        Customer { id, key, key_id }
+    }
+
+    pub async fn view(&self, account: &str) -> Value {
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/accounts/{account}"))
+            .send()
+            .await
+            .expect("view");
+        assert_eq!(response.status(), 200);
+        response.json().await.expect("json")
+    }
+
+    pub async fn balance(&self, account: &str) -> Decimal {
+        dec(self.view(account).await["balance"]
+            .as_str()
+            .expect("balance"))
+    }
+
+    /// Waits until the account has no active holds (every request settled or released).
+    pub async fn wait_settled(&self, account: &str) -> Value {
+        for _ in 0..400 {
+            let view = self.view(account).await;
+            if view["held"] == "0" && view["active_requests"] == 0 {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "account {account} still has holds: {}",
+            self.view(account).await
+        );
+    }
+
+    pub async fn flush(&self) {
+        let response = self
+            .admin(reqwest::Method::POST, "/flush")
+            .send()
+            .await
+            .expect("flush");
+        assert_eq!(response.status(), 200);
+    }
+
+    pub fn messages(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/messages", self.base))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
+            .await
+            .expect("connect to the test database");
+        actix_web::rt::spawn(connection);
+        client
+    }
+
+    pub fn store(&self) -> PgStore {
+        PgStore::connect(&self.db.url, 2).expect("store")
+    }
+
+    pub async fn mock_stats(&self) -> MockStats {
+        self.mock.stats()
+    }
+
+    /// (sum of usage costs, number of usage rows, sum of usage ledger entries, stored balance)
+    pub async fn books(&self, account: &str) -> Books {
+        let db = self.db().await;
+        let id = Uuid::parse_str(account).expect("uuid");
+        let usage = db
+            .query_one(
+                "SELECT coalesce(sum(cost), 0), count(*) FROM usage WHERE account_id = $1",
+                &[&id],
+            )
+            .await
+            .expect("usage sum");
+        let ledger = db
+            .query_one(
+                "SELECT coalesce(sum(amount), 0) FROM ledger WHERE account_id = $1 AND kind = 'usage'",
+                &[&id],
+            )
+            .await
+            .expect("ledger sum");
+        let credits = db
+            .query_one(
+                "SELECT coalesce(sum(amount), 0) FROM ledger WHERE account_id = $1 AND kind <> 'usage'",
+                &[&id],
+            )
+            .await
+            .expect("credit sum");
+        let balance = db
+            .query_one("SELECT balance FROM accounts WHERE id = $1", &[&id])
+            .await
+            .expect("balance");
+        Books {
+            usage_cost: usage.get(0),
+            usage_rows: usage.get(1),
+            ledger_usage: ledger.get(0),
+            credits: credits.get(0),
+            stored_balance: balance.get(0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Books {
+    pub usage_cost: Decimal,
+    pub usage_rows: i64,
+    /// Negative: debits.
+    pub ledger_usage: Decimal,
+    pub credits: Decimal,
+    pub stored_balance: Decimal,
+}
+
+impl Books {
+    /// The reconciliation every test of money ends with.
+    pub fn assert_reconciled(&self) {
+        assert_eq!(
+            self.usage_cost, -self.ledger_usage,
+            "usage rows vs usage debits: {self:?}"
+        );
+        assert_eq!(
+            self.stored_balance,
+            self.credits + self.ledger_usage,
+            "stored balance vs ledger: {self:?}"
+        );
+    }
+}
+
+/// Usage as a client reads it from what it received: the test's own reading of the wire,
+/// independent of tollgate's parser.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SeenUsage {
+    pub input: u64,
+    pub output: u64,
+    pub cache_read: u64,
+    pub cache_5m: u64,
+    pub cache_1h: u64,
+    pub web_search: u64,
+}
+
+fn apply_usage(seen: &mut SeenUsage, usage: &Value, with_breakdown: bool) {
+    let n = |v: &Value| v.as_u64();
+    if let Some(v) = n(&usage["input_tokens"]) {
+        seen.input = v;
+    }
+    if let Some(v) = n(&usage["output_tokens"]) {
+        seen.output = v;
+    }
+    if let Some(v) = n(&usage["cache_read_input_tokens"]) {
+        seen.cache_read = v;
+    }
+    if let Some(v) = n(&usage["server_tool_use"]["web_search_requests"]) {
+        seen.web_search = v;
+    }
+    let total = n(&usage["cache_creation_input_tokens"]);
+    if with_breakdown {
+        if let Some(b) = usage.get("cache_creation").filter(|b| b.is_object()) {
+            seen.cache_5m = n(&b["ephemeral_5m_input_tokens"]).unwrap_or(0);
+            seen.cache_1h = n(&b["ephemeral_1h_input_tokens"]).unwrap_or(0);
+            return;
+        }
+    }
+    if let Some(total) = total {
+        seen.cache_5m = total.saturating_sub(seen.cache_1h);
+    }
+}
+
+pub fn usage_of_message(message: &Value) -> SeenUsage {
+    let mut seen = SeenUsage::default();
+    apply_usage(&mut seen, &message["usage"], true);
+    seen
+}
+
+/// Reads usage out of a complete SSE body.
+pub fn usage_of_stream(body: &str) -> SeenUsage {
+    let mut seen = SeenUsage::default();
+    for event in body.split("\n\n") {
+        let data = event
+            .lines()
+            .find_map(|line| line.strip_prefix("data: "))
+            .and_then(|d| serde_json::from_str::<Value>(d).ok());
+        let Some(data) = data else { continue };
+        match data["type"].as_str() {
+            Some("message_start") => apply_usage(&mut seen, &data["message"]["usage"], true),
+            Some("message_delta") => apply_usage(&mut seen, &data["usage"], false),
+            _ => {}
+        }
+    }
+    seen
+}
+
+/// Prices per million tokens, typed in from the reference's rate card: the tests' own copy,
+/// so that a wrong built-in card fails them.
+pub struct TestPrices {
+    pub input: &'static str,
+    pub cache_5m: &'static str,
+    pub cache_1h: &'static str,
+    pub cache_read: &'static str,
+    pub output: &'static str,
+}
+
+pub const OPUS_5_5: TestPrices = TestPrices {
+    input: "4",
+    cache_5m: "5",
+    cache_1h: "8",
+    cache_read: "0.20",
+    output: "20",
+};
+pub const HAIKU_5_5: TestPrices = TestPrices {
+    input: "0.10",
+    cache_5m: "0.125",
+    cache_1h: "0.20",
+    cache_read: "0.01",
+    output: "0.50",
+};
+pub const HAIKU_5_5_LONG: TestPrices = TestPrices {
+    input: "0.50",
+    cache_5m: "0.625",
+    cache_1h: "1.00",
+    cache_read: "0.05",
+    output: "2.50",
+};
+pub const SONNET_4_5: TestPrices = TestPrices {
+    input: "3",
+    cache_5m: "3.75",
+    cache_1h: "6",
+    cache_read: "0.30",
+    output: "15",
+};
+
+pub fn expected_cost(prices: &TestPrices, usage: &SeenUsage) -> Decimal {
+    let million = Decimal::from(1_000_000u32);
+    let class = |tokens: u64, price: &str| Decimal::from(tokens) * dec(price) / million;
+    class(usage.input, prices.input)
+        + class(usage.output, prices.output)
+        + class(usage.cache_read, prices.cache_read)
+        + class(usage.cache_5m, prices.cache_5m)
+        + class(usage.cache_1h, prices.cache_1h)
+        + Decimal::from(usage.web_search) * dec("0.01")
+}

@@ -1,0 +1,188 @@
+//! Streams: relayed unbuffered, and billed for what the upstream produced even when the
+//! client or the upstream goes away.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mock_anthropic::MockConfig;
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn wait_for_mock(app: &TestApp, done: impl Fn(&mock_anthropic::MockStats) -> bool) {
+    for _ in 0..400 {
+        if done(&app.mock_stats().await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "mock never reached the expected state: {:?}",
+        app.mock_stats().await
+    );
+}
+
+#[actix_web::test]
+async fn sse_bytes_reach_the_client_before_the_upstream_has_finished() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let body = message_body(
+        "claude-opus-5-5",
+        100,
+        true,
+        json!({"output_tokens": 30, "inter_token_ms": 40}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).starts_with("event: message_start"));
+    // The upstream is still producing: the relay did not wait for the whole stream.
+    assert_eq!(app.mock_stats().await.streams_completed, 0);
+    let mut all = first.to_vec();
+    while let Some(chunk) = stream.next().await {
+        all.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(String::from_utf8_lossy(&all)
+        .ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+}
+
+#[actix_web::test]
+async fn a_client_that_disconnects_mid_stream_is_billed_from_the_upstreams_final_usage() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 500, "output_tokens": 200, "cache_read_tokens": 1000,
+               "cache_write_1h_tokens": 100, "inter_token_ms": 5}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let mut received = 0;
+    while received < 5 {
+        stream.next().await.unwrap().unwrap();
+        received += 1;
+    }
+    drop(stream);
+    // tollgate keeps reading: the upstream finishes the stream rather than seeing a cancel.
+    wait_for_mock(&app, |s| s.streams_completed == 1).await;
+    app.wait_settled(&customer.id).await;
+    let full = SeenUsage {
+        input: 500,
+        output: 200,
+        cache_read: 1000,
+        cache_5m: 0,
+        cache_1h: 100,
+        web_search: 0,
+    };
+    assert_eq!(
+        app.balance(&customer.id).await,
+        dec("5") - expected_cost(&OPUS_5_5, &full)
+    );
+    app.flush().await;
+    let db = app.db().await;
+    let row = db
+        .query_one("SELECT outcome, output_tokens FROM usage", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "client_disconnected");
+    assert_eq!(row.get::<_, i64>(1), 200);
+    app.books(&customer.id).await.assert_reconciled();
+}
+
+#[actix_web::test]
+async fn when_the_drain_time_runs_out_the_last_cumulative_usage_seen_is_billed() {
+    let app = spawn_app_with(MockConfig::default(), |s| s.metering.stream_drain_ms = 300).await;
+    let customer = app.customer("5").await;
+    // 400 tokens at 10 ms each take 4 s; usage deltas every 20 tokens.
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 400, "inter_token_ms": 10, "delta_every": 20}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+    app.wait_settled(&customer.id).await;
+    app.flush().await;
+    let db = app.db().await;
+    let row = db
+        .query_one(
+            "SELECT outcome, output_tokens, input_tokens FROM usage",
+            &[],
+        )
+        .await
+        .unwrap();
+    let output: i64 = row.get(1);
+    assert_eq!(row.get::<_, String>(0), "client_disconnected");
+    assert_eq!(row.get::<_, i64>(2), 100, "the prompt is billed");
+    assert!(
+        output > 0 && output < 400,
+        "billed {output} output tokens: some produced, not all"
+    );
+    assert_eq!(output % 20, 0, "billed from a cumulative usage report");
+    app.books(&customer.id).await.assert_reconciled();
+}
+
+#[actix_web::test]
+async fn a_stream_cut_by_the_upstream_bills_the_last_usage_seen_and_cuts_the_client() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 100, "delta_every": 10, "reset_after_tokens": 35}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let read = response.text().await;
+    assert!(
+        read.is_err(),
+        "the client's stream must be cut as the upstream's was"
+    );
+    app.wait_settled(&customer.id).await;
+    app.flush().await;
+    let db = app.db().await;
+    let row = db
+        .query_one("SELECT outcome, output_tokens FROM usage", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "upstream_cut");
+    assert_eq!(
+        row.get::<_, i64>(1),
+        30,
+        "the last cumulative count before the cut"
+    );
+    app.books(&customer.id).await.assert_reconciled();
+}
+
+#[actix_web::test]
+async fn an_error_event_mid_stream_is_relayed_and_the_usage_so_far_billed() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 100, "delta_every": 10, "error_after_tokens": 50}),
+    );
+    let text = app
+        .messages(&customer.key, &body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("event: error"));
+    let seen = usage_of_stream(&text);
+    app.wait_settled(&customer.id).await;
+    assert_eq!(
+        app.balance(&customer.id).await,
+        dec("5") - expected_cost(&OPUS_5_5, &seen)
+    );
+}
