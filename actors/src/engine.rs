@@ -148,6 +148,15 @@ impl Engine {
 
     /// The actor of an account, started on its arbiter on first use.
     async fn actor(&self, id: AccountId) -> Result<Addr<AccountActor>, EngineError> {
+        // The common case, an active account, takes only a shard read lock.
+        if let Some(addr) = self
+            .inner
+            .accounts
+            .get(&id)
+            .and_then(|cell| cell.get().cloned())
+        {
+            return Ok(addr);
+        }
         let cell = self
             .inner
             .accounts

@@ -45,8 +45,9 @@ pub(crate) struct Plan {
 }
 
 /// The input-token count the mock reports for a body it did not get a number for: roughly
-/// four bytes per token, rounded up, so that a larger prompt always reports more.
-pub(crate) fn derived_input_tokens(body_len: usize) -> u64 {
+/// four bytes per token, rounded up, so that a larger prompt always reports more. The body is
+/// the raw request body, `"mock"` field included.
+pub fn derived_input_tokens(body_len: usize) -> u64 {
     (body_len as u64).div_ceil(4)
 }
 

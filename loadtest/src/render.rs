@@ -199,14 +199,19 @@ pub(crate) fn default_error_message(status: StatusCode) -> &'static str {
     }
 }
 
-/// `{"type":"error","error":{"type","message"},"request_id"}`.
+/// `{"type":"error","error":{"type","message"},"request_id"}`, keys in Anthropic's order.
 pub(crate) fn error_json(error_type: &str, message: &str, request_id: &str) -> String {
-    serde_json::json!({
-        "type": "error",
-        "error": { "type": error_type, "message": message },
-        "request_id": request_id,
-    })
-    .to_string()
+    // Encoding a str as JSON cannot fail; the fallback only keeps the output valid.
+    let message = serde_json::to_string(message).unwrap_or_else(|_| String::from("\"\""));
+    let mut out = String::with_capacity(96 + message.len());
+    out.push_str("{\"type\":\"error\",\"error\":{\"type\":\"");
+    out.push_str(error_type);
+    out.push_str("\",\"message\":");
+    out.push_str(&message);
+    out.push_str("},\"request_id\":\"");
+    out.push_str(request_id);
+    out.push_str("\"}");
+    out
 }
 
 #[cfg(test)]

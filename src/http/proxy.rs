@@ -18,7 +18,7 @@ use tollgate_actors::hold::RequestShape;
 use tollgate_actors::relay::{ClientChunk, StreamActor};
 use tollgate_actors::sse::usage_from_message;
 use tollgate_actors::store::Outcome;
-use tollgate_actors::{AdmitError, EngineError, HoldRequest, HoldTicket, Refusal};
+use tollgate_actors::{AdmitError, EngineError, HoldRequest, HoldTicket, Refusal, Settlement};
 
 use super::errors::ApiError;
 use super::request_id::RequestId;
@@ -33,6 +33,9 @@ struct MessagesProbe<'a> {
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
     max_tokens: Option<serde_json::Number>,
+    /// Read only to refuse a non-boolean early; whether a response streams is decided by what
+    /// the upstream sends.
+    #[allow(dead_code)]
     stream: Option<bool>,
 }
 
@@ -123,7 +126,6 @@ async fn read_body(
 struct Checked {
     model: String,
     max_tokens: u64,
-    stream: bool,
 }
 
 fn check_messages_body(body: &[u8], rid: RequestId) -> Result<Checked, ApiError> {
@@ -142,7 +144,6 @@ fn check_messages_body(body: &[u8], rid: RequestId) -> Result<Checked, ApiError>
     Ok(Checked {
         model: model.into_owned(),
         max_tokens,
-        stream: probe.stream.unwrap_or(false),
     })
 }
 
@@ -241,6 +242,22 @@ fn rewrite_error_body(body: &[u8], status: StatusCode, rid: RequestId) -> Bytes 
         .unwrap_or_default()
 }
 
+/// Token and request counters for `/metrics`.
+fn record(settlement: &Settlement) {
+    let usage = &settlement.usage;
+    for (class, tokens) in [
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_read", usage.cache_read_tokens),
+        ("cache_write_5m", usage.cache_write_5m_tokens),
+        ("cache_write_1h", usage.cache_write_1h_tokens),
+    ] {
+        metrics::counter!("tollgate_billed_tokens_total", "class" => class).increment(tokens);
+    }
+    metrics::counter!("tollgate_settled_requests_total", "outcome" => settlement.outcome.as_str())
+        .increment(1);
+}
+
 /// The upstream half of a request, run on its own tracked task so that a client going away
 /// does not stop tollgate from learning and billing what the upstream produced.
 struct Exchange {
@@ -248,7 +265,6 @@ struct Exchange {
     path_and_query: String,
     headers: actix_web::http::header::HeaderMap,
     body: Bytes,
-    stream: bool,
     drain: Duration,
     rid: RequestId,
 }
@@ -259,7 +275,6 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         path_and_query,
         headers,
         body,
-        stream,
         drain,
         rid,
     } = exchange;
@@ -285,9 +300,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         let body = response.bytes().await.unwrap_or_default();
         // Bill only usage the upstream itself reported; an error normally reports none.
         match usage_from_message(&body).filter(|usage| !usage.is_zero()) {
-            Some(usage) => {
-                ticket.settle(usage, Outcome::UpstreamCut).await;
-            }
+            Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut).await),
             None => ticket.release(),
         }
         let body = rewrite_error_body(&body, status, rid);
@@ -298,7 +311,14 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         });
         return;
     }
-    if stream {
+    // Meter what the upstream sent, not what was asked for: an event stream is relayed and
+    // parsed as one, a JSON answer to a streaming request is metered as a message.
+    let is_event_stream = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_event_stream {
         let (actor, body) = StreamActor::new(response.bytes_stream(), ticket, drain);
         // If the client is already gone, the actor finds out on its first send and drains.
         let _ = reply.send(Reply::Stream {
@@ -306,7 +326,9 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
             headers,
             body,
         });
-        actor.run().await;
+        if let Some(settlement) = actor.run().await {
+            record(&settlement);
+        }
         return;
     }
     match response.bytes().await {
@@ -326,7 +348,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
                     } else {
                         Outcome::ClientDisconnected
                     };
-                    ticket.settle(usage, outcome).await;
+                    record(&ticket.settle(usage, outcome).await);
                 }
                 None => {
                     tracing::warn!(%rid, "upstream response carried no usage; nothing billed");
@@ -402,7 +424,6 @@ pub async fn messages(
         path_and_query: path_and_query(&req, "/v1/messages"),
         headers: forwarded_headers(&req),
         body,
-        stream: checked.stream,
         drain: state.stream_drain,
         rid,
     };
@@ -619,10 +640,7 @@ mod tests {
             rid(),
         )
         .unwrap();
-        assert_eq!(
-            (ok.model.as_str(), ok.max_tokens, ok.stream),
-            ("m", 5, true)
-        );
+        assert_eq!((ok.model.as_str(), ok.max_tokens), ("m", 5));
         for bad in [
             &br#"{"max_tokens":5}"#[..],
             br#"{"model":"m"}"#,

@@ -45,6 +45,11 @@ pub async fn assign(
     let id = RequestId(Uuid::now_v7());
     req.extensions_mut().insert(id);
     let mut response = next.call(req).await?;
+    metrics::counter!(
+        "tollgate_http_responses_total",
+        "status" => response.status().as_u16().to_string()
+    )
+    .increment(1);
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
     }

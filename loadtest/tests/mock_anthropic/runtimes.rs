@@ -83,3 +83,19 @@ async fn starts_from_inside_a_running_actix_web_app() {
     assert_eq!(answer, "200");
     handle.stop(false).await;
 }
+
+#[test]
+fn the_server_and_its_futures_can_move_between_threads() {
+    fn send_and_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    send(&MockServer::start(MockConfig::default(), "127.0.0.1:0"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let server = runtime.block_on(start(MockConfig::default()));
+    send_and_sync(&server);
+    let stopping = server.stop();
+    send(&stopping);
+    runtime.block_on(stopping);
+}
