@@ -133,6 +133,15 @@ impl KeyRing {
         }
     }
 
+    /// Forgets failure counts that have fully recovered, so the per-IP limiter's memory
+    /// follows the recent failures, not every address ever seen.
+    pub fn prune_failures(&self) {
+        if let Some(failures) = &self.inner.failures {
+            failures.retain_recent();
+            failures.shrink_to_fit();
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.inner.keys.len()
     }

@@ -149,6 +149,70 @@ impl Default for Settings {
     }
 }
 
+/// `UPSTREAMS__<n>__<FIELD>` (any case) → (n, FIELD): an override of one field of one upstream,
+/// which figment's environment provider cannot express for a list.
+fn indexed_upstream_key(key: &str) -> Option<(usize, &str)> {
+    let mut parts = key.splitn(3, "__");
+    let section = parts.next()?;
+    let index = parts.next()?.parse().ok()?;
+    let field = parts.next()?;
+    section
+        .eq_ignore_ascii_case("upstreams")
+        .then_some((index, field))
+}
+
+/// Applies `TOLLGATE__UPSTREAMS__<n>__<FIELD>` overrides. Index `n` may name an existing
+/// upstream or the next one; a new upstream needs `name`, `base_url` and `api_key`.
+fn apply_indexed_upstreams(
+    upstreams: &mut Vec<UpstreamSettings>,
+    overrides: impl Iterator<Item = (usize, String, String)>,
+) -> Result<(), ConfigError> {
+    let mut overrides: Vec<_> = overrides.collect();
+    overrides.sort();
+    let invalid = |problem: String| ConfigError::Invalid {
+        field: "upstreams",
+        problem,
+    };
+    for (index, field, value) in overrides {
+        if index > upstreams.len() {
+            return Err(invalid(format!(
+                "TOLLGATE__UPSTREAMS__{index}__*: there are only {} upstreams before it",
+                upstreams.len()
+            )));
+        }
+        if index == upstreams.len() {
+            upstreams.push(UpstreamSettings {
+                name: String::new(),
+                base_url: String::new(),
+                api_key: String::new(),
+                timeout_secs: default_upstream_timeout(),
+            });
+        }
+        let upstream = &mut upstreams[index];
+        match field.as_str() {
+            "name" => upstream.name = value,
+            "base_url" => upstream.base_url = value,
+            "api_key" => upstream.api_key = value,
+            "timeout_secs" => {
+                upstream.timeout_secs = value.parse().map_err(|_| {
+                    invalid(format!(
+                        "upstreams.{index}.timeout_secs: not a whole number"
+                    ))
+                })?
+            }
+            other => return Err(invalid(format!("upstreams.{index}: unknown field {other}"))),
+        }
+    }
+    for (index, upstream) in upstreams.iter().enumerate() {
+        if upstream.name.is_empty() || upstream.base_url.is_empty() {
+            return Err(invalid(format!(
+                "upstreams.{index}: name and base_url are required"
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -175,10 +239,21 @@ impl Settings {
         if path.is_some() || file.exists() {
             figment = figment.merge(Yaml::file_exact(file));
         }
-        let settings: Settings = figment
-            .merge(Env::prefixed("TOLLGATE__").split("__"))
+        let mut settings: Settings = figment
+            .merge(
+                Env::prefixed("TOLLGATE__")
+                    .split("__")
+                    // The key may reach the filter already split into `a.b.c`.
+                    .filter(|key| indexed_upstream_key(&key.as_str().replace('.', "__")).is_none()),
+            )
             .extract()
             .map_err(Box::new)?;
+        let indexed = std::env::vars().filter_map(|(key, value)| {
+            let rest = key.strip_prefix("TOLLGATE__")?;
+            let (index, field) = indexed_upstream_key(rest)?;
+            Some((index, field.to_ascii_lowercase(), value))
+        });
+        apply_indexed_upstreams(&mut settings.upstreams, indexed)?;
         Ok(settings)
     }
 
@@ -227,6 +302,73 @@ impl Settings {
         HoldPolicy {
             bytes_per_token: self.metering.hold_bytes_per_token,
             media_allowance_tokens: self.metering.hold_media_tokens,
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn upstream(name: &str) -> UpstreamSettings {
+        UpstreamSettings {
+            name: name.into(),
+            base_url: format!("http://{name}"),
+            api_key: "k".into(),
+            timeout_secs: 600,
+        }
+    }
+
+    fn set(index: usize, field: &str, value: &str) -> (usize, String, String) {
+        (index, field.into(), value.into())
+    }
+
+    #[test]
+    fn indexed_environment_keys_name_one_field_of_one_upstream() {
+        assert_eq!(
+            indexed_upstream_key("UPSTREAMS__0__BASE_URL"),
+            Some((0, "BASE_URL"))
+        );
+        assert_eq!(
+            indexed_upstream_key("upstreams__12__api_key"),
+            Some((12, "api_key"))
+        );
+        assert_eq!(indexed_upstream_key("UPSTREAMS"), None);
+        assert_eq!(indexed_upstream_key("SERVER__LISTEN"), None);
+        assert_eq!(indexed_upstream_key("UPSTREAMS__x__NAME"), None);
+    }
+
+    #[test]
+    fn indexed_overrides_change_an_upstream_or_add_the_next_one() {
+        let mut list = vec![upstream("a")];
+        apply_indexed_upstreams(
+            &mut list,
+            vec![
+                set(0, "api_key", "secret"),
+                set(1, "name", "b"),
+                set(1, "base_url", "http://b"),
+                set(1, "timeout_secs", "5"),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        assert_eq!(list[0].api_key, "secret");
+        assert_eq!((list[1].name.as_str(), list[1].timeout_secs), ("b", 5));
+    }
+
+    #[test]
+    fn bad_indexed_overrides_name_the_field() {
+        for bad in [
+            vec![set(2, "name", "x")],
+            vec![set(0, "colour", "x")],
+            vec![set(0, "timeout_secs", "soon")],
+            vec![set(1, "api_key", "only-a-key")],
+        ] {
+            let error = apply_indexed_upstreams(&mut vec![upstream("a")], bad.into_iter())
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("upstreams"), "{error}");
         }
     }
 }

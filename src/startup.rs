@@ -11,6 +11,8 @@ use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context;
 use governor::{Quota, RateLimiter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::{Engine, EngineConfig};
 
@@ -22,10 +24,14 @@ use crate::upstream::Upstream;
 
 /// How long the final flush may take at shutdown.
 const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
+/// How often the failed-authentication limiter forgets recovered addresses.
+const FAILURE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
     server: Server,
+    /// Fired to shut down as SIGTERM would (tests, embedding).
+    shutdown: CancellationToken,
     engine: Engine,
     store: PgStore,
     keys: KeyRing,
@@ -78,6 +84,14 @@ impl Application {
         );
         let loaded = keys.load(store.active_keys().await?);
         tracing::info!(keys = loaded, "loaded API keys");
+        let pruned = keys.clone();
+        actix_web::rt::spawn(async move {
+            let mut every = tokio::time::interval(FAILURE_PRUNE_INTERVAL);
+            loop {
+                every.tick().await;
+                pruned.prune_failures();
+            }
+        });
 
         let arbiters = match settings.metering.account_arbiters {
             0 => cpus(),
@@ -126,12 +140,16 @@ impl Application {
         .workers(workers)
         .backlog(4096)
         .max_connections(100_000)
+        // Signals are handled in `run_until_stopped`: in-flight requests must settle while the
+        // workers they run on are still up, before the server is stopped.
+        .disable_signals()
         .shutdown_timeout(settings.server.shutdown_drain_ms.div_ceil(1000))
         .listen(listener)?
         .run();
         Ok(Application {
             port,
             server,
+            shutdown: CancellationToken::new(),
             engine,
             store,
             keys,
@@ -155,16 +173,43 @@ impl Application {
         &self.keys
     }
 
-    /// A handle that stops the server gracefully, as SIGTERM does.
+    /// The HTTP server's handle. Stopping through it skips the drain; use
+    /// [`Application::shutdown_trigger`] for a graceful stop.
     pub fn server_handle(&self) -> ServerHandle {
         self.server.handle()
     }
 
-    /// Serves until SIGTERM/SIGINT (or a stop through the server handle), then drains
-    /// in-flight requests within `server.shutdown_drain_ms` and flushes every settled debit.
+    /// Cancelling this token shuts down exactly as SIGTERM does.
+    pub fn shutdown_trigger(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until SIGTERM, SIGINT or the shutdown trigger. Then:
+    /// 1. stops accepting connections, and refuses new requests on open ones (529);
+    /// 2. waits up to `server.shutdown_drain_ms` for in-flight requests, then interrupts the
+    ///    rest, which settle the usage they have seen;
+    /// 3. flushes every settled debit;
+    /// 4. stops the HTTP server.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
-        tracing::info!("HTTP server stopped; draining in-flight requests and flushing usage");
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let server_ended = tokio::select! {
+            _ = terminate.recv() => false,
+            _ = interrupt.recv() => false,
+            _ = self.shutdown.cancelled() => false,
+            ended = &mut server => {
+                if let Ok(Err(error)) = ended {
+                    tracing::error!(%error, "HTTP server failed");
+                }
+                true
+            }
+        };
+        tracing::info!("shutting down: draining in-flight requests, then flushing usage");
+        if !server_ended {
+            handle.pause().await;
+        }
         let drain = Duration::from_millis(self.settings.server.shutdown_drain_ms);
         let clean = self.engine.shutdown(drain, FINAL_FLUSH_DEADLINE).await;
         let stats = self.engine.flusher_stats();
@@ -178,6 +223,10 @@ impl Application {
                 unflushed = stats.backlog,
                 "shutdown incomplete: usage left unflushed"
             );
+        }
+        if !server_ended {
+            handle.stop(true).await;
+            let _ = server.await;
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! requests with a hold, and hands back a [`HoldTicket`] that settles or releases it.
 //! Callers never see an actix type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use rust_decimal::Decimal;
 use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
@@ -30,6 +32,10 @@ use crate::Usage;
 /// How long a request waits for room in a full account mailbox before it is told the service
 /// is overloaded.
 pub(crate) const MAILBOX_WAIT: Duration = Duration::from_secs(2);
+
+/// After the drain bound, interrupted requests settle what they saw; this bounds how long
+/// that takes.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 /// Engine failures that are not a refusal of the request itself.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +88,10 @@ struct Inner {
     /// Requests whose upstream work is still running (relays, drains, settles), so that a
     /// graceful shutdown can wait for them.
     in_flight: TaskTracker,
+    /// Set when shutdown begins: new requests are refused so the drain can finish.
+    draining: AtomicBool,
+    /// Fired when the drain bound has passed: running relays stop and settle what they saw.
+    interrupt: CancellationToken,
 }
 
 /// What the HTTP layer knows about a request when it asks for a hold.
@@ -114,6 +124,8 @@ impl Engine {
                 flusher,
                 config,
                 in_flight: TaskTracker::new(),
+                draining: AtomicBool::new(false),
+                interrupt: CancellationToken::new(),
             }),
         }
     }
@@ -133,6 +145,12 @@ impl Engine {
     /// Number of accounts with a live actor.
     pub fn active_accounts(&self) -> usize {
         self.inner.accounts.len()
+    }
+
+    /// Fires when a shutdown's drain bound has passed. Relays watch it to settle the usage
+    /// they have seen instead of being dropped.
+    pub fn interrupted(&self) -> CancellationToken {
+        self.inner.interrupt.clone()
     }
 
     /// Runs a request's upstream work on the current runtime, tracked for graceful shutdown.
@@ -193,6 +211,9 @@ impl Engine {
     /// Reserves the worst-case cost of a request. On success the returned ticket must be
     /// settled or released; dropping it releases the hold.
     pub async fn pre_authorize(&self, request: HoldRequest) -> Result<HoldTicket, AdmitError> {
+        if self.inner.draining.load(Ordering::Acquire) {
+            return Err(EngineError::Stopped.into());
+        }
         let flusher = self.inner.flusher.stats();
         if flusher.failing && flusher.backlog >= self.inner.config.max_unflushed {
             return Err(EngineError::LedgerUnavailable.into());
@@ -203,19 +224,33 @@ impl Engine {
             .config
             .hold_policy
             .initial_hold(&request.version, &request.shape);
-        addr.send(PreAuthorize {
-            request_id: request.request_id,
-            amount,
-        })
-        .timeout(MAILBOX_WAIT)
-        .await
-        .map_err(mailbox_error)??;
-        Ok(HoldTicket {
+        // From here on a hold may exist even if this future is dropped (the client went away,
+        // or the mailbox wait timed out just as the actor admitted the request): the ticket
+        // releases it on drop. A release of a hold that was never granted is a no-op, and the
+        // mailbox keeps it behind the admission.
+        let mut ticket = HoldTicket {
             addr,
             amount,
             request,
             done: false,
-        })
+        };
+        let admitted = ticket
+            .addr
+            .send(PreAuthorize {
+                request_id: ticket.request.request_id,
+                amount,
+            })
+            .timeout(MAILBOX_WAIT)
+            .await;
+        match admitted {
+            Ok(Ok(())) => Ok(ticket),
+            Ok(Err(refusal)) => {
+                // Nothing was held.
+                ticket.done = true;
+                Err(refusal.into())
+            }
+            Err(error) => Err(mailbox_error(error).into()),
+        }
     }
 
     /// Credits (or, for an adjustment, possibly debits) an account through its actor. Returns
@@ -272,9 +307,17 @@ impl Engine {
             .map_err(mailbox_error)
     }
 
-    /// Graceful shutdown: waits (at most `drain`) for in-flight requests to settle, then
-    /// flushes everything (at most `flush_deadline`). Returns whether both completed.
+    /// Graceful shutdown:
+    /// 1. refuses new requests;
+    /// 2. waits (at most `drain`) for in-flight requests to finish and settle;
+    /// 3. past that bound, interrupts the rest, which settle the usage they have seen;
+    /// 4. waits until every account actor has applied every settle sent to it;
+    /// 5. flushes everything (at most `flush_deadline`).
+    ///
+    /// Call it while the runtimes the requests run on are still up (before stopping the HTTP
+    /// server's workers). Returns whether every request finished and everything was flushed.
     pub async fn shutdown(&self, drain: Duration, flush_deadline: Duration) -> bool {
+        self.inner.draining.store(true, Ordering::Release);
         self.inner.in_flight.close();
         let drained = tokio::time::timeout(drain, self.inner.in_flight.wait())
             .await
@@ -282,8 +325,31 @@ impl Engine {
         if !drained {
             tracing::warn!(
                 remaining = self.inner.in_flight.len(),
-                "in-flight requests did not finish within the drain bound"
+                "in-flight requests did not finish within the drain bound; settling what they saw"
             );
+            self.inner.interrupt.cancel();
+            if tokio::time::timeout(INTERRUPT_GRACE, self.inner.in_flight.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    remaining = self.inner.in_flight.len(),
+                    "requests still running after the interrupt"
+                );
+            }
+        }
+        // Settles are queued without waiting; a round trip to every actor proves that each
+        // one has applied (and so handed to the flusher) every settle queued before it.
+        let actors: Vec<_> = self
+            .inner
+            .accounts
+            .iter()
+            .filter_map(|entry| entry.value().get().cloned())
+            .collect();
+        for addr in actors {
+            if addr.send(Snapshot).await.is_err() {
+                tracing::error!("an account actor stopped before shutdown finished");
+            }
         }
         let flushed = self.inner.flusher.shutdown(flush_deadline).await;
         drained && flushed
@@ -354,9 +420,11 @@ impl HoldTicket {
         }
     }
 
-    /// Debits the exact cost of `usage` at the request's price version. Waits for the actor
-    /// (never drops a debit), so call it off the response path.
-    pub async fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
+    /// Debits the exact cost of `usage` at the request's price version. The settle is queued
+    /// in the account's mailbox without waiting for a reply, so it cannot be lost if the
+    /// caller goes away before the actor gets to it; [`Engine::shutdown`] waits for every
+    /// queued settle before the final flush.
+    pub fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
         self.done = true;
         let version = &self.request.version;
         let cost = version.cost(&usage);
@@ -377,11 +445,7 @@ impl HoldTicket {
             started_at: self.request.started_at,
             finished_at: Utc::now(),
         };
-        if let Err(error) = self.addr.send(Settle { record }).await {
-            // Only possible once the arbiters are stopped, which shutdown does after every
-            // tracked request has settled.
-            tracing::error!(request_id = %self.request.request_id, %error, %cost, "settle lost: account actor is gone");
-        }
+        self.addr.do_send(Settle { record });
         Settlement {
             usage,
             cost,

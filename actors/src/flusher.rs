@@ -23,8 +23,10 @@ struct Shared {
     /// Set by the writer after each flush attempt; the engine refuses new holds while the
     /// ledger cannot be written and the backlog is past its bound (fail closed).
     failing: AtomicBool,
-    /// Records in the buffer, readable without the lock.
+    /// Records not yet written: those in the buffer plus the batch being written.
     backlog: AtomicU64,
+    /// Records of the batch being written right now.
+    writing: AtomicU64,
     flushed_total: AtomicU64,
     flushes: AtomicU64,
     /// Bumped after every completed flush attempt, so `flush_now` can wait for one.
@@ -51,6 +53,7 @@ impl FlusherHandle {
                 wake: Notify::new(),
                 failing: AtomicBool::new(false),
                 backlog: AtomicU64::new(0),
+                writing: AtomicU64::new(0),
                 flushed_total: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
@@ -72,9 +75,10 @@ impl FlusherHandle {
             Err(poisoned) => poisoned.into_inner(),
         };
         buffer.push(record);
+        let writing = self.inner.writing.load(Ordering::Relaxed);
         self.inner
             .backlog
-            .store(buffer.len() as u64, Ordering::Relaxed);
+            .store(buffer.len() as u64 + writing, Ordering::Relaxed);
     }
 
     pub fn is_failing(&self) -> bool {
@@ -127,8 +131,14 @@ impl FlusherHandle {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
-        self.inner.backlog.store(0, Ordering::Relaxed);
-        std::mem::take(&mut *buffer)
+        let batch = std::mem::take(&mut *buffer);
+        self.inner
+            .writing
+            .store(batch.len() as u64, Ordering::Relaxed);
+        self.inner
+            .backlog
+            .store(batch.len() as u64, Ordering::Relaxed);
+        batch
     }
 
     /// Puts a batch that failed to write back in front of what arrived since, so the next
@@ -140,12 +150,28 @@ impl FlusherHandle {
         };
         batch.append(&mut buffer);
         *buffer = batch;
+        self.inner.writing.store(0, Ordering::Relaxed);
+        self.inner
+            .backlog
+            .store(buffer.len() as u64, Ordering::Relaxed);
+    }
+
+    /// The batch in flight is on disk: it no longer counts as backlog.
+    fn mark_written(&self) {
+        let buffer = match self.inner.buffer.lock() {
+            Ok(buffer) => buffer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.inner.writing.store(0, Ordering::Relaxed);
         self.inner
             .backlog
             .store(buffer.len() as u64, Ordering::Relaxed);
     }
 
     async fn run(self, store: Arc<dyn LedgerStore>, interval: Duration) {
+        // A database that stops answering (rather than failing) must still count as failing,
+        // so that admission's backlog bound and the health check see it.
+        let write_timeout = (interval * 20).max(Duration::from_secs(10));
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -155,8 +181,16 @@ impl FlusherHandle {
             }
             let batch = self.take_batch();
             if !batch.is_empty() {
-                match store.write_batch(&batch).await {
+                let written = tokio::time::timeout(write_timeout, store.write_batch(&batch))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(crate::store::StoreError(format!(
+                            "no answer within {write_timeout:?}"
+                        )))
+                    });
+                match written {
                     Ok(outcome) => {
+                        self.mark_written();
                         self.inner.failing.store(false, Ordering::Relaxed);
                         self.inner.flushes.fetch_add(1, Ordering::Relaxed);
                         self.inner

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::engine::{HoldTicket, Settlement};
 use crate::sse::UsageParser;
@@ -21,6 +22,11 @@ use crate::store::Outcome;
 /// Chunks waiting for a slow client, per stream. Small: SSE chunks are small and the point is
 /// to relay, not to buffer.
 pub const CLIENT_BUFFER_CHUNKS: usize = 16;
+
+/// A client that accepts no bytes for this long is treated as gone: the relay drains the
+/// upstream and settles instead of holding the hold, the concurrency slot and the upstream
+/// connection for a reader that never reads.
+pub const CLIENT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The upstream connection failed after the response had started; the client's connection is
 /// cut the same way, so it sees what the upstream did.
@@ -39,6 +45,8 @@ pub struct StreamActor<S> {
     parser: UsageParser,
     /// How long to keep reading the upstream after the client went away, to learn the usage.
     drain: Duration,
+    /// Fired by a shutdown whose drain bound has passed.
+    interrupt: CancellationToken,
 }
 
 impl<S, E> StreamActor<S>
@@ -51,6 +59,7 @@ where
         upstream: S,
         ticket: HoldTicket,
         drain: Duration,
+        interrupt: CancellationToken,
     ) -> (StreamActor<S>, mpsc::Receiver<ClientChunk>) {
         let (client, body) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
         (
@@ -60,6 +69,7 @@ where
                 ticket,
                 parser: UsageParser::new(),
                 drain,
+                interrupt,
             },
             body,
         )
@@ -71,18 +81,22 @@ where
         let request_id = self.ticket.request_id();
         let mut drain_deadline: Option<Instant> = None;
         let mut cut = false;
+        let mut interrupted = false;
         loop {
-            let next = match drain_deadline {
-                None => self.upstream.next().await,
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, self.upstream.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
-                            break;
-                        }
-                    }
+            let next = tokio::select! {
+                biased;
+                _ = self.interrupt.cancelled() => {
+                    tracing::warn!(%request_id, "interrupted by shutdown; billing the last usage seen");
+                    interrupted = true;
+                    break;
                 }
+                next = next_before(&mut self.upstream, drain_deadline) => match next {
+                    Some(next) => next,
+                    None => {
+                        tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
+                        break;
+                    }
+                },
             };
             match next {
                 None => break,
@@ -91,9 +105,14 @@ where
                         let started = self.parser.usage();
                         self.ticket.resize_to_prompt(&started);
                     }
-                    if drain_deadline.is_none() && self.client.send(Ok(chunk)).await.is_err() {
-                        tracing::info!(%request_id, "client disconnected mid-stream; draining the upstream");
-                        drain_deadline = Some(Instant::now() + self.drain);
+                    if drain_deadline.is_none() {
+                        let sent =
+                            tokio::time::timeout(CLIENT_STALL_TIMEOUT, self.client.send(Ok(chunk)))
+                                .await;
+                        if !matches!(sent, Ok(Ok(()))) {
+                            tracing::info!(%request_id, "client disconnected or stalled mid-stream; draining the upstream");
+                            drain_deadline = Some(Instant::now() + self.drain);
+                        }
                     }
                     if self.parser.completed() {
                         break;
@@ -113,7 +132,9 @@ where
         // Closing the client channel ends the response before the settle: the settle is off
         // the response path.
         drop(self.client);
-        let outcome = if drain_deadline.is_some() {
+        let outcome = if interrupted {
+            Outcome::Interrupted
+        } else if drain_deadline.is_some() {
             Outcome::ClientDisconnected
         } else if cut || !self.parser.completed() || self.parser.error_type().is_some() {
             Outcome::UpstreamCut
@@ -125,6 +146,19 @@ where
             self.ticket.release();
             return None;
         }
-        Some(self.ticket.settle(usage, outcome).await)
+        Some(self.ticket.settle(usage, outcome))
+    }
+}
+
+/// The upstream's next item, or `None` if `deadline` (when there is one) passes first.
+async fn next_before<S: Stream + Unpin>(
+    upstream: &mut S,
+    deadline: Option<Instant>,
+) -> Option<Option<S::Item>> {
+    match deadline {
+        None => Some(upstream.next().await),
+        Some(deadline) => tokio::time::timeout_at(deadline, upstream.next())
+            .await
+            .ok(),
     }
 }

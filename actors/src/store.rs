@@ -91,6 +91,9 @@ pub enum Outcome {
     ClientDisconnected,
     /// The upstream stream was cut or reported an error after it had started.
     UpstreamCut,
+    /// Shutdown's drain bound passed while the stream was running; usage is the last
+    /// cumulative usage seen.
+    Interrupted,
 }
 
 impl Outcome {
@@ -99,6 +102,7 @@ impl Outcome {
             Outcome::Completed => "completed",
             Outcome::ClientDisconnected => "client_disconnected",
             Outcome::UpstreamCut => "upstream_cut",
+            Outcome::Interrupted => "interrupted",
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::store::{AccountRow, DbError, KeyRow};
 
 /// The largest single credit accepted, a guard against a typo of many zeros.
 const MAX_CREDIT_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
+/// Limits are stored as Postgres INTEGER.
+const MAX_LIMIT: u32 = i32::MAX as u32;
 /// Fractional digits a credit may carry (money is kept to at least 12).
 const MAX_CREDIT_SCALE: u32 = 12;
 
@@ -95,6 +97,21 @@ fn key_json(key: &KeyRow) -> serde_json::Value {
     })
 }
 
+fn check_limits(limits: &AccountLimits) -> Result<(), AdminError> {
+    for (field, value) in [
+        ("requests_per_minute", limits.requests_per_minute),
+        ("tokens_per_minute", limits.tokens_per_minute),
+        ("max_concurrent", limits.max_concurrent),
+    ] {
+        if value > MAX_LIMIT {
+            return Err(AdminError::bad_request(format!(
+                "limits.{field}: at most {MAX_LIMIT} (0 means unlimited)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A plausible email: one `@`, something before it, a dotted domain after it, no spaces.
 pub fn valid_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
@@ -153,6 +170,7 @@ pub async fn create_account(
     let limits = input
         .limits
         .unwrap_or_else(|| state.settings.default_limits());
+    check_limits(&limits)?;
     let row = state
         .store
         .create_account(&email, password_hash.as_deref(), &limits)
@@ -375,6 +393,7 @@ pub async fn set_limits(
     authorize(&req, &state)?;
     let id = parse_id(&path, "account")?;
     let limits: AccountLimits = body(&raw)?;
+    check_limits(&limits)?;
     let row = stored_account(&state, id).await?;
     state
         .store

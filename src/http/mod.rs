@@ -9,7 +9,7 @@ pub mod request_id;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpMessage, HttpResponse};
 use governor::DefaultKeyedRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate_actors::pricing::RateCard;
@@ -44,6 +44,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::scope("/v1")
+                .app_data(web::QueryConfig::default().error_handler(|error, req| {
+                    let rid = req
+                        .extensions()
+                        .get::<request_id::RequestId>()
+                        .copied()
+                        .unwrap_or(request_id::RequestId(Uuid::now_v7()));
+                    errors::ApiError::new(400, format!("invalid query string: {error}"), rid).into()
+                }))
                 .route("/messages", web::post().to(proxy::messages))
                 .route(
                     "/messages/count_tokens",

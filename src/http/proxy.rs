@@ -14,11 +14,13 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tollgate_actors::hold::RequestShape;
 use tollgate_actors::relay::{ClientChunk, StreamActor};
 use tollgate_actors::sse::usage_from_message;
 use tollgate_actors::store::Outcome;
 use tollgate_actors::{AdmitError, EngineError, HoldRequest, HoldTicket, Refusal, Settlement};
+use tracing::Instrument;
 
 use super::errors::ApiError;
 use super::request_id::RequestId;
@@ -51,7 +53,9 @@ enum Reply {
         headers: Vec<(HeaderName, HeaderValue)>,
         body: Bytes,
     },
-    Unreachable(String),
+    /// tollgate's own error for this request (upstream unreachable, upstream refused
+    /// tollgate's credentials, shutdown).
+    Failed { status: u16, message: String },
 }
 
 /// The API key from `x-api-key` or `Authorization: Bearer`.
@@ -267,6 +271,27 @@ struct Exchange {
     body: Bytes,
     drain: Duration,
     rid: RequestId,
+    /// Fired when shutdown's drain bound has passed.
+    interrupt: CancellationToken,
+}
+
+/// `work`, unless shutdown interrupts it first.
+async fn unless_interrupted<F: std::future::Future>(
+    interrupt: &CancellationToken,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = interrupt.cancelled() => None,
+        output = work => Some(output),
+    }
+}
+
+fn interrupted_reply() -> Reply {
+    Reply::Failed {
+        status: 529,
+        message: "tollgate is shutting down; retry".into(),
+    }
 }
 
 async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender<Reply>) {
@@ -277,33 +302,67 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         body,
         drain,
         rid,
+        interrupt,
     } = exchange;
-    let response = match upstream.post(&path_and_query, &headers, body).await {
-        Ok(response) => response,
-        Err(error) => {
+    // Until a response starts streaming, nothing has been seen that could be billed: an
+    // interrupt releases the hold (dropping the ticket does) and answers 529.
+    let sent = unless_interrupted(&interrupt, upstream.post(&path_and_query, &headers, body));
+    let response = match sent.await {
+        None => {
+            let _ = reply.send(interrupted_reply());
+            return;
+        }
+        Some(Ok(response)) => response,
+        Some(Err(error)) => {
             tracing::warn!(%rid, upstream = %upstream.name, %error, "upstream request failed");
             ticket.release();
-            let _ = reply.send(Reply::Unreachable(format!(
-                "the upstream provider could not be reached ({})",
-                if error.is_timeout() {
-                    "timed out"
-                } else {
-                    "connection failed"
-                }
-            )));
+            let _ = reply.send(Reply::Failed {
+                status: 502,
+                message: format!(
+                    "the upstream provider could not be reached ({})",
+                    if error.is_timeout() {
+                        "timed out"
+                    } else {
+                        "connection failed"
+                    }
+                ),
+            });
             return;
         }
     };
     let status = status_of(response.status());
     let headers = relayed_headers(response.headers());
     if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
+        let Some(body) = unless_interrupted(&interrupt, response.bytes()).await else {
+            let _ = reply.send(interrupted_reply());
+            return;
+        };
+        let body = body.unwrap_or_default();
         // Bill only usage the upstream itself reported; an error normally reports none.
         match usage_from_message(&body).filter(|usage| !usage.is_zero()) {
-            Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut).await),
+            Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut)),
             None => ticket.release(),
         }
+        if matches!(status.as_u16(), 401..=403) {
+            // The upstream refused the operator's key or account, not the customer's: telling
+            // the customer their key is invalid or their balance short would mislead them.
+            tracing::error!(%rid, upstream = %upstream.name, status = status.as_u16(), "the upstream refused tollgate's credentials or account");
+            let _ = reply.send(Reply::Failed {
+                status: 502,
+                message: format!(
+                    "the upstream provider refused this service's request (HTTP {}); the operator must check the upstream account",
+                    status.as_u16()
+                ),
+            });
+            return;
+        }
         let body = rewrite_error_body(&body, status, rid);
+        let mut headers = headers;
+        headers.retain(|(name, _)| name != "content-type");
+        headers.push((
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        ));
         let _ = reply.send(Reply::Full {
             status,
             headers,
@@ -319,7 +378,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_event_stream {
-        let (actor, body) = StreamActor::new(response.bytes_stream(), ticket, drain);
+        let (actor, body) = StreamActor::new(response.bytes_stream(), ticket, drain, interrupt);
         // If the client is already gone, the actor finds out on its first send and drains.
         let _ = reply.send(Reply::Stream {
             status,
@@ -331,7 +390,11 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         }
         return;
     }
-    match response.bytes().await {
+    let Some(read) = unless_interrupted(&interrupt, response.bytes()).await else {
+        let _ = reply.send(interrupted_reply());
+        return;
+    };
+    match read {
         Ok(body) => {
             let usage = usage_from_message(&body);
             let delivered = reply
@@ -348,7 +411,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
                     } else {
                         Outcome::ClientDisconnected
                     };
-                    record(&ticket.settle(usage, outcome).await);
+                    record(&ticket.settle(usage, outcome));
                 }
                 None => {
                     tracing::warn!(%rid, "upstream response carried no usage; nothing billed");
@@ -359,9 +422,10 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
         Err(error) => {
             tracing::warn!(%rid, %error, "upstream response body failed");
             ticket.release();
-            let _ = reply.send(Reply::Unreachable(
-                "the upstream provider's response was cut".into(),
-            ));
+            let _ = reply.send(Reply::Failed {
+                status: 502,
+                message: "the upstream provider's response was cut".into(),
+            });
         }
     }
 }
@@ -403,7 +467,6 @@ pub async fn messages(
         )
     })?;
     let span = tracing::debug_span!("messages", %rid, account_id = %owner.account_id);
-    let _entered = span.enter();
     let ticket = state
         .engine
         .pre_authorize(HoldRequest {
@@ -426,8 +489,11 @@ pub async fn messages(
         body,
         drain: state.stream_drain,
         rid,
+        interrupt: state.engine.interrupted(),
     };
-    state.engine.spawn_tracked(exchange(work, ticket, reply_tx));
+    state
+        .engine
+        .spawn_tracked(exchange(work, ticket, reply_tx).instrument(span));
     let reply = reply_rx
         .await
         .map_err(|_| ApiError::new(500, "the upstream exchange ended unexpectedly", rid))?;
@@ -436,7 +502,7 @@ pub async fn messages(
 
 fn respond(reply: Reply, rid: RequestId) -> Result<HttpResponse, ApiError> {
     match reply {
-        Reply::Unreachable(message) => Err(ApiError::new(502, message, rid)),
+        Reply::Failed { status, message } => Err(ApiError::new(status, message, rid)),
         Reply::Full {
             status,
             headers,

@@ -25,6 +25,11 @@ mod embedded {
 /// size of each statement's arrays.
 const FLUSH_CHUNK: usize = 5_000;
 
+/// How long to wait for a connection (from the pool or a new one).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Server-side cap on any one statement, set on every connection.
+const STATEMENT_TIMEOUT_OPTION: &str = "-c statement_timeout=60000";
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -87,8 +92,13 @@ impl From<DbError> for StoreError {
 
 impl PgStore {
     pub fn connect(url: &str, pool_size: usize) -> Result<PgStore, DbError> {
-        let config =
+        let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
+        if config.get_options().is_none() {
+            // No statement may hang the flusher or an admin request indefinitely.
+            config.options(STATEMENT_TIMEOUT_OPTION);
+        }
+        config.connect_timeout(CONNECT_TIMEOUT);
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -98,6 +108,10 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
         Ok(PgStore { pool })

@@ -290,3 +290,32 @@ async fn unknown_v1_routes_answer_in_anthropic_shape() {
         .unwrap();
     assert_error(response, 404, "not_found_error").await;
 }
+
+#[actix_web::test]
+async fn an_upstream_refusing_the_operators_credentials_is_not_blamed_on_the_customer() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    for status in [401, 403] {
+        let body = message_body("claude-opus-5-5", 10, false, json!({"status": status}));
+        let body = assert_error(
+            app.messages(&customer.key, &body).send().await.unwrap(),
+            502,
+            "api_error",
+        )
+        .await;
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("upstream"));
+    }
+    let response = app
+        .http
+        .get(format!("{}/v1/models?limit=abc", app.base))
+        .header("x-api-key", &customer.key)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 400, "invalid_request_error").await;
+    app.wait_settled(&customer.id).await;
+    assert_eq!(app.balance(&customer.id).await, dec("1"));
+}

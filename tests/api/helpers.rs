@@ -71,6 +71,10 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub mock: MockServer,
     pub server: ServerHandle,
+    /// Shuts the instance down as SIGTERM would.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Ends when the instance has shut down (drained and flushed).
+    pub stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
     pub db: TestDatabase,
     pub settings: Settings,
 }
@@ -116,7 +120,8 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
         .expect("tollgate starts");
     let base = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
-    actix_web::rt::spawn(app.run_until_stopped());
+    let shutdown = app.shutdown_trigger();
+    let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
         http: reqwest::Client::builder()
@@ -125,6 +130,8 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
             .expect("client"),
         mock,
         server,
+        shutdown,
+        stopped,
         db,
         settings,
     }
@@ -153,6 +160,16 @@ pub fn message_body(model: &str, max_tokens: u64, stream: bool, mock: Value) -> 
 }
 
 impl TestApp {
+    /// Triggers a graceful shutdown and waits for it to finish.
+    pub async fn shut_down(self) -> TestDatabase {
+        self.shutdown.cancel();
+        self.stopped
+            .await
+            .expect("shutdown task")
+            .expect("clean shutdown");
+        self.db
+    }
+
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}/admin/v1{}", self.base, path))

@@ -292,7 +292,17 @@ async fn flushes_follow_the_interval_not_the_request_rate() {
     let customer = app.customer("100").await;
     let body = message_body("claude-haiku-5-5", 10, false, json!({"output_tokens": 3}));
     let metrics_url = format!("{}/metrics", app.base);
-    let before = metric(&app.http.get(&metrics_url).send().await.unwrap().text().await.unwrap(), "tollgate_flushes");
+    let before = metric(
+        &app.http
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "tollgate_flushes",
+    );
     let started = std::time::Instant::now();
     let requests = (0..300).map(|_| async {
         let response = app.messages(&customer.key, &body).send().await.unwrap();
@@ -303,11 +313,25 @@ async fn flushes_follow_the_interval_not_the_request_rate() {
     app.wait_settled(&customer.id).await;
     app.flush().await;
     let elapsed = started.elapsed();
-    let after = metric(&app.http.get(&metrics_url).send().await.unwrap().text().await.unwrap(), "tollgate_flushes");
+    let after = metric(
+        &app.http
+            .get(&metrics_url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "tollgate_flushes",
+    );
     // One transaction per interval that had something to write (plus the forced flush),
     // however many requests settled in it.
     let intervals = (elapsed.as_millis() / 250) as f64 + 2.0;
-    assert!(after - before <= intervals, "{} flushes for 300 requests in {elapsed:?}", after - before);
+    assert!(
+        after - before <= intervals,
+        "{} flushes for 300 requests in {elapsed:?}",
+        after - before
+    );
     let books = app.books(&customer.id).await;
     assert_eq!(books.usage_rows, 300);
     books.assert_reconciled();
@@ -317,7 +341,12 @@ async fn flushes_follow_the_interval_not_the_request_rate() {
 async fn credits_interleaved_with_usage_keep_memory_and_storage_equal() {
     let app = spawn_app().await;
     let customer = app.customer("1").await;
-    let body = message_body("claude-opus-5-5", 50, true, json!({"output_tokens": 30, "input_tokens": 700}));
+    let body = message_body(
+        "claude-opus-5-5",
+        50,
+        true,
+        json!({"output_tokens": 30, "input_tokens": 700}),
+    );
     let usage = (0..40).map(|_| async {
         let response = app.messages(&customer.key, &body).send().await.unwrap();
         assert_eq!(response.status(), 200);
@@ -329,7 +358,10 @@ async fn credits_interleaved_with_usage_keep_memory_and_storage_equal() {
     app.flush().await;
     let live = app.balance(&customer.id).await;
     let books = app.books(&customer.id).await;
-    assert_eq!(books.stored_balance, live, "stored and in-memory balances agree");
+    assert_eq!(
+        books.stored_balance, live,
+        "stored and in-memory balances agree"
+    );
     assert_eq!(books.credits, dec("3.5"));
     // 40 requests of 700 input and 30 output tokens: 40 * (700*4 + 30*20) / 1e6
     assert_eq!(books.usage_cost, dec("0.136"));

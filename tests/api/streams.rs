@@ -186,3 +186,105 @@ async fn an_error_event_mid_stream_is_relayed_and_the_usage_so_far_billed() {
         dec("5") - expected_cost(&OPUS_5_5, &seen)
     );
 }
+
+async fn usage_rows(db_url: &str) -> Vec<(String, i64)> {
+    let (client, connection) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_web::rt::spawn(connection);
+    client
+        .query("SELECT outcome, output_tokens FROM usage", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_shutdown_lets_a_disconnected_clients_stream_drain_and_bills_it() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 150, "inter_token_ms": 5}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    for _ in 0..3 {
+        stream.next().await.unwrap().unwrap();
+    }
+    drop(stream);
+    let db = app.shut_down().await;
+    assert_eq!(
+        usage_rows(&db.url).await,
+        vec![("client_disconnected".to_string(), 150)]
+    );
+}
+
+#[actix_web::test]
+async fn a_stream_still_running_at_the_drain_bound_is_billed_for_what_it_produced() {
+    let app = spawn_app_with(MockConfig::default(), |s| s.server.shutdown_drain_ms = 500).await;
+    let customer = app.customer("5").await;
+    // 400 tokens at 10 ms take 4 s, far past the 0.5 s drain bound.
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 400, "inter_token_ms": 10, "delta_every": 20}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    let reader = actix_web::rt::spawn(async move { response.text().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let db = app.shut_down().await;
+    let rows = usage_rows(&db.url).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (outcome, output) = &rows[0];
+    assert_eq!(outcome, "interrupted");
+    assert!(
+        *output > 0 && *output < 400,
+        "billed {output} of 400 output tokens"
+    );
+    // The client saw a response that ended without message_stop.
+    let text = reader.await.unwrap().unwrap_or_default();
+    assert!(!text.contains("message_stop"));
+}
+
+#[actix_web::test]
+async fn requests_arriving_during_shutdown_are_refused_and_not_billed() {
+    let app = spawn_app_with(MockConfig::default(), |s| {
+        s.server.shutdown_drain_ms = 2_000
+    })
+    .await;
+    let customer = app.customer("5").await;
+    let long = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"output_tokens": 100, "inter_token_ms": 10}),
+    );
+    let first = app.messages(&customer.key, &long).send().await.unwrap();
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A new request on a fresh connection is refused or finds the listener closed.
+    let late = reqwest::Client::new()
+        .post(format!("{}/v1/messages", app.base))
+        .header("x-api-key", &customer.key)
+        .json(&message_body("claude-opus-5-5", 10, false, json!({})))
+        .send()
+        .await;
+    if let Ok(late) = late {
+        assert_eq!(late.status(), 529);
+    }
+    assert!(
+        first.text().await.unwrap().contains("message_stop"),
+        "the in-flight stream finished"
+    );
+    let db = app.shut_down().await;
+    assert_eq!(
+        usage_rows(&db.url).await,
+        vec![("completed".to_string(), 100)]
+    );
+}
