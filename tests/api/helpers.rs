@@ -294,6 +294,22 @@ impl TestApp {
         PgStore::connect(&self.db.url, 2).expect("store")
     }
 
+    /// A gauge or counter without labels, read from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
     pub async fn mock_stats(&self) -> MockStats {
         self.mock.stats()
     }

@@ -280,29 +280,12 @@ async fn sigterm_under_load_loses_no_settled_usage() {
     books.assert_reconciled();
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
-}
-
 #[actix_web::test]
 async fn flushes_follow_the_interval_not_the_request_rate() {
     let app = spawn_app_with(Default::default(), |s| s.metering.flush_interval_ms = 250).await;
     let customer = app.customer("100").await;
     let body = message_body("claude-haiku-5-5", 10, false, json!({"output_tokens": 3}));
-    let metrics_url = format!("{}/metrics", app.base);
-    let before = metric(
-        &app.http
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "tollgate_flushes",
-    );
+    let before = app.metric("tollgate_flushes").await;
     let started = std::time::Instant::now();
     let requests = (0..300).map(|_| async {
         let response = app.messages(&customer.key, &body).send().await.unwrap();
@@ -313,17 +296,7 @@ async fn flushes_follow_the_interval_not_the_request_rate() {
     app.wait_settled(&customer.id).await;
     app.flush().await;
     let elapsed = started.elapsed();
-    let after = metric(
-        &app.http
-            .get(&metrics_url)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "tollgate_flushes",
-    );
+    let after = app.metric("tollgate_flushes").await;
     // One transaction per interval that had something to write (plus the forced flush),
     // however many requests settled in it.
     let intervals = (elapsed.as_millis() / 250) as f64 + 2.0;

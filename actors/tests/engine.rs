@@ -1,0 +1,184 @@
+//! The engine on its own, against an in-memory ledger that can be made to fail: the cases a
+//! real Postgres will not produce on demand.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use rust_decimal_macros::dec;
+use tollgate_actors::hold::{HoldPolicy, RequestShape};
+use tollgate_actors::pricing::RateCard;
+use tollgate_actors::store::{
+    AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, LedgerStore, Outcome,
+    StoreError, UsageRecord,
+};
+use tollgate_actors::{AccountLimits, AdmitError, Engine, EngineConfig, EngineError, HoldRequest};
+use uuid::Uuid;
+
+/// One account's ledger in memory; `down` makes every write fail.
+#[derive(Default)]
+struct MemoryLedger {
+    balance: Mutex<Decimal>,
+    rows: Mutex<Vec<UsageRecord>>,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl LedgerStore for MemoryLedger {
+    async fn load_account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError> {
+        Ok(Some(AccountRecord {
+            id,
+            status: AccountStatus::Active,
+            balance: *self.balance.lock().unwrap(),
+            limits: AccountLimits {
+                requests_per_minute: 0,
+                tokens_per_minute: 0,
+                max_concurrent: 0,
+            },
+        }))
+    }
+
+    async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError> {
+        *self.balance.lock().unwrap() += change.amount;
+        Ok(())
+    }
+
+    async fn set_status(&self, _: AccountId, _: AccountStatus, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError("the database is down".into()));
+        }
+        let mut rows = self.rows.lock().unwrap();
+        let mut inserted = 0;
+        for record in batch {
+            if !rows.iter().any(|r| r.request_id == record.request_id) {
+                *self.balance.lock().unwrap() -= record.cost;
+                rows.push(record.clone());
+                inserted += 1;
+            }
+        }
+        Ok(BatchOutcome { inserted })
+    }
+}
+
+fn engine(ledger: Arc<MemoryLedger>, max_unflushed: u64) -> Engine {
+    Engine::start(
+        EngineConfig {
+            flush_interval: Duration::from_millis(20),
+            arbiters: 1,
+            hold_policy: HoldPolicy::default(),
+            max_unflushed,
+        },
+        ledger,
+    )
+}
+
+fn request(account_id: AccountId) -> HoldRequest {
+    let card = RateCard::builtin();
+    HoldRequest {
+        request_id: Uuid::now_v7(),
+        account_id,
+        key_id: Uuid::now_v7(),
+        model: "claude-haiku-5-5".into(),
+        version: card
+            .price_at("claude-haiku-5-5", Utc::now())
+            .unwrap()
+            .clone(),
+        shape: RequestShape::of(b"{\"model\":\"claude-haiku-5-5\"}", 10),
+        started_at: Utc::now(),
+    }
+}
+
+fn usage() -> tollgate_actors::Usage {
+    tollgate_actors::Usage {
+        input_tokens: 10,
+        output_tokens: 5,
+        ..Default::default()
+    }
+}
+
+#[actix_rt::test]
+async fn while_the_ledger_cannot_be_written_new_requests_are_refused_past_the_backlog_bound() {
+    let ledger = Arc::new(MemoryLedger::default());
+    *ledger.balance.lock().unwrap() = dec!(10);
+    ledger.down.store(true, Ordering::SeqCst);
+    let engine = engine(ledger.clone(), 3);
+    let account = Uuid::now_v7();
+    for _ in 0..3 {
+        let ticket = engine.pre_authorize(request(account)).await.unwrap();
+        ticket.settle(usage(), Outcome::Completed);
+    }
+    // Let the writer try (and fail) at least once with all three queued.
+    let _ = engine.flusher().flush_now().await;
+    let _ = engine.flusher().flush_now().await;
+    let refused = engine.pre_authorize(request(account)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AdmitError::Engine(EngineError::LedgerUnavailable))
+        ),
+        "admitted while {} debits wait for a failing ledger",
+        engine.flusher_stats().backlog
+    );
+    // The database comes back: the backlog is written once, and requests are admitted again.
+    ledger.down.store(false, Ordering::SeqCst);
+    assert!(engine.flusher().flush_now().await);
+    assert_eq!(ledger.rows.lock().unwrap().len(), 3);
+    assert!(engine.pre_authorize(request(account)).await.is_ok());
+    let view = engine.view(account).await.unwrap();
+    assert_eq!(*ledger.balance.lock().unwrap(), view.balance);
+}
+
+#[actix_rt::test]
+async fn a_dropped_ticket_releases_its_hold_and_a_resize_follows_the_real_prompt() {
+    let ledger = Arc::new(MemoryLedger::default());
+    *ledger.balance.lock().unwrap() = dec!(1);
+    let engine = engine(ledger, 1000);
+    let account = Uuid::now_v7();
+    let mut ticket = engine.pre_authorize(request(account)).await.unwrap();
+    let initial = ticket.amount();
+    assert_eq!(engine.view(account).await.unwrap().held, initial);
+    ticket.resize_to_prompt(&tollgate_actors::Usage {
+        input_tokens: 2,
+        ..Default::default()
+    });
+    // haiku-5-5: 2 prompt tokens at 0.10 + 10 output tokens at 0.50, per million.
+    assert_eq!(ticket.amount(), dec!(0.0000052));
+    assert_eq!(engine.view(account).await.unwrap().held, dec!(0.0000052));
+    drop(ticket);
+    let view = engine.view(account).await.unwrap();
+    assert_eq!((view.held, view.active_requests), (Decimal::ZERO, 0));
+    assert_eq!(view.balance, dec!(1));
+}
+
+#[actix_rt::test]
+async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
+    let ledger = Arc::new(MemoryLedger::default());
+    *ledger.balance.lock().unwrap() = dec!(10);
+    let engine = engine(ledger.clone(), 1000);
+    let account = Uuid::now_v7();
+    let mut costs = Decimal::ZERO;
+    for _ in 0..50 {
+        let ticket = engine.pre_authorize(request(account)).await.unwrap();
+        costs += ticket.settle(usage(), Outcome::Completed).cost;
+    }
+    assert!(
+        engine
+            .shutdown(Duration::from_secs(1), Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(ledger.rows.lock().unwrap().len(), 50);
+    assert_eq!(*ledger.balance.lock().unwrap(), dec!(10) - costs);
+    assert!(matches!(
+        engine.pre_authorize(request(account)).await,
+        Err(AdmitError::Engine(EngineError::Stopped))
+    ));
+}
