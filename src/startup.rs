@@ -138,6 +138,9 @@ impl Application {
                 .configure(http::routes)
         })
         .workers(workers)
+        // SSE events are small writes; with Nagle's algorithm on, one waits for the client's
+        // delayed ACK of the one before (about 40 ms on a kept-alive connection).
+        .tcp_nodelay(true)
         .backlog(4096)
         .max_connections(100_000)
         // Signals are handled in `run_until_stopped`: in-flight requests must settle while the

@@ -23,6 +23,10 @@ use crate::store::Outcome;
 /// to relay, not to buffer.
 pub const CLIENT_BUFFER_CHUNKS: usize = 16;
 
+/// After `message_stop`, how long to wait for the upstream to end the body before giving up
+/// on it (the usage is final either way).
+pub const AFTER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A client that accepts no bytes for this long is treated as gone: the relay drains the
 /// upstream and settles instead of holding the hold, the concurrency slot and the upstream
 /// connection for a reader that never reads.
@@ -40,7 +44,8 @@ pub type ClientChunk = Result<Bytes, StreamCut>;
 /// Relays one upstream stream to one client.
 pub struct StreamActor<S> {
     upstream: S,
-    client: mpsc::Sender<ClientChunk>,
+    /// The client's response body; `None` once the client has everything (or is gone).
+    client: Option<mpsc::Sender<ClientChunk>>,
     ticket: HoldTicket,
     parser: UsageParser,
     /// How long to keep reading the upstream after the client went away, to learn the usage.
@@ -65,7 +70,7 @@ where
         (
             StreamActor {
                 upstream,
-                client,
+                client: Some(client),
                 ticket,
                 parser: UsageParser::new(),
                 drain,
@@ -79,7 +84,12 @@ where
     /// upstream reported no usage at all and the hold was released.
     pub async fn run(mut self) -> Option<Settlement> {
         let request_id = self.ticket.request_id();
+        // Set when the client goes away: from then on the upstream is read only to learn the
+        // final usage, until this deadline.
         let mut drain_deadline: Option<Instant> = None;
+        // Set at message_stop: the upstream's end of body normally follows at once, and reading
+        // it lets the upstream connection be reused.
+        let mut finish_deadline: Option<Instant> = None;
         let mut cut = false;
         let mut interrupted = false;
         loop {
@@ -90,10 +100,12 @@ where
                     interrupted = true;
                     break;
                 }
-                next = next_before(&mut self.upstream, drain_deadline) => match next {
+                next = next_before(&mut self.upstream, drain_deadline.or(finish_deadline)) => match next {
                     Some(next) => next,
                     None => {
-                        tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
+                        if !self.parser.completed() {
+                            tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
+                        }
                         break;
                     }
                 },
@@ -105,25 +117,29 @@ where
                         let started = self.parser.usage();
                         self.ticket.resize_to_prompt(&started);
                     }
-                    if drain_deadline.is_none() {
+                    if let Some(client) = &self.client {
                         let sent =
-                            tokio::time::timeout(CLIENT_STALL_TIMEOUT, self.client.send(Ok(chunk)))
+                            tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(chunk)))
                                 .await;
                         if !matches!(sent, Ok(Ok(()))) {
                             tracing::info!(%request_id, "client disconnected or stalled mid-stream; draining the upstream");
+                            self.client = None;
                             drain_deadline = Some(Instant::now() + self.drain);
                         }
                     }
-                    if self.parser.completed() {
-                        break;
+                    if self.parser.completed() && finish_deadline.is_none() {
+                        // The client has the whole message: end its response now rather than
+                        // when the upstream closes the body.
+                        self.client = None;
+                        finish_deadline = Some(Instant::now() + AFTER_STOP_GRACE);
                     }
                 }
                 Some(Err(error)) => {
                     let reason = error.to_string();
                     tracing::warn!(%request_id, error = %reason, "upstream stream failed");
                     cut = true;
-                    if drain_deadline.is_none() {
-                        let _ = self.client.send(Err(StreamCut(reason))).await;
+                    if let Some(client) = self.client.take() {
+                        let _ = client.send(Err(StreamCut(reason))).await;
                     }
                     break;
                 }

@@ -55,6 +55,9 @@ impl MockServer {
                         })
                         .workers(workers)
                         .backlog(LISTEN_BACKLOG)
+                        // SSE events are small writes: without this, Nagle's algorithm holds
+                        // each one until the previous is acknowledged.
+                        .tcp_nodelay(true)
                         // A client that closes its side is gone (HTTP clients do not half-close
                         // while awaiting a response). Dropping its request at once is what
                         // lets a stream abandoned during the time to first token count as
