@@ -50,6 +50,7 @@
 //! Failure thresholds beyond the output length fire right after the last token.
 
 pub mod config;
+pub mod loadgen;
 mod plan;
 mod render;
 mod routes;

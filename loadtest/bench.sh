@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# tollgate's overhead benchmark, in one command:
+#
+#   loadtest/bench.sh
+#
+# Builds the release binaries, starts the simulated upstream (mock-anthropic), the reference
+# pass-through hop (passthrough) and tollgate on a fresh database, provisions an account and a
+# key through the admin API, and measures the three targets under identical closed-loop load
+# with loadgen, non-streaming then streaming, interleaved over several rounds. Everything it
+# started is stopped, and the bench database dropped, when it exits.
+#
+# Knobs (environment variables, defaults in brackets):
+#   CONCURRENCY [16]  DURATION [4] s measured  WARMUP [1] s  ROUNDS [3]  MODE [both]
+#   MAX_TOKENS [16]   PROMPT_BYTES [2000]      OUTPUT_TOKENS [16] per response
+#   MOCK_WORKERS [1]  PASSTHROUGH_WORKERS [1]  TG_WORKERS [1]  TG_ARBITERS [1]
+#   LOADGEN_THREADS [2]
+#   MOCK_PORT [19999] PASSTHROUGH_PORT [19998] TG_PORT [18080]
+#   PGURL [postgres://postgres@127.0.0.1:5432]  BENCH_DB [tollgate_bench]
+#   OUT_DIR [target/bench]  (results.json, logs)   SKIP_BUILD [0]
+#   TOP_SNAPSHOTS [0]: 1 = log `top -b -n1` every 5 s while loadgen runs (OUT_DIR/top.log)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+CONCURRENCY="${CONCURRENCY:-16}"
+DURATION="${DURATION:-4}"
+WARMUP="${WARMUP:-1}"
+ROUNDS="${ROUNDS:-3}"
+MODE="${MODE:-both}"
+MAX_TOKENS="${MAX_TOKENS:-16}"
+PROMPT_BYTES="${PROMPT_BYTES:-2000}"
+OUTPUT_TOKENS="${OUTPUT_TOKENS:-16}"
+MOCK_WORKERS="${MOCK_WORKERS:-1}"
+PASSTHROUGH_WORKERS="${PASSTHROUGH_WORKERS:-1}"
+TG_WORKERS="${TG_WORKERS:-1}"
+TG_ARBITERS="${TG_ARBITERS:-1}"
+LOADGEN_THREADS="${LOADGEN_THREADS:-2}"
+MOCK_PORT="${MOCK_PORT:-19999}"
+PASSTHROUGH_PORT="${PASSTHROUGH_PORT:-19998}"
+TG_PORT="${TG_PORT:-18080}"
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+BENCH_DB="${BENCH_DB:-tollgate_bench}"
+OUT_DIR="${OUT_DIR:-$ROOT/target/bench}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+TOP_SNAPSHOTS="${TOP_SNAPSHOTS:-0}"
+
+ADMIN_TOKEN="bench-admin-token-$$"
+UPSTREAM_KEY="bench-upstream-key"
+BIN="$ROOT/target/release"
+mkdir -p "$OUT_DIR"
+
+for tool in curl jq psql; do
+    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is required" >&2; exit 1; }
+done
+
+PIDS=()
+DB_CREATED=0
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "$DB_CREATED" = 1 ]; then
+        psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null \
+            || echo "bench.sh: could not drop database $BENCH_DB" >&2
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits until `curl URL` answers 2xx, or fails after ~15 s.
+wait_for() {
+    local name=$1 url=$2
+    for _ in $(seq 150); do
+        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "bench.sh: $name did not come up at $url; see $OUT_DIR/$name.log" >&2
+    exit 1
+}
+
+# CPU time (user + system) a process has used so far, in clock ticks.
+cpu_ticks() {
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+if [ "$SKIP_BUILD" != 1 ]; then
+    echo "== building release binaries" >&2
+    cargo build --release -p tollgate -p tollgate-loadtest
+fi
+
+echo "== starting mock-anthropic ($MOCK_WORKERS worker), passthrough ($PASSTHROUGH_WORKERS worker)" >&2
+RUST_LOG=warn "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" --workers "$MOCK_WORKERS" \
+    --ttft-ms 0 --inter-token-ms 0 --output-tokens "$OUTPUT_TOKENS" --tokens-per-chunk 1 \
+    >"$OUT_DIR/mock.log" 2>&1 &
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
+"$BIN/passthrough" --listen "127.0.0.1:$PASSTHROUGH_PORT" --workers "$PASSTHROUGH_WORKERS" \
+    --upstream "http://127.0.0.1:$MOCK_PORT" --api-key "$UPSTREAM_KEY" \
+    >"$OUT_DIR/passthrough.log" 2>&1 &
+PASSTHROUGH_PID=$!
+PIDS+=("$PASSTHROUGH_PID")
+
+echo "== starting tollgate ($TG_WORKERS worker(s), $TG_ARBITERS arbiter(s)) on a fresh database $BENCH_DB" >&2
+psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
+DB_CREATED=1
+RUST_LOG=warn \
+TOLLGATE__SERVER__LISTEN="127.0.0.1:$TG_PORT" \
+TOLLGATE__SERVER__WORKERS="$TG_WORKERS" \
+TOLLGATE__METERING__ACCOUNT_ARBITERS="$TG_ARBITERS" \
+TOLLGATE__DATABASE__URL="$PGURL/$BENCH_DB" \
+TOLLGATE__DATABASE__CREATE_IF_MISSING=true \
+TOLLGATE__ADMIN__TOKEN="$ADMIN_TOKEN" \
+TOLLGATE__AUTH__KEY_SECRET="bench-key-secret-0123456789" \
+TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$MOCK_PORT\",api_key=\"$UPSTREAM_KEY\"}]" \
+TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
+TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
+TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
+    "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$OUT_DIR/tollgate.log" 2>&1 &
+TG_PID=$!
+PIDS+=("$TG_PID")
+
+wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats"
+wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz"
+
+echo "== provisioning an account and a key" >&2
+admin() {
+    curl -fsS -X POST "http://127.0.0.1:$TG_PORT/admin/v1/$1" \
+        -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$2"
+}
+ACCOUNT_ID=$(admin accounts \
+    '{"email":"bench@example.com","limits":{"requests_per_minute":0,"tokens_per_minute":0,"max_concurrent":0}}' \
+    | jq -er .id)
+admin "accounts/$ACCOUNT_ID/credit" '{"amount_usd":"1000000","reason":"bench"}' >/dev/null
+TG_KEY=$(admin "accounts/$ACCOUNT_ID/keys" '{"name":"bench"}' | jq -er .key)
+
+# The passthrough answers only POSTs; a malformed one proves it is up (the mock says 400).
+for _ in $(seq 50); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
+        "http://127.0.0.1:$PASSTHROUGH_PORT/v1/messages" || true)
+    [ "$code" = 400 ] && break
+    sleep 0.1
+done
+
+TOP_PID=""
+if [ "$TOP_SNAPSHOTS" = 1 ]; then
+    (while true; do date +%T; top -b -n1 -w 200 | head -20; sleep 5; done) >"$OUT_DIR/top.log" 2>&1 &
+    TOP_PID=$!
+    PIDS+=("$TOP_PID")
+fi
+
+declare -A PID_OF=([mock-anthropic]=$MOCK_PID [passthrough]=$PASSTHROUGH_PID [tollgate]=$TG_PID)
+declare -A CPU_BEFORE
+for name in "${!PID_OF[@]}"; do
+    CPU_BEFORE[$name]=$(cpu_ticks "${PID_OF[$name]}")
+done
+
+echo "== loadgen: $CONCURRENCY clients, ${WARMUP}+${DURATION} s per target and mode, $ROUNDS round(s)" >&2
+LOADGEN_CMD=("$BIN/loadgen"
+    --target "direct=http://127.0.0.1:$MOCK_PORT"
+    --target "passthrough=http://127.0.0.1:$PASSTHROUGH_PORT"
+    --target "tollgate=http://127.0.0.1:$TG_PORT"
+    --key "$UPSTREAM_KEY" --key-for "tollgate=$TG_KEY"
+    --mode "$MODE" --concurrency "$CONCURRENCY" --duration "$DURATION" --warmup "$WARMUP"
+    --rounds "$ROUNDS" --max-tokens "$MAX_TOKENS" --prompt-bytes "$PROMPT_BYTES"
+    --threads "$LOADGEN_THREADS" --json "$OUT_DIR/results.json")
+if [ -x /usr/bin/time ]; then
+    LOADGEN_CMD=(/usr/bin/time -f 'loadgen: %U s user, %S s system' "${LOADGEN_CMD[@]}")
+fi
+"${LOADGEN_CMD[@]}" | tee "$OUT_DIR/results.txt"
+
+[ -n "$TOP_PID" ] && kill "$TOP_PID" 2>/dev/null || true
+
+TICKS=$(getconf CLK_TCK)
+echo
+echo "CPU seconds used while loadgen ran (each proxy only works while it is measured; the mock always):"
+for name in mock-anthropic passthrough tollgate; do
+    after=$(cpu_ticks "${PID_OF[$name]}")
+    awk -v n="$name" -v a="$after" -v b="${CPU_BEFORE[$name]}" -v t="$TICKS" \
+        'BEGIN { printf "  %-15s %7.2f s\n", n, (a - b) / t }'
+done
+BALANCE=$(curl -fsS "http://127.0.0.1:$TG_PORT/admin/v1/accounts/$ACCOUNT_ID" \
+    -H "authorization: Bearer $ADMIN_TOKEN" | jq -r '"balance \(.balance) USD, held \(.held)"')
+echo "tollgate account after the run: $BALANCE"
+echo "settings: mock $MOCK_WORKERS worker, passthrough $PASSTHROUGH_WORKERS worker, tollgate $TG_WORKERS worker(s) / $TG_ARBITERS arbiter(s), loadgen $LOADGEN_THREADS threads; results in $OUT_DIR"
