@@ -71,16 +71,20 @@ impl Limiters {
     /// token limit is only checked for being exhausted here (tokens are charged at settle,
     /// when the real count is known), at the cost of one cell.
     pub(crate) fn admit(&self) -> Result<(), (Throttle, Duration)> {
-        let clock = DefaultClock::default();
+        // A clock is only read on refusal: building one costs a CPUID, which traps to the
+        // hypervisor on a virtual machine.
+        let wait = |not_until: governor::NotUntil<_>| {
+            not_until.wait_time_from(DefaultClock::default().now())
+        };
         if let Some(requests) = &self.requests {
             requests
                 .check()
-                .map_err(|not_until| (Throttle::Requests, not_until.wait_time_from(clock.now())))?;
+                .map_err(|not_until| (Throttle::Requests, wait(not_until)))?;
         }
         if let Some(tokens) = &self.tokens {
             tokens
                 .check()
-                .map_err(|not_until| (Throttle::Tokens, not_until.wait_time_from(clock.now())))?;
+                .map_err(|not_until| (Throttle::Tokens, wait(not_until)))?;
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ use super::errors::ApiError;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, KeyOwner};
-use crate::upstream::{Upstream, RELAYED_RESPONSE_HEADERS};
+use crate::upstream::{Endpoint, Upstream, RELAYED_RESPONSE_HEADERS};
 
 /// The fields of a Messages request that tollgate reads. Everything else passes through
 /// unseen; the body is forwarded byte for byte.
@@ -246,27 +246,67 @@ fn rewrite_error_body(body: &[u8], status: StatusCode, rid: RequestId) -> Bytes 
         .unwrap_or_default()
 }
 
+/// Counter handles for settled requests, looked up once rather than per request.
+struct SettleCounters {
+    tokens: [metrics::Counter; 5],
+    completed: metrics::Counter,
+    other: [(Outcome, metrics::Counter); 3],
+}
+
+fn settle_counters() -> &'static SettleCounters {
+    static COUNTERS: std::sync::OnceLock<SettleCounters> = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(|| {
+        let tokens = |class: &'static str| metrics::counter!("tollgate_billed_tokens_total", "class" => class);
+        let settled = |outcome: Outcome| {
+            metrics::counter!("tollgate_settled_requests_total", "outcome" => outcome.as_str())
+        };
+        SettleCounters {
+            tokens: [
+                tokens("input"),
+                tokens("output"),
+                tokens("cache_read"),
+                tokens("cache_write_5m"),
+                tokens("cache_write_1h"),
+            ],
+            completed: settled(Outcome::Completed),
+            other: [
+                (Outcome::ClientDisconnected, settled(Outcome::ClientDisconnected)),
+                (Outcome::UpstreamCut, settled(Outcome::UpstreamCut)),
+                (Outcome::Interrupted, settled(Outcome::Interrupted)),
+            ],
+        }
+    })
+}
+
 /// Token and request counters for `/metrics`.
 fn record(settlement: &Settlement) {
+    let counters = settle_counters();
     let usage = &settlement.usage;
-    for (class, tokens) in [
-        ("input", usage.input_tokens),
-        ("output", usage.output_tokens),
-        ("cache_read", usage.cache_read_tokens),
-        ("cache_write_5m", usage.cache_write_5m_tokens),
-        ("cache_write_1h", usage.cache_write_1h_tokens),
-    ] {
-        metrics::counter!("tollgate_billed_tokens_total", "class" => class).increment(tokens);
+    for (counter, tokens) in counters.tokens.iter().zip([
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_5m_tokens,
+        usage.cache_write_1h_tokens,
+    ]) {
+        counter.increment(tokens);
     }
-    metrics::counter!("tollgate_settled_requests_total", "outcome" => settlement.outcome.as_str())
-        .increment(1);
+    if settlement.outcome == Outcome::Completed {
+        counters.completed.increment(1);
+    } else if let Some((_, counter)) = counters
+        .other
+        .iter()
+        .find(|(o, _)| *o == settlement.outcome)
+    {
+        counter.increment(1);
+    }
 }
 
 /// The upstream half of a request, run on its own tracked task so that a client going away
 /// does not stop tollgate from learning and billing what the upstream produced.
 struct Exchange {
     upstream: Upstream,
-    path_and_query: String,
+    query: Option<String>,
     headers: actix_web::http::header::HeaderMap,
     body: Bytes,
     drain: Duration,
@@ -297,7 +337,7 @@ fn interrupted_reply() -> Reply {
 async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender<Reply>) {
     let Exchange {
         upstream,
-        path_and_query,
+        query,
         headers,
         body,
         drain,
@@ -306,7 +346,10 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
     } = exchange;
     // Until a response starts streaming, nothing has been seen that could be billed: an
     // interrupt releases the hold (dropping the ticket does) and answers 529.
-    let sent = unless_interrupted(&interrupt, upstream.post(&path_and_query, &headers, body));
+    let sent = unless_interrupted(
+        &interrupt,
+        upstream.post(Endpoint::Messages, query.as_deref(), &headers, body),
+    );
     let response = match sent.await {
         None => {
             let _ = reply.send(interrupted_reply());
@@ -430,13 +473,6 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
     }
 }
 
-fn path_and_query(req: &HttpRequest, path: &str) -> String {
-    match req.uri().query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
-    }
-}
-
 /// `POST /v1/messages`
 pub async fn messages(
     req: HttpRequest,
@@ -484,7 +520,7 @@ pub async fn messages(
     let (reply_tx, reply_rx) = oneshot::channel();
     let work = Exchange {
         upstream: upstream.get_ref().clone(),
-        path_and_query: path_and_query(&req, "/v1/messages"),
+        query: req.uri().query().map(str::to_string),
         headers: forwarded_headers(&req),
         body,
         drain: state.stream_drain,
@@ -568,7 +604,8 @@ pub async fn count_tokens(
     let body = read_body(&req, payload, state.settings.server.max_body_bytes, rid).await?;
     let response = upstream
         .post(
-            &path_and_query(&req, "/v1/messages/count_tokens"),
+            Endpoint::CountTokens,
+            req.uri().query(),
             &forwarded_headers(&req),
             body,
         )

@@ -23,6 +23,39 @@ impl fmt::Display for RequestId {
     }
 }
 
+impl RequestId {
+    /// The id as a header value, formatted without a heap allocation.
+    fn header_value(self) -> HeaderValue {
+        let mut buf = [0u8; 4 + uuid::fmt::Simple::LENGTH];
+        buf[..4].copy_from_slice(b"req_");
+        self.0.simple().encode_lower(&mut buf[4..]);
+        // ASCII letters, digits and an underscore: always a valid header value.
+        HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("req_unknown"))
+    }
+}
+
+/// Status codes as static metric labels (no allocation per response).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        201 => "201",
+        400 => "400",
+        401 => "401",
+        402 => "402",
+        403 => "403",
+        404 => "404",
+        409 => "409",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        529 => "529",
+        _ => "other",
+    }
+}
+
 impl FromRequest for RequestId {
     type Error = actix_web::Error;
     type Future = Ready<Result<RequestId, actix_web::Error>>;
@@ -45,13 +78,10 @@ pub async fn assign(
     let id = RequestId(Uuid::now_v7());
     req.extensions_mut().insert(id);
     let mut response = next.call(req).await?;
-    metrics::counter!(
-        "tollgate_http_responses_total",
-        "status" => response.status().as_u16().to_string()
-    )
-    .increment(1);
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert(REQUEST_ID.clone(), value);
-    }
+    metrics::counter!("tollgate_http_responses_total", "status" => status_label(response.status().as_u16()))
+        .increment(1);
+    response
+        .headers_mut()
+        .insert(REQUEST_ID.clone(), id.header_value());
     Ok(response)
 }

@@ -23,18 +23,40 @@ pub const RELAYED_RESPONSE_HEADERS: [&str; 5] = [
     "cache-control",
 ];
 
+/// The upstream routes tollgate forwards to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Messages,
+    CountTokens,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("upstream HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("upstream base_url {0:?} is not a valid URL")]
+    BaseUrl(String),
+}
+
+fn endpoint(base_url: &str, path: &str) -> Result<reqwest::Url, UpstreamError> {
+    let url = format!("{}{}", base_url.trim_end_matches('/'), path);
+    reqwest::Url::parse(&url).map_err(|_| UpstreamError::BaseUrl(base_url.to_string()))
+}
+
 /// One upstream provider and the HTTP client that reaches it. Each HTTP worker builds its
 /// own, so connections are driven by the worker that uses them.
 #[derive(Clone)]
 pub struct Upstream {
     pub name: String,
-    base_url: String,
+    /// `POST /v1/messages` and `POST /v1/messages/count_tokens`, parsed once.
+    messages_url: reqwest::Url,
+    count_tokens_url: reqwest::Url,
     api_key: String,
     client: reqwest::Client,
 }
 
 impl Upstream {
-    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, reqwest::Error> {
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
@@ -44,23 +66,32 @@ impl Upstream {
             .build()?;
         Ok(Upstream {
             name: settings.name.clone(),
-            base_url: settings.base_url.trim_end_matches('/').to_string(),
+            messages_url: endpoint(&settings.base_url, "/v1/messages")?,
+            count_tokens_url: endpoint(&settings.base_url, "/v1/messages/count_tokens")?,
             api_key: settings.api_key.clone(),
             client,
         })
     }
 
-    /// Sends `body` unchanged to `path` (with the client's query string), with the client's
-    /// Anthropic headers and the operator's key.
+    /// Sends `body` unchanged to `endpoint` (with the client's query string, if any), with
+    /// the client's Anthropic headers and the operator's key.
     pub async fn post(
         &self,
-        path_and_query: &str,
+        endpoint: Endpoint,
+        query: Option<&str>,
         client_headers: &HeaderMap,
         body: Bytes,
     ) -> Result<reqwest::Response, reqwest::Error> {
+        let mut url = match endpoint {
+            Endpoint::Messages => self.messages_url.clone(),
+            Endpoint::CountTokens => self.count_tokens_url.clone(),
+        };
+        if query.is_some() {
+            url.set_query(query);
+        }
         let mut request = self
             .client
-            .post(format!("{}{}", self.base_url, path_and_query))
+            .post(url)
             .header("x-api-key", &self.api_key)
             .body(body);
         for name in FORWARDED_REQUEST_HEADERS {
