@@ -209,7 +209,9 @@ struct Credit {
     reason: Option<String>,
 }
 
-fn parse_amount(value: &serde_json::Value) -> Result<Decimal, AdminError> {
+/// A money amount from a JSON decimal string. A credit must be positive; an adjustment may be
+/// either sign but not zero.
+fn parse_amount(value: &serde_json::Value, kind: CreditKind) -> Result<Decimal, AdminError> {
     let text = value.as_str().ok_or_else(|| {
         AdminError::bad_request("amount_usd: must be a decimal string, such as \"12.5\"")
     })?;
@@ -222,12 +224,18 @@ fn parse_amount(value: &serde_json::Value) -> Result<Decimal, AdminError> {
     let amount: Decimal = text
         .parse()
         .map_err(|_| AdminError::bad_request("amount_usd: not a decimal number"))?;
-    if amount <= Decimal::ZERO {
-        return Err(AdminError::bad_request(
-            "amount_usd: must be greater than 0",
-        ));
+    match kind {
+        CreditKind::Credit if amount <= Decimal::ZERO => {
+            return Err(AdminError::bad_request(
+                "amount_usd: must be greater than 0",
+            ))
+        }
+        CreditKind::Adjustment if amount.is_zero() => {
+            return Err(AdminError::bad_request("amount_usd: must not be 0"))
+        }
+        _ => {}
     }
-    if amount > MAX_CREDIT_USD {
+    if amount.abs() > MAX_CREDIT_USD {
         return Err(AdminError::bad_request(
             "amount_usd: larger than the 1,000,000,000 limit",
         ));
@@ -247,19 +255,41 @@ pub async fn credit(
     raw: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AdminError> {
+    change_balance(req, path, raw, state, CreditKind::Credit).await
+}
+
+/// `POST /admin/v1/accounts/{id}/adjust`: an operator's correction, of either sign, with a
+/// reason. It can take a balance below zero; a negative account admits nothing.
+pub async fn adjust(
+    req: HttpRequest,
+    path: web::Path<String>,
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AdminError> {
+    change_balance(req, path, raw, state, CreditKind::Adjustment).await
+}
+
+async fn change_balance(
+    req: HttpRequest,
+    path: web::Path<String>,
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+    kind: CreditKind,
+) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let id = parse_id(&path, "account")?;
     let input: Credit = body(&raw)?;
-    let amount = parse_amount(&input.amount_usd)?;
+    let amount = parse_amount(&input.amount_usd, kind)?;
+    let reason = input.reason.unwrap_or_default().trim().to_string();
+    if kind == CreditKind::Adjustment && reason.is_empty() {
+        return Err(AdminError::bad_request(
+            "reason: an adjustment needs a reason for the books",
+        ));
+    }
     let row = stored_account(&state, id).await?;
     state
         .engine
-        .change_balance(
-            id,
-            CreditKind::Credit,
-            amount,
-            input.reason.unwrap_or_default(),
-        )
+        .change_balance(id, kind, amount, reason)
         .await
         .map_err(engine_error)?;
     let view = state.engine.view(id).await.map_err(engine_error)?;
@@ -445,9 +475,14 @@ mod tests {
     #[test]
     fn credit_amounts_are_positive_decimal_strings() {
         assert_eq!(
-            parse_amount(&json!("12.50")).ok(),
+            parse_amount(&json!("12.50"), CreditKind::Credit).ok(),
             Some(Decimal::new(125, 1))
         );
+        assert_eq!(
+            parse_amount(&json!("-2.5"), CreditKind::Adjustment).ok(),
+            Some(Decimal::new(-25, 1))
+        );
+        assert!(parse_amount(&json!("0"), CreditKind::Adjustment).is_err());
         for bad in [
             json!(12.5),
             json!("-1"),
@@ -457,7 +492,7 @@ mod tests {
             json!("2000000000"),
             json!("0.0000000000001"),
         ] {
-            assert!(parse_amount(&bad).is_err(), "{bad}");
+            assert!(parse_amount(&bad, CreditKind::Credit).is_err(), "{bad}");
         }
     }
 }

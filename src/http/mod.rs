@@ -66,6 +66,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/accounts", web::post().to(admin::create_account))
                 .route("/accounts/{id}", web::get().to(admin::get_account))
                 .route("/accounts/{id}/credit", web::post().to(admin::credit))
+                .route("/accounts/{id}/adjust", web::post().to(admin::adjust))
                 .route("/accounts/{id}/keys", web::post().to(admin::create_key))
                 .route("/accounts/{id}/keys", web::get().to(admin::list_keys))
                 .route(

@@ -204,3 +204,50 @@ async fn models_come_from_the_rate_card_and_the_base_url_answers_probes() {
         .unwrap();
     assert!(metrics.contains("tollgate_unflushed_usage_records"));
 }
+
+#[actix_web::test]
+async fn adjustments_of_either_sign_need_a_reason_and_reach_the_books() {
+    let app = spawn_app().await;
+    let customer = app.customer("10").await;
+    let adjust = |amount: &'static str, reason: Option<&'static str>| {
+        app.admin(
+            reqwest::Method::POST,
+            &format!("/accounts/{}/adjust", customer.id),
+        )
+        .json(&json!({"amount_usd": amount, "reason": reason}))
+        .send()
+    };
+    assert_eq!(adjust("-2.5", None).await.unwrap().status(), 400);
+    assert_eq!(adjust("0", Some("nothing")).await.unwrap().status(), 400);
+    let down: Value = adjust("-2.5", Some("refund of a duplicate credit"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(down["balance"], "7.5");
+    let up: Value = adjust("0.25", Some("goodwill"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(up["balance"], "7.75");
+    let db = app.db().await;
+    let kinds: Vec<(String, rust_decimal::Decimal)> = db
+        .query("SELECT kind, amount FROM ledger ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("credit".to_string(), dec("10")),
+            ("adjustment".to_string(), dec("-2.5")),
+            ("adjustment".to_string(), dec("0.25")),
+        ]
+    );
+    app.books(&customer.id).await.assert_reconciled();
+}
