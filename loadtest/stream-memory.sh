@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Memory per open stream: tollgate's resident memory while N slow streams are open at once.
+#
+#   loadtest/stream-memory.sh [N ...]        (default: 1000 4000)
+#
+# Starts mock-anthropic with slow streams (120 output tokens, 100 ms apart: 12 s each), and
+# tollgate (1 worker, 1 arbiter) on a fresh database; for each N, opens N concurrent streams
+# with loadgen and samples tollgate's VmRSS every 0.5 s. Prints (peak - before) / N.
+# Needs the release binaries (cargo build --release --workspace --bins), PostgreSQL and jq.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release"
+PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
+DB=tollgate_stream_memory
+MOCK_PORT=49999
+TG_PORT=48080
+COUNTS=("${@:-1000 4000}")
+# shellcheck disable=SC2206
+COUNTS=(${COUNTS[*]})
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+"$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" --workers 1 --inter-token-ms 100 \
+    --output-tokens 120 >/dev/null 2>&1 &
+PIDS+=($!)
+TOLLGATE__SERVER__LISTEN="127.0.0.1:$TG_PORT" TOLLGATE__SERVER__WORKERS=1 \
+TOLLGATE__METERING__ACCOUNT_ARBITERS=1 TOLLGATE__DATABASE__URL="$PGURL/$DB" \
+TOLLGATE__DATABASE__CREATE_IF_MISSING=true TOLLGATE__ADMIN__TOKEN=memory-admin \
+TOLLGATE__AUTH__KEY_SECRET=stream-memory-key-secret \
+TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$MOCK_PORT\",api_key=\"k\"}]" \
+RUST_LOG=warn "$BIN/tollgate" serve --config /dev/null >/dev/null 2>&1 &
+TG_PID=$!
+PIDS+=($TG_PID)
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$TG_PORT/healthz" >/dev/null && break; sleep 0.1; done
+
+admin() { curl -sf "http://127.0.0.1:$TG_PORT/admin/v1/$1" -H 'authorization: Bearer memory-admin' -d "$2"; }
+ID=$(admin accounts '{"email":"memory@example.com","limits":{"requests_per_minute":0,"tokens_per_minute":0,"max_concurrent":0}}' | jq -er .id)
+admin "accounts/$ID/credit" '{"amount_usd":"1000000"}' >/dev/null
+KEY=$(admin "accounts/$ID/keys" '{"name":"memory"}' | jq -er .key)
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$TG_PID/status"; }
+for n in "${COUNTS[@]}"; do
+    before=$(rss)
+    "$BIN/loadgen" --target "tollgate=http://127.0.0.1:$TG_PORT" --key "$KEY" --mode stream \
+        --concurrency "$n" --max-tokens 200 --duration 8 --warmup 2 --no-preflight --quiet \
+        --threads 2 --timeout 60 >/dev/null 2>&1 &
+    lg=$!
+    peak=$before
+    open=0
+    for _ in $(seq 1 16); do
+        sleep 0.5
+        now=$(rss)
+        if [ "$now" -gt "$peak" ]; then peak=$now; open=$(ls "/proc/$TG_PID/fd" | wc -l); fi
+    done
+    wait "$lg" || true
+    echo "streams=$n rss_before=${before}kB rss_peak=${peak}kB fds_at_peak=$open per_stream=$(( (peak - before) * 1024 / n / 1024 ))kB"
+    sleep 14  # let the streams of this round finish before the next
+done
