@@ -9,7 +9,8 @@
 //! Map of the crate:
 //! - [`config`]: [`MockConfig`], the server-wide defaults, and the per-request `"mock"` body
 //!   field that overrides them so that a test can steer one request through a relay.
-//! - `plan`: resolves config and overrides into what one request will produce.
+//! - `plan`: resolves config, overrides and seeded draws into what one request will produce;
+//!   [`planned_usage`] exposes the result ([`PlannedUsage`], [`Fate`]) to load generators.
 //! - `render`: the JSON and SSE bytes, written by hand from pre-rendered fragments because
 //!   benchmarks push thousands of requests per second through the mock.
 //! - `text`: deterministic hashing and the pseudo-words that make up the output.
@@ -47,7 +48,23 @@
 //! | `usage_in_delta: bool` | default true: `message_delta.usage` repeats input and cache counts |
 //! | `delta_every: n` | stream: an extra cumulative `message_delta` (stop_reason null) every n output tokens |
 //!
-//! Failure thresholds beyond the output length fire right after the last token.
+//! Failure thresholds beyond the output length fire right after the last token; a threshold of
+//! 0 fires right after `message_start`. Naming any of `status`, `error_after_tokens` or
+//! `reset_after_tokens` replaces the drawn fate below as a whole (`status: 200` included).
+//!
+//! # Server-wide draws
+//! [`MockConfig`] can vary requests: `output_tokens_max` (length uniform in
+//! `[output_tokens, output_tokens_max]`), `cache_hit_rate` and `cache_write_rate` (whether the
+//! configured cache reads, and the 5m and 1h writes, are reported), and the fault rates
+//! `error_rate_429`, `error_rate_529`, `error_rate_500` (that status, after the time to first
+//! token), `stream_error_rate` and `reset_rate` (streaming only: `event: error` or a cut
+//! connection after a drawn token count in `[1, output - 1]`, or right after `message_start`
+//! for a one-token output). Overrides win over draws, field by field.
+//!
+//! Every draw is a pure function of `seed` and the raw request body, never of arrival order:
+//! the same body always meets the same fate, and [`planned_usage`] (the very code the server
+//! runs) tells a load generator the usage and fate in advance. Vary the bodies (a nonce in a
+//! message, or `metadata.user_id`) to see the rates. `count_tokens` is not subject to draws.
 
 pub mod config;
 pub mod loadgen;
@@ -60,6 +77,6 @@ pub mod stats;
 mod text;
 
 pub use config::MockConfig;
-pub use plan::derived_input_tokens;
+pub use plan::{derived_input_tokens, planned_usage, Fate, PlannedUsage};
 pub use server::MockServer;
 pub use stats::MockStats;

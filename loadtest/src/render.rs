@@ -140,14 +140,9 @@ pub(crate) fn overloaded_event(request_id: &str) -> Bytes {
 }
 
 /// A complete non-streaming Message.
-pub(crate) fn message_json(
-    message_id: &str,
-    model_json: &str,
-    plan: &Plan,
-    text_key: u64,
-) -> Bytes {
+pub(crate) fn message_json(message_id: &str, model_json: &str, plan: &Plan) -> Bytes {
     let mut text = Vec::with_capacity(8 * plan.output_tokens as usize);
-    push_tokens(&mut text, text_key, 0, plan.output_tokens);
+    push_tokens(&mut text, plan.text_key, 0, plan.output_tokens);
     // The words are plain ASCII, so the bytes are valid UTF-8 needing no escaping.
     let text = String::from_utf8_lossy(&text);
 
@@ -227,7 +222,13 @@ mod tests {
             input_tokens: Some(11),
             ..MockConfig::default()
         };
-        match Plan::resolve(&config, &overrides, 0, 100) {
+        let request = crate::plan::RequestFacts {
+            body_len: 0,
+            body_key: 9,
+            max_tokens: 100,
+            stream: true,
+        };
+        match Plan::resolve(&config, &overrides, &request) {
             Ok(plan) => plan,
             Err(e) => panic!("{e}"),
         }
@@ -328,7 +329,7 @@ mod tests {
     #[test]
     fn a_message_echoes_the_model_and_counts_its_words() {
         let p = plan(Overrides::default());
-        let message = parse(&message_json("msg_x", "\"claude-x\"", &p, 9));
+        let message = parse(&message_json("msg_x", "\"claude-x\"", &p));
         assert_eq!(message["model"], "claude-x");
         assert_eq!(message["usage"]["output_tokens"], 16);
         let text = message["content"][0]["text"].as_str().unwrap_or_default();

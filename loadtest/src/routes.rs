@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::config::{MockConfig, Overrides};
-use crate::plan::{self, Plan};
+use crate::plan;
 use crate::render;
 use crate::sse::{SseStream, StreamTally};
 use crate::stats::Counters;
@@ -186,16 +186,6 @@ async fn pause(duration: Duration) {
     }
 }
 
-/// The fields of a Messages request the mock acts on. Everything else is skipped unparsed
-/// (but still checked to be JSON), so bodies of any shape pass.
-#[derive(Deserialize)]
-struct MessagesRequest {
-    model: Option<String>,
-    max_tokens: Option<u64>,
-    stream: Option<bool>,
-    mock: Option<Overrides>,
-}
-
 async fn messages(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>) -> HttpResponse {
     let shared = shared.into_inner();
     Counters::bump(&shared.counters.messages);
@@ -205,35 +195,24 @@ async fn messages(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
         return refusal;
     }
 
-    let request: MessagesRequest = match serde_json::from_slice(&body) {
-        Ok(request) => request,
-        Err(e) => return invalid_request(&format!("invalid request body: {e}"), &ids),
-    };
-    let Some(model) = request.model else {
-        return invalid_request("model: Field required", &ids);
-    };
-    let max_tokens = match request.max_tokens {
-        None => return invalid_request("max_tokens: Field required", &ids),
-        Some(0) => return invalid_request("max_tokens: must be greater than or equal to 1", &ids),
-        Some(n) => n,
-    };
-    let overrides = request.mock.unwrap_or_default();
-    let plan = match Plan::resolve(&shared.config, &overrides, body.len(), max_tokens) {
-        Ok(plan) => plan,
+    // The same planning as `planned_usage`, so a load generator's prediction always holds.
+    let (model, plan) = match plan::plan_messages(&shared.config, &body) {
+        Ok(planned) => planned,
         Err(message) => return invalid_request(&message, &ids),
     };
-    tracing::debug!(request_id = %ids.request_id, %model, stream = ?request.stream, "messages");
+    let stream = plan.stream;
+    tracing::debug!(request_id = %ids.request_id, %model, stream, "messages");
 
     if let Some(status) = plan.error_status {
         pause(plan.ttft).await;
+        Counters::bump(&shared.counters.injected_status);
         return injected_error(status, &ids);
     }
 
     // Encoding a String as JSON cannot fail; the fallback only keeps the output valid.
     let model_json = serde_json::to_string(&model).unwrap_or_else(|_| String::from("\"\""));
-    let text_key = text::hash_bytes(shared.config.seed, &body);
 
-    if request.stream.unwrap_or(false) {
+    if stream {
         let tally = StreamTally::new(Arc::clone(&shared));
         let ttft = plan.ttft;
         pause(ttft).await;
@@ -241,7 +220,6 @@ async fn messages(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
             plan,
             &ids.message_id,
             &model_json,
-            text_key,
             ids.request_id.clone(),
             tally,
         );
@@ -253,12 +231,7 @@ async fn messages(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
         pause(plan.ttft).await;
         respond(StatusCode::OK, &ids.request_id)
             .content_type("application/json")
-            .body(render::message_json(
-                &ids.message_id,
-                &model_json,
-                &plan,
-                text_key,
-            ))
+            .body(render::message_json(&ids.message_id, &model_json, &plan))
     }
 }
 

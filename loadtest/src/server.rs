@@ -33,8 +33,11 @@ pub struct MockServer {
 
 impl MockServer {
     /// Binds `listen` (for example `"127.0.0.1:0"`), starts serving in the background, and
-    /// returns once the socket is listening.
+    /// returns once the socket is listening. Fails first if [`MockConfig::validate`] does.
     pub async fn start(config: MockConfig, listen: &str) -> anyhow::Result<MockServer> {
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid mock-anthropic config: {e}"))?;
         let workers = config.workers.max(1);
         let shared = Arc::new(Shared::new(config));
         let app_state = web::Data::from(Arc::clone(&shared));

@@ -39,9 +39,14 @@ impl StreamTally {
         Counters::bump(&self.shared.counters.streams_completed);
     }
 
-    fn failed(&mut self) {
+    fn failed(&mut self, kind: FailureKind) {
         self.settled = true;
-        Counters::bump(&self.shared.counters.streams_failed);
+        let counters = &self.shared.counters;
+        Counters::bump(&counters.streams_failed);
+        Counters::bump(match kind {
+            FailureKind::ErrorEvent => &counters.injected_stream_errors,
+            FailureKind::Reset => &counters.injected_resets,
+        });
     }
 }
 
@@ -55,13 +60,13 @@ impl Drop for StreamTally {
     }
 }
 
-/// The error that makes actix cut the connection for `reset_after_tokens`.
+/// The error that makes actix cut the connection for `reset_after_tokens` or `reset_rate`.
 #[derive(Debug)]
 pub(crate) struct InjectedReset;
 
 impl std::fmt::Display for InjectedReset {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("mock-anthropic: connection reset injected by mock.reset_after_tokens")
+        f.write_str("mock-anthropic: connection reset injected by reset_after_tokens or reset_rate")
     }
 }
 
@@ -107,15 +112,14 @@ impl SseStream {
         plan: Plan,
         message_id: &str,
         model_json: &str,
-        text_key: u64,
         request_id: String,
         tally: StreamTally,
     ) -> Self {
         Self {
             message_start: Some(render::message_start(message_id, model_json, &plan)),
             delta_usage_prefix: render::delta_usage_prefix(&plan),
+            text_key: plan.text_key,
             plan,
-            text_key,
             request_id,
             phase: Phase::MessageStart,
             emitted: 0,
@@ -191,7 +195,14 @@ impl Stream for SseStream {
 
             let frame = match this.phase {
                 Phase::MessageStart => {
-                    this.phase = Phase::BlockStart;
+                    // A failure before the first token follows `message_start` directly.
+                    this.phase = match this.plan.failure {
+                        Some(failure) if failure.after_tokens == 0 => match failure.kind {
+                            FailureKind::ErrorEvent => Phase::ErrorEvent,
+                            FailureKind::Reset => Phase::ResetFlush,
+                        },
+                        _ => Phase::BlockStart,
+                    };
                     this.message_start.take()
                 }
                 Phase::BlockStart => {
@@ -213,7 +224,7 @@ impl Stream for SseStream {
                 }
                 Phase::ErrorEvent => {
                     this.phase = Phase::Finished;
-                    this.tally.failed();
+                    this.tally.failed(FailureKind::ErrorEvent);
                     Some(render::overloaded_event(&this.request_id))
                 }
                 Phase::ResetFlush => {
@@ -225,7 +236,7 @@ impl Stream for SseStream {
                 }
                 Phase::Reset => {
                     this.phase = Phase::Finished;
-                    this.tally.failed();
+                    this.tally.failed(FailureKind::Reset);
                     return Poll::Ready(Some(Err(InjectedReset)));
                 }
                 Phase::BlockStop => {

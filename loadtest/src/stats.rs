@@ -21,9 +21,17 @@ pub struct MockStats {
     pub streams_completed: u64,
     /// Streams the client abandoned before the end (including during the time to first token).
     pub streams_cancelled: u64,
-    /// Streams ended on purpose by `error_after_tokens` or `reset_after_tokens`. Neither
-    /// completed nor cancelled by the client, so they get their own counter.
+    /// Streams ended on purpose by `error_after_tokens` or `reset_after_tokens`, or by the
+    /// `stream_error_rate` and `reset_rate` draws. Neither completed nor cancelled by the
+    /// client, so they get their own counter: `injected_stream_errors + injected_resets`.
     pub streams_failed: u64,
+    /// `/v1/messages` answered with an injected error status (the `status` override or the
+    /// `error_rate_*` draws), counted when the error is sent.
+    pub injected_status: u64,
+    /// Streams ended by an injected `event: error` (override or `stream_error_rate`).
+    pub injected_stream_errors: u64,
+    /// Streams whose connection was cut on purpose (override or `reset_rate`).
+    pub injected_resets: u64,
 }
 
 /// The live counters behind [`MockStats`]. Relaxed atomics: each counter is independent and
@@ -36,6 +44,9 @@ pub(crate) struct Counters {
     pub streams_completed: AtomicU64,
     pub streams_cancelled: AtomicU64,
     pub streams_failed: AtomicU64,
+    pub injected_status: AtomicU64,
+    pub injected_stream_errors: AtomicU64,
+    pub injected_resets: AtomicU64,
 }
 
 impl Counters {
@@ -52,6 +63,9 @@ impl Counters {
             streams_completed: read(&self.streams_completed),
             streams_cancelled: read(&self.streams_cancelled),
             streams_failed: read(&self.streams_failed),
+            injected_status: read(&self.injected_status),
+            injected_stream_errors: read(&self.injected_stream_errors),
+            injected_resets: read(&self.injected_resets),
         }
     }
 }

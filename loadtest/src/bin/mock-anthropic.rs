@@ -24,6 +24,9 @@ struct Args {
     /// Output tokens per response, capped by the request's max_tokens.
     #[arg(long, env = "MOCK_ANTHROPIC_OUTPUT_TOKENS", default_value_t = MockConfig::default().output_tokens)]
     output_tokens: u64,
+    /// When set, draw each response's output length uniformly in [output-tokens, this].
+    #[arg(long, env = "MOCK_ANTHROPIC_OUTPUT_TOKENS_MAX")]
+    output_tokens_max: Option<u64>,
     /// Output tokens per content_block_delta.
     #[arg(long, env = "MOCK_ANTHROPIC_TOKENS_PER_CHUNK", default_value_t = MockConfig::default().tokens_per_chunk)]
     tokens_per_chunk: u64,
@@ -36,13 +39,34 @@ struct Args {
     /// 1-hour cache-write tokens reported in usage.
     #[arg(long, env = "MOCK_ANTHROPIC_CACHE_WRITE_1H_TOKENS", default_value_t = MockConfig::default().cache_write_1h_tokens)]
     cache_write_1h_tokens: u64,
+    /// Probability that a request reports its cache reads.
+    #[arg(long, env = "MOCK_ANTHROPIC_CACHE_HIT_RATE", default_value_t = MockConfig::default().cache_hit_rate)]
+    cache_hit_rate: f64,
+    /// Probability that a request reports its cache writes (both TTLs).
+    #[arg(long, env = "MOCK_ANTHROPIC_CACHE_WRITE_RATE", default_value_t = MockConfig::default().cache_write_rate)]
+    cache_write_rate: f64,
+    /// Probability of a 429 rate_limit_error answer.
+    #[arg(long, env = "MOCK_ANTHROPIC_ERROR_RATE_429", default_value_t = MockConfig::default().error_rate_429)]
+    error_rate_429: f64,
+    /// Probability of a 529 overloaded_error answer.
+    #[arg(long, env = "MOCK_ANTHROPIC_ERROR_RATE_529", default_value_t = MockConfig::default().error_rate_529)]
+    error_rate_529: f64,
+    /// Probability of a 500 api_error answer.
+    #[arg(long, env = "MOCK_ANTHROPIC_ERROR_RATE_500", default_value_t = MockConfig::default().error_rate_500)]
+    error_rate_500: f64,
+    /// Probability that a stream ends with event: error mid-stream.
+    #[arg(long, env = "MOCK_ANTHROPIC_STREAM_ERROR_RATE", default_value_t = MockConfig::default().stream_error_rate)]
+    stream_error_rate: f64,
+    /// Probability that a stream's connection is cut mid-stream.
+    #[arg(long, env = "MOCK_ANTHROPIC_RESET_RATE", default_value_t = MockConfig::default().reset_rate)]
+    reset_rate: f64,
     /// Input tokens reported in usage; by default ceil(request body bytes / 4).
     #[arg(long, env = "MOCK_ANTHROPIC_INPUT_TOKENS")]
     input_tokens: Option<u64>,
     /// Require this key in x-api-key or as a Bearer token.
     #[arg(long, env = "MOCK_ANTHROPIC_API_KEY")]
     api_key: Option<String>,
-    /// Seed of the generated text and ids.
+    /// Seed of the generated text, the ids and the per-request draws.
     #[arg(long, env = "MOCK_ANTHROPIC_SEED", default_value_t = MockConfig::default().seed)]
     seed: u64,
     /// actix-web worker threads.
@@ -56,10 +80,18 @@ impl Args {
             ttft_ms: self.ttft_ms,
             inter_token_ms: self.inter_token_ms,
             output_tokens: self.output_tokens,
+            output_tokens_max: self.output_tokens_max,
             tokens_per_chunk: self.tokens_per_chunk,
             cache_read_tokens: self.cache_read_tokens,
             cache_write_5m_tokens: self.cache_write_5m_tokens,
             cache_write_1h_tokens: self.cache_write_1h_tokens,
+            cache_hit_rate: self.cache_hit_rate,
+            cache_write_rate: self.cache_write_rate,
+            error_rate_429: self.error_rate_429,
+            error_rate_529: self.error_rate_529,
+            error_rate_500: self.error_rate_500,
+            stream_error_rate: self.stream_error_rate,
+            reset_rate: self.reset_rate,
             input_tokens: self.input_tokens,
             api_key: self.api_key.clone(),
             seed: self.seed,
@@ -77,8 +109,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let config = args.config();
+    if let Err(e) = config.validate() {
+        anyhow::bail!("invalid mock-anthropic settings: {e}");
+    }
 
-    let server = MockServer::start(args.config(), &args.listen).await?;
+    let server = MockServer::start(config, &args.listen).await?;
     println!("mock-anthropic listening on {}", server.addr());
 
     shutdown_signal().await?;

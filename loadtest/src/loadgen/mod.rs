@@ -13,10 +13,33 @@
 //! - [`runner`]: drives one closed-loop run against one target, with warmup and a progress line.
 //! - [`bench`]: the whole measurement: rounds × modes × targets, interleaved.
 //! - [`report`]: medians over rounds, comparisons between targets, the console table and JSON.
+//!
+//! Scenario mode (`loadgen --scenario FILE`): one workload from a YAML file, against tollgate
+//! with provisioned tenants, then reconciled against its books.
+//! - [`scenario`]: the file's schema ([`Scenario`]), its validation, [`Endpoints`], and the
+//!   entry point [`run_scenario`].
+//! - [`schedule`]: open-loop arrival schedules (constant or Poisson, seeded), intended times.
+//! - [`mix`]: the traffic mix (stream share, weighted models, prompt sizes, drops) and bodies.
+//! - [`provision`]: preflight checks and tenants through the admin API.
+//! - [`drive`]: sending the workload to one target (open or closed loop) and the whole
+//!   scenario sequence.
+//! - [`record`]: per-class HDR histograms, outcome counts and per-second series.
+//! - [`outcome`]: [`ScenarioReport`]: comparisons, checks, verdict, console summary, JSON.
+//! - [`html`]: the self-contained HTML report with inline SVG charts.
+//! - [`reconcile`]: compares what clients received with tollgate's books in Postgres.
 
 pub mod bench;
+pub mod drive;
+pub mod html;
+pub mod mix;
+pub mod outcome;
+pub mod provision;
+pub mod reconcile;
+pub mod record;
 pub mod report;
 pub mod runner;
+pub mod scenario;
+pub mod schedule;
 pub mod stats;
 pub mod target;
 pub mod workload;
@@ -25,3 +48,6 @@ pub use bench::{run_bench, BenchConfig};
 pub use report::Report;
 pub use target::Target;
 pub use workload::{Mode, Workload};
+pub use drive::{run_scenario, run_scenario_with, RunOptions};
+pub use outcome::ScenarioReport;
+pub use scenario::{Endpoints, Scenario, ScenarioError};

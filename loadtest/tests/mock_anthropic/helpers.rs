@@ -150,3 +150,14 @@ pub fn streamed_text(events: &[Event]) -> String {
         })
         .collect()
 }
+
+/// Posts exactly these bytes, so the mock hashes the same body a test planned with.
+pub async fn post_bytes(server: &MockServer, path: &str, body: Vec<u8>) -> reqwest::Response {
+    client()
+        .post(format!("{}{path}", server.base_url()))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("the request reaches the mock")
+}

@@ -3,5 +3,6 @@
 mod errors;
 mod helpers;
 mod hooks;
+mod knobs;
 mod runtimes;
 mod streaming;
