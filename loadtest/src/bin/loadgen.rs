@@ -1,12 +1,18 @@
 //! `loadgen`: measures Messages API targets one after the other under identical closed-loop
-//! load and compares them. The work is done by `mock_anthropic::loadgen`; this is its CLI.
+//! load and compares them (bench mode, `--target ...`), or runs a scenario file against
+//! tollgate with provisioned tenants and reconciles its books (`--scenario FILE`). The work is
+//! done by `mock_anthropic::loadgen`; this is its CLI.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use mock_anthropic::loadgen::target::{assign_keys, split_named};
-use mock_anthropic::loadgen::{run_bench, BenchConfig, Mode, Target, Workload};
+use mock_anthropic::loadgen::scenario::LoopKind;
+use mock_anthropic::loadgen::{
+    html, run_bench, run_scenario_with, BenchConfig, Endpoints, Mode, RunOptions, Scenario,
+    Target, Workload,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum ModeArg {
@@ -19,12 +25,43 @@ enum ModeArg {
 #[command(
     name = "loadgen",
     version,
-    about = "Closed-loop load generator comparing Anthropic Messages API targets"
+    about = "Load generator: compares Anthropic Messages API targets (--target), or runs a \
+             scenario against tollgate and reconciles its books (--scenario)"
 )]
 struct Args {
-    /// A target as NAME=URL; repeat it. Measured in the order given; the first is the
-    /// baseline of the comparisons.
-    #[arg(long = "target", value_name = "NAME=URL", required = true, value_parser = Target::parse)]
+    /// Scenario mode: run this scenario file (YAML) against --tollgate.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Scenario mode: tollgate's base URL.
+    #[arg(long, env = "LOADGEN_TOLLGATE", requires = "scenario")]
+    tollgate: Option<String>,
+    /// Scenario mode: tollgate's admin token.
+    #[arg(long, env = "LOADGEN_ADMIN_TOKEN", requires = "scenario")]
+    admin_token: Option<String>,
+    /// Scenario mode: tollgate's database, for reconciliation (without it, none is done).
+    #[arg(long, env = "LOADGEN_DATABASE_URL", requires = "scenario")]
+    database_url: Option<String>,
+    /// Scenario mode: the mock's base URL, for the baseline run.
+    #[arg(long, requires = "scenario")]
+    direct: Option<String>,
+    /// Scenario mode: a pass-through hop's base URL, measured like the baseline.
+    #[arg(long, requires = "scenario")]
+    passthrough: Option<String>,
+    /// Scenario mode: open-loop rate, req/s (switches the scenario to an open loop).
+    #[arg(long, requires = "scenario", conflicts_with = "concurrency")]
+    rate: Option<f64>,
+    /// Scenario mode: seed of the schedule and the mix.
+    #[arg(long, requires = "scenario")]
+    seed: Option<u64>,
+    /// Write the HTML report here (scenario mode).
+    #[arg(long, requires = "scenario")]
+    html: Option<PathBuf>,
+    /// Scenario mode: print the mock's flags for the scenario's `upstream`, one a line, and exit.
+    #[arg(long, requires = "scenario")]
+    print_mock_args: bool,
+    /// Bench mode: a target as NAME=URL; repeat it. Measured in the order given; the first is
+    /// the baseline of the comparisons.
+    #[arg(long = "target", value_name = "NAME=URL", required_unless_present = "scenario", value_parser = Target::parse)]
     targets: Vec<Target>,
     /// Sent as x-api-key to every target.
     #[arg(long, env = "LOADGEN_KEY")]
@@ -32,15 +69,16 @@ struct Args {
     /// Key for one target, NAME=KEY; overrides --key for it.
     #[arg(long = "key-for", value_name = "NAME=KEY", value_parser = split_named)]
     key_for: Vec<(String, String)>,
-    /// Clients of the closed loop, each sending its next request as soon as one ends.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Measured seconds per target, per mode, per round.
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds of load before each measurement, not counted.
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
+    /// Clients of the closed loop, each sending its next request as soon as one ends [bench:
+    /// 16]. In scenario mode it switches the scenario to a closed loop.
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Measured seconds per target, per mode, per round [bench: 10].
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Seconds of load before each measurement, not counted [bench: 2].
+    #[arg(long)]
+    warmup: Option<f64>,
     /// Streaming requests (same as --mode stream).
     #[arg(long, conflicts_with = "mode")]
     stream: bool,
@@ -98,9 +136,9 @@ impl Args {
                 max_tokens: self.max_tokens,
                 prompt_bytes: self.prompt_bytes,
             },
-            concurrency: self.concurrency.max(1),
-            warmup: seconds(self.warmup, "warmup")?,
-            duration: seconds(self.duration, "duration")?,
+            concurrency: self.concurrency.unwrap_or(16).max(1),
+            warmup: seconds(self.warmup.unwrap_or(2.0), "warmup")?,
+            duration: seconds(self.duration.unwrap_or(10.0), "duration")?,
             rounds: self.rounds.max(1),
             timeout: seconds(self.timeout, "timeout")?,
             pause: Duration::from_millis(self.pause_ms),
@@ -110,8 +148,96 @@ impl Args {
     }
 }
 
+fn write_file(path: &PathBuf, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+    }
+    std::fs::write(path, text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// Scenario mode. Returns the process exit code: 0 passed, 1 failed run, 2 bad input.
+fn scenario_main(args: Args, path: PathBuf) -> anyhow::Result<i32> {
+    let mut scenario = match Scenario::load(&path) {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            return Ok(2);
+        }
+    };
+    if args.print_mock_args {
+        for arg in scenario.mock_args()? {
+            println!("{arg}");
+        }
+        return Ok(0);
+    }
+    if let Some(rate) = args.rate {
+        scenario.arrival.mode = LoopKind::Open;
+        scenario.arrival.rate = rate;
+    }
+    if let Some(concurrency) = args.concurrency {
+        scenario.arrival.mode = LoopKind::Closed;
+        scenario.arrival.concurrency = concurrency;
+    }
+    if let Some(duration) = args.duration {
+        scenario.duration_secs = duration;
+    }
+    if let Some(warmup) = args.warmup {
+        scenario.warmup_secs = warmup;
+    }
+    if let Some(seed) = args.seed {
+        scenario.seed = seed;
+    }
+    if let Err(e) = scenario.validate() {
+        eprintln!("loadgen: {e} (after the command-line overrides)");
+        return Ok(2);
+    }
+    let (Some(tollgate), Some(admin_token)) = (args.tollgate, args.admin_token) else {
+        eprintln!("loadgen: --scenario needs --tollgate URL and --admin-token TOKEN");
+        return Ok(2);
+    };
+    let endpoints = Endpoints {
+        tollgate,
+        admin_token,
+        database_url: args.database_url,
+        direct: args.direct,
+        passthrough: args.passthrough,
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if args.threads > 0 {
+        runtime.worker_threads(args.threads);
+    }
+    let options = RunOptions {
+        progress: !args.quiet,
+    };
+    let report = match runtime
+        .enable_all()
+        .build()?
+        .block_on(run_scenario_with(&scenario, &endpoints, options))
+    {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("loadgen: {e:#}");
+            return Ok(1);
+        }
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.json {
+        write_file(path, &serde_json::to_string_pretty(&report)?)?;
+        eprintln!("JSON report written to {}", path.display());
+    }
+    if let Some(path) = &args.html {
+        write_file(path, &html::render(&report))?;
+        eprintln!("HTML report written to {}", path.display());
+    }
+    Ok(if report.passed() { 0 } else { 1 })
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(path) = args.scenario.clone() {
+        let code = scenario_main(args, path)?;
+        std::process::exit(code);
+    }
     let threads = args.threads;
     let json = args.json.clone();
     let config = args.config()?;
