@@ -8,6 +8,11 @@ use tollgate::startup::Application;
 use tollgate::store::PgStore;
 use tracing_subscriber::EnvFilter;
 
+/// glibc's malloc took about a fifth of tollgate's CPU under load (many small, short-lived
+/// allocations across threads); mimalloc handles that pattern far better.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
