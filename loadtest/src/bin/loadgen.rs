@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mock_anthropic::loadgen::target::{assign_keys, split_named};
 use mock_anthropic::loadgen::scenario::LoopKind;
+use mock_anthropic::loadgen::target::{assign_keys, split_named};
 use mock_anthropic::loadgen::{
-    html, run_bench, run_scenario_with, BenchConfig, Endpoints, Mode, RunOptions, Scenario,
-    Target, Workload,
+    html, run_bench, run_scenario_with, BenchConfig, Endpoints, Mode, RunOptions, Scenario, Target,
+    Workload,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -45,9 +45,9 @@ pub mod target;
 pub mod workload;
 
 pub use bench::{run_bench, BenchConfig};
-pub use report::Report;
-pub use target::Target;
-pub use workload::{Mode, Workload};
 pub use drive::{run_scenario, run_scenario_with, RunOptions};
 pub use outcome::ScenarioReport;
+pub use report::Report;
 pub use scenario::{Endpoints, Scenario, ScenarioError};
+pub use target::Target;
+pub use workload::{Mode, Workload};
