@@ -9,4 +9,5 @@ mod concurrency;
 mod errors;
 mod helpers;
 mod ledger;
+mod loadgen;
 mod streams;
