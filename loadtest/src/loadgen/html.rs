@@ -29,10 +29,11 @@ pub struct Line<'a> {
 }
 
 const W: f64 = 720.0;
-const H: f64 = 260.0;
+const H: f64 = 276.0;
 const LEFT: f64 = 60.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 28.0;
+/// Room above the plot for the title and, on a line of its own, the legend.
+const TOP: f64 = 44.0;
 const BOTTOM: f64 = 36.0;
 
 /// A "nice" upper bound for an axis: 1, 2 or 5 times a power of ten, at least `max`.
@@ -134,7 +135,7 @@ pub fn line_chart(title: &str, y_label: &str, lines: &[Line<'_>], shade_until: f
         svg,
         r##"<rect x="{LEFT}" y="{TOP}" width="{pw:.1}" height="{ph:.1}" fill="none" stroke="#999"/>"##
     );
-    let mut legend_x = LEFT + 220.0;
+    let mut legend_x = LEFT;
     for line in lines {
         if line.points.is_empty() {
             continue;
@@ -152,7 +153,7 @@ pub fn line_chart(title: &str, y_label: &str, lines: &[Line<'_>], shade_until: f
         );
         let _ = write!(
             svg,
-            r##"<rect x="{legend_x:.1}" y="8" width="10" height="10" fill="{c}"/><text x="{:.1}" y="17" font-size="11" fill="#333">{n}</text>"##,
+            r##"<rect x="{legend_x:.1}" y="24" width="10" height="10" fill="{c}"/><text x="{:.1}" y="33" font-size="11" fill="#333">{n}</text>"##,
             legend_x + 13.0,
             c = escape(line.color),
             n = escape(line.name)
