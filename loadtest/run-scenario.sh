@@ -125,7 +125,8 @@ TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
 TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
 TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
     "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$OUT_DIR/$NAME.tollgate.log" 2>&1 &
-PIDS+=($!)
+TG_PID=$!
+PIDS+=($TG_PID)
 
 wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats"
 wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz"
@@ -142,10 +143,29 @@ if [ "$NO_BASELINE" != 1 ]; then
     REFERENCES=(--direct "http://127.0.0.1:$MOCK_PORT" --passthrough "http://127.0.0.1:$PASSTHROUGH_PORT")
 fi
 
+# tollgate's CPU time (user + system, in clock ticks) from /proc.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$TG_PID/stat"; }
+cpu_before=$(cpu_ticks)
+
 echo "== $NAME: loadgen" >&2
+set +e
 # shellcheck disable=SC2086
 "$BIN/loadgen" --scenario "$SCENARIO" \
     --tollgate "http://127.0.0.1:$TG_PORT" --admin-token "$ADMIN_TOKEN" \
     --database-url "$PGURL/$SCENARIO_DB" "${REFERENCES[@]}" \
     --threads "$LOADGEN_THREADS" \
     --json "$OUT_DIR/$NAME.json" --html "$OUT_DIR/$NAME.html" $LOADGEN_ARGS
+status=$?
+set -e
+
+# Only the tollgate run (and its provisioning and reconciliation) touches tollgate, so its CPU
+# time over the whole loadgen invocation is the cost of the requests it was sent.
+cpu_ms=$(( ($(cpu_ticks) - cpu_before) * 1000 / $(getconf CLK_TCK) ))
+sent=$(jq -r '[.tollgate.requests_by_group[]] | add // 0' "$OUT_DIR/$NAME.json" 2>/dev/null || echo 0)
+peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$TG_PID/status")
+if [ "${sent:-0}" -gt 0 ]; then
+    echo "tollgate: ${cpu_ms} ms CPU for ${sent} requests ($(( cpu_ms * 1000 / sent )) ms per 1,000), peak RSS $(( peak_kb / 1024 )) MB"
+else
+    echo "tollgate: ${cpu_ms} ms CPU, peak RSS $(( peak_kb / 1024 )) MB"
+fi
+exit "$status"
