@@ -10,12 +10,14 @@
 # against Postgres, and the same workload straight against the mock (the baseline) and through
 # the pass-through. Reports go to OUT_DIR/NAME.json and OUT_DIR/NAME.html. Everything it
 # started is stopped, and the database dropped, when it exits. The exit code is loadgen's:
-# 0 passed, 1 failed (reconciliation or a target), 2 bad scenario.
+# 0 passed, 1 failed (reconciliation or a target), 2 bad scenario. Ctrl-C stops loadgen and
+# everything else it started.
 #
 # Knobs (environment variables, defaults in brackets):
 #   MOCK_PORT [19899] PASSTHROUGH_PORT [19898] TG_PORT [18180]
 #   TG_WORKERS [1] TG_ARBITERS [1] PASSTHROUGH_WORKERS [1] LOADGEN_THREADS [2]
-#   PGURL [postgres://postgres@127.0.0.1:5432]  SCENARIO_DB [tollgate_scenario]
+#   PGURL [postgres://postgres@127.0.0.1:5432]
+#   SCENARIO_DB [tollgate_scenario]: the database's prefix; the script's PID is appended
 #   OUT_DIR [target/loadtest]  SKIP_BUILD [0]  NO_BASELINE [0]
 #   LOADGEN_ARGS: extra loadgen flags, e.g. "--rate 50 --duration 5"
 set -euo pipefail
@@ -40,7 +42,8 @@ TG_ARBITERS="${TG_ARBITERS:-1}"
 PASSTHROUGH_WORKERS="${PASSTHROUGH_WORKERS:-1}"
 LOADGEN_THREADS="${LOADGEN_THREADS:-2}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
-SCENARIO_DB="${SCENARIO_DB:-tollgate_scenario}"
+# Unique per run: two runs side by side never drop each other's database.
+SCENARIO_DB="${SCENARIO_DB:-tollgate_scenario}_$$"
 OUT_DIR="${OUT_DIR:-$ROOT/target/loadtest}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 NO_BASELINE="${NO_BASELINE:-0}"
@@ -56,9 +59,14 @@ for tool in curl psql; do
 done
 
 PIDS=()
+LOADGEN_PID=
 DB_CREATED=0
 cleanup() {
     local status=$?
+    if [ -n "$LOADGEN_PID" ]; then
+        kill "$LOADGEN_PID" 2>/dev/null || true
+        wait "$LOADGEN_PID" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
@@ -74,10 +82,23 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# Fails unless PID (started as NAME) is still running.
+check_alive() {
+    local name=$1 pid=$2
+    if ! kill -0 "$pid" 2>/dev/null; then
+        echo "run-scenario.sh: $name exited early; see $OUT_DIR/$NAME.$name.log" >&2
+        exit 1
+    fi
+}
+
+# Waits until URL answers, then checks that it is PID (started as NAME) that answers: still
+# running (a port taken by something else makes it exit at once).
 wait_for() {
-    local name=$1 url=$2
+    local name=$1 url=$2 pid=$3
     for _ in $(seq 150); do
+        check_alive "$name" "$pid"
         if curl -fsS -o /dev/null "$url" 2>/dev/null; then
+            check_alive "$name" "$pid"
             return 0
         fi
         sleep 0.1
@@ -86,28 +107,52 @@ wait_for() {
     exit 1
 }
 
+# Fails if something already listens on 127.0.0.1:PORT (it would answer for NAME).
+require_free_port() {
+    local name=$1 port=$2
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "run-scenario.sh: port $port ($name) is already in use; stop what listens there or set another port" >&2
+        exit 1
+    fi
+}
+
 if [ "$SKIP_BUILD" != 1 ]; then
     echo "== building release binaries" >&2
     cargo build --release -p tollgate -p tollgate-loadtest
 fi
 
 # The scenario is checked first: a bad file fails before anything starts. Its `upstream:`
-# section becomes the mock's flags; the mock requires the upstream key tollgate sends.
+# section becomes the mock's flags. The mock checks the upstream key only when the scenario
+# sets `upstream.api_key`; tollgate and the pass-through then send that same key.
 MOCK_ARGS=()
 if ! mapfile -t MOCK_ARGS < <("$BIN/loadgen" --scenario "$SCENARIO" --print-mock-args; echo "rc=$?"); then
     exit 2
 fi
 [ "${MOCK_ARGS[-1]}" = "rc=0" ] || exit 2
 unset 'MOCK_ARGS[-1]'
+for i in "${!MOCK_ARGS[@]}"; do
+    if [ "${MOCK_ARGS[$i]}" = --api-key ]; then
+        UPSTREAM_KEY="${MOCK_ARGS[$((i + 1))]}"
+    fi
+done
+case "$UPSTREAM_KEY" in
+    *'"'* | *'\'*) echo "run-scenario.sh: upstream.api_key must not contain \" or \\" >&2; exit 2 ;;
+esac
+
+require_free_port mock "$MOCK_PORT"
+require_free_port passthrough "$PASSTHROUGH_PORT"
+require_free_port tollgate "$TG_PORT"
 
 echo "== $NAME: starting mock-anthropic (${MOCK_ARGS[*]}), passthrough" >&2
 RUST_LOG=warn "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS[@]}" \
     >"$OUT_DIR/$NAME.mock.log" 2>&1 &
-PIDS+=($!)
+MOCK_PID=$!
+PIDS+=("$MOCK_PID")
 "$BIN/passthrough" --listen "127.0.0.1:$PASSTHROUGH_PORT" --workers "$PASSTHROUGH_WORKERS" \
     --upstream "http://127.0.0.1:$MOCK_PORT" --api-key "$UPSTREAM_KEY" \
     >"$OUT_DIR/$NAME.passthrough.log" 2>&1 &
-PIDS+=($!)
+PASSTHROUGH_PID=$!
+PIDS+=("$PASSTHROUGH_PID")
 
 echo "== $NAME: starting tollgate on a fresh database $SCENARIO_DB" >&2
 psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $SCENARIO_DB WITH (FORCE)" >/dev/null
@@ -126,10 +171,10 @@ TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
 TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
     "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$OUT_DIR/$NAME.tollgate.log" 2>&1 &
 TG_PID=$!
-PIDS+=($TG_PID)
+PIDS+=("$TG_PID")
 
-wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats"
-wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz"
+wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID"
+wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz" "$TG_PID"
 # The passthrough answers only POSTs; a malformed one proves it is up (the mock says 400).
 for _ in $(seq 50); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
@@ -137,33 +182,56 @@ for _ in $(seq 50); do
     [ "$code" = 400 ] && break
     sleep 0.1
 done
+check_alive passthrough "$PASSTHROUGH_PID"
 
 REFERENCES=()
 if [ "$NO_BASELINE" != 1 ]; then
     REFERENCES=(--direct "http://127.0.0.1:$MOCK_PORT" --passthrough "http://127.0.0.1:$PASSTHROUGH_PORT")
 fi
 
-# tollgate's CPU time (user + system, in clock ticks) from /proc.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$TG_PID/stat"; }
+# tollgate's CPU time (user + system, in clock ticks) from /proc; 0 once it is gone.
+cpu_ticks() {
+    if [ -r "/proc/$TG_PID/stat" ]; then
+        awk '{print $14 + $15}' "/proc/$TG_PID/stat" 2>/dev/null || echo 0
+    else
+        echo 0
+    fi
+}
 cpu_before=$(cpu_ticks)
 
 echo "== $NAME: loadgen" >&2
-set +e
+# In the background, waited for: the shell then runs its INT/TERM trap at once, and cleanup
+# stops loadgen with the rest.
 # shellcheck disable=SC2086
 "$BIN/loadgen" --scenario "$SCENARIO" \
     --tollgate "http://127.0.0.1:$TG_PORT" --admin-token "$ADMIN_TOKEN" \
     --database-url "$PGURL/$SCENARIO_DB" "${REFERENCES[@]}" \
     --threads "$LOADGEN_THREADS" \
-    --json "$OUT_DIR/$NAME.json" --html "$OUT_DIR/$NAME.html" $LOADGEN_ARGS
+    --json "$OUT_DIR/$NAME.json" --html "$OUT_DIR/$NAME.html" $LOADGEN_ARGS &
+LOADGEN_PID=$!
+set +e
+wait "$LOADGEN_PID"
 status=$?
 set -e
+LOADGEN_PID=
 
 # Only the tollgate run (and its provisioning and reconciliation) touches tollgate, so its CPU
 # time over the whole loadgen invocation is the cost of the requests it was sent.
-cpu_ms=$(( ($(cpu_ticks) - cpu_before) * 1000 / $(getconf CLK_TCK) ))
+# None of this may change the exit code: tollgate may be gone, the JSON missing.
+cpu_after=$(cpu_ticks)
+if [ "${cpu_after:-0}" -ge "${cpu_before:-0}" ] 2>/dev/null; then
+    cpu_ms=$(( (cpu_after - cpu_before) * 1000 / $(getconf CLK_TCK || echo 100) ))
+else
+    cpu_ms=0
+fi
 sent=$(jq -r '[.tollgate.requests_by_group[]] | add // 0' "$OUT_DIR/$NAME.json" 2>/dev/null || echo 0)
-peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$TG_PID/status")
-if [ "${sent:-0}" -gt 0 ]; then
+peak_kb=0
+if [ -r "/proc/$TG_PID/status" ]; then
+    peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$TG_PID/status" 2>/dev/null || echo 0)
+fi
+[[ "$sent" =~ ^[0-9]+$ ]] || sent=0
+[[ "$peak_kb" =~ ^[0-9]+$ ]] || peak_kb=0
+if [ "$sent" -gt 0 ]; then
     echo "tollgate: ${cpu_ms} ms CPU for ${sent} requests ($(( cpu_ms * 1000 / sent )) ms per 1,000), peak RSS $(( peak_kb / 1024 )) MB"
 else
     echo "tollgate: ${cpu_ms} ms CPU, peak RSS $(( peak_kb / 1024 )) MB"

@@ -116,9 +116,12 @@ async fn while_the_ledger_cannot_be_written_new_requests_are_refused_past_the_ba
         let ticket = engine.pre_authorize(request(account)).await.unwrap();
         ticket.settle(usage(), Outcome::Completed);
     }
-    // Let the writer try (and fail) at least once with all three queued.
+    // Settles are queued without a reply; a round trip through the same mailbox proves the
+    // actor has handed all three to the flusher. Then let the writer try (and fail).
+    engine.view(account).await.unwrap();
     let _ = engine.flusher().flush_now().await;
-    let _ = engine.flusher().flush_now().await;
+    let stats = engine.flusher_stats();
+    assert!(stats.failing && stats.backlog == 3, "{stats:?}");
     let refused = engine.pre_authorize(request(account)).await;
     assert!(
         matches!(

@@ -11,7 +11,8 @@ use crate::helpers::*;
 
 #[actix_web::test]
 async fn two_hundred_parallel_requests_against_ten_holds_admit_at_most_ten() {
-    // A slow upstream keeps every admitted request in flight while the others arrive.
+    // A slow upstream keeps every admitted request in flight while the others arrive (4 s is
+    // far longer than 200 loopback requests take to arrive, even on a loaded CI machine).
     let app = spawn_app_with(
         MockConfig {
             ttft_ms: 2_000,

@@ -38,7 +38,8 @@ struct Args {
     /// Scenario mode: tollgate's admin token.
     #[arg(long, env = "LOADGEN_ADMIN_TOKEN", requires = "scenario")]
     admin_token: Option<String>,
-    /// Scenario mode: tollgate's database, for reconciliation (without it, none is done).
+    /// Scenario mode: tollgate's database, for reconciliation (required when the scenario has
+    /// `reconcile: true`).
     #[arg(long, env = "LOADGEN_DATABASE_URL", requires = "scenario")]
     database_url: Option<String>,
     /// Scenario mode: the mock's base URL, for the baseline run.
@@ -195,6 +196,14 @@ fn scenario_main(args: Args, path: PathBuf) -> anyhow::Result<i32> {
         eprintln!("loadgen: --scenario needs --tollgate URL and --admin-token TOKEN");
         return Ok(2);
     };
+    if scenario.reconcile && args.database_url.is_none() {
+        eprintln!(
+            "loadgen: the scenario reconciles (reconcile: true) but no --database-url \
+             (or LOADGEN_DATABASE_URL) was given; pass tollgate's database URL, or set \
+             `reconcile: false` in the scenario"
+        );
+        return Ok(2);
+    }
     let endpoints = Endpoints {
         tollgate,
         admin_token,

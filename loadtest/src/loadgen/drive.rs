@@ -115,6 +115,18 @@ fn error_type(body: &[u8]) -> String {
         .unwrap_or_default()
 }
 
+/// Whether `outcome` is the failure the mock planned (`fate`): the status it injects, the
+/// `event: error` it ends a stream with, or the connection it cuts. Any other failure (one of
+/// tollgate's own statuses, a timeout, an error where a cut was planned) is unexpected.
+fn is_planned_failure(outcome: &Outcome, fate: Fate) -> bool {
+    match (outcome, fate) {
+        (Outcome::Status { status, .. }, Fate::Status(planned)) => *status == planned,
+        (Outcome::StreamError(_), Fate::ErrorAfter(_)) => true,
+        (Outcome::Cut, Fate::ResetAfter(_)) => true,
+        _ => false,
+    }
+}
+
 /// Sends one request and reads its answer. `intended` is the offset the latency counts from.
 async fn execute(
     ctx: &Ctx,
@@ -146,7 +158,16 @@ async fn execute(
     }
 
     let finish = |outcome: Outcome, first_byte: Option<Duration>, usage: Option<Usage>| {
-        let upstream_fault = outcome.is_failure() && fate != Fate::Complete;
+        // A billed request that timed out with a fault planned: what tollgate billed is
+        // unknown (it depends on where the upstream was when the client left).
+        let unreconciled_timeout =
+            outcome == Outcome::Timeout && fate != Fate::Complete && key.account_id.is_some();
+        // A complete answer must report what the mock planned: checked here, independently
+        // of tollgate's own parser.
+        let usage_mismatch = outcome == Outcome::Ok
+            && fate == Fate::Complete
+            && plan.as_ref().is_some_and(|p| usage != Some(to_usage(p)));
+        let upstream_fault = is_planned_failure(&outcome, fate);
         let record = match (&key.account_id, usage) {
             (Some(account_id), Some(usage)) => Some(RequestRecord {
                 account_id: account_id.clone(),
@@ -165,14 +186,24 @@ async fn execute(
                 done: ctx.start.elapsed(),
                 outcome,
                 upstream_fault,
+                unreconciled_timeout,
+                usage_mismatch,
             },
             record,
         }
     };
 
+    // A response the client stopped reading (dropped on purpose, or timed out) is billed in
+    // full by tollgate, which drains the upstream: the mock's plan says what that is. With a
+    // fault planned, what was billed is unknown: no record (see `unreconciled_timeout`).
+    let full = plan.as_ref().map(to_usage);
+    let timed_out = |first_byte: Option<Duration>| {
+        let usage = (fate == Fate::Complete).then(|| full.unwrap_or_default());
+        finish(Outcome::Timeout, first_byte, usage)
+    };
     let mut response = match timeout_at(deadline, request.send()).await {
-        Err(_) => return finish(Outcome::Timeout, None, None),
-        Ok(Err(e)) if e.is_timeout() => return finish(Outcome::Timeout, None, None),
+        Err(_) => return timed_out(None),
+        Ok(Err(e)) if e.is_timeout() => return timed_out(None),
         Ok(Err(_)) => return finish(Outcome::Network, None, None),
         Ok(Ok(response)) => response,
     };
@@ -208,23 +239,24 @@ async fn execute(
                     None => whole.extend_from_slice(&chunk),
                 }
                 if disconnect_after.is_some_and(|k| chunks >= k) {
+                    // A stream whose `message_stop` already arrived is complete: dropping it
+                    // now changes nothing.
+                    if parser.as_ref().is_some_and(|p| p.completed()) {
+                        break Ok(());
+                    }
                     break Err(Outcome::Disconnected);
                 }
             }
         }
     };
-    // A response the client stopped reading is billed in full by tollgate, which drains the
-    // upstream: the mock's plan says what that is.
-    let full = plan.as_ref().map(to_usage);
     match (ended, parser) {
-        (Err(outcome @ (Outcome::Disconnected | Outcome::Timeout)), parser) => {
-            let usage = if fate == Fate::Complete {
-                full
-            } else {
-                parser.map(|p| p.usage())
-            };
-            finish(outcome, first_byte, usage.or(Some(Usage::default())))
-        }
+        // Only requests fated to complete are dropped on purpose.
+        (Err(Outcome::Disconnected), _) => finish(
+            Outcome::Disconnected,
+            first_byte,
+            Some(full.unwrap_or_default()),
+        ),
+        (Err(Outcome::Timeout), _) => timed_out(first_byte),
         (Err(outcome), Some(parser)) => finish(outcome, first_byte, Some(parser.usage())),
         (Err(outcome), None) => finish(outcome, first_byte, usage_from_message(&whole)),
         (Ok(()), Some(parser)) => {
@@ -263,6 +295,54 @@ pub struct SendStats {
     pub max_lag_ms: f64,
 }
 
+/// The request specs and sequence numbers of a schedule, drawn per source: each source
+/// (well-behaved traffic, each abusive key) has its own seeded generator and its own counter,
+/// so the well-behaved requests are the same whether abusers run beside them or not.
+struct Draws {
+    seed: u64,
+    well_behaved: (StdRng, u64),
+    abusers: Vec<(StdRng, u64)>,
+}
+
+impl Draws {
+    fn new(seed: u64) -> Draws {
+        Draws {
+            seed,
+            well_behaved: (
+                StdRng::seed_from_u64(schedule::sub_seed(seed, 0xD15_7A7C)),
+                0,
+            ),
+            abusers: Vec::new(),
+        }
+    }
+
+    /// The next spec of `source` and its sequence number. Well-behaved requests are numbered
+    /// from 0; abusive key `k`'s from `2^62 + (k + 1) × 2^40`, apart from every other range
+    /// (closed-loop clients use `client × 2^40`, client ≥ 1, well below 2^62).
+    fn next(&mut self, mix: &Mix, source: Source) -> (RequestSpec, u64) {
+        let (rng, n, base) = match source {
+            Source::WellBehaved => {
+                let (rng, n) = &mut self.well_behaved;
+                (rng, n, 0)
+            }
+            Source::Abuser(k) => {
+                while self.abusers.len() <= k {
+                    let stream = 0xAB05_0000_0000 + self.abusers.len() as u64;
+                    let rng = StdRng::seed_from_u64(schedule::sub_seed(self.seed, stream));
+                    self.abusers.push((rng, 0));
+                }
+                let base = (1u64 << 62) + ((k as u64 + 1) << 40);
+                let (rng, n) = &mut self.abusers[k];
+                (rng, n, base)
+            }
+        };
+        let spec = mix.draw(rng);
+        let seq = base.wrapping_add(*n);
+        *n += 1;
+        (spec, seq)
+    }
+}
+
 /// Sends `slots` at their intended times, at most `max_in_flight` at once.
 async fn dispatch(
     ctx: Arc<Ctx>,
@@ -270,14 +350,13 @@ async fn dispatch(
     slots: Vec<schedule::Slot>,
     max_in_flight: usize,
     seed: u64,
-    seq_base: u64,
 ) -> SendStats {
     let permits = Arc::new(Semaphore::new(max_in_flight));
-    let mut rng = StdRng::seed_from_u64(schedule::sub_seed(seed, 0xD15_7A7C));
+    let mut draws = Draws::new(seed);
     let mut stats = SendStats::default();
     let mut well_behaved_seq = 0usize;
-    for (i, slot) in slots.iter().enumerate() {
-        let spec = ctx.mix.draw(&mut rng);
+    for slot in &slots {
+        let (spec, seq) = draws.next(&ctx.mix, slot.source);
         let intended = ctx.start + slot.at;
         tokio::time::sleep_until(intended).await;
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -303,7 +382,6 @@ async fn dispatch(
         ctx.progress.sent.fetch_add(1, Ordering::Relaxed);
         let ctx = Arc::clone(&ctx);
         let at = slot.at;
-        let seq = seq_base + i as u64;
         tokio::spawn(async move {
             let done = execute(&ctx, group, &key, spec, seq, at).await;
             drop(permit);
@@ -446,7 +524,6 @@ pub async fn run_workload(
                 slots,
                 scenario.arrival.max_in_flight,
                 scenario.seed,
-                0,
             )
             .await
         }
@@ -483,7 +560,6 @@ pub async fn run_workload(
                 slots,
                 scenario.arrival.max_in_flight,
                 scenario.seed,
-                1 << 62,
             );
             let stats = abusers.await;
             for client in clients {
@@ -523,8 +599,8 @@ fn trim(url: &str) -> String {
 }
 
 /// Runs a whole scenario: preflight (nothing is provisioned if tollgate, the admin token or a
-/// reference target fails it), tenants, the tollgate run, reconciliation (when
-/// `endpoints.database_url` is set and the scenario asks for it), then the same workload
+/// reference target fails it), tenants, the tollgate run, reconciliation (when the scenario
+/// asks for it; `endpoints.database_url` is then required), then the same workload
 /// against the references (`direct`, `passthrough`) when given.
 ///
 /// Callable from any multi-threaded tokio runtime, actix's included.
@@ -542,6 +618,9 @@ pub async fn run_scenario_with(
     options: RunOptions,
 ) -> anyhow::Result<ScenarioReport> {
     scenario.validate()?;
+    if scenario.reconcile && endpoints.database_url.is_none() {
+        anyhow::bail!("the scenario reconciles (reconcile: true) but no --database-url was given");
+    }
     let client = http_client(scenario)?;
     let tollgate = trim(&endpoints.tollgate);
     let mut references = Vec::new();
@@ -553,7 +632,18 @@ pub async fn run_scenario_with(
             references.push(("passthrough".to_string(), trim(passthrough)));
         }
     }
-    provision::preflight(&client, &tollgate, &endpoints.admin_token, &references).await?;
+    let database_url = endpoints
+        .database_url
+        .as_deref()
+        .filter(|_| scenario.reconcile);
+    provision::preflight(
+        &client,
+        &tollgate,
+        &endpoints.admin_token,
+        &references,
+        database_url,
+    )
+    .await?;
 
     let started = Utc::now();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -615,7 +705,12 @@ pub async fn run_scenario_with(
                 .await?,
             )
         }
-        _ => None,
+        _ => {
+            if options.progress {
+                eprintln!("reconciliation: skipped (reconcile: false)");
+            }
+            None
+        }
     };
 
     let mut reference_runs = Vec::new();
@@ -681,6 +776,71 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
         }
     }
 
+    /// The well-behaved bodies of an open-loop scenario, in schedule order.
+    fn well_behaved_bodies(s: &Scenario) -> Vec<bytes::Bytes> {
+        let mix = Mix::new(&s.traffic);
+        let keys = s.abusers().map_or(0, |a| a.accounts * a.keys_per_account);
+        let rate = s.abusers().map_or(0.0, |a| {
+            f64::from(a.requests_per_minute) * a.multiplier / 60.0
+        });
+        let slots = schedule::schedule(
+            s.arrival.rate,
+            keys,
+            rate,
+            s.arrival.distribution,
+            s.warmup() + s.duration(),
+            s.seed,
+        );
+        let mut draws = Draws::new(s.seed);
+        let mut bodies = Vec::new();
+        for slot in &slots {
+            let (spec, seq) = draws.next(&mix, slot.source);
+            if slot.source == Source::WellBehaved {
+                bodies.push(mix.body(&spec, &format!("lg{}-{seq}", s.seed)));
+            }
+        }
+        bodies
+    }
+
+    #[test]
+    fn abusers_do_not_change_the_well_behaved_requests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let abuse = Scenario::load(&dir.join("abuse.yaml")).unwrap();
+        let none = Scenario::load(&dir.join("abuse-none.yaml")).unwrap();
+        assert!(abuse.abusers().is_some() && none.abusers().is_none());
+        let with = well_behaved_bodies(&abuse);
+        let without = well_behaved_bodies(&none);
+        assert!(with.len() > 1000, "{}", with.len());
+        assert!(with == without, "the well-behaved requests differ");
+    }
+
+    #[test]
+    fn only_the_planned_failure_is_expected() {
+        let status = |status: u16| Outcome::Status {
+            status,
+            error_type: String::new(),
+        };
+        assert!(is_planned_failure(&status(529), Fate::Status(529)));
+        assert!(!is_planned_failure(&status(429), Fate::Status(529)));
+        assert!(!is_planned_failure(&status(502), Fate::ErrorAfter(3)));
+        assert!(!is_planned_failure(&status(429), Fate::Complete));
+        assert!(is_planned_failure(
+            &Outcome::StreamError("overloaded_error".into()),
+            Fate::ErrorAfter(0)
+        ));
+        assert!(!is_planned_failure(
+            &Outcome::StreamError(String::new()),
+            Fate::ResetAfter(2)
+        ));
+        assert!(is_planned_failure(&Outcome::Cut, Fate::ResetAfter(2)));
+        assert!(!is_planned_failure(&Outcome::Cut, Fate::ErrorAfter(2)));
+        for fate in [Fate::Status(500), Fate::ErrorAfter(1), Fate::ResetAfter(1)] {
+            assert!(!is_planned_failure(&Outcome::Timeout, fate));
+            assert!(!is_planned_failure(&Outcome::Network, fate));
+            assert!(!is_planned_failure(&Outcome::Ok, fate));
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_latency_counts_from_the_intended_time() {
         // 40 ms per answer, one in flight, one request every 25 ms: the queue grows, and the
@@ -743,5 +903,32 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
             all.p50_us
         );
         assert!(!run.series.is_empty());
+        assert_eq!(run.usage_mismatches, 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn usage_that_differs_from_the_plan_is_counted() {
+        // The scenario plans 4 output tokens; the mock actually reports 5.
+        let s = scenario("arrival: { mode: closed, concurrency: 2 }");
+        let mut upstream = s.upstream.clone();
+        upstream.output_tokens = 5;
+        let mock = MockServer::start(upstream, "127.0.0.1:0").await.unwrap();
+        let client = http_client(&s).unwrap();
+        let (run, _) = run_workload(
+            &client,
+            &s,
+            anonymous_target(&mock.base_url()),
+            RunOptions { progress: false },
+        )
+        .await
+        .unwrap();
+        mock.stop().await;
+        let ok: u64 = run.classes.iter().map(|c| c.ok).sum();
+        assert!(ok > 0);
+        assert!(
+            run.usage_mismatches >= ok,
+            "{} of {ok}",
+            run.usage_mismatches
+        );
     }
 }

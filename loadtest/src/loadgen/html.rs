@@ -381,14 +381,23 @@ pre{{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}}</style></head
             "FAILED"
         }
     );
-    if report.reconciliation.is_none() {
+    if let Some(warning) = report.timeout_warning() {
+        let _ = write!(out, "<li>warning: {}</li>", escape(&warning));
+    }
+    if report.reconciliation.is_none() && report.scenario.reconcile {
         out.push_str("<li>reconciliation: not run</li>");
     }
     for c in &report.checks {
         let _ = write!(
             out,
             "<li>{} {}: {}</li>",
-            if c.passed { "✔" } else { "✘" },
+            if c.informative {
+                "–"
+            } else if c.passed {
+                "✔"
+            } else {
+                "✘"
+            },
             escape(&c.name),
             escape(&c.detail)
         );
@@ -517,6 +526,8 @@ mod page_tests {
                 done: intended + Duration::from_millis(5 + i % 7),
                 outcome,
                 upstream_fault: false,
+                unreconciled_timeout: false,
+                usage_mismatch: false,
             });
         }
         let run = RunResult::new(

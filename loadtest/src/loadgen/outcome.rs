@@ -36,6 +36,12 @@ pub struct RunResult {
     pub requests_by_group: BTreeMap<Group, u64>,
     /// 429s over the whole run per group, those the mock injected left out.
     pub refused_429_by_group: BTreeMap<Group, u64>,
+    /// Billed requests that timed out while the mock planned a fault for them: left out of
+    /// the reconciliation, which may then differ by what tollgate billed for them.
+    pub unreconciled_timeouts: u64,
+    /// Complete answers (whole run) whose usage, as the client parsed it, differs from the
+    /// mock's plan for the request.
+    pub usage_mismatches: u64,
 }
 
 impl RunResult {
@@ -63,6 +69,8 @@ impl RunResult {
             sends,
             requests_by_group: recorder.all_requests.clone(),
             refused_429_by_group: recorder.all_429.clone(),
+            unreconciled_timeouts: recorder.unreconciled_timeouts,
+            usage_mismatches: recorder.usage_mismatches,
         }
     }
 
@@ -135,6 +143,9 @@ pub struct Check {
     pub name: String,
     pub passed: bool,
     pub detail: String,
+    /// Informative only: says what was not checked; neither a pass nor a failure.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub informative: bool,
 }
 
 /// Everything a scenario run produced.
@@ -216,13 +227,38 @@ impl ScenarioReport {
                     reconciliation.accounts.len(),
                     self.billed_requests
                 ),
+                informative: false,
+            });
+        } else if !self.scenario.reconcile {
+            checks.push(Check {
+                name: "reconciliation".into(),
+                passed: true,
+                detail: "skipped (reconcile: false)".into(),
+                informative: true,
             });
         }
+        // Independent of tollgate's parser: the usage each client read in a complete answer
+        // against what the mock planned to report.
+        let mismatches: Vec<String> = std::iter::once(run)
+            .chain(&self.references)
+            .map(|r| format!("{}: {}", r.target, r.usage_mismatches))
+            .collect();
+        let mismatched: u64 = std::iter::once(run)
+            .chain(&self.references)
+            .map(|r| r.usage_mismatches)
+            .sum();
+        checks.push(Check {
+            name: "client-seen usage matches the upstream's plan".into(),
+            passed: mismatched == 0,
+            detail: format!("complete answers that differ: {}", mismatches.join(", ")),
+            informative: false,
+        });
         let requests = run.requests(Group::WellBehaved);
         checks.push(Check {
             name: "well-behaved requests measured".into(),
             passed: requests > 0,
             detail: format!("{requests}"),
+            informative: false,
         });
         if let Some(max) = expect.max_error_share {
             let failures = run.unexpected_failures(Group::WellBehaved);
@@ -231,6 +267,7 @@ impl ScenarioReport {
                 name: format!("well-behaved unexpected failures <= {:.2}%", max * 100.0),
                 passed: share <= max,
                 detail: format!("{failures} of {requests} ({:.2}%)", share * 100.0),
+                informative: false,
             });
         }
         if let Some(max) = expect.max_well_behaved_429 {
@@ -243,6 +280,7 @@ impl ScenarioReport {
                 name: format!("well-behaved 429s <= {max}"),
                 passed: seen <= max,
                 detail: format!("{seen} (warmup included; upstream-injected 429s left out)"),
+                informative: false,
             });
         }
         if let Some(min) = expect.min_abuser_429_share {
@@ -261,6 +299,7 @@ impl ScenarioReport {
                 name: format!("abusers refused (429) >= {:.0}%", min * 100.0),
                 passed: total > 0 && share >= min,
                 detail: format!("{refused} of {total} ({:.1}%)", share * 100.0),
+                informative: false,
             });
         }
         if let Some(max) = expect.max_p99_ms {
@@ -272,6 +311,7 @@ impl ScenarioReport {
                 name: format!("well-behaved p99 <= {max} ms"),
                 passed: p99 <= max,
                 detail: format!("{p99:.3} ms"),
+                informative: false,
             });
         }
         if let Some(max) = expect.max_late_share {
@@ -283,6 +323,7 @@ impl ScenarioReport {
                     "{} of {} (max lag {:.1} ms)",
                     run.sends.late, run.sends.scheduled, run.sends.max_lag_ms
                 ),
+                informative: false,
             });
         }
         checks
@@ -291,6 +332,18 @@ impl ScenarioReport {
     /// Reconciliation exact (when it ran) and every target of the scenario met.
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.passed) && self.reconciliation.as_ref().is_none_or(|r| r.exact)
+    }
+
+    /// A warning when timed-out requests with a planned fault were left out of the
+    /// reconciliation (its result may then be indeterminate).
+    pub fn timeout_warning(&self) -> Option<String> {
+        let n = self.tollgate.unreconciled_timeouts;
+        (n > 0).then(|| {
+            format!(
+                "{n} billed request(s) timed out while the upstream was to fail them; they are \
+                 left out of the reconciliation, which may differ by what tollgate billed for them"
+            )
+        })
     }
 
     /// The console summary.
@@ -370,15 +423,26 @@ impl ScenarioReport {
                 );
             }
         }
+        if let Some(warning) = self.timeout_warning() {
+            let _ = writeln!(out, "\nwarning: {warning}");
+        }
         if let Some(r) = &self.reconciliation {
             let _ = writeln!(out, "\n{}", r.render().trim_end());
+        } else if !s.reconcile {
+            let _ = writeln!(out, "\nreconciliation: skipped (reconcile: false)");
         }
         let _ = writeln!(out, "\nchecks:");
         for c in &self.checks {
             let _ = writeln!(
                 out,
                 "  [{}] {}: {}",
-                if c.passed { "ok" } else { "FAIL" },
+                if c.informative {
+                    "--"
+                } else if c.passed {
+                    "ok"
+                } else {
+                    "FAIL"
+                },
                 c.name,
                 c.detail
             );

@@ -26,12 +26,14 @@ pub struct Provisioned {
 }
 
 /// Checks that tollgate answers `/healthz`, that the admin token is accepted, and that the
-/// reference targets answer at all, before anything is provisioned.
+/// reference targets answer at all, and, when reconciliation will run, that `database_url`
+/// accepts a connection and a query, before anything is provisioned.
 pub async fn preflight(
     http: &reqwest::Client,
     tollgate: &str,
     admin_token: &str,
     references: &[(String, String)],
+    database_url: Option<&str>,
 ) -> anyhow::Result<()> {
     let quick = Duration::from_secs(5);
     let health = http
@@ -65,7 +67,33 @@ pub async fn preflight(
             .await
             .with_context(|| format!("{name}: {url} is unreachable"))?;
     }
+    if let Some(database_url) = database_url {
+        preflight_database(database_url).await?;
+    }
     Ok(())
+}
+
+/// Connects to tollgate's database and runs `SELECT 1`, within a few seconds.
+async fn preflight_database(database_url: &str) -> anyhow::Result<()> {
+    let check = async {
+        let (db, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+            .await
+            .context("connecting")?;
+        let driver = tokio::spawn(connection);
+        let result = db.simple_query("SELECT 1").await.context("SELECT 1");
+        drop(db);
+        driver.abort();
+        result.map(|_| ())
+    };
+    match tokio::time::timeout(Duration::from_secs(10), check).await {
+        Ok(result) => result.context(
+            "--database-url: tollgate's database, needed for reconciliation, is not usable",
+        ),
+        Err(_) => bail!(
+            "--database-url: tollgate's database, needed for reconciliation, did not answer \
+             within 10 s"
+        ),
+    }
 }
 
 async fn admin_post(

@@ -102,6 +102,11 @@ pub struct Sample {
     pub outcome: Outcome,
     /// The mock planned a failure for this request (an injected upstream fault), and it failed.
     pub upstream_fault: bool,
+    /// A billed request that timed out while the mock planned a fault for it: what tollgate
+    /// billed for it is unknown, so it is left out of the reconciliation.
+    pub unreconciled_timeout: bool,
+    /// A complete answer whose usage differs from the mock's plan for the request.
+    pub usage_mismatch: bool,
 }
 
 /// The name of a traffic class, e.g. `well-behaved stream`.
@@ -216,6 +221,10 @@ pub struct RunRecorder {
     pub all_429: BTreeMap<Group, u64>,
     /// Requests per group over the whole run.
     pub all_requests: BTreeMap<Group, u64>,
+    /// Timed-out requests left out of the reconciliation (see [`Sample::unreconciled_timeout`]).
+    pub unreconciled_timeouts: u64,
+    /// Complete answers whose usage differs from the mock's plan.
+    pub usage_mismatches: u64,
 }
 
 impl RunRecorder {
@@ -226,11 +235,19 @@ impl RunRecorder {
             buckets: Vec::new(),
             all_429: BTreeMap::new(),
             all_requests: BTreeMap::new(),
+            unreconciled_timeouts: 0,
+            usage_mismatches: 0,
         }
     }
 
     pub fn record(&mut self, sample: &Sample) {
         *self.all_requests.entry(sample.group).or_default() += 1;
+        if sample.unreconciled_timeout {
+            self.unreconciled_timeouts += 1;
+        }
+        if sample.usage_mismatch {
+            self.usage_mismatches += 1;
+        }
         if sample.outcome.is_429() && !sample.upstream_fault {
             *self.all_429.entry(sample.group).or_default() += 1;
         }
@@ -371,6 +388,8 @@ mod tests {
             done: ms(done),
             outcome,
             upstream_fault: false,
+            unreconciled_timeout: false,
+            usage_mismatch: false,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tollgate_actors::pricing::RateCard;
 
 use crate::MockConfig;
 
@@ -263,6 +264,41 @@ fn bad(field: &str, message: impl Into<String>) -> ScenarioError {
 
 /// The largest prompt a scenario may ask for.
 const MAX_PROMPT_BYTES: usize = 16 << 20;
+/// The longest duration, warmup or timeout: one day.
+const MAX_SECS: f64 = 86_400.0;
+/// The most requests one schedule (well-behaved, or abusive) may hold.
+const MAX_SCHEDULED: u64 = 10_000_000;
+/// The most requests in flight of an open loop.
+const MAX_IN_FLIGHT: usize = 1_000_000;
+/// The most clients of a closed loop.
+const MAX_CONCURRENCY: usize = 100_000;
+/// The most keys of one section (accounts × keys per account).
+const MAX_KEYS: usize = 100_000;
+
+fn check_at_most(field: &str, value: f64, max: f64) -> Result<(), ScenarioError> {
+    if value.is_finite() && value <= max {
+        Ok(())
+    } else {
+        Err(bad(field, format!("must be at most {max}")))
+    }
+}
+
+/// `accounts × keys_per_account`, at most [`MAX_KEYS`].
+fn check_keys(
+    field: &str,
+    accounts: usize,
+    keys_per_account: usize,
+) -> Result<usize, ScenarioError> {
+    accounts
+        .checked_mul(keys_per_account)
+        .filter(|keys| *keys <= MAX_KEYS)
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!("accounts × keys_per_account must be at most {MAX_KEYS}"),
+            )
+        })
+}
 
 fn check_share(field: &str, value: f64) -> Result<(), ScenarioError> {
     if value.is_finite() && (0.0..=1.0).contains(&value) {
@@ -324,31 +360,19 @@ fn unknown_upstream_keys(raw: &serde_yaml::Value) -> Result<Vec<String>, Scenari
         .collect())
 }
 
-/// The dotted path of the first mapping key named `name` in `value` (depth first).
-fn find_key(value: &serde_yaml::Value, name: &str, prefix: &str) -> Option<String> {
-    match value {
-        serde_yaml::Value::Mapping(map) => {
-            for (key, child) in map {
-                let Some(key) = key.as_str() else { continue };
-                let path = if prefix.is_empty() {
-                    key.to_string()
-                } else {
-                    format!("{prefix}.{key}")
-                };
-                if key == name {
-                    return Some(path);
-                }
-                if let Some(found) = find_key(child, name, &path) {
-                    return Some(found);
-                }
-            }
-            None
-        }
-        serde_yaml::Value::Sequence(items) => items
-            .iter()
-            .enumerate()
-            .find_map(|(i, item)| find_key(item, name, &format!("{prefix}[{i}]"))),
-        _ => None,
+/// `message` without the path serde_yaml puts in front of it (`traffic: unknown field …`),
+/// when that path is `path` or one of its parents: [`ScenarioError`] names the field itself.
+fn strip_path<'a>(message: &'a str, path: &str) -> &'a str {
+    let Some((head, rest)) = message.split_once(": ") else {
+        return message;
+    };
+    let parent = path
+        .strip_prefix(head)
+        .is_some_and(|tail| tail.is_empty() || tail.starts_with(['.', '[']));
+    if parent {
+        rest
+    } else {
+        message
     }
 }
 
@@ -362,16 +386,16 @@ impl Scenario {
                 return Err(bad(&format!("upstream.{key}"), "unknown field"));
             }
         }
-        let scenario: Scenario = serde_yaml::from_value(raw.clone()).map_err(|e| {
-            let text = e.to_string();
-            // serde names the unknown key but not where it is: find it in the document.
-            let unknown = text
-                .strip_prefix("unknown field `")
-                .and_then(|rest| rest.split_once('`'))
-                .and_then(|(name, _)| find_key(&raw, name, ""));
-            match unknown {
-                Some(path) => bad(&path, text),
-                None => bad("", format!("invalid scenario: {text}")),
+        let scenario: Scenario = serde_path_to_error::deserialize(
+            serde_yaml::Deserializer::from_str(text),
+        )
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let text = e.into_inner().to_string();
+            if path.is_empty() || path == "." {
+                bad("", format!("invalid scenario: {text}"))
+            } else {
+                bad(&path, strip_path(&text, &path))
             }
         })?;
         scenario.validate()?;
@@ -396,13 +420,30 @@ impl Scenario {
     /// Refuses values that cannot work, naming the field.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         check_positive("duration_secs", self.duration_secs)?;
+        check_at_most("duration_secs", self.duration_secs, MAX_SECS)?;
         if !(self.warmup_secs.is_finite() && self.warmup_secs >= 0.0) {
             return Err(bad("warmup_secs", "must be zero or more"));
         }
+        check_at_most("warmup_secs", self.warmup_secs, MAX_SECS)?;
         check_positive("timeout_secs", self.timeout_secs)?;
+        check_at_most("timeout_secs", self.timeout_secs, MAX_SECS)?;
+        let span = self.warmup_secs + self.duration_secs;
 
         match self.arrival.mode {
-            LoopKind::Open => check_positive("arrival.rate", self.arrival.rate)?,
+            LoopKind::Open => {
+                check_positive("arrival.rate", self.arrival.rate)?;
+                let scheduled = self.arrival.rate * span;
+                if scheduled > MAX_SCHEDULED as f64 {
+                    return Err(bad(
+                        "arrival.rate",
+                        format!(
+                            "{} req/s over {span} s is about {scheduled:.0} requests, more than \
+                             {MAX_SCHEDULED}",
+                            self.arrival.rate
+                        ),
+                    ));
+                }
+            }
             LoopKind::Closed => {
                 if self.arrival.concurrency == 0 {
                     return Err(bad(
@@ -414,6 +455,18 @@ impl Scenario {
         }
         if self.arrival.rate < 0.0 || !self.arrival.rate.is_finite() {
             return Err(bad("arrival.rate", "must be a positive number"));
+        }
+        if self.arrival.concurrency > MAX_CONCURRENCY {
+            return Err(bad(
+                "arrival.concurrency",
+                format!("must be at most {MAX_CONCURRENCY}"),
+            ));
+        }
+        if self.arrival.max_in_flight > MAX_IN_FLIGHT {
+            return Err(bad(
+                "arrival.max_in_flight",
+                format!("must be at most {MAX_IN_FLIGHT}"),
+            ));
         }
         if self.arrival.max_in_flight == 0 {
             return Err(bad("arrival.max_in_flight", "must be at least 1"));
@@ -434,11 +487,21 @@ impl Scenario {
         if t.models.is_empty() {
             return Err(bad("traffic.models", "must name at least one model"));
         }
+        let card = RateCard::builtin();
         for (i, model) in t.models.iter().enumerate() {
             if model.name.trim().is_empty() {
                 return Err(bad(
                     &format!("traffic.models[{i}].name"),
                     "must not be empty",
+                ));
+            }
+            if card.model(&model.name).is_none() {
+                return Err(bad(
+                    &format!("traffic.models[{i}].name"),
+                    format!(
+                        "{:?} is not a model of tollgate's builtin rate card",
+                        model.name
+                    ),
                 ));
             }
             if !(model.weight.is_finite() && model.weight >= 0.0) {
@@ -476,21 +539,42 @@ impl Scenario {
         if self.tenants.keys_per_account == 0 {
             return Err(bad("tenants.keys_per_account", "must be at least 1"));
         }
+        check_keys(
+            "tenants.keys_per_account",
+            self.tenants.accounts,
+            self.tenants.keys_per_account,
+        )?;
         check_balance("tenants.balance_usd", &self.tenants.balance_usd)?;
 
         if let Some(abusers) = &self.abusers {
-            if abusers.accounts > 0 {
-                if abusers.keys_per_account == 0 {
-                    return Err(bad("abusers.keys_per_account", "must be at least 1"));
-                }
-                check_balance("abusers.balance_usd", &abusers.balance_usd)?;
-                if abusers.requests_per_minute == 0 {
-                    return Err(bad(
-                        "abusers.requests_per_minute",
-                        "must be at least 1 (abusers exceed a limit)",
-                    ));
-                }
-                check_positive("abusers.multiplier", abusers.multiplier)?;
+            if abusers.keys_per_account == 0 {
+                return Err(bad("abusers.keys_per_account", "must be at least 1"));
+            }
+            let keys = check_keys(
+                "abusers.keys_per_account",
+                abusers.accounts,
+                abusers.keys_per_account,
+            )?;
+            check_balance("abusers.balance_usd", &abusers.balance_usd)?;
+            if abusers.requests_per_minute == 0 {
+                return Err(bad(
+                    "abusers.requests_per_minute",
+                    "must be at least 1 (abusers exceed a limit)",
+                ));
+            }
+            check_positive("abusers.multiplier", abusers.multiplier)?;
+            let scheduled = keys as f64 * f64::from(abusers.requests_per_minute) / 60.0
+                * abusers.multiplier
+                * span;
+            if !scheduled.is_finite() || scheduled > MAX_SCHEDULED as f64 {
+                return Err(bad(
+                    "abusers.multiplier",
+                    format!(
+                        "{keys} abusive key(s) at {} × {} req/min over {span} s is about \
+                         {scheduled:.0} requests, more than {MAX_SCHEDULED}",
+                        abusers.multiplier, abusers.requests_per_minute
+                    ),
+                ));
             }
         }
 
@@ -513,16 +597,19 @@ impl Scenario {
         Ok(())
     }
 
+    /// The warmup ([`Duration::ZERO`] if `warmup_secs` is not valid; see [`Self::validate`]).
     pub fn warmup(&self) -> Duration {
-        Duration::from_secs_f64(self.warmup_secs)
+        Duration::try_from_secs_f64(self.warmup_secs).unwrap_or_default()
     }
 
+    /// The measured window ([`Duration::ZERO`] if `duration_secs` is not valid).
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.duration_secs)
+        Duration::try_from_secs_f64(self.duration_secs).unwrap_or_default()
     }
 
+    /// The request timeout ([`Duration::ZERO`] if `timeout_secs` is not valid).
     pub fn timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.timeout_secs)
+        Duration::try_from_secs_f64(self.timeout_secs).unwrap_or_default()
     }
 
     /// Active abusers, if any.
@@ -709,6 +796,161 @@ upstream: { output_tokens: 8, seed: 3 }
         assert!(error_of(&closed).starts_with("arrival.concurrency: must be at least 1"));
         let ok = SMOKE.replace("mode: open, rate: 20", "mode: closed, concurrency: 4");
         assert!(Scenario::from_yaml(&ok).is_ok());
+    }
+
+    #[test]
+    fn refuses_values_out_of_bounds() {
+        for (path, value, wanted) in [
+            (
+                "duration_secs",
+                "86401",
+                "duration_secs: must be at most 86400",
+            ),
+            (
+                "duration_secs",
+                ".inf",
+                "duration_secs: must be a positive number",
+            ),
+            (
+                "duration_secs",
+                ".nan",
+                "duration_secs: must be a positive number",
+            ),
+            ("warmup_secs", "1e9", "warmup_secs: must be at most 86400"),
+            ("warmup_secs", ".inf", "warmup_secs: must be zero or more"),
+            (
+                "arrival.rate",
+                ".inf",
+                "arrival.rate: must be a positive number",
+            ),
+            (
+                "arrival.rate",
+                ".nan",
+                "arrival.rate: must be a positive number",
+            ),
+            (
+                "arrival.rate",
+                "0",
+                "arrival.rate: must be a positive number",
+            ),
+            (
+                "arrival.rate",
+                "5000000",
+                "arrival.rate: 5000000 req/s over 2.5 s",
+            ),
+            (
+                "tenants.keys_per_account",
+                "50001",
+                "tenants.keys_per_account: accounts ×",
+            ),
+        ] {
+            let error = error_of(&with(path, value));
+            assert!(error.starts_with(wanted), "{path}={value}: {error}");
+        }
+        let timeout = format!("{SMOKE}timeout_secs: 1e300\n");
+        assert!(error_of(&timeout).starts_with("timeout_secs: must be at most 86400"));
+        let timeout = format!("{SMOKE}timeout_secs: .inf\n");
+        assert!(error_of(&timeout).starts_with("timeout_secs: must be a positive number"));
+        let in_flight = SMOKE.replace("distribution: poisson", "max_in_flight: 1000001");
+        assert!(error_of(&in_flight).starts_with("arrival.max_in_flight: must be at most"));
+        let closed = SMOKE.replace("mode: open, rate: 20", "mode: closed, concurrency: 100001");
+        assert!(error_of(&closed).starts_with("arrival.concurrency: must be at most"));
+        let keys = SMOKE.replace(
+            "accounts: 2, keys_per_account: 2",
+            &format!("accounts: {}, keys_per_account: 2", usize::MAX),
+        );
+        assert!(error_of(&keys).starts_with("tenants.keys_per_account: accounts ×"));
+        // Durations of an unvalidated scenario never panic.
+        let mut s = Scenario::from_yaml(SMOKE).unwrap();
+        s.duration_secs = f64::NAN;
+        s.warmup_secs = -1.0;
+        s.timeout_secs = f64::INFINITY;
+        assert!(s.validate().is_err());
+        assert_eq!(s.duration() + s.warmup() + s.timeout(), Duration::ZERO);
+    }
+
+    #[test]
+    fn bounds_the_abusers_even_without_accounts() {
+        let abusers = |fields: &str| format!("{SMOKE}abusers: {{ {fields} }}\n");
+        for (fields, wanted) in [
+            (
+                "accounts: 0, balance_usd: \"1\", requests_per_minute: 0, multiplier: 2",
+                "abusers.requests_per_minute: must be at least 1",
+            ),
+            (
+                "accounts: 0, balance_usd: \"x\", requests_per_minute: 1, multiplier: 2",
+                "abusers.balance_usd:",
+            ),
+            (
+                "accounts: 0, balance_usd: \"1\", requests_per_minute: 1, multiplier: -2",
+                "abusers.multiplier: must be a positive number",
+            ),
+            (
+                "accounts: 0, keys_per_account: 0, balance_usd: \"1\", requests_per_minute: 1, multiplier: 2",
+                "abusers.keys_per_account: must be at least 1",
+            ),
+            (
+                "accounts: 1000, keys_per_account: 101, balance_usd: \"1\", requests_per_minute: 1, multiplier: 2",
+                "abusers.keys_per_account: accounts ×",
+            ),
+            (
+                "accounts: 1, balance_usd: \"1\", requests_per_minute: 4000000000, multiplier: 1e300",
+                "abusers.multiplier: 1 abusive key(s)",
+            ),
+            (
+                "accounts: 10, balance_usd: \"1\", requests_per_minute: 1000000, multiplier: 100",
+                "abusers.multiplier: 10 abusive key(s)",
+            ),
+        ] {
+            let error = error_of(&abusers(fields));
+            assert!(error.starts_with(wanted), "{fields}: {error}");
+        }
+        let none =
+            abusers("accounts: 0, balance_usd: \"1\", requests_per_minute: 1, multiplier: 2");
+        assert!(Scenario::from_yaml(&none).is_ok());
+    }
+
+    #[test]
+    fn refuses_unknown_models() {
+        let text = SMOKE.replace("{ name: claude-haiku-4-5 }", "{ name: claude-haiku-9 }");
+        assert_eq!(
+            error_of(&text),
+            "traffic.models[1].name: \"claude-haiku-9\" is not a model of tollgate's builtin \
+             rate card"
+        );
+        let dated = SMOKE.replace("claude-haiku-4-5", "claude-haiku-4-5-20251001");
+        assert!(Scenario::from_yaml(&dated).is_ok());
+    }
+
+    #[test]
+    fn type_errors_name_their_path() {
+        let negative = SMOKE.replace("max_tokens: 32", "max_tokens: -8");
+        let error = error_of(&negative);
+        assert!(
+            error.starts_with("traffic.max_tokens: invalid type: integer `-8`, expected u64"),
+            "{error}"
+        );
+        let misplaced = SMOKE.replace("rate: 20,", "rate: 20, reconcile: true,");
+        let error = error_of(&misplaced);
+        assert!(
+            error.starts_with("arrival.reconcile: unknown field `reconcile`"),
+            "{error}"
+        );
+        let variant = SMOKE.replace("mode: open", "mode: opne");
+        let error = error_of(&variant);
+        assert!(
+            error.starts_with("arrival.mode: unknown variant `opne`"),
+            "{error}"
+        );
+        let text = SMOKE.replace(
+            "{ name: claude-haiku-4-5 }",
+            "{ name: claude-haiku-4-5, weight: heavy }",
+        );
+        let error = Scenario::from_yaml(&text).unwrap_err();
+        assert_eq!(error.field, "traffic.models[1].weight");
+        assert!(error.message.starts_with("invalid type: string"), "{error}");
+        let missing = SMOKE.replace("duration_secs: 2\n", "");
+        assert!(error_of(&missing).starts_with("invalid scenario: missing field `duration_secs`"));
     }
 
     #[test]
