@@ -54,42 +54,10 @@ for tool in curl jq psql; do
     command -v "$tool" >/dev/null || { echo "bench.sh: $tool is required" >&2; exit 1; }
 done
 
-PIDS=()
-DB_CREATED=0
-cleanup() {
-    local status=$?
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$DB_CREATED" = 1 ]; then
-        psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null \
-            || echo "bench.sh: could not drop database $BENCH_DB" >&2
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits until `curl URL` answers 2xx, or fails after ~15 s.
-wait_for() {
-    local name=$1 url=$2
-    for _ in $(seq 150); do
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "bench.sh: $name did not come up at $url; see $OUT_DIR/$name.log" >&2
-    exit 1
-}
-
-# CPU time (user + system) a process has used so far, in clock ticks.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
-}
+SCRIPT=bench.sh
+DB_NAME="$BENCH_DB"
+# shellcheck source=loadtest/common.sh
+. "$ROOT/loadtest/common.sh"
 
 if [ "$SKIP_BUILD" != 1 ]; then
     echo "== building release binaries" >&2
@@ -109,26 +77,10 @@ PASSTHROUGH_PID=$!
 PIDS+=("$PASSTHROUGH_PID")
 
 echo "== starting tollgate ($TG_WORKERS worker(s), $TG_ARBITERS arbiter(s)) on a fresh database $BENCH_DB" >&2
-psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >/dev/null
-DB_CREATED=1
-RUST_LOG=warn \
-TOLLGATE__SERVER__LISTEN="127.0.0.1:$TG_PORT" \
-TOLLGATE__SERVER__WORKERS="$TG_WORKERS" \
-TOLLGATE__METERING__ACCOUNT_ARBITERS="$TG_ARBITERS" \
-TOLLGATE__DATABASE__URL="$PGURL/$BENCH_DB" \
-TOLLGATE__DATABASE__CREATE_IF_MISSING=true \
-TOLLGATE__ADMIN__TOKEN="$ADMIN_TOKEN" \
-TOLLGATE__AUTH__KEY_SECRET="bench-key-secret-0123456789" \
-TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$MOCK_PORT\",api_key=\"$UPSTREAM_KEY\"}]" \
-TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
-TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
-TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
-    "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$OUT_DIR/tollgate.log" 2>&1 &
-TG_PID=$!
-PIDS+=("$TG_PID")
+lt_start_tollgate "$TG_PORT" "$TG_WORKERS" "$TG_ARBITERS" "$MOCK_PORT" "$UPSTREAM_KEY" \
+    "$ADMIN_TOKEN" "$OUT_DIR/tollgate.log"
 
-wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats"
-wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz"
+lt_wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID" "$OUT_DIR/mock.log"
 
 echo "== provisioning an account and a key" >&2
 admin() {
@@ -159,7 +111,7 @@ fi
 declare -A PID_OF=([mock-anthropic]=$MOCK_PID [passthrough]=$PASSTHROUGH_PID [tollgate]=$TG_PID)
 declare -A CPU_BEFORE
 for name in "${!PID_OF[@]}"; do
-    CPU_BEFORE[$name]=$(cpu_ticks "${PID_OF[$name]}")
+    CPU_BEFORE[$name]=$(lt_cpu_ticks "${PID_OF[$name]}")
 done
 
 echo "== loadgen: $CONCURRENCY clients, ${WARMUP}+${DURATION} s per target and mode, $ROUNDS round(s)" >&2
@@ -182,7 +134,7 @@ TICKS=$(getconf CLK_TCK)
 echo
 echo "CPU seconds used while loadgen ran (each proxy only works while it is measured; the mock always):"
 for name in mock-anthropic passthrough tollgate; do
-    after=$(cpu_ticks "${PID_OF[$name]}")
+    after=$(lt_cpu_ticks "${PID_OF[$name]}")
     awk -v n="$name" -v a="$after" -v b="${CPU_BEFORE[$name]}" -v t="$TICKS" \
         'BEGIN { printf "  %-15s %7.2f s\n", n, (a - b) / t }'
 done

@@ -72,7 +72,8 @@ lt_cpu_ticks() {
 #   lt_start_tollgate PORT WORKERS ARBITERS MOCK_PORT UPSTREAM_KEY ADMIN_TOKEN LOG
 lt_start_tollgate() {
     local port=$1 workers=$2 arbiters=$3 mock_port=$4 upstream_key=$5 admin_token=$6 log=$7
-    psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
+    PGOPTIONS="--client-min-messages=warning" \
+        psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
     DB_CREATED=1
     RUST_LOG=warn \
     TOLLGATE__SERVER__LISTEN="127.0.0.1:$port" \

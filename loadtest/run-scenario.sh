@@ -58,63 +58,10 @@ for tool in curl psql; do
     command -v "$tool" >/dev/null || { echo "run-scenario.sh: $tool is required" >&2; exit 1; }
 done
 
-PIDS=()
-LOADGEN_PID=
-DB_CREATED=0
-cleanup() {
-    local status=$?
-    if [ -n "$LOADGEN_PID" ]; then
-        kill "$LOADGEN_PID" 2>/dev/null || true
-        wait "$LOADGEN_PID" 2>/dev/null || true
-    fi
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    if [ "$DB_CREATED" = 1 ]; then
-        psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $SCENARIO_DB WITH (FORCE)" >/dev/null \
-            || echo "run-scenario.sh: could not drop database $SCENARIO_DB" >&2
-    fi
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Fails unless PID (started as NAME) is still running.
-check_alive() {
-    local name=$1 pid=$2
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "run-scenario.sh: $name exited early; see $OUT_DIR/$NAME.$name.log" >&2
-        exit 1
-    fi
-}
-
-# Waits until URL answers, then checks that it is PID (started as NAME) that answers: still
-# running (a port taken by something else makes it exit at once).
-wait_for() {
-    local name=$1 url=$2 pid=$3
-    for _ in $(seq 150); do
-        check_alive "$name" "$pid"
-        if curl -fsS -o /dev/null "$url" 2>/dev/null; then
-            check_alive "$name" "$pid"
-            return 0
-        fi
-        sleep 0.1
-    done
-    echo "run-scenario.sh: $name did not come up at $url; see $OUT_DIR/$NAME.$name.log" >&2
-    exit 1
-}
-
-# Fails if something already listens on 127.0.0.1:PORT (it would answer for NAME).
-require_free_port() {
-    local name=$1 port=$2
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "run-scenario.sh: port $port ($name) is already in use; stop what listens there or set another port" >&2
-        exit 1
-    fi
-}
+SCRIPT=run-scenario.sh
+DB_NAME="$SCENARIO_DB"
+# shellcheck source=loadtest/common.sh
+. "$ROOT/loadtest/common.sh"
 
 if [ "$SKIP_BUILD" != 1 ]; then
     echo "== building release binaries" >&2
@@ -139,9 +86,9 @@ case "$UPSTREAM_KEY" in
     *'"'* | *'\'*) echo "run-scenario.sh: upstream.api_key must not contain \" or \\" >&2; exit 2 ;;
 esac
 
-require_free_port mock "$MOCK_PORT"
-require_free_port passthrough "$PASSTHROUGH_PORT"
-require_free_port tollgate "$TG_PORT"
+lt_require_free_port mock "$MOCK_PORT"
+lt_require_free_port passthrough "$PASSTHROUGH_PORT"
+lt_require_free_port tollgate "$TG_PORT"
 
 echo "== $NAME: starting mock-anthropic (${MOCK_ARGS[*]}), passthrough" >&2
 RUST_LOG=warn "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS[@]}" \
@@ -155,26 +102,10 @@ PASSTHROUGH_PID=$!
 PIDS+=("$PASSTHROUGH_PID")
 
 echo "== $NAME: starting tollgate on a fresh database $SCENARIO_DB" >&2
-psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $SCENARIO_DB WITH (FORCE)" >/dev/null
-DB_CREATED=1
-RUST_LOG=warn \
-TOLLGATE__SERVER__LISTEN="127.0.0.1:$TG_PORT" \
-TOLLGATE__SERVER__WORKERS="$TG_WORKERS" \
-TOLLGATE__METERING__ACCOUNT_ARBITERS="$TG_ARBITERS" \
-TOLLGATE__DATABASE__URL="$PGURL/$SCENARIO_DB" \
-TOLLGATE__DATABASE__CREATE_IF_MISSING=true \
-TOLLGATE__ADMIN__TOKEN="$ADMIN_TOKEN" \
-TOLLGATE__AUTH__KEY_SECRET="scenario-key-secret-0123456789" \
-TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$MOCK_PORT\",api_key=\"$UPSTREAM_KEY\"}]" \
-TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
-TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
-TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
-    "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$OUT_DIR/$NAME.tollgate.log" 2>&1 &
-TG_PID=$!
-PIDS+=("$TG_PID")
+lt_start_tollgate "$TG_PORT" "$TG_WORKERS" "$TG_ARBITERS" "$MOCK_PORT" "$UPSTREAM_KEY" \
+    "$ADMIN_TOKEN" "$OUT_DIR/$NAME.tollgate.log"
 
-wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID"
-wait_for tollgate "http://127.0.0.1:$TG_PORT/healthz" "$TG_PID"
+lt_wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID" "$OUT_DIR/$NAME.mock.log"
 # The passthrough answers only POSTs; a malformed one proves it is up (the mock says 400).
 for _ in $(seq 50); do
     code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
@@ -182,22 +113,14 @@ for _ in $(seq 50); do
     [ "$code" = 400 ] && break
     sleep 0.1
 done
-check_alive passthrough "$PASSTHROUGH_PID"
+lt_check_alive passthrough "$PASSTHROUGH_PID" "$OUT_DIR/$NAME.passthrough.log"
 
 REFERENCES=()
 if [ "$NO_BASELINE" != 1 ]; then
     REFERENCES=(--direct "http://127.0.0.1:$MOCK_PORT" --passthrough "http://127.0.0.1:$PASSTHROUGH_PORT")
 fi
 
-# tollgate's CPU time (user + system, in clock ticks) from /proc; 0 once it is gone.
-cpu_ticks() {
-    if [ -r "/proc/$TG_PID/stat" ]; then
-        awk '{print $14 + $15}' "/proc/$TG_PID/stat" 2>/dev/null || echo 0
-    else
-        echo 0
-    fi
-}
-cpu_before=$(cpu_ticks)
+cpu_before=$(lt_cpu_ticks "$TG_PID")
 
 echo "== $NAME: loadgen" >&2
 # In the background, waited for: the shell then runs its INT/TERM trap at once, and cleanup
@@ -218,7 +141,7 @@ LOADGEN_PID=
 # Only the tollgate run (and its provisioning and reconciliation) touches tollgate, so its CPU
 # time over the whole loadgen invocation is the cost of the requests it was sent.
 # None of this may change the exit code: tollgate may be gone, the JSON missing.
-cpu_after=$(cpu_ticks)
+cpu_after=$(lt_cpu_ticks "$TG_PID")
 if [ "${cpu_after:-0}" -ge "${cpu_before:-0}" ] 2>/dev/null; then
     cpu_ms=$(( (cpu_after - cpu_before) * 1000 / $(getconf CLK_TCK || echo 100) ))
 else

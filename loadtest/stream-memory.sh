@@ -18,28 +18,18 @@ COUNTS=("${@:-1000 4000}")
 # shellcheck disable=SC2206
 COUNTS=(${COUNTS[*]})
 
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+SCRIPT=stream-memory.sh
+DB_NAME="$DB"
+# shellcheck source=loadtest/common.sh
+. "$ROOT/loadtest/common.sh"
 
 "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" --workers 1 --inter-token-ms 100 \
     --output-tokens 120 >/dev/null 2>&1 &
 PIDS+=($!)
-TOLLGATE__SERVER__LISTEN="127.0.0.1:$TG_PORT" TOLLGATE__SERVER__WORKERS=1 \
-TOLLGATE__METERING__ACCOUNT_ARBITERS=1 TOLLGATE__DATABASE__URL="$PGURL/$DB" \
-TOLLGATE__DATABASE__CREATE_IF_MISSING=true TOLLGATE__ADMIN__TOKEN=memory-admin \
-TOLLGATE__AUTH__KEY_SECRET=stream-memory-key-secret \
-TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$MOCK_PORT\",api_key=\"k\"}]" \
-RUST_LOG=warn "$BIN/tollgate" serve --config /dev/null >/dev/null 2>&1 &
-TG_PID=$!
-PIDS+=($TG_PID)
-for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$TG_PORT/healthz" >/dev/null && break; sleep 0.1; done
+ADMIN_TOKEN=memory-admin
+lt_start_tollgate "$TG_PORT" 1 1 "$MOCK_PORT" k "$ADMIN_TOKEN" /dev/null
 
-admin() { curl -sf "http://127.0.0.1:$TG_PORT/admin/v1/$1" -H 'authorization: Bearer memory-admin' -d "$2"; }
+admin() { curl -sf "http://127.0.0.1:$TG_PORT/admin/v1/$1" -H "authorization: Bearer $ADMIN_TOKEN" -d "$2"; }
 ID=$(admin accounts '{"email":"memory@example.com","limits":{"requests_per_minute":0,"tokens_per_minute":0,"max_concurrent":0}}' | jq -er .id)
 admin "accounts/$ID/credit" '{"amount_usd":"1000000"}' >/dev/null
 KEY=$(admin "accounts/$ID/keys" '{"name":"memory"}' | jq -er .key)
@@ -51,6 +41,7 @@ for n in "${COUNTS[@]}"; do
         --concurrency "$n" --max-tokens 200 --duration 8 --warmup 2 --no-preflight --quiet \
         --threads 2 --timeout 60 >/dev/null 2>&1 &
     lg=$!
+    LOADGEN_PID=$lg
     peak=$before
     open=0
     for _ in $(seq 1 16); do
@@ -59,6 +50,7 @@ for n in "${COUNTS[@]}"; do
         if [ "$now" -gt "$peak" ]; then peak=$now; open=$(ls "/proc/$TG_PID/fd" | wc -l); fi
     done
     wait "$lg" || true
+    LOADGEN_PID=
     echo "streams=$n rss_before=${before}kB rss_peak=${peak}kB fds_at_peak=$open per_stream=$(( (peak - before) * 1024 / n / 1024 ))kB"
     sleep 14  # let the streams of this round finish before the next
 done
