@@ -2,7 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin tollgate --bin mock-anthropic
+RUN cargo build --release --locked -p tollgate --bin tollgate \
+    && cargo build --release --locked -p tollgate-loadtest --bin mock-anthropic
 
 FROM debian:bookworm-slim
 RUN apt-get update \
