@@ -67,6 +67,16 @@ lt_cpu_ticks() {
     awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
 }
 
+# Starts the pass-through hop in front of the mock at MOCK_PORT. Sets PASSTHROUGH_PID.
+#   lt_start_passthrough PORT WORKERS MOCK_PORT UPSTREAM_KEY LOG
+lt_start_passthrough() {
+    local port=$1 workers=$2 mock_port=$3 upstream_key=$4 log=$5
+    "$BIN/passthrough" --listen "127.0.0.1:$port" --workers "$workers" \
+        --upstream "http://127.0.0.1:$mock_port" --api-key "$upstream_key" >"$log" 2>&1 &
+    PASSTHROUGH_PID=$!
+    PIDS+=("$PASSTHROUGH_PID")
+}
+
 # Starts tollgate on a freshly created DB_NAME, in front of the mock at MOCK_PORT, with
 # throttle defaults off. Sets TG_PID.
 #   lt_start_tollgate PORT WORKERS ARBITERS MOCK_PORT UPSTREAM_KEY ADMIN_TOKEN LOG

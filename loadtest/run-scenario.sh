@@ -95,11 +95,8 @@ RUST_LOG=warn "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" "${MOCK_ARGS
     >"$OUT_DIR/$NAME.mock.log" 2>&1 &
 MOCK_PID=$!
 PIDS+=("$MOCK_PID")
-"$BIN/passthrough" --listen "127.0.0.1:$PASSTHROUGH_PORT" --workers "$PASSTHROUGH_WORKERS" \
-    --upstream "http://127.0.0.1:$MOCK_PORT" --api-key "$UPSTREAM_KEY" \
-    >"$OUT_DIR/$NAME.passthrough.log" 2>&1 &
-PASSTHROUGH_PID=$!
-PIDS+=("$PASSTHROUGH_PID")
+lt_start_passthrough "$PASSTHROUGH_PORT" "$PASSTHROUGH_WORKERS" "$MOCK_PORT" "$UPSTREAM_KEY" \
+    "$OUT_DIR/$NAME.passthrough.log"
 
 echo "== $NAME: starting tollgate on a fresh database $SCENARIO_DB" >&2
 lt_start_tollgate "$TG_PORT" "$TG_WORKERS" "$TG_ARBITERS" "$MOCK_PORT" "$UPSTREAM_KEY" \
