@@ -90,7 +90,9 @@ pub struct MeteringSettings {
     /// After a client disconnects mid-stream, how long to keep reading the upstream to learn
     /// the final usage.
     pub stream_drain_ms: u64,
-    /// Threads hosting account actors; 0 means one per CPU.
+    /// Threads of their own for account actors; 0 (the default) runs the actors on the HTTP
+    /// workers instead, so a request that its account's own worker serves reaches the actor
+    /// without waking another thread.
     pub account_arbiters: usize,
     /// While Postgres cannot be written, refuse new requests once this many settled requests
     /// are waiting to be flushed.
@@ -132,7 +134,7 @@ impl Default for Settings {
             },
             upstreams: Vec::new(),
             metering: MeteringSettings {
-                flush_interval_ms: 250,
+                flush_interval_ms: 100,
                 hold_bytes_per_token: HoldPolicy::default().bytes_per_token,
                 hold_media_tokens: HoldPolicy::default().media_allowance_tokens,
                 stream_drain_ms: 30_000,

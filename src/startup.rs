@@ -14,7 +14,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tollgate_actors::pricing::RateCard;
-use tollgate_actors::{Engine, EngineConfig};
+use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
 use crate::config::Settings;
@@ -93,14 +93,14 @@ impl Application {
             }
         });
 
-        let arbiters = match settings.metering.account_arbiters {
-            0 => cpus(),
-            n => n,
+        let placement = match settings.metering.account_arbiters {
+            0 => ActorPlacement::Workers,
+            n => ActorPlacement::Dedicated(n),
         };
         let engine = Engine::start(
             EngineConfig {
                 flush_interval: Duration::from_millis(settings.metering.flush_interval_ms),
-                arbiters,
+                placement,
                 hold_policy: settings.hold_policy(),
                 max_unflushed: settings.metering.max_unflushed,
             },
@@ -129,6 +129,8 @@ impl Application {
             n => n,
         };
         let server = HttpServer::new(move || {
+            // Runs once on each worker's thread.
+            state.engine.host_actors_here();
             let upstream = Upstream::new(&upstream_settings)
                 .unwrap_or_else(|error| panic!("upstream client: {error}"));
             App::new()

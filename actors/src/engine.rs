@@ -3,7 +3,7 @@
 //! Callers never see an actix type.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -61,12 +61,23 @@ pub enum AdmitError {
     Engine(#[from] EngineError),
 }
 
+/// Where account actors run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorPlacement {
+    /// On the threads that registered with [`Engine::host_actors_here`] (the HTTP workers),
+    /// spread by account id. A request served by its account's own worker reaches the actor
+    /// without waking another thread. Until a thread registers, actors start on one
+    /// dedicated arbiter.
+    Workers,
+    /// On this many threads of their own, spread by account id.
+    Dedicated(usize),
+}
+
 /// Settings the engine needs from the service's configuration.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     pub flush_interval: Duration,
-    /// Threads that host account actors; accounts are spread over them by id.
-    pub arbiters: usize,
+    pub placement: ActorPlacement,
     pub hold_policy: HoldPolicy,
     /// While the ledger cannot be written, new holds are refused once this many settled
     /// requests are waiting for it: it bounds what a crash could lose.
@@ -81,7 +92,11 @@ pub struct Engine {
 
 struct Inner {
     accounts: DashMap<AccountId, Arc<OnceCell<Addr<AccountActor>>>>,
-    arbiters: Vec<Arbiter>,
+    /// Threads of the engine's own: every dedicated arbiter, or the fallback for
+    /// [`ActorPlacement::Workers`] before any worker registered.
+    own_arbiters: Vec<Arbiter>,
+    /// Threads that offered to host actors ([`ActorPlacement::Workers`]).
+    hosts: RwLock<Vec<ArbiterHandle>>,
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     config: EngineConfig,
@@ -112,14 +127,17 @@ impl Engine {
     /// Starts the engine: its account arbiters and the flusher. Must run inside an actix
     /// `System` (as actix-web's main does).
     pub fn start(config: EngineConfig, store: Arc<dyn LedgerStore>) -> Engine {
-        let arbiters = (0..config.arbiters.max(1))
-            .map(|_| Arbiter::new())
-            .collect();
+        let own = match config.placement {
+            ActorPlacement::Workers => 1,
+            ActorPlacement::Dedicated(n) => n.max(1),
+        };
+        let own_arbiters = (0..own).map(|_| Arbiter::new()).collect();
         let flusher = FlusherHandle::start(store.clone(), config.flush_interval);
         Engine {
             inner: Arc::new(Inner {
                 accounts: DashMap::new(),
-                arbiters,
+                own_arbiters,
+                hosts: RwLock::new(Vec::new()),
                 store,
                 flusher,
                 config,
@@ -128,6 +146,33 @@ impl Engine {
                 interrupt: CancellationToken::new(),
             }),
         }
+    }
+
+    /// Offers the current thread's arbiter (an HTTP worker's) to host account actors. Does
+    /// nothing unless the placement is [`ActorPlacement::Workers`]. Actors already running
+    /// stay where they are; the placement only decides where new ones start.
+    pub fn host_actors_here(&self) {
+        if self.inner.config.placement != ActorPlacement::Workers {
+            return;
+        }
+        let mut hosts = match self.inner.hosts.write() {
+            Ok(hosts) => hosts,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        hosts.push(Arbiter::current());
+    }
+
+    /// The arbiter a new actor for `id` starts on.
+    fn home_of(&self, id: AccountId) -> ArbiterHandle {
+        let hosts = match self.inner.hosts.read() {
+            Ok(hosts) => hosts,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if !hosts.is_empty() {
+            return hosts[arbiter_index(id, hosts.len())].clone();
+        }
+        let own = &self.inner.own_arbiters;
+        own[arbiter_index(id, own.len())].handle()
     }
 
     pub fn hold_policy(&self) -> &HoldPolicy {
@@ -189,10 +234,10 @@ impl Engine {
                     .load_account(id)
                     .await?
                     .ok_or(EngineError::AccountNotFound)?;
-                let arbiter = &self.inner.arbiters[arbiter_index(id, self.inner.arbiters.len())];
+                let home = self.home_of(id);
                 let store = self.inner.store.clone();
                 let flusher = self.inner.flusher.clone();
-                Ok::<_, EngineError>(AccountActor::start_in_arbiter(&arbiter.handle(), |_| {
+                Ok::<_, EngineError>(AccountActor::start_in_arbiter(&home, |_| {
                     AccountActor::new(record, store, flusher)
                 }))
             })

@@ -25,7 +25,8 @@ pub mod usage;
 
 pub use account::{AccountView, Refusal};
 pub use engine::{
-    AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket, Settlement,
+    ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
+    Settlement,
 };
 pub use limits::{AccountLimits, Throttle};
 pub use usage::Usage;

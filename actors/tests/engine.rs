@@ -17,7 +17,9 @@ use tollgate_actors::store::{
     AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, LedgerStore, Outcome,
     StoreError, UsageRecord,
 };
-use tollgate_actors::{AccountLimits, AdmitError, Engine, EngineConfig, EngineError, HoldRequest};
+use tollgate_actors::{
+    AccountLimits, ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest,
+};
 use uuid::Uuid;
 
 /// One account's ledger in memory; `down` makes every write fail.
@@ -73,7 +75,7 @@ fn engine(ledger: Arc<MemoryLedger>, max_unflushed: u64) -> Engine {
     Engine::start(
         EngineConfig {
             flush_interval: Duration::from_millis(20),
-            arbiters: 1,
+            placement: ActorPlacement::Dedicated(1),
             hold_policy: HoldPolicy::default(),
             max_unflushed,
         },

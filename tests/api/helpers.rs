@@ -99,7 +99,6 @@ pub fn test_settings(db: &TestDatabase, mock: &MockServer) -> Settings {
         timeout_secs: 30,
     }];
     settings.metering.flush_interval_ms = 50;
-    settings.metering.account_arbiters = 2;
     settings.metering.stream_drain_ms = 10_000;
     settings
 }

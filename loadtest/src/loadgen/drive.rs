@@ -516,6 +516,7 @@ pub async fn run_workload(
                 abuser_rate,
                 scenario.arrival.distribution,
                 span,
+                scenario.ramp(),
                 scenario.seed,
             );
             dispatch(
@@ -552,6 +553,7 @@ pub async fn run_workload(
                 abuser_rate,
                 scenario.arrival.distribution,
                 span,
+                scenario.ramp(),
                 scenario.seed,
             );
             let abusers = dispatch(
@@ -789,6 +791,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
             rate,
             s.arrival.distribution,
             s.warmup() + s.duration(),
+            s.ramp(),
             s.seed,
         );
         let mut draws = Draws::new(s.seed);

@@ -100,6 +100,13 @@ pub struct Arrival {
     /// Open loop: requests in flight at most; a send that has to wait for a slot is late.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// Open loop: the rate climbs linearly from zero to `rate` over the warm-up instead of
+    /// starting at full rate. A step from nothing to thousands of requests a second opens a
+    /// new connection for nearly every request until the pools of the client and of the
+    /// proxy catch up, which measures a connection storm rather than the steady state. The
+    /// measured window is at the full rate either way.
+    #[serde(default = "yes")]
+    pub ramp_up: bool,
 }
 
 fn default_distribution() -> Distribution {
@@ -600,6 +607,16 @@ impl Scenario {
     /// The warmup ([`Duration::ZERO`] if `warmup_secs` is not valid; see [`Self::validate`]).
     pub fn warmup(&self) -> Duration {
         Duration::try_from_secs_f64(self.warmup_secs).unwrap_or_default()
+    }
+
+    /// How long an open loop's rate climbs before it is at full rate: the warm-up when
+    /// `arrival.ramp_up` is on, zero otherwise (and for a closed loop).
+    pub fn ramp(&self) -> Duration {
+        if self.arrival.mode == LoopKind::Open && self.arrival.ramp_up {
+            self.warmup()
+        } else {
+            Duration::ZERO
+        }
     }
 
     /// The measured window ([`Duration::ZERO`] if `duration_secs` is not valid).

@@ -66,6 +66,29 @@ pub fn arrivals(rate: f64, distribution: Distribution, span: Duration, seed: u64
     times
 }
 
+/// Warps arrival times so that the rate climbs linearly from zero to its full value over the
+/// first `ramp` of the run, then stays there.
+///
+/// The times come from a steady process at the full rate `r`. A linear climb over `ramp`
+/// delivers as many requests as `ramp / 2` at the full rate, so a time `t < ramp / 2` moves to
+/// `s` with `r·s² / (2·ramp) = r·t`, that is `s = sqrt(2·ramp·t)`, and later times move by
+/// `ramp / 2`. Generate the times over `span - ramp / 2` to fill `span`.
+pub fn ramped(times: &mut [Duration], ramp: Duration) {
+    let ramp = ramp.as_secs_f64();
+    if ramp <= 0.0 {
+        return;
+    }
+    for at in times.iter_mut() {
+        let t = at.as_secs_f64();
+        let s = if t < ramp / 2.0 {
+            (2.0 * ramp * t).sqrt()
+        } else {
+            t + ramp / 2.0
+        };
+        *at = Duration::from_secs_f64(s);
+    }
+}
+
 /// Mixes a seed with a stream number, so that each stream of a run gets its own sequence.
 pub fn sub_seed(seed: u64, stream: u64) -> u64 {
     // splitmix64's finalizer: distinct streams give unrelated seeds.
@@ -76,16 +99,25 @@ pub fn sub_seed(seed: u64, stream: u64) -> u64 {
 }
 
 /// The whole open-loop schedule: well-behaved arrivals at `rate` (if any) and each abusive
-/// key's arrivals at `abuser_rate`, merged in time order.
+/// key's arrivals at `abuser_rate`, merged in time order. With a `ramp`, every stream climbs
+/// linearly to its rate over that first part of `span` ([`ramped`]).
 pub fn schedule(
     rate: f64,
     abusive_keys: usize,
     abuser_rate: f64,
     distribution: Distribution,
     span: Duration,
+    ramp: Duration,
     seed: u64,
 ) -> Vec<Slot> {
-    let mut slots: Vec<Slot> = arrivals(rate, distribution, span, sub_seed(seed, 0))
+    let ramp = ramp.min(span);
+    let steady_span = span.saturating_sub(ramp / 2);
+    let stream = |rate: f64, stream: u64| {
+        let mut times = arrivals(rate, distribution, steady_span, sub_seed(seed, stream));
+        ramped(&mut times, ramp);
+        times
+    };
+    let mut slots: Vec<Slot> = stream(rate, 0)
         .into_iter()
         .map(|at| Slot {
             at,
@@ -93,12 +125,7 @@ pub fn schedule(
         })
         .collect();
     for key in 0..abusive_keys {
-        let times = arrivals(
-            abuser_rate,
-            distribution,
-            span,
-            sub_seed(seed, 1 + key as u64),
-        );
+        let times = stream(abuser_rate, 1 + key as u64);
         slots.extend(times.into_iter().map(|at| Slot {
             at,
             source: Source::Abuser(key),
@@ -152,6 +179,7 @@ mod tests {
             5.0,
             Distribution::Constant,
             Duration::from_secs(2),
+            Duration::ZERO,
             1,
         );
         assert_eq!(slots.len(), 20 + 2 * 10);
@@ -170,6 +198,7 @@ mod tests {
             5.0,
             Distribution::Poisson,
             Duration::from_secs(2),
+            Duration::ZERO,
             1,
         );
         let twice = schedule(
@@ -178,6 +207,7 @@ mod tests {
             5.0,
             Distribution::Poisson,
             Duration::from_secs(2),
+            Duration::ZERO,
             1,
         );
         assert_eq!(again, twice);
@@ -193,5 +223,45 @@ mod tests {
             .map(|s| s.at)
             .collect();
         assert_ne!(key0, key1);
+    }
+
+    #[test]
+    fn a_ramp_climbs_linearly_and_then_holds_the_full_rate() {
+        let span = Duration::from_secs(40);
+        let ramp = Duration::from_secs(20);
+        let slots = schedule(100.0, 0, 0.0, Distribution::Constant, span, ramp, 3);
+        let in_window = |from: u64, to: u64| {
+            slots
+                .iter()
+                .filter(|s| s.at >= Duration::from_secs(from) && s.at < Duration::from_secs(to))
+                .count()
+        };
+        // The climb delivers half of what the full rate would: 1,000 in 20 s, a quarter of
+        // them in the first half of the climb; then 100 a second.
+        assert!(in_window(0, 20).abs_diff(1000) <= 1, "{}", in_window(0, 20));
+        assert!(in_window(0, 10).abs_diff(250) <= 1, "{}", in_window(0, 10));
+        assert!(
+            in_window(20, 40).abs_diff(2000) <= 1,
+            "{}",
+            in_window(20, 40)
+        );
+        assert!(
+            in_window(30, 40).abs_diff(1000) <= 1,
+            "{}",
+            in_window(30, 40)
+        );
+        assert!(slots.windows(2).all(|w| w[0].at <= w[1].at));
+        assert!(slots.iter().all(|s| s.at < span));
+        // No ramp: the steady process as it is.
+        let flat = schedule(
+            100.0,
+            0,
+            0.0,
+            Distribution::Constant,
+            span,
+            Duration::ZERO,
+            3,
+        );
+        assert_eq!(flat.len(), 4000);
     }
 }
