@@ -634,13 +634,95 @@ struct WireServerToolUse {
 }
 
 /// A value that is either what we expect, or absent (missing or null), or something else.
-#[derive(Debug, Default, Deserialize)]
-#[serde(untagged)]
+///
+/// Read in one pass, without buffering the value first (as `#[serde(untagged)]` would): it is
+/// on the path of every response and every stream event.
+#[derive(Debug, Default)]
 enum Loose<T> {
     Got(T),
     #[default]
     Absent,
-    Odd(IgnoredAny),
+    Odd,
+}
+
+/// What a [`Loose`] value's visitor does with each JSON shape: `Absent` for null, `Odd` for
+/// anything `T` is not made from (skipping over arrays and objects), and `Got` for the shape
+/// the implementation reads.
+macro_rules! loose_visitor_defaults {
+    ($value:ty) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
+            Ok(Loose::Absent)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<$value, E> {
+            Ok(Loose::Absent)
+        }
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_i128<E: de::Error>(self, _: i128) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_u128<E: de::Error>(self, _: u128) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok(Loose::Odd)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Loose::Odd)
+        }
+    };
+}
+
+/// A string field.
+impl<'de> Deserialize<'de> for Loose<String> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StrVisitor;
+        impl<'de> Visitor<'de> for StrVisitor {
+            type Value = Loose<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            loose_visitor_defaults!(Loose<String>);
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Loose<String>, E> {
+                Ok(Loose::Got(v.to_owned()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Loose<String>, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Loose::Odd)
+            }
+        }
+        deserializer.deserialize_any(StrVisitor)
+    }
+}
+
+/// An object field.
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Loose<Obj<T>> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjFieldVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjFieldVisitor<T> {
+            type Value = Loose<Obj<T>>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            loose_visitor_defaults!(Loose<Obj<T>>);
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Loose<Obj<T>>, E> {
+                Ok(Loose::Odd)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Loose<Obj<T>>, A::Error> {
+                T::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|value| Loose::Got(Obj(value)))
+            }
+        }
+        deserializer.deserialize_any(ObjFieldVisitor(std::marker::PhantomData))
+    }
 }
 
 /// A JSON object read as `T`. Derived struct deserializers also accept arrays (fields by
@@ -1144,6 +1226,16 @@ data: {\"type\":\"message_stop\"}
         assert_eq!(usage_from_message(b"{\"usage\":{}}"), None);
         assert_eq!(usage_from_message(b"{\"usage\":null}"), None);
         assert_eq!(usage_from_message(b"{\"usage\":7}"), None);
+        assert_eq!(usage_from_message(br#"{"model":[1],"usage":"x"}"#), None);
+        assert_eq!(
+            usage_from_message(br#"{"model":true,"usage":[{"input_tokens":2}]}"#),
+            None
+        );
+        assert_eq!(
+            usage_from_message(br#"{"model":{"a":[1]},"usage":{"input_tokens":2}}"#)
+                .map(|u| u.input_tokens),
+            Some(2)
+        );
         assert_eq!(usage_from_message(b"{}"), None);
         assert_eq!(usage_from_message(b"not json"), None);
         assert_eq!(

@@ -272,9 +272,26 @@ impl PgStore {
             .collect())
     }
 
+    /// Writes a batch in one transaction. The plain insert comes first; a batch that was
+    /// written before, wholly or partly (its first attempt timed out after the commit, say),
+    /// fails it with a unique violation, which rolls it back, and is then written again with
+    /// the statement that skips stored request ids.
     async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
+        match self.write_usage_with(queries::FLUSH_NEW_USAGE, batch).await {
+            Err(error) if error.is_unique_violation() => {
+                tracing::info!(
+                    records = batch.len(),
+                    "usage batch holds rows already stored; writing only the new ones"
+                );
+                self.write_usage_with(queries::FLUSH_USAGE, batch).await
+            }
+            written => written,
+        }
+    }
+
+    async fn write_usage_with(&self, sql: &str, batch: &[UsageRecord]) -> Result<u64, DbError> {
         let mut client = self.pool.get().await?;
-        let statement = client.prepare_cached(queries::FLUSH_USAGE).await?;
+        let statement = client.prepare_cached(sql).await?;
         let tx = client.transaction().await?;
         let mut inserted = 0u64;
         for chunk in batch.chunks(FLUSH_CHUNK) {

@@ -58,6 +58,9 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
         let client = reqwest::Client::builder()
+            // An upstream API does not redirect; following one would send the operator's key
+            // wherever the redirect points.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))

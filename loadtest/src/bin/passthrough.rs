@@ -58,6 +58,8 @@ struct Forwarder {
 impl Forwarder {
     fn new(upstream: &str, api_key: Option<String>) -> Result<Forwarder, reqwest::Error> {
         let client = reqwest::Client::builder()
+            // A forwarding hop relays a redirect rather than following it, as tollgate does.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
