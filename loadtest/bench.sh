@@ -51,19 +51,12 @@ UPSTREAM_KEY="bench-upstream-key"
 BIN="$ROOT/target/release"
 mkdir -p "$OUT_DIR"
 
-for tool in curl jq psql; do
-    command -v "$tool" >/dev/null || { echo "bench.sh: $tool is required" >&2; exit 1; }
-done
-
 SCRIPT=bench.sh
 DB_NAME="$BENCH_DB"
 # shellcheck source=loadtest/common.sh
 . "$ROOT/loadtest/common.sh"
-
-if [ "$SKIP_BUILD" != 1 ]; then
-    echo "== building release binaries" >&2
-    cargo build --release -p tollgate -p tollgate-loadtest
-fi
+lt_require_tools curl jq psql
+lt_build_release
 
 echo "== starting mock-anthropic ($MOCK_WORKERS worker), passthrough ($PASSTHROUGH_WORKERS worker)" >&2
 RUST_LOG=warn "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" --workers "$MOCK_WORKERS" \
@@ -81,23 +74,10 @@ lt_start_tollgate "$TG_PORT" "$TG_WORKERS" "$TG_ARBITERS" "$MOCK_PORT" "$UPSTREA
 lt_wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID" "$OUT_DIR/mock.log"
 
 echo "== provisioning an account and a key" >&2
-admin() {
-    curl -fsS -X POST "http://127.0.0.1:$TG_PORT/admin/v1/$1" \
-        -H "authorization: Bearer $ADMIN_TOKEN" -H 'content-type: application/json' -d "$2"
-}
-ACCOUNT_ID=$(admin accounts \
-    '{"email":"bench@example.com","limits":{"requests_per_minute":0,"tokens_per_minute":0,"max_concurrent":0}}' \
-    | jq -er .id)
-admin "accounts/$ACCOUNT_ID/credit" '{"amount_usd":"1000000","reason":"bench"}' >/dev/null
-TG_KEY=$(admin "accounts/$ACCOUNT_ID/keys" '{"name":"bench"}' | jq -er .key)
+PROVISIONED=$(lt_provision "$TG_PORT" "$ADMIN_TOKEN" bench)
+read -r ACCOUNT_ID TG_KEY <<<"$PROVISIONED"
 
-# The passthrough answers only POSTs; a malformed one proves it is up (the mock says 400).
-for _ in $(seq 50); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
-        "http://127.0.0.1:$PASSTHROUGH_PORT/v1/messages" || true)
-    [ "$code" = 400 ] && break
-    sleep 0.1
-done
+lt_wait_for_passthrough "$PASSTHROUGH_PORT" "$PASSTHROUGH_PID" "$OUT_DIR/passthrough.log" 50
 
 TOP_PID=""
 if [ "$TOP_SNAPSHOTS" = 1 ]; then

@@ -38,10 +38,11 @@ lt_check_alive() {
     fi
 }
 
-# Waits (about 15 s at most) until URL answers 2xx, and checks that PID is the one answering.
+# Waits (about 15 s at most, WAIT_TENTHS tenths of a second if set) until URL answers 2xx,
+# and checks that PID is the one answering.
 lt_wait_for() {
     local name=$1 url=$2 pid=$3 log=$4
-    for _ in $(seq 150); do
+    for _ in $(seq "${WAIT_TENTHS:-150}"); do
         lt_check_alive "$name" "$pid" "$log"
         if curl -fsS -o /dev/null "$url" 2>/dev/null; then
             lt_check_alive "$name" "$pid" "$log"
@@ -78,7 +79,8 @@ lt_start_passthrough() {
 }
 
 # Starts tollgate on a freshly created DB_NAME, in front of the mock at MOCK_PORT, with
-# throttle defaults off. Sets TG_PID.
+# throttle defaults off. Sets TG_PID. TG_WRAPPER, if set, is a command tollgate runs under
+# (e.g. valgrind).
 #   lt_start_tollgate PORT WORKERS ARBITERS MOCK_PORT UPSTREAM_KEY ADMIN_TOKEN LOG
 lt_start_tollgate() {
     local port=$1 workers=$2 arbiters=$3 mock_port=$4 upstream_key=$5 admin_token=$6 log=$7
@@ -97,8 +99,61 @@ lt_start_tollgate() {
     TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
     TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
     TOLLGATE__LIMITS__MAX_CONCURRENT=0 \
-        "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$log" 2>&1 &
+        ${TG_WRAPPER:-} "$BIN/tollgate" serve --config "$ROOT/config.yaml" >"$log" 2>&1 &
     TG_PID=$!
     PIDS+=("$TG_PID")
     lt_wait_for tollgate "http://127.0.0.1:$port/healthz" "$TG_PID" "$log"
+}
+
+# Fails unless every named command is installed.
+lt_require_tools() {
+    local tool
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "$SCRIPT: $tool is required" >&2; exit 1; }
+    done
+}
+
+# Builds the release binaries unless SKIP_BUILD=1.
+lt_build_release() {
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        echo "== building release binaries" >&2
+        cargo build --release -p tollgate -p tollgate-loadtest
+    fi
+}
+
+# Waits (TENTHS tenths of a second at most) until the pass-through at PORT answers, then checks
+# that PID is still running. It answers only POSTs; a malformed one proves it is up (the mock
+# behind it says 400).
+#   lt_wait_for_passthrough PORT PID LOG TENTHS
+lt_wait_for_passthrough() {
+    local port=$1 pid=$2 log=$3 tenths=$4 code
+    for _ in $(seq "$tenths"); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
+            "http://127.0.0.1:$port/v1/messages" || true)
+        [ "$code" = 400 ] && break
+        sleep 0.1
+    done
+    lt_check_alive passthrough "$pid" "$log"
+}
+
+# POSTs BODY to tollgate's admin API at PORT (path PATH under /admin/v1) with TOKEN.
+#   lt_admin_post PORT TOKEN PATH BODY
+lt_admin_post() {
+    curl -fsS -X POST "http://127.0.0.1:$1/admin/v1/$3" \
+        -H "authorization: Bearer $2" -H 'content-type: application/json' -d "$4"
+}
+
+# Creates an account NAME@example.com with no throttles and USD 1,000,000, and an API key for
+# it. Prints "ACCOUNT_ID KEY".
+#   lt_provision PORT TOKEN NAME
+lt_provision() {
+    local port=$1 token=$2 name=$3 id key
+    id=$(lt_admin_post "$port" "$token" accounts \
+        "{\"email\":\"$name@example.com\",\"limits\":{\"requests_per_minute\":0,\"tokens_per_minute\":0,\"max_concurrent\":0}}" \
+        | jq -er .id) || return 1
+    lt_admin_post "$port" "$token" "accounts/$id/credit" \
+        "{\"amount_usd\":\"1000000\",\"reason\":\"$name\"}" >/dev/null || return 1
+    key=$(lt_admin_post "$port" "$token" "accounts/$id/keys" "{\"name\":\"$name\"}" \
+        | jq -er .key) || return 1
+    echo "$id $key"
 }

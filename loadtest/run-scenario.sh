@@ -54,19 +54,12 @@ UPSTREAM_KEY="scenario-upstream-key"
 BIN="$ROOT/target/release"
 mkdir -p "$OUT_DIR"
 
-for tool in curl psql; do
-    command -v "$tool" >/dev/null || { echo "run-scenario.sh: $tool is required" >&2; exit 1; }
-done
-
 SCRIPT=run-scenario.sh
 DB_NAME="$SCENARIO_DB"
 # shellcheck source=loadtest/common.sh
 . "$ROOT/loadtest/common.sh"
-
-if [ "$SKIP_BUILD" != 1 ]; then
-    echo "== building release binaries" >&2
-    cargo build --release -p tollgate -p tollgate-loadtest
-fi
+lt_require_tools curl psql
+lt_build_release
 
 # The scenario is checked first: a bad file fails before anything starts. Its `upstream:`
 # section becomes the mock's flags. The mock checks the upstream key only when the scenario
@@ -103,14 +96,7 @@ lt_start_tollgate "$TG_PORT" "$TG_WORKERS" "$TG_ARBITERS" "$MOCK_PORT" "$UPSTREA
     "$ADMIN_TOKEN" "$OUT_DIR/$NAME.tollgate.log"
 
 lt_wait_for mock "http://127.0.0.1:$MOCK_PORT/mock/stats" "$MOCK_PID" "$OUT_DIR/$NAME.mock.log"
-# The passthrough answers only POSTs; a malformed one proves it is up (the mock says 400).
-for _ in $(seq 50); do
-    code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -d '{}' \
-        "http://127.0.0.1:$PASSTHROUGH_PORT/v1/messages" || true)
-    [ "$code" = 400 ] && break
-    sleep 0.1
-done
-lt_check_alive passthrough "$PASSTHROUGH_PID" "$OUT_DIR/$NAME.passthrough.log"
+lt_wait_for_passthrough "$PASSTHROUGH_PORT" "$PASSTHROUGH_PID" "$OUT_DIR/$NAME.passthrough.log" 50
 
 REFERENCES=()
 if [ "$NO_BASELINE" != 1 ]; then

@@ -4,7 +4,7 @@
 #   loadtest/stream-memory.sh [N ...]        (default: 1000 4000)
 #
 # Starts mock-anthropic with slow streams (120 output tokens, 100 ms apart: 12 s each), and
-# tollgate (1 worker, 1 arbiter) on a fresh database; for each N, opens N concurrent streams
+# tollgate (1 worker, account actors on it) on a fresh database; for each N, opens N concurrent streams
 # with loadgen and samples tollgate's VmRSS every 0.5 s. Prints (peak - before) / N.
 # Needs the release binaries (cargo build --release --workspace --bins), PostgreSQL and jq.
 set -euo pipefail
@@ -27,12 +27,10 @@ DB_NAME="$DB"
     --output-tokens 120 >/dev/null 2>&1 &
 PIDS+=($!)
 ADMIN_TOKEN=memory-admin
-lt_start_tollgate "$TG_PORT" 1 1 "$MOCK_PORT" k "$ADMIN_TOKEN" /dev/null
+lt_start_tollgate "$TG_PORT" 1 0 "$MOCK_PORT" k "$ADMIN_TOKEN" /dev/null
 
-admin() { curl -sf "http://127.0.0.1:$TG_PORT/admin/v1/$1" -H "authorization: Bearer $ADMIN_TOKEN" -d "$2"; }
-ID=$(admin accounts '{"email":"memory@example.com","limits":{"requests_per_minute":0,"tokens_per_minute":0,"max_concurrent":0}}' | jq -er .id)
-admin "accounts/$ID/credit" '{"amount_usd":"1000000"}' >/dev/null
-KEY=$(admin "accounts/$ID/keys" '{"name":"memory"}' | jq -er .key)
+PROVISIONED=$(lt_provision "$TG_PORT" "$ADMIN_TOKEN" memory)
+read -r _ KEY <<<"$PROVISIONED"
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$TG_PID/status"; }
 for n in "${COUNTS[@]}"; do

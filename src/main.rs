@@ -44,6 +44,25 @@ enum Command {
     },
 }
 
+/// `mi_option_arena_eager_commit` in mimalloc 3, the version libmimalloc-sys builds by default
+/// (libmimalloc-sys 0.1 names only mimalloc 2's options); `allocator_tests` checks the version.
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// mimalloc commits its arenas eagerly on systems that overcommit, such as Linux, and then
+/// keeps freed pages resident. Committing on demand cut tollgate's resident memory per open
+/// stream by half (docs/BENCHMARKS.md, Finding 10). The option only applies to arenas
+/// reserved after it is set, and the first one is reserved by the first allocation, before
+/// `main`; so it is set from a constructor, which runs before Rust's runtime allocates.
+fn tune_allocator() {
+    // SAFETY: sets a plain integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
+}
+
+#[ctor::ctor]
+fn tune_allocator_before_main() {
+    tune_allocator();
+}
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     // Logs go to stderr, so that what a command prints for people (the demo's key and
@@ -70,5 +89,22 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Demo { config } => tollgate::demo::run(config.as_deref()).await,
+    }
+}
+
+#[cfg(test)]
+mod allocator_tests {
+    #[test]
+    fn the_option_index_belongs_to_mimalloc_3() {
+        // SAFETY: reads a constant.
+        let version = unsafe { libmimalloc_sys::mi_version() };
+        assert!(
+            (30000..40000).contains(&version),
+            "mimalloc {version}: check MI_OPTION_ARENA_EAGER_COMMIT against its mimalloc.h"
+        );
+        super::tune_allocator();
+        // SAFETY: reads a plain integer option.
+        let eager = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_ARENA_EAGER_COMMIT) };
+        assert_eq!(eager, 0);
     }
 }

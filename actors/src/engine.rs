@@ -162,14 +162,20 @@ impl Engine {
         hosts.push(Arbiter::current());
     }
 
-    /// The arbiter a new actor for `id` starts on.
+    /// The arbiter a new actor for `id` starts on. A host whose thread has stopped (it no
+    /// longer accepts work) is forgotten rather than given actors that would never run.
     fn home_of(&self, id: AccountId) -> ArbiterHandle {
-        let hosts = match self.inner.hosts.read() {
+        let mut hosts = match self.inner.hosts.write() {
             Ok(hosts) => hosts,
             Err(poisoned) => poisoned.into_inner(),
         };
-        if !hosts.is_empty() {
-            return hosts[arbiter_index(id, hosts.len())].clone();
+        while !hosts.is_empty() {
+            let index = arbiter_index(id, hosts.len());
+            if hosts[index].spawn(async {}) {
+                return hosts[index].clone();
+            }
+            tracing::warn!("an HTTP worker that hosted account actors has stopped");
+            hosts.swap_remove(index);
         }
         let own = &self.inner.own_arbiters;
         own[arbiter_index(id, own.len())].handle()

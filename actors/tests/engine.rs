@@ -187,3 +187,49 @@ async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
         Err(AdmitError::Engine(EngineError::Stopped))
     ));
 }
+
+#[actix_rt::test]
+async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_stopped_one() {
+    let ledger = Arc::new(MemoryLedger::default());
+    *ledger.balance.lock().unwrap() = dec!(10);
+    let engine = Engine::start(
+        EngineConfig {
+            flush_interval: Duration::from_millis(20),
+            placement: ActorPlacement::Workers,
+            hold_policy: HoldPolicy::default(),
+            max_unflushed: 100,
+        },
+        ledger.clone(),
+    );
+    // A thread offers to host actors, as each HTTP worker does when it starts.
+    let host = actix_rt::Arbiter::new();
+    let (offered, was_offered) = tokio::sync::oneshot::channel();
+    let offering = engine.clone();
+    assert!(host.spawn(async move {
+        offering.host_actors_here();
+        let _ = offered.send(());
+    }));
+    was_offered.await.unwrap();
+    let hosted = Uuid::now_v7();
+    let ticket = engine.pre_authorize(request(hosted)).await.unwrap();
+    ticket.settle(usage(), Outcome::Completed);
+    assert!(engine.view(hosted).await.unwrap().balance < dec!(10));
+
+    // The host stops: its actors go with it, and a new account must not be placed there
+    // (its actor would never run, and the request would wait out the mailbox bound).
+    host.stop();
+    tokio::task::spawn_blocking(move || host.join())
+        .await
+        .unwrap()
+        .unwrap();
+    let account = Uuid::now_v7();
+    let ticket = tokio::time::timeout(
+        Duration::from_millis(1500),
+        engine.pre_authorize(request(account)),
+    )
+    .await
+    .expect("the new account's actor was placed on the stopped thread")
+    .unwrap();
+    ticket.settle(usage(), Outcome::Completed);
+    assert!(engine.view(account).await.unwrap().balance < dec!(10));
+}
