@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use dashmap::DashMap;
+use dashmap::{DashMap, DashSet};
 use rust_decimal::Decimal;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +97,9 @@ struct Inner {
     own_arbiters: Vec<Arbiter>,
     /// Threads that offered to host actors ([`ActorPlacement::Workers`]).
     hosts: RwLock<Vec<ArbiterHandle>>,
+    /// Accounts whose actor stopped (its thread did): the next actor must not load the stored
+    /// balance before every debit the old one settled has been flushed.
+    orphaned: DashSet<AccountId>,
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     config: EngineConfig,
@@ -138,6 +141,7 @@ impl Engine {
                 accounts: DashMap::new(),
                 own_arbiters,
                 hosts: RwLock::new(Vec::new()),
+                orphaned: DashSet::new(),
                 store,
                 flusher,
                 config,
@@ -215,7 +219,8 @@ impl Engine {
         self.inner.in_flight.spawn(work)
     }
 
-    /// The actor of an account, started on its arbiter on first use.
+    /// The actor of an account, started on its arbiter on first use, and started again if the
+    /// thread it ran on has stopped.
     async fn actor(&self, id: AccountId) -> Result<Addr<AccountActor>, EngineError> {
         // The common case, an active account, takes only a shard read lock.
         if let Some(addr) = self
@@ -224,7 +229,14 @@ impl Engine {
             .get(&id)
             .and_then(|cell| cell.get().cloned())
         {
-            return Ok(addr);
+            if addr.connected() {
+                return Ok(addr);
+            }
+            tracing::error!(account_id = %id, "an account actor stopped; starting a new one");
+            self.inner.orphaned.insert(id);
+            self.inner
+                .accounts
+                .remove_if(&id, |_, cell| cell.get().is_some_and(|a| !a.connected()));
         }
         let cell = self
             .inner
@@ -234,6 +246,12 @@ impl Engine {
             .clone();
         let loaded = cell
             .get_or_try_init(|| async {
+                if self.inner.orphaned.contains(&id) {
+                    // The stored balance lacks the debits still queued for the ledger.
+                    if !self.inner.flusher.flush_now().await {
+                        return Err(EngineError::LedgerUnavailable);
+                    }
+                }
                 let record = self
                     .inner
                     .store
@@ -249,7 +267,10 @@ impl Engine {
             })
             .await;
         match loaded {
-            Ok(addr) => Ok(addr.clone()),
+            Ok(addr) => {
+                self.inner.orphaned.remove(&id);
+                Ok(addr.clone())
+            }
             Err(error) => {
                 if matches!(error, EngineError::AccountNotFound) {
                     self.inner.accounts.remove(&id);
@@ -280,6 +301,7 @@ impl Engine {
         // releases it on drop. A release of a hold that was never granted is a no-op, and the
         // mailbox keeps it behind the admission.
         let mut ticket = HoldTicket {
+            engine: self.clone(),
             addr,
             amount,
             request,
@@ -407,6 +429,26 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// A settle whose actor stopped before it arrived (the actor's thread did). The debit
+    /// goes through the account's next actor, which applies it to the balance it loads after
+    /// the flush; if no actor can be started, straight to the ledger. The hold went with the
+    /// old actor.
+    fn resettle(&self, settle: Settle) {
+        let engine = self.clone();
+        self.inner.in_flight.spawn(async move {
+            let id = settle.record.account_id;
+            match engine.actor(id).await {
+                Ok(addr) => addr.do_send(settle),
+                Err(error) => {
+                    tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
+                    engine.inner.flusher.push(settle.record);
+                }
+            }
+        });
+    }
+}
+
 fn arbiter_index(id: AccountId, n: usize) -> usize {
     // UUIDv7 ids start with a timestamp; the low bits are random, so they spread evenly.
     (id.as_u128() as u64 % n as u64) as usize
@@ -422,6 +464,7 @@ fn mailbox_error(error: MailboxError) -> EngineError {
 /// A request's admitted hold. Settle it with the usage the upstream reported, or release it
 /// if the upstream failed before reporting any. Dropping an unsettled ticket releases it.
 pub struct HoldTicket {
+    engine: Engine,
     addr: Addr<AccountActor>,
     amount: Decimal,
     request: HoldRequest,
@@ -496,7 +539,12 @@ impl HoldTicket {
             started_at: self.request.started_at,
             finished_at: Utc::now(),
         };
-        self.addr.do_send(Settle { record });
+        match self.addr.try_send(Settle { record }) {
+            Ok(()) => {}
+            // `do_send` ignores the mailbox bound; a settle is never dropped for room.
+            Err(SendError::Full(settle)) => self.addr.do_send(settle),
+            Err(SendError::Closed(settle)) => self.engine.resettle(settle),
+        }
         Settlement {
             usage,
             cost,

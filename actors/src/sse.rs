@@ -391,7 +391,7 @@ impl UsageParser {
                 None => {
                     // No `event:` line: the SDKs would drop this event, but the upstream still
                     // reported what it reports, so the JSON's own type decides.
-                    if let Ok(event) = serde_json::from_slice::<Obj<WireEvent>>(&data) {
+                    if let Some(event) = parse_wire::<Obj<WireEvent>>(&data) {
                         let kind = match &event.0.kind {
                             Loose::Got(name) => EventKind::from_name(name.as_bytes()),
                             _ => EventKind::Other,
@@ -412,9 +412,7 @@ impl UsageParser {
         let event = match kind {
             // Its data says nothing billing needs; the event itself is the news.
             EventKind::MessageStop | EventKind::Other => None,
-            _ => serde_json::from_slice::<Obj<WireEvent>>(data)
-                .ok()
-                .map(|event| event.0),
+            _ => parse_wire::<Obj<WireEvent>>(data).map(|event| event.0),
         };
         self.apply(kind, event, feed);
     }
@@ -480,7 +478,7 @@ impl UsageParser {
 /// as in a stream (null is absent, a missing breakdown bills cache writes at the 5-minute
 /// rate).
 pub fn usage_from_message(body: &[u8]) -> Option<Usage> {
-    let Obj(message) = serde_json::from_slice::<Obj<WireMessage>>(body).ok()?;
+    let Obj(message) = parse_wire::<Obj<WireMessage>>(body)?;
     let Loose::Got(Obj(usage)) = message.usage else {
         return None;
     };
@@ -631,6 +629,21 @@ struct WireCacheCreation {
 struct WireServerToolUse {
     web_search_requests: Count,
     web_fetch_requests: Count,
+}
+
+/// Reads `T` from JSON in one pass. The only thing that pass refuses in valid JSON is a key
+/// repeated inside one of our objects (derived deserializers reject duplicate fields), which
+/// would lose the whole event; such a document is read again through `serde_json::Value`, which
+/// keeps the last occurrence of a key, as JavaScript's `JSON.parse` does.
+fn parse_wire<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Some(value),
+        Err(error) if error.is_data() => {
+            let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+            serde_json::from_value(value).ok()
+        }
+        Err(_) => None,
+    }
 }
 
 /// A value that is either what we expect, or absent (missing or null), or something else.
@@ -1117,6 +1130,21 @@ data: {\"type\":\"message_stop\"}
         assert!(!p.completed());
         let p = parse(b"event: message_stop\ndata\n\n");
         assert!(p.completed());
+    }
+
+    #[test]
+    fn a_repeated_key_does_not_lose_the_event() {
+        // The last occurrence counts, as in JSON.parse.
+        let stream = start(json!({"input_tokens":10,"output_tokens":1}))
+            + "event: message_delta\ndata: {\"delta\":{\"stop_reason\":\"end_turn\",\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":3,\"output_tokens\":500}}\n\n";
+        assert_eq!(parse(stream.as_bytes()).usage().output_tokens, 500);
+        assert_eq!(
+            usage_from_message(
+                br#"{"usage":{"input_tokens":4,"cache_creation":{"ephemeral_1h_input_tokens":1,"ephemeral_1h_input_tokens":2},"output_tokens":7}}"#
+            )
+            .map(|u| (u.input_tokens, u.cache_write_1h_tokens, u.output_tokens)),
+            Some((4, 2, 7))
+        );
     }
 
     #[test]

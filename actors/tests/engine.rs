@@ -212,8 +212,10 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
     was_offered.await.unwrap();
     let hosted = Uuid::now_v7();
     let ticket = engine.pre_authorize(request(hosted)).await.unwrap();
-    ticket.settle(usage(), Outcome::Completed);
-    assert!(engine.view(hosted).await.unwrap().balance < dec!(10));
+    let first = ticket.settle(usage(), Outcome::Completed).cost;
+    assert_eq!(engine.view(hosted).await.unwrap().balance, dec!(10) - first);
+    // A request of that account is still running when the host stops.
+    let running = engine.pre_authorize(request(hosted)).await.unwrap();
 
     // The host stops: its actors go with it, and a new account must not be placed there
     // (its actor would never run, and the request would wait out the mailbox bound).
@@ -232,4 +234,31 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
     .unwrap();
     ticket.settle(usage(), Outcome::Completed);
     assert!(engine.view(account).await.unwrap().balance < dec!(10));
+
+    // The running request settles after its actor is gone: the debit reaches a new actor for
+    // the account, which started from the flushed balance, so nothing is lost or counted
+    // twice, in memory or in the ledger.
+    let second = running.settle(usage(), Outcome::Completed).cost;
+    let view = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let view = engine.view(hosted).await.unwrap();
+            if view.balance < dec!(10) - first {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the settle of a request whose actor stopped was lost");
+    assert_eq!(view.balance, dec!(10) - first - second);
+    assert!(engine.flusher().flush_now().await);
+    let stored: Vec<_> = ledger
+        .rows
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|row| row.account_id == hosted)
+        .map(|row| row.cost)
+        .collect();
+    assert_eq!(stored, vec![first, second]);
 }
