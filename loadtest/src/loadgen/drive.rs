@@ -778,6 +778,25 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
         }
     }
 
+    /// Runs `s`'s workload straight against a mock configured with `upstream`.
+    async fn run_on_mock(
+        s: &Scenario,
+        upstream: crate::MockConfig,
+    ) -> (RunResult, Vec<RequestRecord>) {
+        let mock = MockServer::start(upstream, "127.0.0.1:0").await.unwrap();
+        let client = http_client(s).unwrap();
+        let run = run_workload(
+            &client,
+            s,
+            anonymous_target(&mock.base_url()),
+            RunOptions { progress: false },
+        )
+        .await
+        .unwrap();
+        mock.stop().await;
+        run
+    }
+
     /// The well-behaved bodies of an open-loop scenario, in schedule order.
     fn well_behaved_bodies(s: &Scenario) -> Vec<bytes::Bytes> {
         let mix = Mix::new(&s.traffic);
@@ -850,19 +869,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
         // latency measured from the intended send time must show it (no coordinated omission).
         let s =
             scenario("arrival: { mode: open, rate: 40, distribution: constant, max_in_flight: 1 }");
-        let mock = MockServer::start(s.upstream.clone(), "127.0.0.1:0")
-            .await
-            .unwrap();
-        let client = http_client(&s).unwrap();
-        let (run, records) = run_workload(
-            &client,
-            &s,
-            anonymous_target(&mock.base_url()),
-            RunOptions { progress: false },
-        )
-        .await
-        .unwrap();
-        mock.stop().await;
+        let (run, records) = run_on_mock(&s, s.upstream.clone()).await;
         assert!(records.is_empty(), "no accounts, no records");
         assert_eq!(run.sends.scheduled, 40);
         assert!(run.sends.late >= 20, "late sends {}", run.sends.late);
@@ -883,19 +890,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closed_loop_runs_its_clients() {
         let s = scenario("arrival: { mode: closed, concurrency: 2 }");
-        let mock = MockServer::start(s.upstream.clone(), "127.0.0.1:0")
-            .await
-            .unwrap();
-        let client = http_client(&s).unwrap();
-        let (run, _) = run_workload(
-            &client,
-            &s,
-            anonymous_target(&mock.base_url()),
-            RunOptions { progress: false },
-        )
-        .await
-        .unwrap();
-        mock.stop().await;
+        let (run, _) = run_on_mock(&s, s.upstream.clone()).await;
         let requests: u64 = run.classes.iter().map(|c| c.requests).sum();
         // Two clients, 40 ms each, for one second: about 50 requests, and never more than the
         // two clients can send back to back. (Only bounded loosely below: a loaded machine
@@ -917,17 +912,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
         let s = scenario("arrival: { mode: closed, concurrency: 2 }");
         let mut upstream = s.upstream.clone();
         upstream.output_tokens = 5;
-        let mock = MockServer::start(upstream, "127.0.0.1:0").await.unwrap();
-        let client = http_client(&s).unwrap();
-        let (run, _) = run_workload(
-            &client,
-            &s,
-            anonymous_target(&mock.base_url()),
-            RunOptions { progress: false },
-        )
-        .await
-        .unwrap();
-        mock.stop().await;
+        let (run, _) = run_on_mock(&s, upstream).await;
         let ok: u64 = run.classes.iter().map(|c| c.ok).sum();
         assert!(ok > 0);
         assert!(
