@@ -39,22 +39,20 @@ pub struct Application {
 }
 
 /// The process-wide metrics recorder. Several applications in one process (tests) share it.
+///
+/// The recorder is installed inside `get_or_init`, so an application built on another thread
+/// at the same moment waits for the first install instead of finding the global recorder
+/// taken and the handle not yet stored.
 fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = match PrometheusBuilder::new().install_recorder() {
-        Ok(handle) => handle,
-        // Another application in this process installed it first.
-        Err(_) => {
-            return HANDLE
-                .get()
-                .cloned()
-                .context("metrics recorder unavailable")
-        }
-    };
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .clone()
+        .context("a metrics recorder not tollgate's is installed in this process")
 }
 
 fn cpus() -> usize {

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,12 +23,41 @@ use tollgate_actors::{
 };
 use uuid::Uuid;
 
-/// One account's ledger in memory; `down` makes every write fail.
+/// A ledger in memory; `down` makes every write fail. Every account opens with the same
+/// balance, and each keeps its own from there.
 #[derive(Default)]
 struct MemoryLedger {
-    balance: Mutex<Decimal>,
+    opening: Decimal,
+    balances: Mutex<HashMap<AccountId, Decimal>>,
     rows: Mutex<Vec<UsageRecord>>,
     down: AtomicBool,
+}
+
+impl MemoryLedger {
+    fn opening_with(balance: Decimal) -> Arc<MemoryLedger> {
+        Arc::new(MemoryLedger {
+            opening: balance,
+            ..MemoryLedger::default()
+        })
+    }
+
+    fn balance_of(&self, id: AccountId) -> Decimal {
+        *self
+            .balances
+            .lock()
+            .unwrap()
+            .get(&id)
+            .unwrap_or(&self.opening)
+    }
+
+    fn add(&self, id: AccountId, amount: Decimal) {
+        *self
+            .balances
+            .lock()
+            .unwrap()
+            .entry(id)
+            .or_insert(self.opening) += amount;
+    }
 }
 
 #[async_trait]
@@ -36,7 +66,7 @@ impl LedgerStore for MemoryLedger {
         Ok(Some(AccountRecord {
             id,
             status: AccountStatus::Active,
-            balance: *self.balance.lock().unwrap(),
+            balance: self.balance_of(id),
             limits: AccountLimits {
                 requests_per_minute: 0,
                 tokens_per_minute: 0,
@@ -46,7 +76,7 @@ impl LedgerStore for MemoryLedger {
     }
 
     async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError> {
-        *self.balance.lock().unwrap() += change.amount;
+        self.add(change.account_id, change.amount);
         Ok(())
     }
 
@@ -62,7 +92,7 @@ impl LedgerStore for MemoryLedger {
         let mut inserted = 0;
         for record in batch {
             if !rows.iter().any(|r| r.request_id == record.request_id) {
-                *self.balance.lock().unwrap() -= record.cost;
+                self.add(record.account_id, -record.cost);
                 rows.push(record.clone());
                 inserted += 1;
             }
@@ -109,8 +139,7 @@ fn usage() -> tollgate_actors::Usage {
 
 #[actix_rt::test]
 async fn while_the_ledger_cannot_be_written_new_requests_are_refused_past_the_backlog_bound() {
-    let ledger = Arc::new(MemoryLedger::default());
-    *ledger.balance.lock().unwrap() = dec!(10);
+    let ledger = MemoryLedger::opening_with(dec!(10));
     ledger.down.store(true, Ordering::SeqCst);
     let engine = engine(ledger.clone(), 3);
     let account = Uuid::now_v7();
@@ -139,13 +168,12 @@ async fn while_the_ledger_cannot_be_written_new_requests_are_refused_past_the_ba
     assert_eq!(ledger.rows.lock().unwrap().len(), 3);
     assert!(engine.pre_authorize(request(account)).await.is_ok());
     let view = engine.view(account).await.unwrap();
-    assert_eq!(*ledger.balance.lock().unwrap(), view.balance);
+    assert_eq!(ledger.balance_of(account), view.balance);
 }
 
 #[actix_rt::test]
 async fn a_dropped_ticket_releases_its_hold_and_a_resize_follows_the_real_prompt() {
-    let ledger = Arc::new(MemoryLedger::default());
-    *ledger.balance.lock().unwrap() = dec!(1);
+    let ledger = MemoryLedger::opening_with(dec!(1));
     let engine = engine(ledger, 1000);
     let account = Uuid::now_v7();
     let mut ticket = engine.pre_authorize(request(account)).await.unwrap();
@@ -166,8 +194,7 @@ async fn a_dropped_ticket_releases_its_hold_and_a_resize_follows_the_real_prompt
 
 #[actix_rt::test]
 async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
-    let ledger = Arc::new(MemoryLedger::default());
-    *ledger.balance.lock().unwrap() = dec!(10);
+    let ledger = MemoryLedger::opening_with(dec!(10));
     let engine = engine(ledger.clone(), 1000);
     let account = Uuid::now_v7();
     let mut costs = Decimal::ZERO;
@@ -181,7 +208,7 @@ async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
             .await
     );
     assert_eq!(ledger.rows.lock().unwrap().len(), 50);
-    assert_eq!(*ledger.balance.lock().unwrap(), dec!(10) - costs);
+    assert_eq!(ledger.balance_of(account), dec!(10) - costs);
     assert!(matches!(
         engine.pre_authorize(request(account)).await,
         Err(AdmitError::Engine(EngineError::Stopped))
@@ -190,8 +217,7 @@ async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
 
 #[actix_rt::test]
 async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_stopped_one() {
-    let ledger = Arc::new(MemoryLedger::default());
-    *ledger.balance.lock().unwrap() = dec!(10);
+    let ledger = MemoryLedger::opening_with(dec!(10));
     let engine = Engine::start(
         EngineConfig {
             flush_interval: Duration::from_millis(20),
@@ -261,4 +287,5 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
         .map(|row| row.cost)
         .collect();
     assert_eq!(stored, vec![first, second]);
+    assert_eq!(ledger.balance_of(hosted), dec!(10) - first - second);
 }
