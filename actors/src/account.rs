@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::engine::EngineError;
+use crate::engine::{Engine, EngineError};
 use crate::flusher::FlusherHandle;
 use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
 use crate::store::{
@@ -59,6 +60,11 @@ struct Hold {
     amount: Decimal,
 }
 
+/// Accounts whose actor stopped (its thread did), each with the holds of the requests that
+/// were still running then. The account's next actor takes them over, so money reserved for
+/// those requests stays reserved until they settle or release.
+pub(crate) type Orphans = Arc<DashMap<AccountId, Vec<(Uuid, Decimal)>>>;
+
 pub(crate) struct AccountActor {
     id: AccountId,
     status: AccountStatus,
@@ -71,24 +77,34 @@ pub(crate) struct AccountActor {
     limiters: Limiters,
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
+    orphans: Orphans,
 }
 
 impl AccountActor {
+    /// `carried` are the holds of requests still running under the account's previous actor.
     pub(crate) fn new(
         record: AccountRecord,
+        carried: Vec<(Uuid, Decimal)>,
         store: Arc<dyn LedgerStore>,
         flusher: FlusherHandle,
+        orphans: Orphans,
     ) -> AccountActor {
+        let held = carried.iter().map(|(_, amount)| amount).sum();
+        let holds = carried
+            .into_iter()
+            .map(|(request_id, amount)| (request_id, Hold { amount }))
+            .collect();
         AccountActor {
             id: record.id,
             status: record.status,
             balance: record.balance,
-            holds: HashMap::new(),
-            held: Decimal::ZERO,
+            holds,
+            held,
             limiters: Limiters::new(&record.limits),
             limits: record.limits,
             store,
             flusher,
+            orphans,
         }
     }
 
@@ -104,6 +120,18 @@ impl AccountActor {
             self.held = Decimal::ZERO;
         }
         Some(hold)
+    }
+}
+
+/// An actor is dropped only when the thread it runs on stops: an HTTP worker that actix
+/// replaced, or the end of the process. By then actix has handled every message already in
+/// its mailbox, so every settle sent to it is with the flusher. What is left is the holds of
+/// requests still running; they are handed over before the mailbox closes, so the engine,
+/// which notices a stopped actor by its closed mailbox, always finds them.
+impl Drop for AccountActor {
+    fn drop(&mut self) {
+        let holds = self.holds.drain().map(|(id, hold)| (id, hold.amount));
+        self.orphans.entry(self.id).or_default().extend(holds);
     }
 }
 
@@ -177,17 +205,41 @@ impl Handler<ResizeHold> for AccountActor {
 }
 
 /// Debit a finished request's exact cost, drop its hold, and queue its usage for the ledger.
+///
+/// A settle must not vanish with a stopped actor: one dropped unhandled (refused by a closed
+/// mailbox, or still queued in the mailbox of an actor whose thread stopped) is sent again,
+/// to the account's next actor.
 #[derive(Message)]
-#[rtype(result = "Decimal")]
+#[rtype(result = "()")]
 pub(crate) struct Settle {
-    pub record: UsageRecord,
+    record: Option<UsageRecord>,
+    engine: Engine,
+}
+
+impl Settle {
+    pub(crate) fn new(record: UsageRecord, engine: Engine) -> Settle {
+        Settle {
+            record: Some(record),
+            engine,
+        }
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            self.engine.redeliver_settle(record);
+        }
+    }
 }
 
 impl Handler<Settle> for AccountActor {
-    type Result = MessageResult<Settle>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Settle, _: &mut Self::Context) -> Self::Result {
-        let record = msg.record;
+    fn handle(&mut self, mut msg: Settle, _: &mut Self::Context) {
+        let Some(record) = msg.record.take() else {
+            return;
+        };
         self.remove_hold(&record.request_id);
         self.balance -= record.cost;
         self.limiters
@@ -200,22 +252,45 @@ impl Handler<Settle> for AccountActor {
             "settled"
         );
         self.flusher.push(record);
-        MessageResult(self.balance)
     }
 }
 
-/// Drop a hold without a debit: the upstream failed before reporting any usage.
+/// Drop a hold without a debit: the upstream failed before reporting any usage. Like a
+/// settle, a release dropped unhandled is sent again to the account's next actor, which
+/// carries the hold over.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub(crate) struct Release {
-    pub request_id: Uuid,
+    request_id: Option<Uuid>,
+    account_id: AccountId,
+    engine: Engine,
+}
+
+impl Release {
+    pub(crate) fn new(account_id: AccountId, request_id: Uuid, engine: Engine) -> Release {
+        Release {
+            request_id: Some(request_id),
+            account_id,
+            engine,
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if let Some(request_id) = self.request_id.take() {
+            self.engine.redeliver_release(self.account_id, request_id);
+        }
+    }
 }
 
 impl Handler<Release> for AccountActor {
     type Result = ();
 
-    fn handle(&mut self, msg: Release, _: &mut Self::Context) {
-        self.remove_hold(&msg.request_id);
+    fn handle(&mut self, mut msg: Release, _: &mut Self::Context) {
+        if let Some(request_id) = msg.request_id.take() {
+            self.remove_hold(&request_id);
+        }
     }
 }
 

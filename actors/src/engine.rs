@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use rust_decimal::Decimal;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::account::{
-    AccountActor, AccountView, ApplyChange, PreAuthorize, Refusal, Release, ResizeHold, SetLimits,
-    SetStatus, Settle, Snapshot,
+    AccountActor, AccountView, ApplyChange, Orphans, PreAuthorize, Refusal, Release, ResizeHold,
+    SetLimits, SetStatus, Settle, Snapshot,
 };
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{resized_hold, HoldPolicy, RequestShape};
@@ -97,9 +97,13 @@ struct Inner {
     own_arbiters: Vec<Arbiter>,
     /// Threads that offered to host actors ([`ActorPlacement::Workers`]).
     hosts: RwLock<Vec<ArbiterHandle>>,
-    /// Accounts whose actor stopped (its thread did): the next actor must not load the stored
-    /// balance before every debit the old one settled has been flushed.
-    orphaned: DashSet<AccountId>,
+    /// Accounts whose actor stopped (its thread did), with the holds of their running
+    /// requests: the next actor must not load the stored balance before every debit the old
+    /// one settled has been flushed, and it carries those holds over.
+    orphaned: Orphans,
+    /// The runtime the engine started on (the main thread's). Messages re-sent after their
+    /// actor stopped are sent from here: the thread they were dropped on may be stopping.
+    runtime: tokio::runtime::Handle,
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     config: EngineConfig,
@@ -141,7 +145,8 @@ impl Engine {
                 accounts: DashMap::new(),
                 own_arbiters,
                 hosts: RwLock::new(Vec::new()),
-                orphaned: DashSet::new(),
+                orphaned: Orphans::default(),
+                runtime: tokio::runtime::Handle::current(),
                 store,
                 flusher,
                 config,
@@ -233,7 +238,7 @@ impl Engine {
                 return Ok(addr);
             }
             tracing::error!(account_id = %id, "an account actor stopped; starting a new one");
-            self.inner.orphaned.insert(id);
+            self.inner.orphaned.entry(id).or_default();
             self.inner
                 .accounts
                 .remove_if(&id, |_, cell| cell.get().is_some_and(|a| !a.connected()));
@@ -246,7 +251,7 @@ impl Engine {
             .clone();
         let loaded = cell
             .get_or_try_init(|| async {
-                if self.inner.orphaned.contains(&id) {
+                if self.inner.orphaned.contains_key(&id) {
                     // The stored balance lacks the debits still queued for the ledger.
                     if !self.inner.flusher.flush_now().await {
                         return Err(EngineError::LedgerUnavailable);
@@ -261,16 +266,20 @@ impl Engine {
                 let home = self.home_of(id);
                 let store = self.inner.store.clone();
                 let flusher = self.inner.flusher.clone();
+                let orphans = self.inner.orphaned.clone();
+                let carried = self
+                    .inner
+                    .orphaned
+                    .remove(&id)
+                    .map(|(_, holds)| holds)
+                    .unwrap_or_default();
                 Ok::<_, EngineError>(AccountActor::start_in_arbiter(&home, |_| {
-                    AccountActor::new(record, store, flusher)
+                    AccountActor::new(record, carried, store, flusher, orphans)
                 }))
             })
             .await;
         match loaded {
-            Ok(addr) => {
-                self.inner.orphaned.remove(&id);
-                Ok(addr.clone())
-            }
+            Ok(addr) => Ok(addr.clone()),
             Err(error) => {
                 if matches!(error, EngineError::AccountNotFound) {
                     self.inner.accounts.remove(&id);
@@ -430,22 +439,48 @@ impl Engine {
 }
 
 impl Engine {
-    /// A settle whose actor stopped before it arrived (the actor's thread did). The debit
-    /// goes through the account's next actor, which applies it to the balance it loads after
-    /// the flush; if no actor can be started, straight to the ledger. The hold went with the
-    /// old actor.
-    fn resettle(&self, settle: Settle) {
+    /// A settle dropped unhandled because its actor stopped (the actor's thread did). The
+    /// debit goes through the account's next actor, which applies it to the balance it
+    /// loads after the flush and drops the hold it carried over; if no actor can be started,
+    /// the usage goes straight to the ledger.
+    pub(crate) fn redeliver_settle(&self, record: UsageRecord) {
         let engine = self.clone();
-        self.inner.in_flight.spawn(async move {
-            let id = settle.record.account_id;
+        self.redeliver(async move {
+            let id = record.account_id;
             match engine.actor(id).await {
-                Ok(addr) => addr.do_send(settle),
+                Ok(addr) => addr.do_send(Settle::new(record, engine.clone())),
                 Err(error) => {
                     tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
-                    engine.inner.flusher.push(settle.record);
+                    engine.forget_carried_hold(id, record.request_id);
+                    engine.inner.flusher.push(record);
                 }
             }
         });
+    }
+
+    /// A release dropped unhandled because its actor stopped: the account's next actor drops
+    /// the hold it carried over.
+    pub(crate) fn redeliver_release(&self, account_id: AccountId, request_id: Uuid) {
+        let engine = self.clone();
+        self.redeliver(async move {
+            match engine.actor(account_id).await {
+                Ok(addr) => addr.do_send(Release::new(account_id, request_id, engine.clone())),
+                Err(_) => engine.forget_carried_hold(account_id, request_id),
+            }
+        });
+    }
+
+    /// Runs a re-send on the engine's own runtime, tracked so that shutdown waits for it.
+    fn redeliver(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.in_flight.spawn_on(work, &self.inner.runtime);
+    }
+
+    /// No actor could take over the account: the hold is dropped from what the next one
+    /// will carry over.
+    fn forget_carried_hold(&self, account_id: AccountId, request_id: Uuid) {
+        if let Some(mut holds) = self.inner.orphaned.get_mut(&account_id) {
+            holds.retain(|(id, _)| *id != request_id);
+        }
     }
 }
 
@@ -539,12 +574,9 @@ impl HoldTicket {
             started_at: self.request.started_at,
             finished_at: Utc::now(),
         };
-        match self.addr.try_send(Settle { record }) {
-            Ok(()) => {}
-            // `do_send` ignores the mailbox bound; a settle is never dropped for room.
-            Err(SendError::Full(settle)) => self.addr.do_send(settle),
-            Err(SendError::Closed(settle)) => self.engine.resettle(settle),
-        }
+        // `do_send` ignores the mailbox bound, so a settle is never dropped for room; one
+        // refused by a closed mailbox goes to the account's next actor (`Settle`'s `Drop`).
+        self.addr.do_send(Settle::new(record, self.engine.clone()));
         Settlement {
             usage,
             cost,
@@ -554,19 +586,23 @@ impl HoldTicket {
 
     /// Drops the hold without a debit.
     pub fn release(mut self) {
+        self.send_release();
+    }
+
+    fn send_release(&mut self) {
         self.done = true;
-        self.addr.do_send(Release {
-            request_id: self.request.request_id,
-        });
+        self.addr.do_send(Release::new(
+            self.request.account_id,
+            self.request.request_id,
+            self.engine.clone(),
+        ));
     }
 }
 
 impl Drop for HoldTicket {
     fn drop(&mut self) {
         if !self.done {
-            self.addr.do_send(Release {
-                request_id: self.request.request_id,
-            });
+            self.send_release();
         }
     }
 }

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,11 +15,12 @@ use rust_decimal_macros::dec;
 use tollgate_actors::hold::{HoldPolicy, RequestShape};
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::store::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, LedgerStore, Outcome,
-    StoreError, UsageRecord,
+    AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, CreditKind, LedgerStore,
+    Outcome, StoreError, UsageRecord,
 };
 use tollgate_actors::{
-    AccountLimits, ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest,
+    AccountLimits, AccountView, ActorPlacement, AdmitError, Engine, EngineConfig, EngineError,
+    HoldRequest,
 };
 use uuid::Uuid;
 
@@ -31,6 +32,8 @@ struct MemoryLedger {
     balances: Mutex<HashMap<AccountId, Decimal>>,
     rows: Mutex<Vec<UsageRecord>>,
     down: AtomicBool,
+    /// How long a credit takes to be stored.
+    credit_delay_ms: AtomicU64,
 }
 
 impl MemoryLedger {
@@ -76,6 +79,8 @@ impl LedgerStore for MemoryLedger {
     }
 
     async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError> {
+        let delay = self.credit_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         self.add(change.account_id, change.amount);
         Ok(())
     }
@@ -240,8 +245,10 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
     let ticket = engine.pre_authorize(request(hosted)).await.unwrap();
     let first = ticket.settle(usage(), Outcome::Completed).cost;
     assert_eq!(engine.view(hosted).await.unwrap().balance, dec!(10) - first);
-    // A request of that account is still running when the host stops.
+    // Two requests of that account are still running when the host stops.
     let running = engine.pre_authorize(request(hosted)).await.unwrap();
+    let abandoned = engine.pre_authorize(request(hosted)).await.unwrap();
+    let held = running.amount() + abandoned.amount();
 
     // The host stops: its actors go with it, and a new account must not be placed there
     // (its actor would never run, and the request would wait out the mailbox bound).
@@ -261,22 +268,23 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
     ticket.settle(usage(), Outcome::Completed);
     assert!(engine.view(account).await.unwrap().balance < dec!(10));
 
+    // The account's next actor starts from the flushed balance and carries over the holds of
+    // the requests still running, so their money stays reserved.
+    let view = engine.view(hosted).await.unwrap();
+    assert_eq!(view.balance, dec!(10) - first);
+    assert_eq!((view.held, view.active_requests), (held, 2));
+    // One of them ends without usage: its release, refused by the old actor's closed
+    // mailbox, reaches the new actor.
+    drop(abandoned);
+    wait_for_view(&engine, hosted, |view| view.active_requests == 1).await;
+
     // The running request settles after its actor is gone: the debit reaches a new actor for
     // the account, which started from the flushed balance, so nothing is lost or counted
     // twice, in memory or in the ledger.
     let second = running.settle(usage(), Outcome::Completed).cost;
-    let view = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let view = engine.view(hosted).await.unwrap();
-            if view.balance < dec!(10) - first {
-                break view;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the settle of a request whose actor stopped was lost");
+    let view = wait_for_view(&engine, hosted, |view| view.balance < dec!(10) - first).await;
     assert_eq!(view.balance, dec!(10) - first - second);
+    assert_eq!((view.held, view.active_requests), (Decimal::ZERO, 0));
     assert!(engine.flusher().flush_now().await);
     let stored: Vec<_> = ledger
         .rows
@@ -288,4 +296,73 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
         .collect();
     assert_eq!(stored, vec![first, second]);
     assert_eq!(ledger.balance_of(hosted), dec!(10) - first - second);
+}
+
+/// Polls the account's live view until `done` holds; panics after 5 s.
+async fn wait_for_view(
+    engine: &Engine,
+    account: AccountId,
+    done: impl Fn(&AccountView) -> bool,
+) -> AccountView {
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let view = engine.view(account).await.unwrap();
+            if done(&view) {
+                break view;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the account's view never reached the expected state")
+}
+
+#[actix_rt::test]
+async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_actor() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    let engine = Engine::start(
+        EngineConfig {
+            flush_interval: Duration::from_millis(20),
+            placement: ActorPlacement::Workers,
+            hold_policy: HoldPolicy::default(),
+            max_unflushed: 100,
+        },
+        ledger.clone(),
+    );
+    let host = actix_rt::Arbiter::new();
+    let (offered, was_offered) = tokio::sync::oneshot::channel();
+    let offering = engine.clone();
+    assert!(host.spawn(async move {
+        offering.host_actors_here();
+        let _ = offered.send(());
+    }));
+    was_offered.await.unwrap();
+    let account = Uuid::now_v7();
+    let ticket = engine.pre_authorize(request(account)).await.unwrap();
+
+    // A credit that takes a while to store keeps the actor waiting, so the settle queued
+    // behind it is still in the mailbox when the thread stops: actix drops it unhandled.
+    ledger.credit_delay_ms.store(300, Ordering::SeqCst);
+    let crediting = engine.clone();
+    let credit = tokio::spawn(async move {
+        crediting
+            .change_balance(account, CreditKind::Credit, dec!(5), "test".into())
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cost = ticket.settle(usage(), Outcome::Completed).cost;
+    host.stop();
+    tokio::task::spawn_blocking(move || host.join())
+        .await
+        .unwrap()
+        .unwrap();
+    // The credit was cut off before it was stored, and says so.
+    assert!(credit.await.unwrap().is_err());
+
+    let view = wait_for_view(&engine, account, |view| view.balance < dec!(10)).await;
+    assert_eq!(view.balance, dec!(10) - cost);
+    assert_eq!((view.held, view.active_requests), (Decimal::ZERO, 0));
+    assert!(engine.flusher().flush_now().await);
+    assert_eq!(ledger.balance_of(account), dec!(10) - cost);
+    assert_eq!(ledger.rows.lock().unwrap().len(), 1);
 }
