@@ -71,7 +71,8 @@ impl Application {
         {
             tracing::info!("created the database");
         }
-        let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?;
+        let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?
+            .with_flush_spread(Duration::from_millis(settings.metering.flush_interval_ms) / 2);
         let applied = store.migrate().await.context("applying migrations")?;
         if applied > 0 {
             tracing::info!(applied, "applied migrations");

@@ -3,12 +3,14 @@
 
 mod queries;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rust_decimal::Decimal;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 use tollgate_actors::store::{
     AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, LedgerStore, StoreError,
@@ -21,9 +23,14 @@ mod embedded {
     refinery::embed_migrations!("sql");
 }
 
-/// Rows per statement of a flush. One flush is still one transaction; this only bounds the
-/// size of each statement's arrays.
+/// Rows per statement of the idempotent flush. One flush is still one transaction; this only
+/// bounds the size of each statement's arrays.
 const FLUSH_CHUNK: usize = 5_000;
+/// A paced flush inserts its rows in parts of about this many rows...
+const ROWS_PER_FLUSH_PART: usize = 32;
+/// ...but in no more parts than this, so that a large batch is not paced into many short
+/// sleeps (the timer's resolution is a millisecond).
+const MAX_FLUSH_PARTS: usize = 16;
 
 /// How long to wait for a connection (from the pool or a new one).
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -33,6 +40,8 @@ const STATEMENT_TIMEOUT_OPTION: &str = "-c statement_timeout=60000";
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
+    /// Over how long a flush spreads its inserts ([`PgStore::with_flush_spread`]).
+    flush_spread: std::time::Duration,
 }
 
 /// An account as stored (the admin API's static fields).
@@ -91,6 +100,14 @@ impl From<DbError> for StoreError {
 }
 
 impl PgStore {
+    /// Spreads each flush's inserts over `spread`, in parts, inside the flush's one
+    /// transaction: the same work, in shorter bursts. Half the flush interval leaves the
+    /// other half for the debits and the commit before the next flush is due.
+    pub fn with_flush_spread(mut self, spread: std::time::Duration) -> PgStore {
+        self.flush_spread = spread;
+        self
+    }
+
     pub fn connect(url: &str, pool_size: usize) -> Result<PgStore, DbError> {
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
@@ -114,7 +131,10 @@ impl PgStore {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| DbError::Config(e.to_string()))?;
-        Ok(PgStore { pool })
+        Ok(PgStore {
+            pool,
+            flush_spread: std::time::Duration::ZERO,
+        })
     }
 
     /// Creates the database named in `url` if it is missing, connecting to the server's
@@ -272,61 +292,105 @@ impl PgStore {
             .collect())
     }
 
-    /// Writes a batch in one transaction. The plain insert comes first; a batch that was
-    /// written before, wholly or partly (its first attempt timed out after the commit, say),
-    /// fails it with a unique violation, which rolls it back, and is then written again with
-    /// the statement that skips stored request ids.
+    /// Writes a batch in one transaction, first paced (see [`PgStore::with_flush_spread`]).
+    /// A batch that was written before, wholly or partly (its first attempt timed out after
+    /// the commit, say), fails the paced attempt's plain inserts with a unique violation,
+    /// which rolls it back, and is then written again by the one statement that skips stored
+    /// request ids.
     async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
-        match self.write_usage_with(queries::FLUSH_NEW_USAGE, batch).await {
+        match self.write_usage_paced(batch).await {
             Err(error) if error.is_unique_violation() => {
                 tracing::info!(
                     records = batch.len(),
                     "usage batch holds rows already stored; writing only the new ones"
                 );
-                self.write_usage_with(queries::FLUSH_USAGE, batch).await
+                self.write_usage_idempotent(batch).await
             }
             written => written,
         }
     }
 
-    async fn write_usage_with(&self, sql: &str, batch: &[UsageRecord]) -> Result<u64, DbError> {
+    /// The batch's rows go in as up to [`MAX_FLUSH_PARTS`] plain inserts spread over
+    /// `flush_spread`, then every account's debit and ledger entry, then the commit. A flush
+    /// of a busy interval is several milliseconds of Postgres work; done at once, it takes a
+    /// core from the request path on a small machine, and the requests that arrive meanwhile
+    /// wait (docs/BENCHMARKS.md, Finding 11).
+    async fn write_usage_paced(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
         let mut client = self.pool.get().await?;
-        let statement = client.prepare_cached(sql).await?;
+        let insert = client.prepare_cached(queries::INSERT_USAGE).await?;
+        let debit = client.prepare_cached(queries::DEBIT_FLUSHED_USAGE).await?;
+        let tx = client.transaction().await?;
+        let parts = batch
+            .len()
+            .div_ceil(ROWS_PER_FLUSH_PART)
+            .clamp(1, MAX_FLUSH_PARTS);
+        let pause = self.flush_spread / parts as u32;
+        for (i, part) in batch.chunks(batch.len().div_ceil(parts).max(1)).enumerate() {
+            if i > 0 && !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            tx.execute(&insert, &UsageColumns::from(part).params())
+                .await?;
+        }
+        let debits = AccountDebits::from(batch);
+        let rows = tx
+            .query(&debit, &[&debits.account_id, &debits.total, &debits.count])
+            .await?;
+        tx.commit().await?;
+        Ok(usage_counts(&rows))
+    }
+
+    /// The idempotent flush: one statement per chunk inserts the rows not stored yet and
+    /// debits only what it inserted.
+    async fn write_usage_idempotent(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
+        let mut client = self.pool.get().await?;
+        let statement = client.prepare_cached(queries::FLUSH_USAGE).await?;
         let tx = client.transaction().await?;
         let mut inserted = 0u64;
         for chunk in batch.chunks(FLUSH_CHUNK) {
-            let columns = UsageColumns::from(chunk);
             let rows = tx
-                .query(
-                    &statement,
-                    &[
-                        &columns.request_id,
-                        &columns.account_id,
-                        &columns.key_id,
-                        &columns.model,
-                        &columns.input,
-                        &columns.output,
-                        &columns.cache_read,
-                        &columns.cache_5m,
-                        &columns.cache_1h,
-                        &columns.web_search,
-                        &columns.web_fetch,
-                        &columns.cost,
-                        &columns.price_version,
-                        &columns.long_prompt_tier,
-                        &columns.outcome,
-                        &columns.started_at,
-                        &columns.finished_at,
-                    ],
-                )
+                .query(&statement, &UsageColumns::from(chunk).params())
                 .await?;
-            inserted += rows
-                .iter()
-                .map(|row| row.get::<_, i32>(0) as u64)
-                .sum::<u64>();
+            inserted += usage_counts(&rows);
         }
         tx.commit().await?;
         Ok(inserted)
+    }
+}
+
+/// The sum of the `usage_count` column of a flush statement's rows.
+fn usage_counts(rows: &[tokio_postgres::Row]) -> u64 {
+    rows.iter()
+        .map(|row| u64::try_from(row.get::<_, i32>(0)).unwrap_or(0))
+        .sum()
+}
+
+/// Per account: the sum of the costs of a batch's rows, and their number.
+struct AccountDebits {
+    account_id: Vec<Uuid>,
+    total: Vec<Decimal>,
+    count: Vec<i32>,
+}
+
+impl From<&[UsageRecord]> for AccountDebits {
+    fn from(batch: &[UsageRecord]) -> Self {
+        let mut sums: HashMap<Uuid, (Decimal, i32)> = HashMap::new();
+        for record in batch {
+            let sum = sums.entry(record.account_id).or_default();
+            sum.0 += record.cost;
+            sum.1 += 1;
+        }
+        let mut debits = AccountDebits {
+            account_id: Vec::with_capacity(sums.len()),
+            total: Vec::with_capacity(sums.len()),
+            count: Vec::with_capacity(sums.len()),
+        };
+        for (account_id, (total, count)) in sums {
+            debits.account_id.push(account_id);
+            debits.total.push(total);
+            debits.count.push(count);
+        }
+        debits
     }
 }
 
@@ -394,6 +458,31 @@ impl<'a> From<&'a [UsageRecord]> for UsageColumns<'a> {
             started_at: chunk.iter().map(|r| r.started_at).collect(),
             finished_at: chunk.iter().map(|r| r.finished_at).collect(),
         }
+    }
+}
+
+impl UsageColumns<'_> {
+    /// The statement parameters `$1` to `$17`, in the order the flush statements declare.
+    fn params(&self) -> [&(dyn ToSql + Sync); 17] {
+        [
+            &self.request_id,
+            &self.account_id,
+            &self.key_id,
+            &self.model,
+            &self.input,
+            &self.output,
+            &self.cache_read,
+            &self.cache_5m,
+            &self.cache_1h,
+            &self.web_search,
+            &self.web_fetch,
+            &self.cost,
+            &self.price_version,
+            &self.long_prompt_tier,
+            &self.outcome,
+            &self.started_at,
+            &self.finished_at,
+        ]
     }
 }
 

@@ -50,13 +50,11 @@ pub const SET_STATUS: &str = "
     )
     INSERT INTO account_status_changes (account_id, status, reason) SELECT id, $2, $3 FROM upd";
 
-/// The flush statement, with or without its conflict clause. The batch arrives as column
-/// arrays; only rows that are actually inserted contribute to the per-account debits and their
-/// ledger entries. Returns one row per debited account with the number of usage rows it
-/// inserted.
-macro_rules! flush_usage {
-    ($on_conflict:literal) => {
-        concat!("
+/// The idempotent flush, in one statement: rows whose request id is already stored are
+/// skipped, and only rows actually inserted contribute to the per-account debits and their
+/// ledger entries, so a replayed batch changes nothing. The batch arrives as column arrays.
+/// Returns one row per debited account with the number of usage rows it inserted.
+pub const FLUSH_USAGE: &str = "
     WITH batch AS (
         SELECT * FROM UNNEST(
             $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
@@ -74,7 +72,8 @@ macro_rules! flush_usage {
                cache_write_1h_tokens, web_search_requests, web_fetch_requests,
                cost, price_version, long_prompt_tier, outcome, started_at, finished_at)
         SELECT * FROM batch
-", $on_conflict, "        RETURNING account_id, cost
+        ON CONFLICT (request_id) DO NOTHING
+        RETURNING account_id, cost
     ),
     sums AS (
         SELECT account_id, sum(cost) AS total, count(*)::int AS n FROM ins GROUP BY account_id
@@ -87,16 +86,34 @@ macro_rules! flush_usage {
     INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
     SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
     FROM sums s JOIN upd ON upd.id = s.account_id
-    RETURNING usage_count")
-    };
-}
+    RETURNING usage_count";
 
-/// The idempotent flush: rows whose request id is already stored are skipped, so a replayed
-/// batch changes nothing.
-pub const FLUSH_USAGE: &str = flush_usage!("        ON CONFLICT (request_id) DO NOTHING\n");
+/// One part of a paced flush: a plain insert of usage rows, inside the flush's transaction.
+/// A row already stored fails it with a unique violation, which rolls the flush back. The
+/// balances and the ledger follow in [`DEBIT_FLUSHED_USAGE`] once every part is in.
+pub const INSERT_USAGE: &str = "
+    INSERT INTO usage (request_id, account_id, key_id, model,
+           input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
+           cache_write_1h_tokens, web_search_requests, web_fetch_requests,
+           cost, price_version, long_prompt_tier, outcome, started_at, finished_at)
+    SELECT * FROM UNNEST(
+        $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+        $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
+        $12::numeric[], $13::timestamptz[], $14::bool[], $15::text[],
+        $16::timestamptz[], $17::timestamptz[])";
 
-/// The same flush for a batch seen for the first time, without the conflict check: a plain
-/// insert costs Postgres about a third less per row than a speculative one. A batch that was
-/// (partly) written before fails it with a unique violation and is then written with
-/// [`FLUSH_USAGE`].
-pub const FLUSH_NEW_USAGE: &str = flush_usage!("");
+/// The end of a paced flush: each account's debit (the sum of the costs of the rows the parts
+/// inserted for it) and its ledger entry. Returns one row per account with its row count.
+pub const DEBIT_FLUSHED_USAGE: &str = "
+    WITH sums AS (
+        SELECT * FROM UNNEST($1::uuid[], $2::numeric[], $3::int4[]) AS s(account_id, total, n)
+    ),
+    upd AS (
+        UPDATE accounts a SET balance = a.balance - s.total
+        FROM sums s WHERE a.id = s.account_id
+        RETURNING a.id, a.balance
+    )
+    INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
+    SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
+    FROM sums s JOIN upd ON upd.id = s.account_id
+    RETURNING usage_count";

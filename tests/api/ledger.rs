@@ -99,6 +99,70 @@ async fn replaying_a_flushed_batch_changes_nothing() {
 }
 
 #[actix_web::test]
+async fn a_paced_flush_writes_a_large_batch_in_parts_and_debits_each_account_once() {
+    let app = spawn_app().await;
+    let customers = [
+        app.customer("10").await,
+        app.customer("20").await,
+        app.customer("30").await,
+    ];
+    // 300 rows: the flush inserts them in parts with pauses between, in one transaction.
+    let price_version = chrono::Utc::now();
+    let batch: Vec<UsageRecord> = (0..300u64)
+        .map(|i| {
+            let customer = &customers[(i % 3) as usize];
+            UsageRecord {
+                request_id: Uuid::now_v7(),
+                account_id: customer.id.parse().unwrap(),
+                key_id: customer.key_id.parse().unwrap(),
+                model: "claude-haiku-5-5".into(),
+                usage: Usage {
+                    input_tokens: 100 + i,
+                    output_tokens: i,
+                    ..Usage::default()
+                },
+                cost: rust_decimal::Decimal::new(1_000 + i as i64, 9),
+                price_version,
+                long_prompt_tier: false,
+                outcome: Outcome::Completed,
+                started_at: price_version,
+                finished_at: price_version,
+            }
+        })
+        .collect();
+    let store = app.store().with_flush_spread(Duration::from_millis(40));
+    assert_eq!(store.write_batch(&batch).await.unwrap().inserted, 300);
+
+    let db = app.db().await;
+    for customer in &customers {
+        let id: Uuid = customer.id.parse().unwrap();
+        let cost: rust_decimal::Decimal = batch
+            .iter()
+            .filter(|r| r.account_id == id)
+            .map(|r| r.cost)
+            .sum();
+        let books = app.books(&customer.id).await;
+        assert_eq!((books.usage_rows, books.usage_cost), (100, cost));
+        assert_eq!(books.stored_balance, books.credits - cost);
+        books.assert_reconciled();
+        let entries: i64 = db
+            .query_one(
+                "SELECT count(*) FROM ledger WHERE kind = 'usage' AND account_id = $1",
+                &[&id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(entries, 1, "one ledger entry per account per flush");
+    }
+    // Written again, paced, it fails the plain inserts and is rewritten idempotently.
+    assert_eq!(store.write_batch(&batch).await.unwrap().inserted, 0);
+    for customer in &customers {
+        app.books(&customer.id).await.assert_reconciled();
+    }
+}
+
+#[actix_web::test]
 async fn the_live_view_shows_settled_debits_before_they_are_flushed() {
     // A flush interval long enough that nothing is flushed during the test on its own.
     let app = spawn_app_with(Default::default(), |s| {
