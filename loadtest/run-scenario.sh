@@ -8,7 +8,8 @@
 # pass-through hop, and tollgate on a fresh database (throttle defaults off, the scenario sets
 # per-account limits), then runs loadgen: provisioning, the tollgate run, reconciliation
 # against Postgres, and the same workload straight against the mock (the baseline) and through
-# the pass-through. Reports go to OUT_DIR/NAME.json and OUT_DIR/NAME.html. Everything it
+# the pass-through. Reports go to OUT_DIR/NAME.json and OUT_DIR/NAME.html; the CPU per 1,000
+# requests and the peak RSS of tollgate and of the pass-through are printed last. Everything it
 # started is stopped, and the database dropped, when it exits. The exit code is loadgen's:
 # 0 passed, 1 failed (reconciliation or a target), 2 bad scenario. Ctrl-C stops loadgen and
 # everything else it started.
@@ -104,6 +105,7 @@ if [ "$NO_BASELINE" != 1 ]; then
 fi
 
 cpu_before=$(lt_cpu_ticks "$TG_PID")
+pt_cpu_before=$(lt_cpu_ticks "$PASSTHROUGH_PID")
 
 echo "== $NAME: loadgen" >&2
 # In the background, waited for: the shell then runs its INT/TERM trap at once, and cleanup
@@ -121,25 +123,35 @@ status=$?
 set -e
 LOADGEN_PID=
 
-# Only the tollgate run (and its provisioning and reconciliation) touches tollgate, so its CPU
-# time over the whole loadgen invocation is the cost of the requests it was sent.
-# None of this may change the exit code: tollgate may be gone, the JSON missing.
-cpu_after=$(lt_cpu_ticks "$TG_PID")
-if [ "${cpu_after:-0}" -ge "${cpu_before:-0}" ] 2>/dev/null; then
-    cpu_ms=$(( (cpu_after - cpu_before) * 1000 / $(getconf CLK_TCK || echo 100) ))
-else
-    cpu_ms=0
-fi
-sent=$(jq -r '[.tollgate.requests_by_group[]] | add // 0' "$OUT_DIR/$NAME.json" 2>/dev/null || echo 0)
-peak_kb=0
-if [ -r "/proc/$TG_PID/status" ]; then
-    peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$TG_PID/status" 2>/dev/null || echo 0)
-fi
-[[ "$sent" =~ ^[0-9]+$ ]] || sent=0
-[[ "$peak_kb" =~ ^[0-9]+$ ]] || peak_kb=0
-if [ "$sent" -gt 0 ]; then
-    echo "tollgate: ${cpu_ms} ms CPU for ${sent} requests ($(( cpu_ms * 1000 / sent )) ms per 1,000), peak RSS $(( peak_kb / 1024 )) MB"
-else
-    echo "tollgate: ${cpu_ms} ms CPU, peak RSS $(( peak_kb / 1024 )) MB"
+# Only the tollgate run (and its provisioning and reconciliation) touches tollgate, and only
+# the pass-through run touches the pass-through, so each one's CPU time over the whole loadgen
+# invocation is the cost of the requests it was sent.
+# None of this may change the exit code: a process may be gone, the JSON missing.
+#   cpu_report LABEL PID TICKS_BEFORE JQ_FILTER_FOR_REQUESTS_SENT
+cpu_report() {
+    local label=$1 pid=$2 before=$3 filter=$4 after cpu_ms sent peak_kb
+    after=$(lt_cpu_ticks "$pid")
+    if [ "${after:-0}" -ge "${before:-0}" ] 2>/dev/null; then
+        cpu_ms=$(( (after - before) * 1000 / $(getconf CLK_TCK || echo 100) ))
+    else
+        cpu_ms=0
+    fi
+    sent=$(jq -r "$filter" "$OUT_DIR/$NAME.json" 2>/dev/null || echo 0)
+    peak_kb=0
+    if [ -r "/proc/$pid/status" ]; then
+        peak_kb=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)
+    fi
+    [[ "$sent" =~ ^[0-9]+$ ]] || sent=0
+    [[ "$peak_kb" =~ ^[0-9]+$ ]] || peak_kb=0
+    if [ "$sent" -gt 0 ]; then
+        echo "$label: ${cpu_ms} ms CPU for ${sent} requests ($(( cpu_ms * 1000 / sent )) ms per 1,000), peak RSS $(( peak_kb / 1024 )) MB"
+    else
+        echo "$label: ${cpu_ms} ms CPU, peak RSS $(( peak_kb / 1024 )) MB"
+    fi
+}
+cpu_report tollgate "$TG_PID" "$cpu_before" '[.tollgate.requests_by_group[]] | add // 0'
+if [ "$NO_BASELINE" != 1 ]; then
+    cpu_report passthrough "$PASSTHROUGH_PID" "$pt_cpu_before" \
+        '[.references[] | select(.target == "passthrough") | .requests_by_group[]] | add // 0'
 fi
 exit "$status"
