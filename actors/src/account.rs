@@ -60,10 +60,53 @@ struct Hold {
     amount: Decimal,
 }
 
-/// Accounts whose actor stopped (its thread did), each with the holds of the requests that
-/// were still running then. The account's next actor takes them over, so money reserved for
-/// those requests stays reserved until they settle or release.
-pub(crate) type Orphans = Arc<DashMap<AccountId, Vec<(Uuid, Decimal)>>>;
+/// Accounts whose actor stopped (its thread did). The account's next actor takes the holds
+/// over, so money reserved for requests still running stays reserved until they settle or
+/// release.
+pub(crate) type Orphans = Arc<DashMap<AccountId, Orphan>>;
+
+#[derive(Debug, Default)]
+pub(crate) struct Orphan {
+    /// The holds of the requests that were running when the actor stopped.
+    pub holds: Vec<(Uuid, Decimal)>,
+    /// Set once the stopped actor has handed its holds over (the engine may notice the
+    /// stop a moment before the actor is dropped).
+    pub handed_over: bool,
+}
+
+/// Holds on their way to a new actor. If the actor never starts (its thread stopped before
+/// it could), they go back to the orphans for the next one.
+pub(crate) struct CarriedHolds {
+    account_id: AccountId,
+    holds: Vec<(Uuid, Decimal)>,
+    orphans: Orphans,
+}
+
+impl CarriedHolds {
+    pub(crate) fn new(
+        account_id: AccountId,
+        holds: Vec<(Uuid, Decimal)>,
+        orphans: Orphans,
+    ) -> Self {
+        CarriedHolds {
+            account_id,
+            holds,
+            orphans,
+        }
+    }
+}
+
+impl Drop for CarriedHolds {
+    fn drop(&mut self) {
+        hand_over(&self.orphans, self.account_id, self.holds.drain(..));
+    }
+}
+
+fn hand_over(orphans: &Orphans, id: AccountId, holds: impl Iterator<Item = (Uuid, Decimal)>) {
+    let mut orphan = orphans.entry(id).or_default();
+    orphan.holds.extend(holds);
+    orphan.handed_over = true;
+}
 
 pub(crate) struct AccountActor {
     id: AccountId,
@@ -84,11 +127,12 @@ impl AccountActor {
     /// `carried` are the holds of requests still running under the account's previous actor.
     pub(crate) fn new(
         record: AccountRecord,
-        carried: Vec<(Uuid, Decimal)>,
+        mut carried: CarriedHolds,
         store: Arc<dyn LedgerStore>,
         flusher: FlusherHandle,
-        orphans: Orphans,
     ) -> AccountActor {
+        let orphans = carried.orphans.clone();
+        let carried = std::mem::take(&mut carried.holds);
         let held = carried.iter().map(|(_, amount)| amount).sum();
         let holds = carried
             .into_iter()
@@ -124,14 +168,14 @@ impl AccountActor {
 }
 
 /// An actor is dropped only when the thread it runs on stops: an HTTP worker that actix
-/// replaced, or the end of the process. By then actix has handled every message already in
-/// its mailbox, so every settle sent to it is with the flusher. What is left is the holds of
-/// requests still running; they are handed over before the mailbox closes, so the engine,
-/// which notices a stopped actor by its closed mailbox, always finds them.
+/// replaced, or the end of the process. actix handles none of the messages still in its
+/// mailbox then; it drops them, and the settles and releases among them send themselves to
+/// the account's next actor (see [`Settle`]). What the actor itself holds that is not on its
+/// way to the ledger is the holds of requests still running: it hands them over here.
 impl Drop for AccountActor {
     fn drop(&mut self) {
         let holds = self.holds.drain().map(|(id, hold)| (id, hold.amount));
-        self.orphans.entry(self.id).or_default().extend(holds);
+        hand_over(&self.orphans, self.id, holds);
     }
 }
 

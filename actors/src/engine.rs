@@ -16,8 +16,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::account::{
-    AccountActor, AccountView, ApplyChange, Orphans, PreAuthorize, Refusal, Release, ResizeHold,
-    SetLimits, SetStatus, Settle, Snapshot,
+    AccountActor, AccountView, ApplyChange, CarriedHolds, Orphans, PreAuthorize, Refusal, Release,
+    ResizeHold, SetLimits, SetStatus, Settle, Snapshot,
 };
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{resized_hold, HoldPolicy, RequestShape};
@@ -36,6 +36,8 @@ pub(crate) const MAILBOX_WAIT: Duration = Duration::from_secs(2);
 /// After the drain bound, interrupted requests settle what they saw; this bounds how long
 /// that takes.
 const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// How long a replacement actor waits for its stopped predecessor's holds.
+const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
 
 /// Engine failures that are not a refusal of the request itself.
 #[derive(Debug, thiserror::Error)]
@@ -238,6 +240,8 @@ impl Engine {
                 return Ok(addr);
             }
             tracing::error!(account_id = %id, "an account actor stopped; starting a new one");
+            // Marked here, not only by the actor's own hand-over: the new actor must load
+            // after a flush even if this thread sees the closed mailbox first.
             self.inner.orphaned.entry(id).or_default();
             self.inner
                 .accounts
@@ -256,6 +260,7 @@ impl Engine {
                     if !self.inner.flusher.flush_now().await {
                         return Err(EngineError::LedgerUnavailable);
                     }
+                    self.wait_for_hand_over(id).await;
                 }
                 let record = self
                     .inner
@@ -266,15 +271,15 @@ impl Engine {
                 let home = self.home_of(id);
                 let store = self.inner.store.clone();
                 let flusher = self.inner.flusher.clone();
-                let orphans = self.inner.orphaned.clone();
-                let carried = self
+                let holds = self
                     .inner
                     .orphaned
                     .remove(&id)
-                    .map(|(_, holds)| holds)
+                    .map(|(_, orphan)| orphan.holds)
                     .unwrap_or_default();
+                let carried = CarriedHolds::new(id, holds, self.inner.orphaned.clone());
                 Ok::<_, EngineError>(AccountActor::start_in_arbiter(&home, |_| {
-                    AccountActor::new(record, carried, store, flusher, orphans)
+                    AccountActor::new(record, carried, store, flusher)
                 }))
             })
             .await;
@@ -286,6 +291,25 @@ impl Engine {
                 }
                 Err(error)
             }
+        }
+    }
+
+    /// Waits, briefly, until the stopped actor of `id` has handed its holds over. actix drops
+    /// an actor before its mailbox, so this is normally done before the stop is noticed;
+    /// the wait covers any other order.
+    async fn wait_for_hand_over(&self, id: AccountId) {
+        let deadline = tokio::time::Instant::now() + HAND_OVER_WAIT;
+        while self
+            .inner
+            .orphaned
+            .get(&id)
+            .is_some_and(|orphan| !orphan.handed_over)
+        {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::error!(account_id = %id, "a stopped account actor did not hand its holds over");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -449,6 +473,9 @@ impl Engine {
             let id = record.account_id;
             match engine.actor(id).await {
                 Ok(addr) => addr.do_send(Settle::new(record, engine.clone())),
+                Err(_) if engine.inner.flusher.has_stopped() => {
+                    tracing::error!(account_id = %id, request_id = %record.request_id, cost = %record.cost, "a settle arrived after the final flush; its usage is not recorded");
+                }
                 Err(error) => {
                     tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
                     engine.forget_carried_hold(id, record.request_id);
@@ -478,8 +505,8 @@ impl Engine {
     /// No actor could take over the account: the hold is dropped from what the next one
     /// will carry over.
     fn forget_carried_hold(&self, account_id: AccountId, request_id: Uuid) {
-        if let Some(mut holds) = self.inner.orphaned.get_mut(&account_id) {
-            holds.retain(|(id, _)| *id != request_id);
+        if let Some(mut orphan) = self.inner.orphaned.get_mut(&account_id) {
+            orphan.holds.retain(|(id, _)| *id != request_id);
         }
     }
 }

@@ -29,10 +29,17 @@ struct Shared {
     writing: AtomicU64,
     flushed_total: AtomicU64,
     flushes: AtomicU64,
+    /// Records ever pushed. Updated under the buffer's lock, so the first `pushed` records
+    /// are exactly those pushed so far.
+    pushed: AtomicU64,
+    /// Every record up to this count of `pushed` is on disk.
+    written: AtomicU64,
     /// Bumped after every completed flush attempt, so `flush_now` can wait for one.
     generation: AtomicU64,
     flushed: Notify,
     stopping: AtomicBool,
+    /// Set when the writer has stopped for good: nothing pushed after it is written.
+    stopped: AtomicBool,
 }
 
 /// Counters for `/metrics`.
@@ -56,9 +63,12 @@ impl FlusherHandle {
                 writing: AtomicU64::new(0),
                 flushed_total: AtomicU64::new(0),
                 flushes: AtomicU64::new(0),
+                pushed: AtomicU64::new(0),
+                written: AtomicU64::new(0),
                 generation: AtomicU64::new(0),
                 flushed: Notify::new(),
                 stopping: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
             }),
         };
         let writer = handle.clone();
@@ -75,10 +85,16 @@ impl FlusherHandle {
             Err(poisoned) => poisoned.into_inner(),
         };
         buffer.push(record);
+        self.inner.pushed.fetch_add(1, Ordering::AcqRel);
         let writing = self.inner.writing.load(Ordering::Relaxed);
         self.inner
             .backlog
             .store(buffer.len() as u64 + writing, Ordering::Relaxed);
+    }
+
+    /// Whether the writer has stopped for good (after a graceful shutdown's final flush).
+    pub fn has_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
     }
 
     pub fn is_failing(&self) -> bool {
@@ -94,28 +110,36 @@ impl FlusherHandle {
         }
     }
 
-    /// Asks for a flush now and waits until one full flush attempt has completed after the
-    /// call. Returns whether the buffer was empty afterwards.
+    /// Asks for a flush now and waits until every record pushed before the call is on disk,
+    /// or a flush attempt that began after the call has failed. Returns whether the records
+    /// are on disk. Records pushed meanwhile do not hold it up, so it answers within about
+    /// two flushes however busy the service is.
     pub async fn flush_now(&self) -> bool {
-        let target = self.inner.generation.load(Ordering::Acquire) + 2;
+        let target = self.inner.pushed.load(Ordering::Acquire);
+        let first = self.inner.generation.load(Ordering::Acquire);
         loop {
             let notified = self.inner.flushed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.inner.generation.load(Ordering::Acquire) >= target {
-                break;
+            if self.inner.written.load(Ordering::Acquire) >= target {
+                return true;
+            }
+            // An attempt that began after the call, and still left them unwritten, failed.
+            if self.inner.generation.load(Ordering::Acquire) >= first + 2
+                || self.inner.stopped.load(Ordering::Acquire)
+            {
+                return false;
             }
             self.inner.wake.notify_one();
             notified.await;
         }
-        self.inner.backlog.load(Ordering::Relaxed) == 0
     }
 
     /// Flushes until the buffer is empty or `deadline` passes; stops the writer. Called once
     /// at graceful shutdown, after in-flight requests have settled.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let drained = tokio::time::timeout(deadline, async {
-            while !self.flush_now().await {
+            while !(self.flush_now().await && self.inner.backlog.load(Ordering::Relaxed) == 0) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
@@ -126,11 +150,14 @@ impl FlusherHandle {
         drained
     }
 
-    fn take_batch(&self) -> Vec<UsageRecord> {
+    /// The buffer's records, and the count of `pushed` they reach to: once they are written,
+    /// so is every record pushed before them (a failed batch goes back in front).
+    fn take_batch(&self) -> (Vec<UsageRecord>, u64) {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let upto = self.inner.pushed.load(Ordering::Acquire);
         let batch = std::mem::take(&mut *buffer);
         self.inner
             .writing
@@ -138,7 +165,7 @@ impl FlusherHandle {
         self.inner
             .backlog
             .store(batch.len() as u64, Ordering::Relaxed);
-        batch
+        (batch, upto)
     }
 
     /// Puts a batch that failed to write back in front of what arrived since, so the next
@@ -179,8 +206,10 @@ impl FlusherHandle {
                 _ = ticker.tick() => {}
                 _ = self.inner.wake.notified() => {}
             }
-            let batch = self.take_batch();
-            if !batch.is_empty() {
+            let (batch, upto) = self.take_batch();
+            if batch.is_empty() {
+                self.inner.written.fetch_max(upto, Ordering::AcqRel);
+            } else {
                 let written = tokio::time::timeout(write_timeout, store.write_batch(&batch))
                     .await
                     .unwrap_or_else(|_| {
@@ -191,6 +220,7 @@ impl FlusherHandle {
                 match written {
                     Ok(outcome) => {
                         self.mark_written();
+                        self.inner.written.fetch_max(upto, Ordering::AcqRel);
                         self.inner.failing.store(false, Ordering::Relaxed);
                         self.inner.flushes.fetch_add(1, Ordering::Relaxed);
                         self.inner
@@ -209,9 +239,13 @@ impl FlusherHandle {
                     }
                 }
             }
+            let stopping = self.inner.stopping.load(Ordering::Acquire);
+            if stopping {
+                self.inner.stopped.store(true, Ordering::Release);
+            }
             self.inner.generation.fetch_add(1, Ordering::AcqRel);
             self.inner.flushed.notify_waiters();
-            if self.inner.stopping.load(Ordering::Acquire) {
+            if stopping {
                 break;
             }
         }

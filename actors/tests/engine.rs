@@ -34,6 +34,8 @@ struct MemoryLedger {
     down: AtomicBool,
     /// How long a credit takes to be stored.
     credit_delay_ms: AtomicU64,
+    /// How long a batch takes to be written.
+    write_delay_ms: AtomicU64,
 }
 
 impl MemoryLedger {
@@ -90,6 +92,8 @@ impl LedgerStore for MemoryLedger {
     }
 
     async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        let delay = self.write_delay_ms.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError("the database is down".into()));
         }
@@ -342,7 +346,8 @@ async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_act
 
     // A credit that takes a while to store keeps the actor waiting, so the settle queued
     // behind it is still in the mailbox when the thread stops: actix drops it unhandled.
-    ledger.credit_delay_ms.store(300, Ordering::SeqCst);
+    // (The credit never finishes: the thread stops under it.)
+    ledger.credit_delay_ms.store(60_000, Ordering::SeqCst);
     let crediting = engine.clone();
     let credit = tokio::spawn(async move {
         crediting
@@ -356,7 +361,7 @@ async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_act
         .await
         .unwrap()
         .unwrap();
-    // The credit was cut off before it was stored, and says so.
+    // The credit's caller learns that it was cut off.
     assert!(credit.await.unwrap().is_err());
 
     let view = wait_for_view(&engine, account, |view| view.balance < dec!(10)).await;
@@ -365,4 +370,40 @@ async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_act
     assert!(engine.flusher().flush_now().await);
     assert_eq!(ledger.balance_of(account), dec!(10) - cost);
     assert_eq!(ledger.rows.lock().unwrap().len(), 1);
+}
+
+#[actix_rt::test]
+async fn flush_now_answers_for_what_was_settled_before_it_while_settles_keep_arriving() {
+    let ledger = MemoryLedger::opening_with(dec!(1000));
+    ledger.write_delay_ms.store(20, Ordering::SeqCst);
+    let engine = engine(ledger.clone(), 1_000_000);
+    // Another account settles a request every millisecond, so the buffer is never empty
+    // when a flush ends.
+    let stop = Arc::new(AtomicBool::new(false));
+    let busy = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        let account = Uuid::now_v7();
+        actix_rt::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let ticket = engine.pre_authorize(request(account)).await.unwrap();
+                ticket.settle(usage(), Outcome::Completed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..5 {
+        let quiet = Uuid::now_v7();
+        let ticket = engine.pre_authorize(request(quiet)).await.unwrap();
+        let cost = ticket.settle(usage(), Outcome::Completed).cost;
+        // A round trip through the same mailbox: the settle is with the flusher.
+        engine.view(quiet).await.unwrap();
+        assert!(
+            engine.flusher().flush_now().await,
+            "flush_now waited for records settled after it was called"
+        );
+        assert_eq!(ledger.balance_of(quiet), dec!(1000) - cost);
+    }
+    stop.store(true, Ordering::SeqCst);
+    busy.await.unwrap();
 }

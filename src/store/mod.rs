@@ -310,12 +310,14 @@ impl PgStore {
         }
     }
 
-    /// The batch's rows go in as up to [`MAX_FLUSH_PARTS`] plain inserts spread over
-    /// `flush_spread`, then every account's debit and ledger entry, then the commit. A flush
-    /// of a busy interval is several milliseconds of Postgres work; done at once, it takes a
-    /// core from the request path on a small machine, and the requests that arrive meanwhile
-    /// wait (docs/BENCHMARKS.md, Finding 11).
-    async fn write_usage_paced(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
+    /// The first attempt of a flush, public for tests; the flusher calls
+    /// [`LedgerStore::write_batch`]. The batch's rows go in as plain inserts, about
+    /// [`ROWS_PER_FLUSH_PART`] rows each and normally at most [`MAX_FLUSH_PARTS`] of them,
+    /// spread over `flush_spread`; then every account's debit and ledger entry; then the
+    /// commit. A flush of a busy interval is several milliseconds of Postgres work; done at
+    /// once, it takes a core from the request path on a small machine, and the requests that
+    /// arrive meanwhile wait (docs/BENCHMARKS.md, Finding 11).
+    pub async fn write_usage_paced(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
         let mut client = self.pool.get().await?;
         let insert = client.prepare_cached(queries::INSERT_USAGE).await?;
         let debit = client.prepare_cached(queries::DEBIT_FLUSHED_USAGE).await?;
@@ -324,8 +326,10 @@ impl PgStore {
             .len()
             .div_ceil(ROWS_PER_FLUSH_PART)
             .clamp(1, MAX_FLUSH_PARTS);
-        let pause = self.flush_spread / parts as u32;
-        for (i, part) in batch.chunks(batch.len().div_ceil(parts).max(1)).enumerate() {
+        // A backlog (the ledger was down) may need more, bounded, parts.
+        let part_len = batch.len().div_ceil(parts).clamp(1, FLUSH_CHUNK);
+        let pause = self.flush_spread / batch.len().div_ceil(part_len).max(1) as u32;
+        for (i, part) in batch.chunks(part_len).enumerate() {
             if i > 0 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }

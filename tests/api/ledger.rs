@@ -131,7 +131,7 @@ async fn a_paced_flush_writes_a_large_batch_in_parts_and_debits_each_account_onc
         })
         .collect();
     let store = app.store().with_flush_spread(Duration::from_millis(40));
-    assert_eq!(store.write_batch(&batch).await.unwrap().inserted, 300);
+    assert_eq!(store.write_usage_paced(&batch).await.unwrap(), 300);
 
     let db = app.db().await;
     for customer in &customers {
@@ -155,7 +155,9 @@ async fn a_paced_flush_writes_a_large_batch_in_parts_and_debits_each_account_onc
             .get(0);
         assert_eq!(entries, 1, "one ledger entry per account per flush");
     }
-    // Written again, paced, it fails the plain inserts and is rewritten idempotently.
+    // Written again, it fails the paced attempt's plain inserts, changing nothing...
+    assert!(store.write_usage_paced(&batch[..1]).await.is_err());
+    // ...and is rewritten idempotently.
     assert_eq!(store.write_batch(&batch).await.unwrap().inserted, 0);
     for customer in &customers {
         app.books(&customer.id).await.assert_reconciled();

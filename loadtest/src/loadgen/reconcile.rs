@@ -177,7 +177,7 @@ async fn wait_settled(
     Ok(())
 }
 
-/// Asks tollgate to flush until its buffer is empty.
+/// Asks tollgate to flush until everything settled before the call is written.
 async fn flush(http: &reqwest::Client, admin: &Admin) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
     loop {
