@@ -78,7 +78,8 @@ pub(crate) struct Orphan {
 /// it could), they go back to the orphans for the next one.
 pub(crate) struct CarriedHolds {
     account_id: AccountId,
-    holds: Vec<(Uuid, Decimal)>,
+    /// Taken by the actor when it starts.
+    holds: Option<Vec<(Uuid, Decimal)>>,
     orphans: Orphans,
 }
 
@@ -90,7 +91,7 @@ impl CarriedHolds {
     ) -> Self {
         CarriedHolds {
             account_id,
-            holds,
+            holds: Some(holds),
             orphans,
         }
     }
@@ -98,7 +99,9 @@ impl CarriedHolds {
 
 impl Drop for CarriedHolds {
     fn drop(&mut self) {
-        hand_over(&self.orphans, self.account_id, self.holds.drain(..));
+        if let Some(holds) = self.holds.take() {
+            hand_over(&self.orphans, self.account_id, holds.into_iter());
+        }
     }
 }
 
@@ -132,7 +135,7 @@ impl AccountActor {
         flusher: FlusherHandle,
     ) -> AccountActor {
         let orphans = carried.orphans.clone();
-        let carried = std::mem::take(&mut carried.holds);
+        let carried = carried.holds.take().unwrap_or_default();
         let held = carried.iter().map(|(_, amount)| amount).sum();
         let holds = carried
             .into_iter()

@@ -209,6 +209,11 @@ impl Engine {
         self.inner.accounts.len()
     }
 
+    /// Accounts whose actor stopped and has not been replaced yet.
+    pub fn orphaned_accounts(&self) -> usize {
+        self.inner.orphaned.len()
+    }
+
     /// Fires when a shutdown's drain bound has passed. Relays watch it to settle the usage
     /// they have seen instead of being dropped.
     pub fn interrupted(&self) -> CancellationToken {

@@ -199,6 +199,8 @@ async fn a_dropped_ticket_releases_its_hold_and_a_resize_follows_the_real_prompt
     let view = engine.view(account).await.unwrap();
     assert_eq!((view.held, view.active_requests), (Decimal::ZERO, 0));
     assert_eq!(view.balance, dec!(1));
+    // A first actor for an account is not a replacement: nothing is marked orphaned.
+    assert_eq!(engine.orphaned_accounts(), 0);
 }
 
 #[actix_rt::test]
@@ -300,6 +302,11 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
         .collect();
     assert_eq!(stored, vec![first, second]);
     assert_eq!(ledger.balance_of(hosted), dec!(10) - first - second);
+    assert_eq!(
+        engine.orphaned_accounts(),
+        0,
+        "the replacement took the orphan over"
+    );
 }
 
 /// Polls the account's live view until `done` holds; panics after 5 s.

@@ -104,6 +104,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     metrics::gauge!("tollgate_flushes").set(flusher.flushes as f64);
     metrics::gauge!("tollgate_ledger_failing").set(if flusher.failing { 1.0 } else { 0.0 });
     metrics::gauge!("tollgate_active_accounts").set(state.engine.active_accounts() as f64);
+    metrics::gauge!("tollgate_orphaned_accounts").set(state.engine.orphaned_accounts() as f64);
     metrics::gauge!("tollgate_api_keys").set(state.keys.len() as f64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
