@@ -111,15 +111,47 @@ impl LedgerStore for MemoryLedger {
 }
 
 fn engine(ledger: Arc<MemoryLedger>, max_unflushed: u64) -> Engine {
+    engine_placed(ledger, max_unflushed, ActorPlacement::Dedicated(1))
+}
+
+fn engine_placed(
+    ledger: Arc<MemoryLedger>,
+    max_unflushed: u64,
+    placement: ActorPlacement,
+) -> Engine {
     Engine::start(
         EngineConfig {
             flush_interval: Duration::from_millis(20),
-            placement: ActorPlacement::Dedicated(1),
+            placement,
             hold_policy: HoldPolicy::default(),
             max_unflushed,
         },
         ledger,
     )
+}
+
+/// An engine whose actors live on the threads that offer to host them, and one such thread,
+/// which has offered (as each HTTP worker does when it starts).
+async fn engine_with_a_host(ledger: Arc<MemoryLedger>) -> (Engine, actix_rt::Arbiter) {
+    let engine = engine_placed(ledger, 100, ActorPlacement::Workers);
+    let host = actix_rt::Arbiter::new();
+    let (offered, was_offered) = tokio::sync::oneshot::channel();
+    let offering = engine.clone();
+    assert!(host.spawn(async move {
+        offering.host_actors_here();
+        let _ = offered.send(());
+    }));
+    was_offered.await.unwrap();
+    (engine, host)
+}
+
+/// Stops a host thread and waits until it has ended, and its actors with it.
+async fn stop_host(host: actix_rt::Arbiter) {
+    host.stop();
+    tokio::task::spawn_blocking(move || host.join())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 fn request(account_id: AccountId) -> HoldRequest {
@@ -229,24 +261,7 @@ async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
 #[actix_rt::test]
 async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_stopped_one() {
     let ledger = MemoryLedger::opening_with(dec!(10));
-    let engine = Engine::start(
-        EngineConfig {
-            flush_interval: Duration::from_millis(20),
-            placement: ActorPlacement::Workers,
-            hold_policy: HoldPolicy::default(),
-            max_unflushed: 100,
-        },
-        ledger.clone(),
-    );
-    // A thread offers to host actors, as each HTTP worker does when it starts.
-    let host = actix_rt::Arbiter::new();
-    let (offered, was_offered) = tokio::sync::oneshot::channel();
-    let offering = engine.clone();
-    assert!(host.spawn(async move {
-        offering.host_actors_here();
-        let _ = offered.send(());
-    }));
-    was_offered.await.unwrap();
+    let (engine, host) = engine_with_a_host(ledger.clone()).await;
     let hosted = Uuid::now_v7();
     let ticket = engine.pre_authorize(request(hosted)).await.unwrap();
     let first = ticket.settle(usage(), Outcome::Completed).cost;
@@ -258,11 +273,7 @@ async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_st
 
     // The host stops: its actors go with it, and a new account must not be placed there
     // (its actor would never run, and the request would wait out the mailbox bound).
-    host.stop();
-    tokio::task::spawn_blocking(move || host.join())
-        .await
-        .unwrap()
-        .unwrap();
+    stop_host(host).await;
     let account = Uuid::now_v7();
     let ticket = tokio::time::timeout(
         Duration::from_millis(1500),
@@ -331,23 +342,7 @@ async fn wait_for_view(
 #[actix_rt::test]
 async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_actor() {
     let ledger = MemoryLedger::opening_with(dec!(10));
-    let engine = Engine::start(
-        EngineConfig {
-            flush_interval: Duration::from_millis(20),
-            placement: ActorPlacement::Workers,
-            hold_policy: HoldPolicy::default(),
-            max_unflushed: 100,
-        },
-        ledger.clone(),
-    );
-    let host = actix_rt::Arbiter::new();
-    let (offered, was_offered) = tokio::sync::oneshot::channel();
-    let offering = engine.clone();
-    assert!(host.spawn(async move {
-        offering.host_actors_here();
-        let _ = offered.send(());
-    }));
-    was_offered.await.unwrap();
+    let (engine, host) = engine_with_a_host(ledger.clone()).await;
     let account = Uuid::now_v7();
     let ticket = engine.pre_authorize(request(account)).await.unwrap();
 
@@ -363,11 +358,7 @@ async fn a_settle_still_queued_when_its_actors_thread_stops_reaches_the_next_act
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let cost = ticket.settle(usage(), Outcome::Completed).cost;
-    host.stop();
-    tokio::task::spawn_blocking(move || host.join())
-        .await
-        .unwrap()
-        .unwrap();
+    stop_host(host).await;
     // The credit's caller learns that it was cut off.
     assert!(credit.await.unwrap().is_err());
 

@@ -50,28 +50,40 @@ pub const SET_STATUS: &str = "
     )
     INSERT INTO account_status_changes (account_id, status, reason) SELECT id, $2, $3 FROM upd";
 
+/// The usage columns a flush writes, in the order of the batch's column arrays.
+macro_rules! usage_columns {
+    () => {
+        "request_id, account_id, key_id, model,
+               input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
+               cache_write_1h_tokens, web_search_requests, web_fetch_requests,
+               cost, price_version, long_prompt_tier, outcome, started_at, finished_at"
+    };
+}
+
+/// The batch's column arrays, `$1` to `$17`, as rows.
+macro_rules! unnest_usage {
+    () => {
+        "UNNEST(
+            $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
+            $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
+            $12::numeric[], $13::timestamptz[], $14::bool[], $15::text[],
+            $16::timestamptz[], $17::timestamptz[])"
+    };
+}
+
 /// The idempotent flush, in one statement: rows whose request id is already stored are
 /// skipped, and only rows actually inserted contribute to the per-account debits and their
 /// ledger entries, so a replayed batch changes nothing. The batch arrives as column arrays.
 /// Returns one row per debited account with the number of usage rows it inserted.
-pub const FLUSH_USAGE: &str = "
-    WITH batch AS (
-        SELECT * FROM UNNEST(
-            $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
-            $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-            $12::numeric[], $13::timestamptz[], $14::bool[], $15::text[],
-            $16::timestamptz[], $17::timestamptz[]
-        ) AS b(request_id, account_id, key_id, model,
-               input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
-               cache_write_1h_tokens, web_search_requests, web_fetch_requests,
-               cost, price_version, long_prompt_tier, outcome, started_at, finished_at)
-    ),
-    ins AS (
-        INSERT INTO usage (request_id, account_id, key_id, model,
-               input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
-               cache_write_1h_tokens, web_search_requests, web_fetch_requests,
-               cost, price_version, long_prompt_tier, outcome, started_at, finished_at)
-        SELECT * FROM batch
+pub const FLUSH_USAGE: &str = concat!(
+    "
+    WITH ins AS (
+        INSERT INTO usage (",
+    usage_columns!(),
+    ")
+        SELECT * FROM ",
+    unnest_usage!(),
+    "
         ON CONFLICT (request_id) DO NOTHING
         RETURNING account_id, cost
     ),
@@ -86,21 +98,20 @@ pub const FLUSH_USAGE: &str = "
     INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
     SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
     FROM sums s JOIN upd ON upd.id = s.account_id
-    RETURNING usage_count";
+    RETURNING usage_count"
+);
 
 /// One part of a paced flush: a plain insert of usage rows, inside the flush's transaction.
 /// A row already stored fails it with a unique violation, which rolls the flush back. The
 /// balances and the ledger follow in [`DEBIT_FLUSHED_USAGE`] once every part is in.
-pub const INSERT_USAGE: &str = "
-    INSERT INTO usage (request_id, account_id, key_id, model,
-           input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
-           cache_write_1h_tokens, web_search_requests, web_fetch_requests,
-           cost, price_version, long_prompt_tier, outcome, started_at, finished_at)
-    SELECT * FROM UNNEST(
-        $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
-        $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
-        $12::numeric[], $13::timestamptz[], $14::bool[], $15::text[],
-        $16::timestamptz[], $17::timestamptz[])";
+pub const INSERT_USAGE: &str = concat!(
+    "
+    INSERT INTO usage (",
+    usage_columns!(),
+    ")
+    SELECT * FROM ",
+    unnest_usage!()
+);
 
 /// The end of a paced flush: each account's debit (the sum of the costs of the rows the parts
 /// inserted for it) and its ledger entry. Returns one row per account with its row count.
