@@ -67,7 +67,8 @@ pub struct UpstreamSettings {
     /// e.g. `https://api.anthropic.com` (no `/v1`).
     pub base_url: String,
     pub api_key: String,
-    /// Seconds to wait for the upstream's response headers.
+    /// Seconds the upstream may stay silent: before its response headers, and between two
+    /// reads of its body.
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
 }

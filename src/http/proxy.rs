@@ -26,7 +26,7 @@ use super::errors::ApiError;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, KeyOwner};
-use crate::upstream::{Endpoint, Upstream, RELAYED_RESPONSE_HEADERS};
+use crate::upstream::{forwarded_headers, Endpoint, Upstream, RELAYED_RESPONSE_HEADERS};
 
 /// The fields of a Messages request that tollgate reads. Everything else passes through
 /// unseen; the body is forwarded byte for byte.
@@ -193,19 +193,8 @@ fn admit_error(error: AdmitError, rid: RequestId) -> ApiError {
     }
 }
 
-/// The request's Anthropic headers, copied out so the exchange can run on its own task.
-fn forwarded_headers(req: &HttpRequest) -> actix_web::http::header::HeaderMap {
-    let mut headers = actix_web::http::header::HeaderMap::new();
-    for name in ["anthropic-version", "anthropic-beta", "content-type"] {
-        for value in req.headers().get_all(name) {
-            headers.append(HeaderName::from_static(name), value.clone());
-        }
-    }
-    headers
-}
-
 /// Upstream response headers worth relaying, converted to actix's types.
-fn relayed_headers(upstream: &reqwest::header::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+fn relayed_headers(upstream: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
     let mut relayed = Vec::with_capacity(2);
     for name in RELAYED_RESPONSE_HEADERS {
         if let Some(value) = upstream.get(name) {
@@ -217,7 +206,7 @@ fn relayed_headers(upstream: &reqwest::header::HeaderMap) -> Vec<(HeaderName, He
     relayed
 }
 
-fn status_of(upstream: reqwest::StatusCode) -> StatusCode {
+fn status_of(upstream: http::StatusCode) -> StatusCode {
     StatusCode::from_u16(upstream.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
 
@@ -307,7 +296,7 @@ fn record(settlement: &Settlement) {
 struct Exchange {
     upstream: Upstream,
     query: Option<String>,
-    headers: actix_web::http::header::HeaderMap,
+    headers: http::HeaderMap,
     body: Bytes,
     drain: Duration,
     rid: RequestId,
@@ -348,7 +337,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
     // interrupt releases the hold (dropping the ticket does) and answers 529.
     let sent = unless_interrupted(
         &interrupt,
-        upstream.post(Endpoint::Messages, query.as_deref(), &headers, body),
+        upstream.post(Endpoint::Messages, query.as_deref(), headers, body),
     );
     let response = match sent.await {
         None => {
@@ -373,8 +362,8 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
             return;
         }
     };
-    let status = status_of(response.status());
-    let headers = relayed_headers(response.headers());
+    let status = status_of(response.status);
+    let headers = relayed_headers(&response.headers);
     if !status.is_success() {
         let Some(body) = unless_interrupted(&interrupt, response.bytes()).await else {
             let _ = reply.send(interrupted_reply());
@@ -415,13 +404,8 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
     }
     // Meter what the upstream sent, not what was asked for: an event stream is relayed and
     // parsed as one, a JSON answer to a streaming request is metered as a message.
-    let is_event_stream = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    if is_event_stream {
-        let (actor, body) = StreamActor::new(response.bytes_stream(), ticket, drain, interrupt);
+    if response.is_event_stream() {
+        let (actor, body) = StreamActor::new(response.into_stream(), ticket, drain, interrupt);
         // If the client is already gone, the actor finds out on its first send and drains.
         let _ = reply.send(Reply::Stream {
             status,
@@ -521,7 +505,7 @@ pub async fn messages(
     let work = Exchange {
         upstream: upstream.get_ref().clone(),
         query: req.uri().query().map(str::to_string),
-        headers: forwarded_headers(&req),
+        headers: forwarded_headers(req.headers()),
         body,
         drain: state.stream_drain,
         rid,
@@ -606,13 +590,13 @@ pub async fn count_tokens(
         .post(
             Endpoint::CountTokens,
             req.uri().query(),
-            &forwarded_headers(&req),
+            forwarded_headers(req.headers()),
             body,
         )
         .await
         .map_err(|_| ApiError::new(502, "the upstream provider could not be reached", rid))?;
-    let status = status_of(response.status());
-    let headers = relayed_headers(response.headers());
+    let status = status_of(response.status);
+    let headers = relayed_headers(&response.headers);
     let body = response
         .bytes()
         .await

@@ -1,10 +1,26 @@
 //! Upstream providers: where requests are forwarded. This issue serves every request from the
 //! first configured upstream; pools and failover come later.
+//!
+//! The client is hyper's own pooled client, not reqwest: on this path reqwest re-parsed each
+//! response's URL and ran its redirect and retry layers, work a forwarder with one fixed
+//! destination has no use for. Dropping it took 18 % off tollgate's instructions per request
+//! (docs/BENCHMARKS.md, Finding 12).
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use actix_web::http::header::HeaderMap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::{Stream, StreamExt};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::UpstreamSettings;
 
@@ -12,6 +28,9 @@ use crate::config::UpstreamSettings;
 /// cookies, hop-by-hop headers) stays here.
 const FORWARDED_REQUEST_HEADERS: [&str; 3] =
     ["anthropic-version", "anthropic-beta", "content-type"];
+
+/// The API version sent when the client names none.
+const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Response headers relayed to the client. A whitelist: the upstream's organization,
 /// workspace and rate-limit headers describe the operator's account, not the customer's.
@@ -23,6 +42,10 @@ pub const RELAYED_RESPONSE_HEADERS: [&str; 5] = [
     "cache-control",
 ];
 
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+const POOL_MAX_IDLE_PER_HOST: usize = 1024;
+
 /// The upstream routes tollgate forwards to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
@@ -32,15 +55,78 @@ pub enum Endpoint {
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("upstream HTTP client: {0}")]
-    Client(#[from] reqwest::Error),
-    #[error("upstream base_url {0:?} is not a valid URL")]
+    #[error("upstream base_url {0:?} is not an http:// or https:// URL")]
     BaseUrl(String),
+    #[error("upstream api_key is not a valid HTTP header value")]
+    ApiKey,
+    #[error("the client's query string is not valid in a URL")]
+    Query,
+    #[error("sending the request failed: {}", causes(.0))]
+    Send(#[source] hyper_util::client::legacy::Error),
+    #[error("reading the response body failed: {}", causes(.0))]
+    Body(#[source] hyper::Error),
+    #[error("the upstream sent nothing for {} s", .0.as_secs())]
+    TimedOut(Duration),
 }
 
-fn endpoint(base_url: &str, path: &str) -> Result<reqwest::Url, UpstreamError> {
-    let url = format!("{}{}", base_url.trim_end_matches('/'), path);
-    reqwest::Url::parse(&url).map_err(|_| UpstreamError::BaseUrl(base_url.to_string()))
+impl UpstreamError {
+    /// The upstream was too slow, rather than unreachable or broken.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            UpstreamError::TimedOut(_) => true,
+            UpstreamError::Send(error) => chain(error).any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            }),
+            _ => false,
+        }
+    }
+}
+
+/// `error` and each of its sources, outermost first.
+fn chain<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |cause| cause.source())
+}
+
+/// hyper's errors say little at the top ("client error (Connect)"); the cause ("Connection
+/// refused") is further down.
+fn causes(error: &(dyn std::error::Error + 'static)) -> String {
+    chain(error)
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// A route on the upstream, parsed once; `text` is kept to append a query string.
+#[derive(Clone)]
+struct Route {
+    uri: Uri,
+    text: String,
+}
+
+impl Route {
+    fn new(base_url: &str, path: &str) -> Result<Route, UpstreamError> {
+        let text = format!("{}{}", base_url.trim_end_matches('/'), path);
+        let invalid = || UpstreamError::BaseUrl(base_url.to_string());
+        let uri = Uri::try_from(text.as_str()).map_err(|_| invalid())?;
+        let web = matches!(uri.scheme_str(), Some("http" | "https"));
+        if !web || uri.authority().is_none() || uri.query().is_some() {
+            return Err(invalid());
+        }
+        Ok(Route { uri, text })
+    }
+
+    fn with_query(&self, query: Option<&str>) -> Result<Uri, UpstreamError> {
+        match query {
+            None | Some("") => Ok(self.uri.clone()),
+            Some(query) => {
+                Uri::try_from(format!("{}?{query}", self.text)).map_err(|_| UpstreamError::Query)
+            }
+        }
+    }
 }
 
 /// One upstream provider and the HTTP client that reaches it. Each HTTP worker builds its
@@ -48,66 +134,286 @@ fn endpoint(base_url: &str, path: &str) -> Result<reqwest::Url, UpstreamError> {
 #[derive(Clone)]
 pub struct Upstream {
     pub name: String,
-    /// `POST /v1/messages` and `POST /v1/messages/count_tokens`, parsed once.
-    messages_url: reqwest::Url,
-    count_tokens_url: reqwest::Url,
-    api_key: String,
-    client: reqwest::Client,
+    messages: Route,
+    count_tokens: Route,
+    api_key: HeaderValue,
+    /// How long the upstream may stay silent: before its response headers, and between two
+    /// reads of its body.
+    timeout: Duration,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
-        let client = reqwest::Client::builder()
-            // An upstream API does not redirect; following one would send the operator's key
-            // wherever the redirect points.
-            .redirect(reqwest::redirect::Policy::none())
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .read_timeout(Duration::from_secs(settings.timeout_secs.max(1)))
-            .build()?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(tcp);
+        // No redirects are followed (hyper follows none): an upstream API does not redirect,
+        // and following one would send the operator's key wherever it points.
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
+            .build(connector);
+        let mut api_key =
+            HeaderValue::from_str(&settings.api_key).map_err(|_| UpstreamError::ApiKey)?;
+        api_key.set_sensitive(true);
         Ok(Upstream {
             name: settings.name.clone(),
-            messages_url: endpoint(&settings.base_url, "/v1/messages")?,
-            count_tokens_url: endpoint(&settings.base_url, "/v1/messages/count_tokens")?,
-            api_key: settings.api_key.clone(),
+            messages: Route::new(&settings.base_url, "/v1/messages")?,
+            count_tokens: Route::new(&settings.base_url, "/v1/messages/count_tokens")?,
+            api_key,
+            timeout: Duration::from_secs(settings.timeout_secs.max(1)),
             client,
         })
     }
 
     /// Sends `body` unchanged to `endpoint` (with the client's query string, if any), with
-    /// the client's Anthropic headers and the operator's key.
+    /// `headers` (see [`forwarded_headers`]) and the operator's key.
     pub async fn post(
         &self,
         endpoint: Endpoint,
         query: Option<&str>,
-        client_headers: &HeaderMap,
+        headers: HeaderMap,
         body: Bytes,
-    ) -> Result<reqwest::Response, reqwest::Error> {
-        let mut url = match endpoint {
-            Endpoint::Messages => self.messages_url.clone(),
-            Endpoint::CountTokens => self.count_tokens_url.clone(),
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let route = match endpoint {
+            Endpoint::Messages => &self.messages,
+            Endpoint::CountTokens => &self.count_tokens,
         };
-        if query.is_some() {
-            url.set_query(query);
-        }
-        let mut request = self
-            .client
-            .post(url)
-            .header("x-api-key", &self.api_key)
-            .body(body);
-        for name in FORWARDED_REQUEST_HEADERS {
-            for value in client_headers.get_all(name) {
-                request = request.header(name, value.as_bytes());
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = route.with_query(query)?;
+        *request.headers_mut() = headers;
+        request
+            .headers_mut()
+            .insert("x-api-key", self.api_key.clone());
+        let response = tokio::time::timeout(self.timeout, self.client.request(request))
+            .await
+            .map_err(|_| UpstreamError::TimedOut(self.timeout))?
+            .map_err(UpstreamError::Send)?;
+        let (head, body) = response.into_parts();
+        Ok(UpstreamResponse {
+            status: head.status,
+            headers: head.headers,
+            body,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// The client's Anthropic headers, in the upstream client's types, with the defaults an
+/// Anthropic SDK would send filled in.
+pub fn forwarded_headers(client: &actix_web::http::header::HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(FORWARDED_REQUEST_HEADERS.len() + 1);
+    for name in FORWARDED_REQUEST_HEADERS {
+        for value in client.get_all(name) {
+            // Both are the same header grammar; a value actix accepted is accepted here.
+            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                headers.append(HeaderName::from_static(name), value);
             }
         }
-        if !client_headers.contains_key("anthropic-version") {
-            request = request.header("anthropic-version", "2023-06-01");
+    }
+    headers
+        .entry("anthropic-version")
+        .or_insert(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
+    headers
+        .entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
+    headers
+}
+
+/// An upstream response whose head has arrived and whose body is still to be read.
+pub struct UpstreamResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: Incoming,
+    timeout: Duration,
+}
+
+impl UpstreamResponse {
+    /// Whether the body is a server-sent event stream.
+    pub fn is_event_stream(&self) -> bool {
+        self.headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"))
+    }
+
+    /// The body as it arrives, chunk by chunk. Ends with an error if the upstream stays
+    /// silent for longer than its timeout.
+    pub fn into_stream(self) -> BodyStream {
+        BodyStream {
+            body: self.body,
+            idle: Box::pin(tokio::time::sleep(self.timeout)),
+            timeout: self.timeout,
+            done: false,
         }
-        if !client_headers.contains_key("content-type") {
-            request = request.header("content-type", "application/json");
+    }
+
+    /// The whole body. A body that arrives in one piece (the usual case) is not copied.
+    pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+        let mut stream = self.into_stream();
+        let Some(first) = stream.next().await.transpose()? else {
+            return Ok(Bytes::new());
+        };
+        let Some(second) = stream.next().await.transpose()? else {
+            return Ok(first);
+        };
+        let mut whole = BytesMut::with_capacity(first.len() + second.len());
+        whole.extend_from_slice(&first);
+        whole.extend_from_slice(&second);
+        while let Some(chunk) = stream.next().await.transpose()? {
+            whole.extend_from_slice(&chunk);
         }
-        request.send().await
+        Ok(whole.freeze())
+    }
+}
+
+/// An upstream response body as a stream of chunks, with an idle timeout.
+pub struct BodyStream {
+    body: Incoming,
+    idle: Pin<Box<Sleep>>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl Stream for BodyStream {
+    type Item = Result<Bytes, UpstreamError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        this.idle.as_mut().reset(Instant::now() + this.timeout);
+                        return Poll::Ready(Some(Ok(data)));
+                    }
+                    // Empty data and trailers carry nothing to relay or meter.
+                    _ => continue,
+                },
+                Poll::Ready(Some(Err(error))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(UpstreamError::Body(error))));
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => {
+                    if this.idle.as_mut().poll(cx).is_ready() {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(UpstreamError::TimedOut(this.timeout))));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(base_url: &str) -> UpstreamSettings {
+        UpstreamSettings {
+            name: "test".into(),
+            base_url: base_url.into(),
+            api_key: "key".into(),
+            timeout_secs: 5,
+        }
+    }
+
+    #[test]
+    fn routes_are_the_base_url_and_the_api_path_with_the_clients_query() {
+        let route = Route::new("https://api.example.com/", "/v1/messages").expect("valid");
+        assert_eq!(
+            route.with_query(None).expect("uri"),
+            "https://api.example.com/v1/messages"
+        );
+        assert_eq!(
+            route.with_query(Some("")).expect("uri"),
+            "https://api.example.com/v1/messages"
+        );
+        assert_eq!(
+            route.with_query(Some("beta=true")).expect("uri"),
+            "https://api.example.com/v1/messages?beta=true"
+        );
+        let prefixed = Route::new("http://relay.local:8080/anthropic", "/v1/messages");
+        assert_eq!(
+            prefixed.expect("valid").uri,
+            "http://relay.local:8080/anthropic/v1/messages"
+        );
+    }
+
+    #[test]
+    fn a_base_url_that_is_not_http_or_https_is_refused() {
+        for bad in [
+            "api.example.com",
+            "ftp://api.example.com",
+            "https://",
+            "http://a b",
+            "https://x?y=1",
+        ] {
+            assert!(
+                matches!(
+                    Route::new(bad, "/v1/messages"),
+                    Err(UpstreamError::BaseUrl(_))
+                ),
+                "{bad} was accepted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_api_key_that_cannot_be_a_header_is_refused_and_a_good_one_is_marked_sensitive() {
+        let mut bad = settings("https://api.example.com");
+        bad.api_key = "line\nbreak".into();
+        assert!(matches!(Upstream::new(&bad), Err(UpstreamError::ApiKey)));
+        let upstream = Upstream::new(&settings("https://api.example.com")).expect("builds");
+        assert!(upstream.api_key.is_sensitive());
+    }
+
+    #[test]
+    fn defaults_fill_in_only_what_the_client_left_out() {
+        let mut client = actix_web::http::header::HeaderMap::new();
+        client.insert(
+            actix_web::http::header::HeaderName::from_static("anthropic-beta"),
+            actix_web::http::header::HeaderValue::from_static("a,b"),
+        );
+        client.insert(
+            actix_web::http::header::HeaderName::from_static("x-api-key"),
+            actix_web::http::header::HeaderValue::from_static("customer-secret"),
+        );
+        let headers = forwarded_headers(&client);
+        assert_eq!(headers["anthropic-beta"], "a,b");
+        assert_eq!(headers["anthropic-version"], DEFAULT_ANTHROPIC_VERSION);
+        assert_eq!(headers["content-type"], "application/json");
+        assert!(
+            headers.get("x-api-key").is_none(),
+            "the customer's key must not go upstream"
+        );
+
+        client.insert(
+            actix_web::http::header::HeaderName::from_static("anthropic-version"),
+            actix_web::http::header::HeaderValue::from_static("2024-01-01"),
+        );
+        assert_eq!(
+            forwarded_headers(&client)["anthropic-version"],
+            "2024-01-01"
+        );
     }
 }

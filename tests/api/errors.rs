@@ -1,5 +1,6 @@
 //! Bad input gets a clear Anthropic-shaped error, and nothing changes.
 
+use mock_anthropic::MockConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -318,4 +319,39 @@ async fn an_upstream_refusing_the_operators_credentials_is_not_blamed_on_the_cus
     assert_error(response, 400, "invalid_request_error").await;
     app.wait_settled(&customer.id).await;
     assert_eq!(app.balance(&customer.id).await, dec("1"));
+}
+
+#[actix_web::test]
+async fn an_upstream_that_stays_silent_or_cannot_be_reached_gets_502_and_bills_nothing() {
+    type Tweak = fn(&mut tollgate::config::Settings);
+    let cases: [(Tweak, serde_json::Value, &str); 2] = [
+        (
+            |settings| settings.upstreams[0].timeout_secs = 1,
+            json!({"ttft_ms": 3_000}),
+            "timed out",
+        ),
+        (
+            // Nothing listens on port 1.
+            |settings| settings.upstreams[0].base_url = "http://127.0.0.1:1".into(),
+            json!({}),
+            "connection failed",
+        ),
+    ];
+    for (tweak, mock, words) in cases {
+        let app = spawn_app_with(MockConfig::default(), tweak).await;
+        let customer = app.customer("1").await;
+        let body = message_body("claude-opus-5-5", 10, false, mock);
+        let body = assert_error(
+            app.messages(&customer.key, &body).send().await.unwrap(),
+            502,
+            "api_error",
+        )
+        .await;
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{words:?} not in {body}");
+        app.wait_settled(&customer.id).await;
+        app.flush().await;
+        assert_eq!(app.balance(&customer.id).await, dec("1"));
+        assert_eq!(app.books(&customer.id).await.usage_rows, 0);
+    }
 }

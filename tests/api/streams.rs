@@ -161,6 +161,38 @@ async fn a_stream_cut_by_the_upstream_bills_the_last_usage_seen_and_cuts_the_cli
 }
 
 #[actix_web::test]
+async fn a_stream_the_upstream_leaves_silent_is_cut_and_billed_for_what_was_seen() {
+    let app = spawn_app_with(MockConfig::default(), |settings| {
+        settings.upstreams[0].timeout_secs = 1;
+    })
+    .await;
+    let customer = app.customer("5").await;
+    // message_start arrives at once; the first token would take 3 s.
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 5, "inter_token_ms": 3_000}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.text().await.is_err(),
+        "the client's stream must be cut when the upstream falls silent"
+    );
+    app.wait_settled(&customer.id).await;
+    app.flush().await;
+    let db = app.db().await;
+    let row = db
+        .query_one("SELECT outcome, input_tokens FROM usage", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "upstream_cut");
+    assert_eq!(row.get::<_, i64>(1), 100, "message_start's input tokens");
+    app.books(&customer.id).await.assert_reconciled();
+}
+
+#[actix_web::test]
 async fn an_error_event_mid_stream_is_relayed_and_the_usage_so_far_billed() {
     let app = spawn_app().await;
     let customer = app.customer("5").await;
