@@ -71,6 +71,12 @@ pub struct UpstreamSettings {
     /// reads of its body.
     #[serde(default = "default_upstream_timeout")]
     pub timeout_secs: u64,
+    /// How to reach the upstream: `http://[user:pass@]host:port` (an HTTP CONNECT proxy),
+    /// `socks5://` or `socks5h://` (names resolved by the proxy). Unset: the `HTTPS_PROXY`,
+    /// `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY` variables decide, as for curl. Empty:
+    /// directly, whatever those say.
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 fn default_upstream_timeout() -> u64 {
@@ -189,6 +195,7 @@ fn apply_indexed_upstreams(
                 base_url: String::new(),
                 api_key: String::new(),
                 timeout_secs: default_upstream_timeout(),
+                proxy: None,
             });
         }
         let upstream = &mut upstreams[index];
@@ -196,6 +203,7 @@ fn apply_indexed_upstreams(
             "name" => upstream.name = value,
             "base_url" => upstream.base_url = value,
             "api_key" => upstream.api_key = value,
+            "proxy" => upstream.proxy = Some(value),
             "timeout_secs" => {
                 upstream.timeout_secs = value.parse().map_err(|_| {
                     invalid(format!(
@@ -320,6 +328,7 @@ mod tests {
             base_url: format!("http://{name}"),
             api_key: "k".into(),
             timeout_secs: 600,
+            proxy: None,
         }
     }
 

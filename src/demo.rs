@@ -38,6 +38,8 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         base_url: mock.base_url(),
         api_key: "demo-upstream-key".into(),
         timeout_secs: 60,
+        // The simulated upstream is on loopback: never through the environment's proxy.
+        proxy: Some(String::new()),
     }];
     settings.database.create_if_missing = true;
     if settings.auth.key_secret.len() < 16 {

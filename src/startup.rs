@@ -118,7 +118,9 @@ impl Application {
         });
         // Checked once here so each worker's client can be built without a fallible step.
         let upstream_settings = settings.upstreams[0].clone();
-        Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
+        let checked =
+            Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
+        tracing::info!(upstream = %checked.name, base_url = %upstream_settings.base_url, "reaching the upstream {}", checked.route());
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding {}", settings.server.listen))?;

@@ -17,10 +17,14 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
+use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::client::proxy::matcher::{Intercept, Matcher};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+use tower_service::Service;
 
 use crate::config::UpstreamSettings;
 
@@ -45,6 +49,13 @@ pub const RELAYED_RESPONSE_HEADERS: [&str; 5] = [
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const POOL_MAX_IDLE_PER_HOST: usize = 1024;
+/// TCP keepalive on upstream connections, so that a NAT or load balancer does not silently
+/// drop a connection that waits minutes for a long answer, and a dead peer is noticed.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// Unacknowledged data older than this ends the connection (Linux `TCP_USER_TIMEOUT`).
+#[cfg(target_os = "linux")]
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The upstream routes tollgate forwards to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +70,10 @@ pub enum UpstreamError {
     BaseUrl(String),
     #[error("upstream api_key is not a valid HTTP header value")]
     ApiKey,
+    #[error("upstream proxy: {0}")]
+    Proxy(String),
+    #[error("upstream TLS set-up: {0}")]
+    Tls(String),
     #[error("the client's query string is not valid in a URL")]
     Query,
     #[error("sending the request failed: {}", causes(.0))]
@@ -140,21 +155,39 @@ pub struct Upstream {
     /// How long the upstream may stay silent: before its response headers, and between two
     /// reads of its body.
     timeout: Duration,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<Transport>, Full<Bytes>>,
+    /// The proxy connections go through, if any, without its credentials.
+    proxy: Option<String>,
 }
 
 impl Upstream {
     pub fn new(settings: &UpstreamSettings) -> Result<Upstream, UpstreamError> {
+        let messages = Route::new(&settings.base_url, "/v1/messages")?;
+        let proxy = proxy_for(settings, &messages.uri)?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        tcp.set_keepalive(Some(KEEPALIVE));
+        tcp.set_keepalive_interval(Some(KEEPALIVE));
+        tcp.set_keepalive_retries(Some(KEEPALIVE_RETRIES));
+        #[cfg(target_os = "linux")]
+        tcp.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        // The provider is named, not taken from the process default: that default panics
+        // if two providers are compiled in.
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .map_err(|error| UpstreamError::Tls(error.to_string()))?
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(tcp);
+            .wrap_connector(Transport::new(tcp, proxy.clone()).map_err(|error| {
+                let source = match settings.proxy {
+                    Some(_) => "upstreams[].proxy",
+                    None => "the proxy from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY",
+                };
+                UpstreamError::Proxy(format!("{source}: {error}"))
+            })?);
         // No redirects are followed (hyper follows none): an upstream API does not redirect,
         // and following one would send the operator's key wherever it points.
         let client = Client::builder(TokioExecutor::new())
@@ -168,7 +201,8 @@ impl Upstream {
         api_key.set_sensitive(true);
         Ok(Upstream {
             name: settings.name.clone(),
-            messages: Route::new(&settings.base_url, "/v1/messages")?,
+            proxy: proxy.map(|p| p.uri().to_string().trim_end_matches('/').to_string()),
+            messages,
             count_tokens: Route::new(&settings.base_url, "/v1/messages/count_tokens")?,
             api_key,
             timeout: Duration::from_secs(settings.timeout_secs.max(1)),
@@ -207,6 +241,133 @@ impl Upstream {
             body,
             timeout: self.timeout,
         })
+    }
+
+    /// How connections reach this upstream, for the start-up log: directly, or through a
+    /// proxy (named without its credentials).
+    pub fn route(&self) -> String {
+        match &self.proxy {
+            None => "directly".into(),
+            Some(proxy) => format!("through the proxy at {proxy}"),
+        }
+    }
+}
+
+/// The proxy to reach `upstream` through: the configured one, or the environment's.
+fn proxy_for(
+    settings: &UpstreamSettings,
+    upstream: &Uri,
+) -> Result<Option<Intercept>, UpstreamError> {
+    match settings.proxy.as_deref() {
+        Some("") => Ok(None),
+        Some(url) => Matcher::builder()
+            .all(url.to_string())
+            .build()
+            .intercept(upstream)
+            .map(Some)
+            .ok_or_else(|| {
+                UpstreamError::Proxy(
+                    "upstreams[].proxy is not an http://, socks5:// or socks5h:// URL".into(),
+                )
+            }),
+        None => Ok(Matcher::from_env().intercept(upstream)),
+    }
+}
+
+/// How TCP connections reach the upstream: directly, through an HTTP proxy's `CONNECT`
+/// tunnel, or through a SOCKS5 proxy. TLS to the upstream runs over any of them.
+#[derive(Clone)]
+enum Transport {
+    Direct(HttpConnector),
+    Tunnel(Tunnel<HttpConnector>),
+    Socks(SocksV5<HttpConnector>),
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Transport {
+    fn new(tcp: HttpConnector, proxy: Option<Intercept>) -> Result<Transport, String> {
+        let Some(proxy) = proxy else {
+            return Ok(Transport::Direct(tcp));
+        };
+        let at = proxy.uri().clone();
+        match at.scheme_str() {
+            Some("http") => {
+                let tunnel = Tunnel::new(at, tcp);
+                Ok(Transport::Tunnel(match proxy.basic_auth() {
+                    Some(auth) => tunnel.with_auth(auth.clone()),
+                    None => tunnel,
+                }))
+            }
+            Some(scheme @ ("socks5" | "socks5h")) => {
+                let local_dns = scheme == "socks5";
+                let socks = SocksV5::new(at.clone(), tcp).local_dns(local_dns);
+                Ok(Transport::Socks(match proxy.raw_auth() {
+                    Some((user, pass)) => socks.with_auth(user.into(), pass.into()),
+                    None => socks,
+                }))
+            }
+            other => Err(format!(
+                "{}:// proxies are not supported; use http://, socks5:// or socks5h://",
+                other.unwrap_or("")
+            )),
+        }
+    }
+}
+
+/// `uri` with its scheme's default port written out: the proxy connectors would otherwise
+/// assume 443 for a plain-http upstream.
+fn with_port(uri: Uri) -> Uri {
+    if uri.port().is_some() {
+        return uri;
+    }
+    let port = if uri.scheme_str() == Some("http") {
+        80
+    } else {
+        443
+    };
+    let Some(host) = uri.host() else {
+        return uri;
+    };
+    let authority = format!("{host}:{port}");
+    let mut parts = uri.clone().into_parts();
+    match authority.parse() {
+        Ok(authority) => {
+            parts.authority = Some(authority);
+            Uri::from_parts(parts).unwrap_or(uri)
+        }
+        Err(_) => uri,
+    }
+}
+
+impl Service<Uri> for Transport {
+    type Response = TokioIo<TcpStream>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match self {
+            Transport::Direct(tcp) => tcp.poll_ready(cx).map_err(Into::into),
+            Transport::Tunnel(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
+            Transport::Socks(socks) => socks.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        match self {
+            Transport::Direct(tcp) => {
+                let connecting = tcp.call(dst);
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Transport::Tunnel(tunnel) => {
+                let connecting = tunnel.call(with_port(dst));
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+            Transport::Socks(socks) => {
+                let connecting = socks.call(with_port(dst));
+                Box::pin(async move { connecting.await.map_err(Into::into) })
+            }
+        }
     }
 }
 
@@ -334,6 +495,7 @@ mod tests {
             base_url: base_url.into(),
             api_key: "key".into(),
             timeout_secs: 5,
+            proxy: Some(String::new()),
         }
     }
 
@@ -385,6 +547,69 @@ mod tests {
         assert!(matches!(Upstream::new(&bad), Err(UpstreamError::ApiKey)));
         let upstream = Upstream::new(&settings("https://api.example.com")).expect("builds");
         assert!(upstream.api_key.is_sensitive());
+    }
+
+    #[test]
+    fn a_proxy_is_an_http_connect_tunnel_or_socks5_and_nothing_else() {
+        let upstream = Uri::from_static("https://api.example.com/v1/messages");
+        let transport = |proxy: &str| {
+            let mut settings = settings("https://api.example.com");
+            settings.proxy = Some(proxy.into());
+            let proxy = proxy_for(&settings, &upstream).map_err(|e| e.to_string())?;
+            Transport::new(HttpConnector::new(), proxy)
+        };
+        assert!(matches!(transport(""), Ok(Transport::Direct(_))));
+        assert!(matches!(
+            transport("http://u:p@10.0.0.1:3128"),
+            Ok(Transport::Tunnel(_))
+        ));
+        assert!(matches!(
+            transport("socks5h://10.0.0.1:1080"),
+            Ok(Transport::Socks(_))
+        ));
+        for unsupported in [
+            "https://10.0.0.1:3128",
+            "socks4://10.0.0.1:1080",
+            "ftp://x:1",
+            "::",
+        ] {
+            assert!(
+                transport(unsupported).is_err(),
+                "{unsupported} was accepted"
+            );
+        }
+        let mut https_proxy = settings("https://api.example.com");
+        https_proxy.proxy = Some("https://10.0.0.1:3128".into());
+        let refused = Upstream::new(&https_proxy).err().map(|e| e.to_string());
+        assert_eq!(
+            refused.as_deref(),
+            Some("upstream proxy: upstreams[].proxy: https:// proxies are not supported; use http://, socks5:// or socks5h://")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_proxy_is_named_without_its_credentials() {
+        let mut proxied = settings("https://api.example.com");
+        proxied.proxy = Some("http://operator:s3cret@10.0.0.1:3128".into());
+        let route = Upstream::new(&proxied).expect("builds").route();
+        assert_eq!(route, "through the proxy at http://10.0.0.1:3128");
+        proxied.proxy = Some(String::new());
+        assert_eq!(Upstream::new(&proxied).expect("builds").route(), "directly");
+    }
+
+    #[test]
+    fn a_tunnelled_destination_always_names_its_port() {
+        let cases = [
+            ("http://relay.local/v1", "http://relay.local:80/v1"),
+            (
+                "https://api.example.com/v1",
+                "https://api.example.com:443/v1",
+            ),
+            ("http://127.0.0.1:9999/v1", "http://127.0.0.1:9999/v1"),
+        ];
+        for (given, expected) in cases {
+            assert_eq!(with_port(Uri::from_static(given)), expected);
+        }
     }
 
     #[test]

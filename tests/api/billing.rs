@@ -89,14 +89,7 @@ async fn cache_writes_without_a_ttl_breakdown_are_billed_at_the_five_minute_rate
         json!({"input_tokens": 100, "output_tokens": 50, "cache_write_5m_tokens": 700,
                "cache_write_1h_tokens": 300, "omit_cache_breakdown": true}),
     );
-    let text = app
-        .messages(&customer.key, &body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.message_text(&customer.key, &body).await;
     let seen = usage_of_stream(&text);
     assert_eq!(
         (seen.cache_5m, seen.cache_1h),
@@ -174,14 +167,7 @@ async fn web_searches_are_billed_per_use() {
         true,
         json!({"input_tokens": 10, "output_tokens": 20, "web_search_requests": 3}),
     );
-    let text = app
-        .messages(&customer.key, &body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.message_text(&customer.key, &body).await;
     let seen = usage_of_stream(&text);
     assert_eq!(seen.web_search, 3);
     // 10*4 + 20*20 = 440 per million = 0.00044, plus 3 searches at 0.01

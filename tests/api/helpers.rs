@@ -97,6 +97,7 @@ pub fn test_settings(db: &TestDatabase, mock: &MockServer) -> Settings {
         base_url: mock.base_url(),
         api_key: UPSTREAM_KEY.into(),
         timeout_secs: 30,
+        proxy: Some(String::new()),
     }];
     settings.metering.flush_interval_ms = 50;
     settings.metering.stream_drain_ms = 10_000;
@@ -271,6 +272,12 @@ impl TestApp {
             .await
             .expect("flush");
         assert_eq!(response.status(), 200);
+    }
+
+    /// Sends a Messages request and reads its whole body as text.
+    pub async fn message_text(&self, key: &str, body: &Value) -> String {
+        let response = self.messages(key, body).send().await.expect("request sent");
+        response.text().await.expect("whole body read")
     }
 
     pub fn messages(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {

@@ -178,13 +178,7 @@ async fn the_live_view_shows_settled_debits_before_they_are_flushed() {
         false,
         json!({"input_tokens": 1000, "output_tokens": 100}),
     );
-    app.messages(&customer.key, &body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    app.message_text(&customer.key, &body).await;
     app.wait_settled(&customer.id).await;
     // 1000*4 + 100*20 = 6000 per million
     assert_eq!(app.balance(&customer.id).await, dec("2.994"));

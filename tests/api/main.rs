@@ -11,3 +11,4 @@ mod helpers;
 mod ledger;
 mod loadgen;
 mod streams;
+mod upstream;

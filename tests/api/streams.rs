@@ -167,7 +167,16 @@ async fn a_stream_the_upstream_leaves_silent_is_cut_and_billed_for_what_was_seen
     })
     .await;
     let customer = app.customer("5").await;
-    // message_start arrives at once; the first token would take 3 s.
+    // A stream longer than the timeout whose pauses are shorter than it is not cut.
+    let slow = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 6, "inter_token_ms": 400}),
+    );
+    let text = app.message_text(&customer.key, &slow).await;
+    assert!(text.contains("event: message_stop"), "{text}");
+    // message_start and the first token arrive at once; the next token would take 3 s.
     let body = message_body(
         "claude-opus-5-5",
         1000,
@@ -183,12 +192,20 @@ async fn a_stream_the_upstream_leaves_silent_is_cut_and_billed_for_what_was_seen
     app.wait_settled(&customer.id).await;
     app.flush().await;
     let db = app.db().await;
-    let row = db
-        .query_one("SELECT outcome, input_tokens FROM usage", &[])
+    let rows = db
+        .query(
+            "SELECT outcome, input_tokens, output_tokens FROM usage ORDER BY started_at",
+            &[],
+        )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, String>(0), "upstream_cut");
-    assert_eq!(row.get::<_, i64>(1), 100, "message_start's input tokens");
+    let rows: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2)))
+        .collect();
+    assert_eq!(rows[0], ("completed".to_string(), 100, 6), "{rows:?}");
+    assert_eq!(rows[1].0, "upstream_cut", "{rows:?}");
+    assert_eq!(rows[1].1, 100, "message_start's input tokens: {rows:?}");
     app.books(&customer.id).await.assert_reconciled();
 }
 
@@ -202,14 +219,7 @@ async fn an_error_event_mid_stream_is_relayed_and_the_usage_so_far_billed() {
         true,
         json!({"input_tokens": 100, "output_tokens": 100, "delta_every": 10, "error_after_tokens": 50}),
     );
-    let text = app
-        .messages(&customer.key, &body)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.message_text(&customer.key, &body).await;
     assert!(text.contains("event: error"));
     let seen = usage_of_stream(&text);
     app.wait_settled(&customer.id).await;
