@@ -95,7 +95,7 @@ lt_start_tollgate() {
     TOLLGATE__DATABASE__CREATE_IF_MISSING=true \
     TOLLGATE__ADMIN__TOKEN="$admin_token" \
     TOLLGATE__AUTH__KEY_SECRET="loadtest-key-secret-0123456789" \
-    TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$mock_port\",api_key=\"$upstream_key\"}]" \
+    TOLLGATE__UPSTREAMS="[{name=\"mock\",base_url=\"http://127.0.0.1:$mock_port\",api_key=\"$upstream_key\",proxy=\"\"}]" \
     TOLLGATE__LIMITS__REQUESTS_PER_MINUTE=0 \
     TOLLGATE__LIMITS__TOKENS_PER_MINUTE=0 \
     TOLLGATE__LIMITS__MAX_CONCURRENT=0 \

@@ -277,7 +277,7 @@ async fn sigterm_under_load_loses_no_settled_usage() {
         .env(
             "TOLLGATE__UPSTREAMS",
             format!(
-                "[{{name=\"mock\",base_url=\"{}\",api_key=\"k\"}}]",
+                "[{{name=\"mock\",base_url=\"{}\",api_key=\"k\",proxy=\"\"}}]",
                 app.mock.base_url()
             ),
         )

@@ -60,6 +60,8 @@ impl Forwarder {
         let client = reqwest::Client::builder()
             // A forwarding hop relays a redirect rather than following it, as tollgate does.
             .redirect(reqwest::redirect::Policy::none())
+            // Forwards to the upstream it is given, never through the environment's proxy.
+            .no_proxy()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))

@@ -37,6 +37,8 @@ fn unix_now() -> u64 {
 /// The HTTP client every run shares: one pool, sized to the clients, without Nagle delays.
 pub fn http_client(config: &BenchConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        // Targets are named outright; a proxy from the environment would be measured too.
+        .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(config.concurrency.max(1))
         .pool_idle_timeout(Duration::from_secs(90))

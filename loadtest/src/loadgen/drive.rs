@@ -589,6 +589,8 @@ pub fn http_client(scenario: &Scenario) -> reqwest::Result<reqwest::Client> {
         LoopKind::Closed => scenario.arrival.concurrency.max(1) + 16,
     };
     reqwest::Client::builder()
+        // Targets are named outright; a proxy from the environment would be measured too.
+        .no_proxy()
         .tcp_nodelay(true)
         .pool_max_idle_per_host(pool)
         .pool_idle_timeout(Duration::from_secs(90))
