@@ -160,6 +160,7 @@ pub(crate) struct Overrides {
     pub omit_cache_breakdown: bool,
     /// Reported as `usage.server_tool_use.web_search_requests` when non-zero.
     pub web_search_requests: u64,
+    /// Delay before the answer starts (count_tokens waits it too).
     pub ttft_ms: Option<u64>,
     pub inter_token_ms: Option<u64>,
     pub tokens_per_chunk: Option<u64>,

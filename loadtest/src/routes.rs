@@ -259,6 +259,8 @@ async fn count_tokens(
         return invalid_request("model: Field required", &ids);
     }
     let overrides = request.mock.unwrap_or_default();
+    // Only a per-request delay applies here: the configured time to first token is a model's.
+    pause(Duration::from_millis(overrides.ttft_ms.unwrap_or(0))).await;
     match plan::error_status(&overrides) {
         Ok(Some(status)) => return injected_error(status, &ids),
         Ok(None) => {}

@@ -26,7 +26,9 @@ use super::errors::ApiError;
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, KeyOwner};
-use crate::upstream::{forwarded_headers, Endpoint, Upstream, RELAYED_RESPONSE_HEADERS};
+use crate::upstream::{
+    forwarded_headers, Endpoint, Upstream, UpstreamError, RELAYED_RESPONSE_HEADERS,
+};
 
 /// The fields of a Messages request that tollgate reads. Everything else passes through
 /// unseen; the body is forwarded byte for byte.
@@ -206,6 +208,16 @@ fn relayed_headers(upstream: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)>
     relayed
 }
 
+/// What a client is told when the upstream could not be asked: too slow, or not reachable.
+fn unreachable_message(error: &UpstreamError) -> String {
+    let why = if error.is_timeout() {
+        "timed out"
+    } else {
+        "connection failed"
+    };
+    format!("the upstream provider could not be reached ({why})")
+}
+
 fn status_of(upstream: http::StatusCode) -> StatusCode {
     StatusCode::from_u16(upstream.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
 }
@@ -350,14 +362,7 @@ async fn exchange(exchange: Exchange, ticket: HoldTicket, reply: oneshot::Sender
             ticket.release();
             let _ = reply.send(Reply::Failed {
                 status: 502,
-                message: format!(
-                    "the upstream provider could not be reached ({})",
-                    if error.is_timeout() {
-                        "timed out"
-                    } else {
-                        "connection failed"
-                    }
-                ),
+                message: unreachable_message(&error),
             });
             return;
         }
@@ -594,13 +599,16 @@ pub async fn count_tokens(
             body,
         )
         .await
-        .map_err(|_| ApiError::new(502, "the upstream provider could not be reached", rid))?;
+        .map_err(|error| {
+            tracing::warn!(%rid, upstream = %upstream.name, %error, "upstream request failed");
+            ApiError::new(502, unreachable_message(&error), rid)
+        })?;
     let status = status_of(response.status);
     let headers = relayed_headers(&response.headers);
-    let body = response
-        .bytes()
-        .await
-        .map_err(|_| ApiError::new(502, "the upstream provider's response was cut", rid))?;
+    let body = response.bytes().await.map_err(|error| {
+        tracing::warn!(%rid, %error, "upstream response body failed");
+        ApiError::new(502, "the upstream provider's response was cut", rid)
+    })?;
     let body = if status.is_success() {
         body
     } else {

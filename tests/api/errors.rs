@@ -340,7 +340,7 @@ async fn an_upstream_that_stays_silent_or_cannot_be_reached_gets_502_and_bills_n
     for (tweak, mock, words) in cases {
         let app = spawn_app_with(MockConfig::default(), tweak).await;
         let customer = app.customer("1").await;
-        let body = message_body("claude-opus-5-5", 10, false, mock);
+        let body = message_body("claude-opus-5-5", 10, false, mock.clone());
         let body = assert_error(
             app.messages(&customer.key, &body).send().await.unwrap(),
             502,
@@ -349,6 +349,20 @@ async fn an_upstream_that_stays_silent_or_cannot_be_reached_gets_502_and_bills_n
         .await;
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{words:?} not in {body}");
+        let counted = app
+            .http
+            .post(format!("{}/v1/messages/count_tokens", app.base))
+            .header("x-api-key", &customer.key)
+            .json(&json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}))
+            .send()
+            .await
+            .unwrap();
+        let counted = assert_error(counted, 502, "api_error").await;
+        let message = counted["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(words),
+            "count_tokens: {words:?} not in {counted}"
+        );
         app.wait_settled(&customer.id).await;
         app.flush().await;
         assert_eq!(app.balance(&customer.id).await, dec("1"));
