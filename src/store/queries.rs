@@ -71,6 +71,23 @@ macro_rules! unnest_usage {
     };
 }
 
+/// Given a CTE `sums (account_id, total, n)`: debits each account by `total` and writes its
+/// ledger entry for `n` usage rows. Returns one row per account with its row count.
+macro_rules! debit_sums {
+    () => {
+        "
+    upd AS (
+        UPDATE accounts a SET balance = a.balance - s.total
+        FROM sums s WHERE a.id = s.account_id
+        RETURNING a.id, a.balance
+    )
+    INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
+    SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
+    FROM sums s JOIN upd ON upd.id = s.account_id
+    RETURNING usage_count"
+    };
+}
+
 /// The idempotent flush, in one statement: rows whose request id is already stored are
 /// skipped, and only rows actually inserted contribute to the per-account debits and their
 /// ledger entries, so a replayed batch changes nothing. The batch arrives as column arrays.
@@ -89,16 +106,8 @@ pub const FLUSH_USAGE: &str = concat!(
     ),
     sums AS (
         SELECT account_id, sum(cost) AS total, count(*)::int AS n FROM ins GROUP BY account_id
-    ),
-    upd AS (
-        UPDATE accounts a SET balance = a.balance - s.total
-        FROM sums s WHERE a.id = s.account_id
-        RETURNING a.id, a.balance
-    )
-    INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
-    SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
-    FROM sums s JOIN upd ON upd.id = s.account_id
-    RETURNING usage_count"
+    ),",
+    debit_sums!()
 );
 
 /// One part of a paced flush: a plain insert of usage rows, inside the flush's transaction.
@@ -115,16 +124,10 @@ pub const INSERT_USAGE: &str = concat!(
 
 /// The end of a paced flush: each account's debit (the sum of the costs of the rows the parts
 /// inserted for it) and its ledger entry. Returns one row per account with its row count.
-pub const DEBIT_FLUSHED_USAGE: &str = "
+pub const DEBIT_FLUSHED_USAGE: &str = concat!(
+    "
     WITH sums AS (
         SELECT * FROM UNNEST($1::uuid[], $2::numeric[], $3::int4[]) AS s(account_id, total, n)
-    ),
-    upd AS (
-        UPDATE accounts a SET balance = a.balance - s.total
-        FROM sums s WHERE a.id = s.account_id
-        RETURNING a.id, a.balance
-    )
-    INSERT INTO ledger (account_id, kind, amount, balance_after, usage_count, reason)
-    SELECT s.account_id, 'usage', -s.total, upd.balance, s.n, 'usage flush'
-    FROM sums s JOIN upd ON upd.id = s.account_id
-    RETURNING usage_count";
+    ),",
+    debit_sums!()
+);
