@@ -306,7 +306,8 @@ fn record(settlement: &Settlement) {
 /// The upstream half of a request, run on its own tracked task so that a client going away
 /// does not stop tollgate from learning and billing what the upstream produced.
 struct Exchange {
-    upstream: Upstream,
+    /// Shared, not copied: the worker's client, routes and key.
+    upstream: web::Data<Upstream>,
     query: Option<String>,
     headers: http::HeaderMap,
     body: Bytes,
@@ -508,7 +509,7 @@ pub async fn messages(
 
     let (reply_tx, reply_rx) = oneshot::channel();
     let work = Exchange {
-        upstream: upstream.get_ref().clone(),
+        upstream: upstream.clone(),
         query: req.uri().query().map(str::to_string),
         headers: forwarded_headers(req.headers()),
         body,
