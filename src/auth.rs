@@ -15,19 +15,11 @@ use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, Mac};
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use sha2::Sha256;
 use uuid::Uuid;
 
+use crate::accounts::ApiKeySecret;
 use crate::store::ActiveKey;
-
-/// Every key starts with this, so it is recognisable in a leaked-secrets scan.
-pub const KEY_PREFIX: &str = "sk-tg-";
-/// Random characters after the prefix: 40 alphanumerics, about 238 bits.
-const KEY_RANDOM_CHARS: usize = 40;
-/// Characters of a key shown after creation (the fixed prefix plus 6 random characters).
-const DISPLAY_PREFIX_CHARS: usize = KEY_PREFIX.len() + 6;
 
 pub type Digest = [u8; 32];
 
@@ -41,7 +33,7 @@ pub struct KeyOwner {
 /// A newly created key, before it is stored.
 pub struct NewKey {
     /// The full key: shown to its owner once, never stored or logged.
-    pub secret: String,
+    pub secret: ApiKeySecret,
     pub prefix: String,
     pub digest: Digest,
 }
@@ -91,15 +83,10 @@ impl KeyRing {
     /// Generates a fresh key. The caller stores its digest and prefix, then calls
     /// [`KeyRing::insert`].
     pub fn generate(&self) -> NewKey {
-        let random: String = rand::thread_rng()
-            .sample_iter(&Alphanumeric)
-            .take(KEY_RANDOM_CHARS)
-            .map(char::from)
-            .collect();
-        let secret = format!("{KEY_PREFIX}{random}");
+        let secret = ApiKeySecret::generate();
         NewKey {
-            prefix: secret[..DISPLAY_PREFIX_CHARS].to_string(),
-            digest: self.digest(&secret),
+            prefix: secret.display_prefix().to_string(),
+            digest: self.digest(secret.expose()),
             secret,
         }
     }
@@ -191,23 +178,22 @@ mod tests {
     fn a_generated_key_authenticates_once_inserted_and_not_after_removal() {
         let ring = ring();
         let key = ring.generate();
-        assert!(key.secret.starts_with(KEY_PREFIX));
-        assert!(key.secret.starts_with(&key.prefix));
-        assert_eq!(key.secret.len(), KEY_PREFIX.len() + KEY_RANDOM_CHARS);
+        assert!(key.secret.expose().starts_with(crate::accounts::KEY_PREFIX));
+        assert!(key.secret.expose().starts_with(&key.prefix));
         let owner = KeyOwner {
             key_id: Uuid::now_v7(),
             account_id: Uuid::now_v7(),
         };
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
-            ring.authenticate(Some(&key.secret), ip),
+            ring.authenticate(Some(key.secret.expose()), ip),
             Err(AuthFailure::InvalidKey)
         );
         ring.insert(key.digest, owner);
-        assert_eq!(ring.authenticate(Some(&key.secret), ip), Ok(owner));
+        assert_eq!(ring.authenticate(Some(key.secret.expose()), ip), Ok(owner));
         ring.remove(&key.digest);
         assert_eq!(
-            ring.authenticate(Some(&key.secret), ip),
+            ring.authenticate(Some(key.secret.expose()), ip),
             Err(AuthFailure::InvalidKey)
         );
     }

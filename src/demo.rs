@@ -96,17 +96,17 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         account.id
     );
     println!();
-    println!("API key (shown once): {}", key.secret);
+    println!("API key (shown once): {}", key.secret.expose());
     println!();
     println!("Try it:");
     println!(
         "  curl -sN {base}/v1/messages -H 'x-api-key: {}' -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' \\\n    -d '{{\"model\":\"claude-opus-5-5\",\"max_tokens\":256,\"stream\":true,\"messages\":[{{\"role\":\"user\",\"content\":\"Hello\"}}]}}'",
-        key.secret
+        key.secret.expose()
     );
     println!();
     println!("Point Claude Code at it:");
     println!("  export ANTHROPIC_BASE_URL={base}");
-    println!("  export ANTHROPIC_AUTH_TOKEN={}", key.secret);
+    println!("  export ANTHROPIC_AUTH_TOKEN={}", key.secret.expose());
     println!();
     println!("See the balance:");
     println!(

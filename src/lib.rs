@@ -1,5 +1,6 @@
 //! tollgate: a metering proxy for reselling Claude API access.
 //!
+//! - [`accounts`]: the customer domain: email, password and API-key rules.
 //! - [`config`]: layered settings (`config.yaml`, then `TOLLGATE__SECTION__KEY`).
 //! - [`startup`]: builds and runs the service ([`startup::Application`]).
 //! - [`http`]: routes: the Anthropic-compatible proxy, the admin API, health and metrics.
@@ -11,6 +12,7 @@
 //! The metering engine itself (account and stream actors, pricing, holds) is the
 //! `tollgate-actors` crate.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod demo;

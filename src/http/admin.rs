@@ -2,8 +2,6 @@
 //! Money in and out is a decimal string.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-use argon2::Argon2;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,6 +12,7 @@ use uuid::Uuid;
 
 use super::errors::AdminError;
 use super::AppState;
+use crate::accounts::{Email, Password};
 use crate::auth::KeyOwner;
 use crate::store::{AccountRow, DbError, KeyRow};
 
@@ -112,27 +111,6 @@ fn check_limits(limits: &AccountLimits) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// A plausible email: one `@`, something before it, a dotted domain after it, no spaces.
-pub fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && email.len() <= 254
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// The terms' password rule: at least 8 characters, with letters and digits.
-pub fn valid_password(password: &str) -> bool {
-    password.chars().count() >= 8
-        && password.chars().any(|c| c.is_alphabetic())
-        && password.chars().any(|c| c.is_ascii_digit())
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
@@ -149,23 +127,16 @@ pub async fn create_account(
 ) -> Result<HttpResponse, AdminError> {
     authorize(&req, &state)?;
     let input: CreateAccount = body(&raw)?;
-    let email = input.email.trim().to_lowercase();
-    if !valid_email(&email) {
-        return Err(AdminError::bad_request("email: not a valid email address"));
-    }
-    let password_hash = match &input.password {
+    let email = Email::parse(&input.email)
+        .map_err(|_| AdminError::bad_request("email: not a valid email address"))?;
+    let password_hash = match input.password.as_deref().map(Password::new) {
         None => None,
-        Some(password) if !valid_password(password) => {
+        Some(Err(_)) => {
             return Err(AdminError::bad_request(
                 "password: needs at least 8 characters, with letters and digits",
             ))
         }
-        Some(password) => Some(
-            Argon2::default()
-                .hash_password(password.as_bytes(), &SaltString::generate(&mut OsRng))
-                .map_err(AdminError::internal)?
-                .to_string(),
-        ),
+        Some(Ok(password)) => Some(password.hash().await.map_err(AdminError::internal)?),
     };
     let limits = input
         .limits
@@ -173,7 +144,11 @@ pub async fn create_account(
     check_limits(&limits)?;
     let row = state
         .store
-        .create_account(&email, password_hash.as_deref(), &limits)
+        .create_account(
+            email.as_str(),
+            password_hash.as_ref().map(|hash| hash.as_str()),
+            &limits,
+        )
         .await
         .map_err(db_error)?;
     let view = state.engine.view(row.id).await.map_err(engine_error)?;
@@ -331,7 +306,7 @@ pub async fn create_key(
         },
     );
     let mut out = key_json(&row);
-    out["key"] = json!(key.secret);
+    out["key"] = json!(key.secret.expose());
     Ok(HttpResponse::Created().json(out))
 }
 
@@ -457,20 +432,6 @@ pub async fn flush(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn emails_and_passwords_follow_the_terms() {
-        assert!(valid_email("a@b.co"));
-        for bad in [
-            "", "a", "a@b", "@b.co", "a@@b.co", "a b@c.co", "a@.co", "a@co.",
-        ] {
-            assert!(!valid_email(bad), "{bad}");
-        }
-        assert!(valid_password("abcdefg1"));
-        for bad in ["abc1", "abcdefgh", "12345678"] {
-            assert!(!valid_password(bad), "{bad}");
-        }
-    }
 
     #[test]
     fn credit_amounts_are_positive_decimal_strings() {

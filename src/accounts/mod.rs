@@ -1,0 +1,10 @@
+//! The customer domain, free of HTTP and SQL: what makes an email, a password or an API key
+//! acceptable. The admin API uses it now; the customer API will use the same rules.
+
+mod email;
+mod key;
+mod password;
+
+pub use email::{Email, EmailError};
+pub use key::{ApiKeySecret, KEY_PREFIX};
+pub use password::{Password, PasswordError, PasswordHash};
