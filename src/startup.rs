@@ -20,7 +20,7 @@ use crate::auth::KeyRing;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::store::PgStore;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, UpstreamPool};
 
 /// How long the final flush may take at shutdown.
 const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
@@ -136,7 +136,7 @@ impl Application {
                 .unwrap_or_else(|error| panic!("upstream client: {error}"));
             App::new()
                 .app_data(state.clone())
-                .app_data(web::Data::new(upstream))
+                .app_data(web::Data::new(UpstreamPool::new(vec![upstream])))
                 .wrap(middleware::from_fn(http::request_id::assign))
                 .configure(http::routes)
         })

@@ -1,21 +1,33 @@
-//! HTTP routes: the Anthropic-compatible proxy (`/v1`), the admin API (`/admin/v1`), health and
-//! metrics.
+//! HTTP: the route table, and the state every handler shares.
+//!
+//! - [`anthropic`]: the Anthropic-compatible proxy under `/v1`, one file per route, with a
+//!   Messages request's phases in order.
+//! - [`admin`]: the operator's API under `/admin/v1`, one file per resource.
+//! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
+//!   [`extract::require_admin`]).
+//! - [`error`]: one error type per surface, one status mapping, one renderer per wire format.
+//! - [`request_id`]: every response's `request-id`.
 
 pub mod admin;
-pub mod errors;
-pub mod proxy;
+pub mod anthropic;
+pub mod error;
+pub mod extract;
+pub mod ops;
 pub mod request_id;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpMessage, HttpResponse};
+use actix_web::{middleware, web};
 use governor::DefaultKeyedRateLimiter;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::Engine;
 use uuid::Uuid;
 
+use self::anthropic::{count_tokens, messages, models, probes};
+use self::error::ProxyError;
 use crate::auth::KeyRing;
 use crate::config::Settings;
 use crate::store::PgStore;
@@ -32,81 +44,64 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
 }
 
-/// Registers every route.
+/// The route table: every route tollgate serves.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::head().to(proxy::root))
-        .route("/", web::get().to(proxy::root))
-        .route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
+    cfg.route("/", web::head().to(probes::root))
+        .route("/", web::get().to(probes::root))
+        .route("/healthz", web::get().to(ops::healthz))
+        .route("/metrics", web::get().to(ops::metrics))
         .route(
             "/api/event_logging/batch",
-            web::post().to(proxy::event_logging),
+            web::post().to(probes::event_logging),
         )
         .service(
             web::scope("/v1")
                 .app_data(web::QueryConfig::default().error_handler(|error, req| {
-                    let rid = req
-                        .extensions()
-                        .get::<request_id::RequestId>()
-                        .copied()
-                        .unwrap_or(request_id::RequestId(Uuid::now_v7()));
-                    errors::ApiError::new(400, format!("invalid query string: {error}"), rid).into()
+                    let rid = request_id::RequestId::of(req);
+                    ProxyError::bad_request(format!("invalid query string: {error}"))
+                        .at(rid)
+                        .into()
                 }))
-                .route("/messages", web::post().to(proxy::messages))
+                .route("/messages", web::post().to(messages::messages))
                 .route(
                     "/messages/count_tokens",
-                    web::post().to(proxy::count_tokens),
+                    web::post().to(count_tokens::count_tokens),
                 )
-                .route("/models", web::get().to(proxy::list_models))
-                .route("/models/{id}", web::get().to(proxy::get_model))
-                .default_service(web::to(proxy::not_found)),
+                .route("/models", web::get().to(models::list_models))
+                .route("/models/{id}", web::get().to(models::get_model))
+                .default_service(web::to(probes::not_found)),
         )
         .service(
             web::scope("/admin/v1")
-                .route("/accounts", web::post().to(admin::create_account))
-                .route("/accounts/{id}", web::get().to(admin::get_account))
-                .route("/accounts/{id}/credit", web::post().to(admin::credit))
-                .route("/accounts/{id}/adjust", web::post().to(admin::adjust))
-                .route("/accounts/{id}/keys", web::post().to(admin::create_key))
-                .route("/accounts/{id}/keys", web::get().to(admin::list_keys))
+                .wrap(middleware::from_fn(extract::require_admin))
+                .route("/accounts", web::post().to(admin::accounts::create))
+                .route("/accounts/{id}", web::get().to(admin::accounts::get))
+                .route(
+                    "/accounts/{id}/credit",
+                    web::post().to(admin::balance::credit),
+                )
+                .route(
+                    "/accounts/{id}/adjust",
+                    web::post().to(admin::balance::adjust),
+                )
+                .route("/accounts/{id}/keys", web::post().to(admin::keys::create))
+                .route("/accounts/{id}/keys", web::get().to(admin::keys::list))
                 .route(
                     "/accounts/{id}/keys/{key_id}",
-                    web::delete().to(admin::revoke_key),
+                    web::delete().to(admin::keys::revoke),
                 )
-                .route("/accounts/{id}/suspend", web::post().to(admin::suspend))
-                .route("/accounts/{id}/unsuspend", web::post().to(admin::unsuspend))
-                .route("/accounts/{id}/limits", web::put().to(admin::set_limits))
-                .route("/flush", web::post().to(admin::flush)),
+                .route(
+                    "/accounts/{id}/suspend",
+                    web::post().to(admin::accounts::suspend),
+                )
+                .route(
+                    "/accounts/{id}/unsuspend",
+                    web::post().to(admin::accounts::unsuspend),
+                )
+                .route(
+                    "/accounts/{id}/limits",
+                    web::put().to(admin::accounts::set_limits),
+                )
+                .route("/flush", web::post().to(admin::flush::flush)),
         );
-}
-
-/// `GET /healthz`: 200 when Postgres answers and the ledger is being written.
-async fn healthz(state: web::Data<AppState>) -> HttpResponse {
-    let database = state.store.ping().await.is_ok();
-    let ledger = !state.engine.flusher_stats().failing;
-    let body = serde_json::json!({
-        "status": if database && ledger { "ok" } else { "degraded" },
-        "database": if database { "ok" } else { "unreachable" },
-        "ledger": if ledger { "ok" } else { "failing" },
-    });
-    if database && ledger {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
-}
-
-/// `GET /metrics`: Prometheus text.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let flusher = state.engine.flusher_stats();
-    metrics::gauge!("tollgate_unflushed_usage_records").set(flusher.backlog as f64);
-    metrics::gauge!("tollgate_flushed_usage_records").set(flusher.flushed_records as f64);
-    metrics::gauge!("tollgate_flushes").set(flusher.flushes as f64);
-    metrics::gauge!("tollgate_ledger_failing").set(if flusher.failing { 1.0 } else { 0.0 });
-    metrics::gauge!("tollgate_active_accounts").set(state.engine.active_accounts() as f64);
-    metrics::gauge!("tollgate_orphaned_accounts").set(state.engine.orphaned_accounts() as f64);
-    metrics::gauge!("tollgate_api_keys").set(state.keys.len() as f64);
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
 }

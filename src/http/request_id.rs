@@ -24,6 +24,14 @@ impl fmt::Display for RequestId {
 }
 
 impl RequestId {
+    /// The id [`assign`] gave this request; a fresh one where the middleware did not run.
+    pub fn of(req: &HttpRequest) -> RequestId {
+        req.extensions()
+            .get::<RequestId>()
+            .copied()
+            .unwrap_or_else(|| RequestId(Uuid::now_v7()))
+    }
+
     /// The id as a header value, formatted without a heap allocation.
     fn header_value(self) -> HeaderValue {
         let mut buf = [0u8; 4 + uuid::fmt::Simple::LENGTH];
@@ -61,12 +69,7 @@ impl FromRequest for RequestId {
     type Future = Ready<Result<RequestId, actix_web::Error>>;
 
     fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        let id = req
-            .extensions()
-            .get::<RequestId>()
-            .copied()
-            .unwrap_or_else(|| RequestId(Uuid::now_v7()));
-        ready(Ok(id))
+        ready(Ok(RequestId::of(req)))
     }
 }
 

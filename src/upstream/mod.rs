@@ -1,10 +1,11 @@
-//! Upstream providers: where requests are forwarded. This issue serves every request from the
-//! first configured upstream; pools and failover come later.
+//! Upstream providers: where requests are forwarded. [`UpstreamPool`] chooses among them (it
+//! holds the first configured upstream today; weights and failover come later), [`Upstream`]
+//! is one provider's client, and `transport` reaches it directly or through a proxy.
 //!
 //! The client is hyper's own pooled client, not reqwest: on this path reqwest re-parsed each
 //! response's URL and ran its redirect and retry layers, work a forwarder with one fixed
 //! destination has no use for. Dropping it took 18 % off tollgate's instructions per request
-//! (docs/BENCHMARKS.md, Finding 12).
+//! (docs/adr/0001-hyper-pooled-client-for-upstream-calls.md).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,16 +18,18 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
-use hyper_util::client::legacy::connect::proxy::{SocksV5, Tunnel};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::proxy::matcher::{Intercept, Matcher};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::time::{Instant, Sleep};
-use tower_service::Service;
 
+use self::transport::{proxy_for, Transport};
 use crate::config::UpstreamSettings;
+
+mod pool;
+mod transport;
+
+pub use pool::{Attempt, UpstreamPool};
 
 /// Request headers forwarded upstream as they came. Everything else (the client's key,
 /// cookies, hop-by-hop headers) stays here.
@@ -253,124 +256,6 @@ impl Upstream {
     }
 }
 
-/// The proxy to reach `upstream` through: the configured one, or the environment's.
-fn proxy_for(
-    settings: &UpstreamSettings,
-    upstream: &Uri,
-) -> Result<Option<Intercept>, UpstreamError> {
-    match settings.proxy.as_deref() {
-        Some("") => Ok(None),
-        Some(url) => Matcher::builder()
-            .all(url.to_string())
-            .build()
-            .intercept(upstream)
-            .map(Some)
-            .ok_or_else(|| {
-                UpstreamError::Proxy(
-                    "upstreams[].proxy is not an http://, socks5:// or socks5h:// URL".into(),
-                )
-            }),
-        None => Ok(Matcher::from_env().intercept(upstream)),
-    }
-}
-
-/// How TCP connections reach the upstream: directly, through an HTTP proxy's `CONNECT`
-/// tunnel, or through a SOCKS5 proxy. TLS to the upstream runs over any of them.
-#[derive(Clone)]
-enum Transport {
-    Direct(HttpConnector),
-    Tunnel(Tunnel<HttpConnector>),
-    Socks(SocksV5<HttpConnector>),
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl Transport {
-    fn new(tcp: HttpConnector, proxy: Option<Intercept>) -> Result<Transport, String> {
-        let Some(proxy) = proxy else {
-            return Ok(Transport::Direct(tcp));
-        };
-        let at = proxy.uri().clone();
-        match at.scheme_str() {
-            Some("http") => {
-                let tunnel = Tunnel::new(at, tcp);
-                Ok(Transport::Tunnel(match proxy.basic_auth() {
-                    Some(auth) => tunnel.with_auth(auth.clone()),
-                    None => tunnel,
-                }))
-            }
-            Some(scheme @ ("socks5" | "socks5h")) => {
-                let local_dns = scheme == "socks5";
-                let socks = SocksV5::new(at.clone(), tcp).local_dns(local_dns);
-                Ok(Transport::Socks(match proxy.raw_auth() {
-                    Some((user, pass)) => socks.with_auth(user.into(), pass.into()),
-                    None => socks,
-                }))
-            }
-            other => Err(format!(
-                "{}:// proxies are not supported; use http://, socks5:// or socks5h://",
-                other.unwrap_or("")
-            )),
-        }
-    }
-}
-
-/// `uri` with its scheme's default port written out: the proxy connectors would otherwise
-/// assume 443 for a plain-http upstream.
-fn with_port(uri: Uri) -> Uri {
-    if uri.port().is_some() {
-        return uri;
-    }
-    let port = if uri.scheme_str() == Some("http") {
-        80
-    } else {
-        443
-    };
-    let Some(host) = uri.host() else {
-        return uri;
-    };
-    let authority = format!("{host}:{port}");
-    let mut parts = uri.clone().into_parts();
-    match authority.parse() {
-        Ok(authority) => {
-            parts.authority = Some(authority);
-            Uri::from_parts(parts).unwrap_or(uri)
-        }
-        Err(_) => uri,
-    }
-}
-
-impl Service<Uri> for Transport {
-    type Response = TokioIo<TcpStream>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match self {
-            Transport::Direct(tcp) => tcp.poll_ready(cx).map_err(Into::into),
-            Transport::Tunnel(tunnel) => tunnel.poll_ready(cx).map_err(Into::into),
-            Transport::Socks(socks) => socks.poll_ready(cx).map_err(Into::into),
-        }
-    }
-
-    fn call(&mut self, dst: Uri) -> Self::Future {
-        match self {
-            Transport::Direct(tcp) => {
-                let connecting = tcp.call(dst);
-                Box::pin(async move { connecting.await.map_err(Into::into) })
-            }
-            Transport::Tunnel(tunnel) => {
-                let connecting = tunnel.call(with_port(dst));
-                Box::pin(async move { connecting.await.map_err(Into::into) })
-            }
-            Transport::Socks(socks) => {
-                let connecting = socks.call(with_port(dst));
-                Box::pin(async move { connecting.await.map_err(Into::into) })
-            }
-        }
-    }
-}
-
 /// The client's Anthropic headers, in the upstream client's types, with the defaults an
 /// Anthropic SDK would send filled in.
 pub fn forwarded_headers(client: &actix_web::http::header::HeaderMap) -> HeaderMap {
@@ -487,6 +372,7 @@ impl Stream for BodyStream {
 
 #[cfg(test)]
 mod tests {
+    use super::transport::with_port;
     use super::*;
 
     fn settings(base_url: &str) -> UpstreamSettings {

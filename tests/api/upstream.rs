@@ -97,3 +97,75 @@ async fn a_configured_proxy_carries_every_upstream_call_and_billing_is_unchanged
     assert_eq!(books.usage_rows, 2);
     books.assert_reconciled();
 }
+
+/// The value of `tollgate_upstream_attempts_total` for one upstream and result.
+async fn attempts(app: &TestApp, upstream: &str, result: &str) -> f64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let upstream_label = format!("upstream=\"{upstream}\"");
+    let result_label = format!("result=\"{result}\"");
+    text.lines()
+        .filter(|line| line.starts_with("tollgate_upstream_attempts_total{"))
+        .filter(|line| line.contains(&upstream_label) && line.contains(&result_label))
+        .find_map(|line| line.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[actix_web::test]
+async fn every_upstream_attempt_is_reported_to_the_pool_as_answered_or_failed() {
+    // Names of their own, since every application in this process shares one recorder.
+    let reachable = format!("reachable-{}", uuid::Uuid::new_v4().simple());
+    let name = reachable.clone();
+    let app = spawn_app_with(MockConfig::default(), move |settings| {
+        settings.upstreams[0].name = name;
+    })
+    .await;
+    let customer = app.customer("5").await;
+    let body = message_body("claude-opus-5-5", 10, false, json!({}));
+    assert_eq!(
+        app.messages(&customer.key, &body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let refused = message_body("claude-opus-5-5", 10, false, json!({"status": 529}));
+    assert_eq!(
+        app.messages(&customer.key, &refused)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        529
+    );
+    assert_eq!(attempts(&app, &reachable, "answered").await, 2.0);
+    assert_eq!(attempts(&app, &reachable, "failed").await, 0.0);
+
+    let unreachable = format!("unreachable-{}", uuid::Uuid::new_v4().simple());
+    let name = unreachable.clone();
+    let app = spawn_app_with(MockConfig::default(), move |settings| {
+        settings.upstreams[0].name = name;
+        // Nothing listens on port 1.
+        settings.upstreams[0].base_url = "http://127.0.0.1:1".into();
+    })
+    .await;
+    let customer = app.customer("5").await;
+    assert_eq!(
+        app.messages(&customer.key, &body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        502
+    );
+    assert_eq!(attempts(&app, &unreachable, "failed").await, 1.0);
+    assert_eq!(attempts(&app, &unreachable, "answered").await, 0.0);
+}

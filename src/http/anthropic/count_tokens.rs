@@ -1,0 +1,91 @@
+//! `POST /v1/messages/count_tokens`: forwarded, throttled per key, never billed.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use governor::clock::{Clock, DefaultClock};
+use tollgate_actors::store::AccountStatus;
+
+use super::exchange::{relayed_headers, status_of, unreachable, Reply};
+use super::messages::respond;
+use super::request::read_body;
+use crate::auth::KeyOwner;
+use crate::http::error::{rewrite_upstream_error, AnthropicError, Limit, ProxyError};
+use crate::http::request_id::RequestId;
+use crate::http::AppState;
+use crate::upstream::{forwarded_headers, Attempt, Endpoint, UpstreamPool};
+
+/// `POST /v1/messages/count_tokens`
+pub async fn count_tokens(
+    owner: KeyOwner,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    upstreams: web::Data<UpstreamPool>,
+    rid: RequestId,
+) -> Result<HttpResponse, AnthropicError> {
+    forward(owner, req, payload, &state, &upstreams, rid)
+        .await
+        .map_err(|e| e.at(rid))
+}
+
+async fn forward(
+    owner: KeyOwner,
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    upstreams: &UpstreamPool,
+    rid: RequestId,
+) -> Result<HttpResponse, ProxyError> {
+    if let Some(limiter) = &state.count_tokens_limiter {
+        limiter
+            .check_key(&owner.key_id)
+            .map_err(|not_until| ProxyError::Throttled {
+                limit: Limit::CountTokens,
+                retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+            })?;
+    }
+    let view = state.engine.view(owner.account_id).await?;
+    if view.status == AccountStatus::Suspended {
+        return Err(ProxyError::Suspended);
+    }
+    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    // count_tokens names a model too, but is not priced: any upstream that serves messages
+    // serves it.
+    let upstream = upstreams.pick("").ok_or(ProxyError::UpstreamUnreachable)?;
+    let started = std::time::Instant::now();
+    let sent = upstream
+        .post(
+            Endpoint::CountTokens,
+            req.uri().query(),
+            forwarded_headers(req.headers()),
+            body,
+        )
+        .await;
+    let response = match sent {
+        Ok(response) => {
+            let (status, latency) = (response.status.as_u16(), started.elapsed());
+            upstreams.report(upstream, Attempt::Answered { status, latency });
+            response
+        }
+        Err(error) => {
+            upstreams.report(upstream, Attempt::Failed);
+            tracing::warn!(%rid, upstream = %upstream.name, %error, "upstream request failed");
+            return Err(unreachable(&error));
+        }
+    };
+    let status = status_of(response.status);
+    let headers = relayed_headers(&response.headers);
+    let body = response.bytes().await.map_err(|error| {
+        tracing::warn!(%rid, %error, "upstream response body failed");
+        ProxyError::UpstreamCut
+    })?;
+    let body = if status.is_success() {
+        body
+    } else {
+        rewrite_upstream_error(&body, status, rid)
+    };
+    respond(Reply::Full {
+        status,
+        headers,
+        body,
+    })
+}

@@ -1,0 +1,269 @@
+//! The upstream half of a Messages request: choose an upstream, forward, then relay the
+//! stream or read the body, and settle the hold. It runs on a tracked task of its own, so that
+//! a client going away does not stop tollgate from learning and billing what the upstream
+//! produced, and a graceful shutdown waits for it.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::web;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tollgate_actors::relay::{ClientChunk, StreamActor};
+use tollgate_actors::sse::usage_from_message;
+use tollgate_actors::store::Outcome;
+use tollgate_actors::{HoldTicket, Usage};
+
+use super::metrics::record;
+use crate::http::error::{rewrite_upstream_error, ProxyError};
+use crate::http::request_id::RequestId;
+use crate::upstream::{
+    Attempt, Endpoint, UpstreamError, UpstreamPool, UpstreamResponse, RELAYED_RESPONSE_HEADERS,
+};
+
+/// What the upstream half hands back to the handler.
+pub(super) enum Reply {
+    Stream {
+        status: StatusCode,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: mpsc::Receiver<ClientChunk>,
+    },
+    Full {
+        status: StatusCode,
+        headers: Vec<(HeaderName, HeaderValue)>,
+        body: Bytes,
+    },
+    /// tollgate's own answer: the upstream could not be asked, refused the operator's
+    /// credentials, or shutdown came first.
+    Failed(ProxyError),
+}
+
+/// Everything the upstream half needs, moved onto its task.
+pub(super) struct Exchange {
+    /// Shared, not copied: the worker's clients, routes and keys.
+    pub upstreams: web::Data<UpstreamPool>,
+    pub model: String,
+    pub query: Option<String>,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub drain: Duration,
+    pub rid: RequestId,
+    /// Fired when shutdown's drain bound has passed.
+    pub interrupt: CancellationToken,
+}
+
+/// `work`, unless shutdown interrupts it first.
+pub(super) async fn unless_interrupted<F: std::future::Future>(
+    interrupt: &CancellationToken,
+    work: F,
+) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        _ = interrupt.cancelled() => None,
+        output = work => Some(output),
+    }
+}
+
+/// An upstream status in actix's type.
+pub(super) fn status_of(upstream: http::StatusCode) -> StatusCode {
+    StatusCode::from_u16(upstream.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY)
+}
+
+/// Upstream response headers worth relaying, converted to actix's types.
+pub(super) fn relayed_headers(upstream: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut relayed = Vec::with_capacity(2);
+    for name in RELAYED_RESPONSE_HEADERS {
+        if let Some(value) = upstream.get(name) {
+            if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+                relayed.push((HeaderName::from_static(name), value));
+            }
+        }
+    }
+    relayed
+}
+
+/// The customer's view of an upstream that could not be asked.
+pub(super) fn unreachable(error: &UpstreamError) -> ProxyError {
+    if error.is_timeout() {
+        ProxyError::UpstreamTimedOut
+    } else {
+        ProxyError::UpstreamUnreachable
+    }
+}
+
+impl Exchange {
+    /// Runs the request's upstream half to its end. The ticket is held here, across every
+    /// step, so that whatever happens upstream the hold is settled or released exactly once.
+    pub(super) async fn run(mut self, ticket: HoldTicket, reply: oneshot::Sender<Reply>) {
+        // Until a response starts streaming, nothing has been seen that could be billed: an
+        // interrupt releases the hold (dropping the ticket does) and answers 529.
+        let response = match self.forward().await {
+            Ok(response) => response,
+            Err(error) => {
+                ticket.release();
+                let _ = reply.send(Reply::Failed(error));
+                return;
+            }
+        };
+        if !response.status.is_success() {
+            self.answer_upstream_error(response, ticket, reply).await;
+        } else if response.is_event_stream() {
+            // Meter what the upstream sent, not what was asked for: an event stream is
+            // relayed and parsed as one, a JSON answer to a streaming request as a message.
+            self.relay(response, ticket, reply).await;
+        } else {
+            self.read_message(response, ticket, reply).await;
+        }
+    }
+
+    /// Picks an upstream and sends the request, reporting how the attempt went. The headers
+    /// and body are moved into the one attempt made today, not copied; a retry policy that
+    /// makes several must keep them.
+    async fn forward(&mut self) -> Result<UpstreamResponse, ProxyError> {
+        let upstream = self.upstreams.pick(&self.model).ok_or_else(|| {
+            tracing::error!(rid = %self.rid, model = %self.model, "no upstream can take this model");
+            ProxyError::UpstreamUnreachable
+        })?;
+        let started = Instant::now();
+        let sent = upstream.post(
+            Endpoint::Messages,
+            self.query.as_deref(),
+            std::mem::take(&mut self.headers),
+            std::mem::take(&mut self.body),
+        );
+        match unless_interrupted(&self.interrupt, sent).await {
+            None => Err(ProxyError::ShuttingDown),
+            Some(Ok(response)) => {
+                let latency = started.elapsed();
+                let status = response.status.as_u16();
+                if matches!(status, 401..=403) {
+                    tracing::error!(rid = %self.rid, upstream = %upstream.name, status, "the upstream refused tollgate's credentials or account");
+                }
+                self.upstreams
+                    .report(upstream, Attempt::Answered { status, latency });
+                Ok(response)
+            }
+            Some(Err(error)) => {
+                self.upstreams.report(upstream, Attempt::Failed);
+                tracing::warn!(rid = %self.rid, upstream = %upstream.name, %error, "upstream request failed");
+                Err(unreachable(&error))
+            }
+        }
+    }
+
+    /// An upstream error: billed only for usage it reported (normally none), answered with its
+    /// status and our request id, except that a refusal of the operator's credentials is not
+    /// passed off as the customer's.
+    async fn answer_upstream_error(
+        self,
+        response: UpstreamResponse,
+        ticket: HoldTicket,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        let status = status_of(response.status);
+        let mut headers = relayed_headers(&response.headers);
+        let Some(body) = unless_interrupted(&self.interrupt, response.bytes()).await else {
+            let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
+            return;
+        };
+        let body = body.unwrap_or_default();
+        match usage_from_message(&body).filter(|usage| !usage.is_zero()) {
+            Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut)),
+            None => ticket.release(),
+        }
+        if matches!(status.as_u16(), 401..=403) {
+            // The upstream refused the operator's key or account, not the customer's (logged
+            // in `forward`): telling the customer their key is invalid or their balance short
+            // would mislead them.
+            let refused = ProxyError::UpstreamRefusedCredentials {
+                status: status.as_u16(),
+            };
+            let _ = reply.send(Reply::Failed(refused));
+            return;
+        }
+        headers.retain(|(name, _)| name != "content-type");
+        headers.push((
+            HeaderName::from_static("content-type"),
+            HeaderValue::from_static("application/json"),
+        ));
+        let body = rewrite_upstream_error(&body, status, self.rid);
+        let _ = reply.send(Reply::Full {
+            status,
+            headers,
+            body,
+        });
+    }
+
+    /// An event stream: relayed chunk by chunk while its usage is read; settled at its end.
+    async fn relay(
+        self,
+        response: UpstreamResponse,
+        ticket: HoldTicket,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        let status = status_of(response.status);
+        let headers = relayed_headers(&response.headers);
+        let (relay, body) =
+            StreamActor::new(response.into_stream(), ticket, self.drain, self.interrupt);
+        // If the client is already gone, the relay finds out on its first send and drains.
+        let _ = reply.send(Reply::Stream {
+            status,
+            headers,
+            body,
+        });
+        if let Some(settlement) = relay.run().await {
+            record(&settlement);
+        }
+    }
+
+    /// A whole message: read, handed to the client, then settled at the usage it reports.
+    async fn read_message(
+        self,
+        response: UpstreamResponse,
+        ticket: HoldTicket,
+        reply: oneshot::Sender<Reply>,
+    ) {
+        let status = status_of(response.status);
+        let headers = relayed_headers(&response.headers);
+        let Some(read) = unless_interrupted(&self.interrupt, response.bytes()).await else {
+            let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
+            return;
+        };
+        let body = match read {
+            Ok(body) => body,
+            Err(error) => {
+                tracing::warn!(rid = %self.rid, %error, "upstream response body failed");
+                ticket.release();
+                let _ = reply.send(Reply::Failed(ProxyError::UpstreamCut));
+                return;
+            }
+        };
+        let usage = usage_from_message(&body);
+        let delivered = reply
+            .send(Reply::Full {
+                status,
+                headers,
+                body,
+            })
+            .is_ok();
+        let outcome = if delivered {
+            Outcome::Completed
+        } else {
+            Outcome::ClientDisconnected
+        };
+        settle(ticket, usage, outcome, self.rid);
+    }
+}
+
+/// Debits the usage the upstream reported; with none reported, releases the hold.
+fn settle(ticket: HoldTicket, usage: Option<Usage>, outcome: Outcome, rid: RequestId) {
+    match usage {
+        Some(usage) => record(&ticket.settle(usage, outcome)),
+        None => {
+            tracing::warn!(%rid, "upstream response carried no usage; nothing billed");
+            ticket.release();
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The JSON error of the admin API (and, later, the customer API):
+//! `{"error":{"code","message","field"?}}`.
+
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+/// What went wrong with an admin or customer API request. One [`ApiError::status`] maps every
+/// variant to HTTP; the body always has the same shape.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request is malformed or a value is out of range. `field` names the offending input
+    /// (`amount_usd`, `limits.max_concurrent`) when there is one; the message names it too, so
+    /// a person reading only the message still knows where to look.
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+    /// No valid credentials; the text says which were expected (the admin bearer token, a
+    /// session).
+    Unauthorized(&'static str),
+    /// The thing named does not exist (or the caller may not know it does).
+    NotFound(&'static str),
+    /// The write collides with existing state, such as a taken email.
+    Conflict(String),
+    /// The surface is switched off or a dependency is down; retrying later may work.
+    Unavailable(String),
+    /// An unexpected failure. Its cause was logged where it was built
+    /// ([`ApiError::internal`]); the client gets a generic message.
+    Internal,
+}
+
+impl ApiError {
+    /// A bad value of one field: the message reads `"<field>: <problem>"`.
+    pub fn field(field: impl Into<String>, problem: impl fmt::Display) -> ApiError {
+        let field = field.into();
+        ApiError::Invalid {
+            message: format!("{field}: {problem}"),
+            field: Some(field),
+        }
+    }
+
+    /// A malformed request that no single field is to blame for (a body that is not JSON).
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    /// Logs an unexpected failure with its cause and returns the generic error for it.
+    pub fn internal(error: impl fmt::Display) -> ApiError {
+        tracing::error!(%error, "API request failed");
+        ApiError::Internal
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable, machine-readable `error.code`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ApiError::Invalid { message, .. }
+            | ApiError::Conflict(message)
+            | ApiError::Unavailable(message) => message.clone(),
+            ApiError::Unauthorized(expected) => (*expected).into(),
+            ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::Internal => "internal error; see the server log".into(),
+        }
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code(), self.message())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut error = json!({ "code": self.code(), "message": self.message() });
+        if let ApiError::Invalid {
+            field: Some(field), ..
+        } = self
+        {
+            error["field"] = json!(field);
+        }
+        HttpResponse::build(self.status()).json(json!({ "error": error }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::to_bytes;
+
+    async fn body_of(error: ApiError) -> serde_json::Value {
+        let bytes = to_bytes(error.error_response().into_body()).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[actix_web::test]
+    async fn a_field_error_names_the_field_in_both_places() {
+        let body = body_of(ApiError::field("amount_usd", "must be greater than 0")).await;
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert_eq!(body["error"]["field"], "amount_usd");
+        assert_eq!(
+            body["error"]["message"],
+            "amount_usd: must be greater than 0"
+        );
+    }
+
+    #[actix_web::test]
+    async fn errors_without_a_field_leave_it_out() {
+        let body = body_of(ApiError::NotFound("account")).await;
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(body["error"]["message"], "account not found");
+        assert!(body["error"].get("field").is_none());
+        assert_eq!(
+            ApiError::Unauthorized("a token").status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}

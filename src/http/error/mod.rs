@@ -1,0 +1,12 @@
+//! Errors, one type per surface. `/v1/*` fails with a [`ProxyError`], mapped once to a status
+//! and retry advice ([`ProxyError::failure`]) and rendered in Anthropic's shape
+//! ([`AnthropicError`]). The admin API (and later the customer API) fails with an
+//! [`ApiError`], `{"error":{"code","message","field"?}}`.
+
+mod anthropic;
+mod api;
+mod proxy;
+
+pub use anthropic::{error_type, retry_after_secs, rewrite_upstream_error, AnthropicError};
+pub use api::ApiError;
+pub use proxy::{ErrorKind, Failure, Limit, ProxyError, Retry};

@@ -1,0 +1,101 @@
+//! Who is calling, checked once per surface rather than in every handler: the [`KeyOwner`]
+//! extractor for the Anthropic-compatible routes, and [`require_admin`] middleware for the
+//! admin scope.
+
+use std::future::{ready, Ready};
+use std::net::{IpAddr, Ipv4Addr};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{web, FromRequest, HttpRequest, ResponseError};
+use sha2::{Digest, Sha256};
+
+use super::error::{AnthropicError, ApiError, Limit, ProxyError};
+use super::request_id::RequestId;
+use super::AppState;
+use crate::auth::{AuthFailure, KeyOwner};
+
+/// The API key from `x-api-key` or `Authorization: Bearer`.
+fn presented_key(req: &HttpRequest) -> Option<&str> {
+    if let Some(key) = req.headers().get("x-api-key") {
+        return key.to_str().ok().map(str::trim);
+    }
+    bearer_token(req.headers())
+}
+
+/// The token of an `Authorization: Bearer` header (the scheme in any case).
+fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+    let authorization = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The address failed authentications are counted against.
+fn client_ip(req: &HttpRequest) -> IpAddr {
+    req.peer_addr()
+        .map(|addr| addr.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// A valid API key's owner. Extracting it authenticates the request; put it before any
+/// extractor that reads the body, so that a bad key is refused before the body is read.
+impl FromRequest for KeyOwner {
+    type Error = AnthropicError;
+    type Future = Ready<Result<KeyOwner, AnthropicError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let rid = RequestId::of(req);
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            tracing::error!(%rid, "the application state is missing");
+            return ready(Err(ProxyError::Internal.at(rid)));
+        };
+        let owner = state
+            .keys
+            .authenticate(presented_key(req), client_ip(req))
+            .map_err(|failure| match failure {
+                AuthFailure::InvalidKey => ProxyError::InvalidKey,
+                AuthFailure::TooManyFailures(retry_after) => ProxyError::Throttled {
+                    limit: Limit::FailedAuthentication,
+                    retry_after,
+                },
+            });
+        ready(owner.map_err(|error| error.at(rid)))
+    }
+}
+
+/// Checks the admin bearer token. Both sides are hashed first, so the comparison takes the
+/// same time wherever the tokens differ.
+fn authorize_admin(req: &HttpRequest, expected: &str) -> Result<(), ApiError> {
+    if expected.is_empty() {
+        return Err(ApiError::Unavailable(
+            "the admin API is disabled: admin.token is empty".into(),
+        ));
+    }
+    let presented = bearer_token(req.headers()).unwrap_or("");
+    if Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized(
+            "a valid admin bearer token is required",
+        ))
+    }
+}
+
+/// Middleware of the admin scope: a request without the admin token is answered before it
+/// reaches a handler, so nothing of its body is read.
+pub async fn require_admin(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let verdict = match req.app_data::<web::Data<AppState>>() {
+        Some(state) => authorize_admin(req.request(), &state.settings.admin.token),
+        None => Err(ApiError::internal("the application state is missing")),
+    };
+    match verdict {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(error) => Ok(req
+            .into_response(error.error_response())
+            .map_into_right_body()),
+    }
+}

@@ -1,0 +1,99 @@
+//! The upstreams a worker can forward to, behind the two calls a routing policy needs:
+//! [`UpstreamPool::pick`] before a request goes out, [`UpstreamPool::report`] after it came
+//! back. It holds one upstream today and picks it every time; weights, failover and cooldowns
+//! are policy that a later issue adds here without touching the request path.
+
+use std::time::Duration;
+
+use super::Upstream;
+
+/// How an attempt on an upstream went, as far as choosing upstreams is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The upstream answered (with any status) after `latency`.
+    Answered { status: u16, latency: Duration },
+    /// It could not be reached, or it stayed silent past its timeout.
+    Failed,
+}
+
+/// One worker's upstreams. Each HTTP worker builds its own, so that connections are driven by
+/// the worker that uses them.
+pub struct UpstreamPool {
+    upstreams: Vec<Upstream>,
+    attempts: Vec<AttemptCounters>,
+}
+
+/// Counter handles per upstream, looked up once rather than per request.
+struct AttemptCounters {
+    answered: metrics::Counter,
+    failed: metrics::Counter,
+}
+
+impl AttemptCounters {
+    fn new(upstream: &Upstream) -> AttemptCounters {
+        let counter = |result: &'static str| metrics::counter!("tollgate_upstream_attempts_total", "upstream" => upstream.name.clone(), "result" => result);
+        AttemptCounters {
+            answered: counter("answered"),
+            failed: counter("failed"),
+        }
+    }
+}
+
+impl UpstreamPool {
+    pub fn new(upstreams: Vec<Upstream>) -> UpstreamPool {
+        let attempts = upstreams.iter().map(AttemptCounters::new).collect();
+        UpstreamPool {
+            upstreams,
+            attempts,
+        }
+    }
+
+    /// The upstream to send a request for `model` to, or `None` when none can take it.
+    pub fn pick(&self, _model: &str) -> Option<&Upstream> {
+        self.upstreams.first()
+    }
+
+    /// Records how an attempt on `upstream` went.
+    pub fn report(&self, upstream: &Upstream, attempt: Attempt) {
+        let Some(counters) = self
+            .upstreams
+            .iter()
+            .position(|candidate| std::ptr::eq(candidate, upstream))
+            .and_then(|index| self.attempts.get(index))
+        else {
+            return;
+        };
+        match attempt {
+            Attempt::Answered { .. } => counters.answered.increment(1),
+            Attempt::Failed => counters.failed.increment(1),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamSettings;
+
+    fn upstream(name: &str) -> Upstream {
+        Upstream::new(&UpstreamSettings {
+            name: name.into(),
+            base_url: "http://127.0.0.1:9".into(),
+            api_key: "key".into(),
+            timeout_secs: 5,
+            proxy: Some(String::new()),
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_one_upstream_is_picked_for_every_model_and_an_empty_pool_picks_none() {
+        let pool = UpstreamPool::new(vec![upstream("primary")]);
+        for model in ["claude-opus-5-5", "claude-haiku-4-5", ""] {
+            assert_eq!(pool.pick(model).map(|u| u.name.as_str()), Some("primary"));
+        }
+        assert!(UpstreamPool::new(Vec::new())
+            .pick("claude-opus-5-5")
+            .is_none());
+    }
+}
