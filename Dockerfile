@@ -1,20 +1,36 @@
-# Multi-stage build: compile in the Rust image, run in a slim Debian image as a non-root user.
-FROM rust:1.95-bookworm AS build
+# Multi-stage build. cargo-chef turns the workspace's manifests and lock file into a recipe,
+# so the dependencies compile in a layer of their own that a source-only change leaves cached.
+# The runtime image holds the tollgate binary alone (`tollgate demo` runs the simulated
+# upstream in-process) and runs as a non-root user.
+
+FROM rust:1.95-bookworm AS chef
+RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
+
+# Stage 1: the recipe. Its content changes only when a manifest or Cargo.lock does, so the
+# dependency layer of stage 2 stays cached through source-only changes.
+FROM chef AS planner
 COPY . .
-RUN cargo build --release --locked -p tollgate --bin tollgate \
-    && cargo build --release --locked -p tollgate-loadtest --bin mock-anthropic
+RUN cargo chef prepare --recipe-path recipe.json
+
+# Stage 2: the dependencies from the recipe, then tollgate itself.
+FROM chef AS build
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked -p tollgate --bin tollgate --recipe-path recipe.json
+COPY . .
+RUN cargo build --release --locked -p tollgate --bin tollgate
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin tollgate
+    && groupadd --system --gid 10001 tollgate \
+    && useradd --system --uid 10001 --gid tollgate --home-dir /app --shell /usr/sbin/nologin tollgate
 WORKDIR /app
 COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
-COPY --from=build /src/target/release/mock-anthropic /usr/local/bin/mock-anthropic
 COPY config.yaml /app/config.yaml
-USER tollgate
+# Numeric, so that an orchestrator can check the image does not run as root.
+USER 10001:10001
 EXPOSE 8080
 ENV TOLLGATE__SERVER__LISTEN=0.0.0.0:8080
 # Secrets come from the environment: TOLLGATE__ADMIN__TOKEN, TOLLGATE__AUTH__KEY_SECRET,
