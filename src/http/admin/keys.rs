@@ -1,7 +1,8 @@
 //! An account's API keys: create (the full key is shown once), list (prefixes only), revoke.
 
 use actix_web::{web, HttpResponse};
-use serde::Deserialize;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{db_error, json_body, parse_id, stored_account};
@@ -9,18 +10,39 @@ use crate::auth::KeyOwner;
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::KeyRow;
+use uuid::Uuid;
 
 /// A key's name is a label for its owner; this bounds what is stored and shown.
 const MAX_KEY_NAME_CHARS: usize = 100;
 
-fn key_json(key: &KeyRow) -> serde_json::Value {
-    json!({
-        "id": key.id,
-        "name": key.name,
-        "prefix": key.prefix,
-        "created_at": key.created_at,
-        "revoked_at": key.revoked_at,
-    })
+/// A key as listed: its prefix, never the key.
+#[derive(Serialize)]
+struct KeyView<'a> {
+    id: Uuid,
+    name: &'a str,
+    prefix: &'a str,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a KeyRow> for KeyView<'a> {
+    fn from(key: &'a KeyRow) -> Self {
+        KeyView {
+            id: key.id,
+            name: &key.name,
+            prefix: &key.prefix,
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+        }
+    }
+}
+
+/// A key just created: the one answer that shows the whole key.
+#[derive(Serialize)]
+struct CreatedKey<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    key: &'a str,
 }
 
 #[derive(Deserialize)]
@@ -55,9 +77,10 @@ pub async fn create(
             account_id,
         },
     );
-    let mut out = key_json(&row);
-    out["key"] = json!(key.secret.expose());
-    Ok(HttpResponse::Created().json(out))
+    Ok(HttpResponse::Created().json(CreatedKey {
+        view: KeyView::from(&row),
+        key: key.secret.expose(),
+    }))
 }
 
 /// `GET /admin/v1/accounts/{id}/keys`: prefixes only.
@@ -68,7 +91,8 @@ pub async fn list(
     let account_id = parse_id(&path, "account")?;
     stored_account(&state, account_id).await?;
     let keys = state.store.keys(account_id).await.map_err(db_error)?;
-    Ok(HttpResponse::Ok().json(json!({ "data": keys.iter().map(key_json).collect::<Vec<_>>() })))
+    Ok(HttpResponse::Ok()
+        .json(json!({ "data": keys.iter().map(KeyView::from).collect::<Vec<_>>() })))
 }
 
 /// `DELETE /admin/v1/accounts/{id}/keys/{key_id}`: refused from the next request on.

@@ -103,13 +103,16 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut error = json!({ "code": self.code(), "message": self.message() });
-        if let ApiError::Invalid {
-            field: Some(field), ..
-        } = self
-        {
-            error["field"] = json!(field);
-        }
+        let field = match self {
+            ApiError::Invalid { field, .. } => field.as_deref(),
+            _ => None,
+        };
+        let error = match field {
+            Some(field) => {
+                json!({ "code": self.code(), "message": self.message(), "field": field })
+            }
+            None => json!({ "code": self.code(), "message": self.message() }),
+        };
         HttpResponse::build(self.status()).json(json!({ "error": error }))
     }
 }
