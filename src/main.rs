@@ -50,7 +50,7 @@ const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
 
 /// mimalloc commits its arenas eagerly on systems that overcommit, such as Linux, and then
 /// keeps freed pages resident. Committing on demand cut tollgate's resident memory per open
-/// stream by half (docs/BENCHMARKS.md, Finding 10). The option only applies to arenas
+/// stream by half (docs/adr/0002-mimalloc-with-arenas-committed-on-demand.md). The option only applies to arenas
 /// reserved after it is set, and the first one is reserved by the first allocation, before
 /// `main`; so it is set from a constructor, which runs before Rust's runtime allocates.
 fn tune_allocator() {

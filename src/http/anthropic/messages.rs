@@ -1,6 +1,6 @@
 //! `POST /v1/messages`, the billed route. The handler reads as the request's life: the key
 //! was authenticated by the [`KeyOwner`] extractor; then read, parse and price, admit, and
-//! hand the upstream half to a tracked task ([`Exchange`]) whose first reply is answered.
+//! hand the upstream half to a tracked task (`Exchange`) whose first reply is answered.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;

@@ -1,10 +1,10 @@
 //! The Anthropic-compatible surface under `/v1`. A Messages request's life, in order:
 //!
 //! 1. authenticate: the [`KeyOwner`](crate::auth::KeyOwner) extractor, before the body is read;
-//! 2. read the body and parse and price it ([`request`]);
-//! 3. admit: the account's actor takes a hold ([`messages`]);
+//! 2. read the body and parse and price it (`request`);
+//! 3. admit: the account's actor takes a hold (`messages`);
 //! 4. choose an upstream, forward, then relay the stream or read the body, and settle
-//!    ([`exchange`]), on a tracked task of its own so that a client going away does not stop
+//!    (`exchange`), on a tracked task of its own so that a client going away does not stop
 //!    tollgate from learning and billing what the upstream produced.
 
 pub mod count_tokens;
