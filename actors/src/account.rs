@@ -14,15 +14,15 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::engine::{Engine, EngineError};
 use crate::flusher::FlusherHandle;
 use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
 use crate::store::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, LedgerStore, UsageRecord,
+    AccountId, AccountRecord, AccountStatus, BalanceChange, LedgerStore, StoreError, UsageRecord,
 };
 
-/// How many messages may wait in one account's mailbox. A sender that finds it full waits at
-/// most [`crate::engine::MAILBOX_WAIT`] and then gets an overload error, never an unbounded queue.
+/// How many messages may wait in one account's mailbox. A sender that finds it full waits a
+/// bounded time (the engine's mailbox wait) and then gets an overload error, never an
+/// unbounded queue.
 pub(crate) const MAILBOX_CAPACITY: usize = 4096;
 
 /// Why a request was not admitted.
@@ -109,6 +109,35 @@ fn hand_over(orphans: &Orphans, id: AccountId, holds: impl Iterator<Item = (Uuid
     let mut orphan = orphans.entry(id).or_default();
     orphan.holds.extend(holds);
     orphan.handed_over = true;
+}
+
+/// Where a settle or a release goes when the actor it was sent to drops it unhandled: to the
+/// account's next actor. Cloned into every settle and release, so it is one reference count.
+#[derive(Clone)]
+pub(crate) struct Redelivery(Arc<dyn Redeliver>);
+
+/// What re-sending needs: an actor for the account, started if the old one is gone. Only the
+/// engine can start one, so it implements this; the trait keeps the account actor free of
+/// any dependency on the engine.
+pub(crate) trait Redeliver: Send + Sync + 'static {
+    /// Sends the settle of `record` again, to the next actor of its account.
+    fn settle(self: Arc<Self>, record: UsageRecord);
+    /// Sends the release of `request_id`'s hold again, to the next actor of `account_id`.
+    fn release(self: Arc<Self>, account_id: AccountId, request_id: Uuid);
+}
+
+impl Redelivery {
+    pub(crate) fn new(to: Arc<dyn Redeliver>) -> Redelivery {
+        Redelivery(to)
+    }
+
+    fn settle(&self, record: UsageRecord) {
+        Arc::clone(&self.0).settle(record);
+    }
+
+    fn release(&self, account_id: AccountId, request_id: Uuid) {
+        Arc::clone(&self.0).release(account_id, request_id);
+    }
 }
 
 pub(crate) struct AccountActor {
@@ -260,14 +289,14 @@ impl Handler<ResizeHold> for AccountActor {
 #[rtype(result = "()")]
 pub(crate) struct Settle {
     record: Option<UsageRecord>,
-    engine: Engine,
+    redelivery: Redelivery,
 }
 
 impl Settle {
-    pub(crate) fn new(record: UsageRecord, engine: Engine) -> Settle {
+    pub(crate) fn new(record: UsageRecord, redelivery: Redelivery) -> Settle {
         Settle {
             record: Some(record),
-            engine,
+            redelivery,
         }
     }
 }
@@ -275,7 +304,7 @@ impl Settle {
 impl Drop for Settle {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            self.engine.redeliver_settle(record);
+            self.redelivery.settle(record);
         }
     }
 }
@@ -310,15 +339,15 @@ impl Handler<Settle> for AccountActor {
 pub(crate) struct Release {
     request_id: Option<Uuid>,
     account_id: AccountId,
-    engine: Engine,
+    redelivery: Redelivery,
 }
 
 impl Release {
-    pub(crate) fn new(account_id: AccountId, request_id: Uuid, engine: Engine) -> Release {
+    pub(crate) fn new(account_id: AccountId, request_id: Uuid, redelivery: Redelivery) -> Release {
         Release {
             request_id: Some(request_id),
             account_id,
-            engine,
+            redelivery,
         }
     }
 }
@@ -326,7 +355,7 @@ impl Release {
 impl Drop for Release {
     fn drop(&mut self) {
         if let Some(request_id) = self.request_id.take() {
-            self.engine.redeliver_release(self.account_id, request_id);
+            self.redelivery.release(self.account_id, request_id);
         }
     }
 }
@@ -343,11 +372,11 @@ impl Handler<Release> for AccountActor {
 
 /// Apply a credit or adjustment: written to the store first, then to the balance.
 #[derive(Message)]
-#[rtype(result = "Result<Decimal, EngineError>")]
+#[rtype(result = "Result<Decimal, StoreError>")]
 pub(crate) struct ApplyChange(pub BalanceChange);
 
 impl Handler<ApplyChange> for AccountActor {
-    type Result = AtomicResponse<Self, Result<Decimal, EngineError>>;
+    type Result = AtomicResponse<Self, Result<Decimal, StoreError>>;
 
     fn handle(&mut self, msg: ApplyChange, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
@@ -357,7 +386,7 @@ impl Handler<ApplyChange> for AccountActor {
             async move { store.apply_balance_change(&change).await }
                 .into_actor(self)
                 .map(move |written, actor, _| {
-                    written.map_err(EngineError::Store)?;
+                    written?;
                     actor.balance += amount;
                     Ok(actor.balance)
                 }),
@@ -367,14 +396,14 @@ impl Handler<ApplyChange> for AccountActor {
 
 /// Suspend or reinstate the account: stored first, effective for the next request.
 #[derive(Message)]
-#[rtype(result = "Result<(), EngineError>")]
+#[rtype(result = "Result<(), StoreError>")]
 pub(crate) struct SetStatus {
     pub status: AccountStatus,
     pub reason: String,
 }
 
 impl Handler<SetStatus> for AccountActor {
-    type Result = AtomicResponse<Self, Result<(), EngineError>>;
+    type Result = AtomicResponse<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, msg: SetStatus, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
@@ -383,7 +412,7 @@ impl Handler<SetStatus> for AccountActor {
             async move { store.set_status(id, msg.status, &msg.reason).await }
                 .into_actor(self)
                 .map(move |written, actor, _| {
-                    written.map_err(EngineError::Store)?;
+                    written?;
                     actor.status = msg.status;
                     Ok(())
                 }),

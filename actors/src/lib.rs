@@ -7,7 +7,9 @@
 //! - [`limits`]: per-account request, token and concurrency throttles.
 //! - [`engine`]: the cloneable [`Engine`] handle: activates account actors, admits requests
 //!   with a hold and returns a [`HoldTicket`] that settles or releases it.
-//! - `account`: the account actor, the one writer of an account's money.
+//! - `account`: the account actor, the one writer of an account's money. It depends on
+//!   nothing in `engine`: a message it drops unhandled finds the account's next actor through
+//!   a redelivery handle that the engine implements.
 //! - [`relay`]: the stream actor that relays an upstream stream and settles its usage.
 //! - [`flusher`]: batches settled usage into one ledger transaction per interval.
 //! - [`store`]: the persistence trait the service implements for Postgres.

@@ -1,6 +1,11 @@
 //! The engine's public face: a cloneable handle that activates account actors, admits
 //! requests with a hold, and hands back a [`HoldTicket`] that settles or releases it.
 //! Callers never see an actix type.
+//!
+//! - `placement`: which thread a new account actor starts on ([`ActorPlacement`]).
+//! - `ticket`: the [`HoldTicket`] an admitted request carries until it settles or releases.
+//! - `redelivery`: the settles and releases a stopped actor dropped, sent to its successor.
+//! - `shutdown`: the graceful drain and final flush ([`Engine::shutdown`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -16,26 +21,27 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::account::{
-    AccountActor, AccountView, ApplyChange, CarriedHolds, Orphans, PreAuthorize, Refusal, Release,
-    ResizeHold, SetLimits, SetStatus, Settle, Snapshot,
+    AccountActor, AccountView, ApplyChange, CarriedHolds, Orphans, PreAuthorize, Refusal,
+    SetLimits, SetStatus, Snapshot,
 };
 use crate::flusher::{FlusherHandle, FlusherStats};
-use crate::hold::{resized_hold, HoldPolicy, RequestShape};
+use crate::hold::{HoldPolicy, RequestShape};
 use crate::limits::AccountLimits;
 use crate::pricing::PriceVersion;
-use crate::store::{
-    AccountId, AccountStatus, BalanceChange, CreditKind, LedgerStore, Outcome, StoreError,
-    UsageRecord,
-};
-use crate::Usage;
+use crate::store::{AccountId, AccountStatus, BalanceChange, CreditKind, LedgerStore, StoreError};
+
+mod placement;
+mod redelivery;
+mod shutdown;
+mod ticket;
+
+pub use placement::ActorPlacement;
+pub use ticket::{HoldTicket, Settlement};
 
 /// How long a request waits for room in a full account mailbox before it is told the service
 /// is overloaded.
 pub(crate) const MAILBOX_WAIT: Duration = Duration::from_secs(2);
 
-/// After the drain bound, interrupted requests settle what they saw; this bounds how long
-/// that takes.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 /// How long a replacement actor waits for its stopped predecessor's holds.
 const HAND_OVER_WAIT: Duration = Duration::from_secs(1);
 
@@ -61,18 +67,6 @@ pub enum AdmitError {
     Refused(#[from] Refusal),
     #[error(transparent)]
     Engine(#[from] EngineError),
-}
-
-/// Where account actors run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ActorPlacement {
-    /// On the threads that registered with [`Engine::host_actors_here`] (the HTTP workers),
-    /// spread by account id. A request served by its account's own worker reaches the actor
-    /// without waking another thread. Until a thread registers, actors start on one
-    /// dedicated arbiter.
-    Workers,
-    /// On this many threads of their own, spread by account id.
-    Dedicated(usize),
 }
 
 /// Settings the engine needs from the service's configuration.
@@ -136,11 +130,9 @@ impl Engine {
     /// Starts the engine: its account arbiters and the flusher. Must run inside an actix
     /// `System` (as actix-web's main does).
     pub fn start(config: EngineConfig, store: Arc<dyn LedgerStore>) -> Engine {
-        let own = match config.placement {
-            ActorPlacement::Workers => 1,
-            ActorPlacement::Dedicated(n) => n.max(1),
-        };
-        let own_arbiters = (0..own).map(|_| Arbiter::new()).collect();
+        let own_arbiters = (0..config.placement.own_arbiters())
+            .map(|_| Arbiter::new())
+            .collect();
         let flusher = FlusherHandle::start(store.clone(), config.flush_interval);
         Engine {
             inner: Arc::new(Inner {
@@ -157,39 +149,6 @@ impl Engine {
                 interrupt: CancellationToken::new(),
             }),
         }
-    }
-
-    /// Offers the current thread's arbiter (an HTTP worker's) to host account actors. Does
-    /// nothing unless the placement is [`ActorPlacement::Workers`]. Actors already running
-    /// stay where they are; the placement only decides where new ones start.
-    pub fn host_actors_here(&self) {
-        if self.inner.config.placement != ActorPlacement::Workers {
-            return;
-        }
-        let mut hosts = match self.inner.hosts.write() {
-            Ok(hosts) => hosts,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        hosts.push(Arbiter::current());
-    }
-
-    /// The arbiter a new actor for `id` starts on. A host whose thread has stopped (it no
-    /// longer accepts work) is forgotten rather than given actors that would never run.
-    fn home_of(&self, id: AccountId) -> ArbiterHandle {
-        let mut hosts = match self.inner.hosts.write() {
-            Ok(hosts) => hosts,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        while !hosts.is_empty() {
-            let index = arbiter_index(id, hosts.len());
-            if hosts[index].spawn(async {}) {
-                return hosts[index].clone();
-            }
-            tracing::warn!("an HTTP worker that hosted account actors has stopped");
-            hosts.swap_remove(index);
-        }
-        let own = &self.inner.own_arbiters;
-        own[arbiter_index(id, own.len())].handle()
     }
 
     pub fn hold_policy(&self) -> &HoldPolicy {
@@ -381,9 +340,11 @@ impl Engine {
             amount,
             reason,
         };
-        addr.send(ApplyChange(change))
+        let balance = addr
+            .send(ApplyChange(change))
             .await
-            .map_err(|_| EngineError::Stopped)?
+            .map_err(|_| EngineError::Stopped)??;
+        Ok(balance)
     }
 
     pub async fn set_status(
@@ -395,7 +356,8 @@ impl Engine {
         let addr = self.actor(account_id).await?;
         addr.send(SetStatus { status, reason })
             .await
-            .map_err(|_| EngineError::Stopped)?
+            .map_err(|_| EngineError::Stopped)??;
+        Ok(())
     }
 
     pub async fn set_limits(
@@ -417,224 +379,11 @@ impl Engine {
             .await
             .map_err(mailbox_error)
     }
-
-    /// Graceful shutdown:
-    /// 1. refuses new requests;
-    /// 2. waits (at most `drain`) for in-flight requests to finish and settle;
-    /// 3. past that bound, interrupts the rest, which settle the usage they have seen;
-    /// 4. waits until every account actor has applied every settle sent to it;
-    /// 5. flushes everything (at most `flush_deadline`).
-    ///
-    /// Call it while the runtimes the requests run on are still up (before stopping the HTTP
-    /// server's workers). Returns whether every request finished and everything was flushed.
-    pub async fn shutdown(&self, drain: Duration, flush_deadline: Duration) -> bool {
-        self.inner.draining.store(true, Ordering::Release);
-        self.inner.in_flight.close();
-        let drained = tokio::time::timeout(drain, self.inner.in_flight.wait())
-            .await
-            .is_ok();
-        if !drained {
-            tracing::warn!(
-                remaining = self.inner.in_flight.len(),
-                "in-flight requests did not finish within the drain bound; settling what they saw"
-            );
-            self.inner.interrupt.cancel();
-            if tokio::time::timeout(INTERRUPT_GRACE, self.inner.in_flight.wait())
-                .await
-                .is_err()
-            {
-                tracing::error!(
-                    remaining = self.inner.in_flight.len(),
-                    "requests still running after the interrupt"
-                );
-            }
-        }
-        // Settles are queued without waiting; a round trip to every actor proves that each
-        // one has applied (and so handed to the flusher) every settle queued before it.
-        let actors: Vec<_> = self
-            .inner
-            .accounts
-            .iter()
-            .filter_map(|entry| entry.value().get().cloned())
-            .collect();
-        for addr in actors {
-            if addr.send(Snapshot).await.is_err() {
-                tracing::error!("an account actor stopped before shutdown finished");
-            }
-        }
-        let flushed = self.inner.flusher.shutdown(flush_deadline).await;
-        drained && flushed
-    }
-}
-
-impl Engine {
-    /// A settle dropped unhandled because its actor stopped (the actor's thread did). The
-    /// debit goes through the account's next actor, which applies it to the balance it
-    /// loads after the flush and drops the hold it carried over; if no actor can be started,
-    /// the usage goes straight to the ledger.
-    pub(crate) fn redeliver_settle(&self, record: UsageRecord) {
-        let engine = self.clone();
-        self.redeliver(async move {
-            let id = record.account_id;
-            match engine.actor(id).await {
-                Ok(addr) => addr.do_send(Settle::new(record, engine.clone())),
-                Err(_) if engine.inner.flusher.has_stopped() => {
-                    tracing::error!(account_id = %id, request_id = %record.request_id, cost = %record.cost, "a settle arrived after the final flush; its usage is not recorded");
-                }
-                Err(error) => {
-                    tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
-                    engine.forget_carried_hold(id, record.request_id);
-                    engine.inner.flusher.push(record);
-                }
-            }
-        });
-    }
-
-    /// A release dropped unhandled because its actor stopped: the account's next actor drops
-    /// the hold it carried over.
-    pub(crate) fn redeliver_release(&self, account_id: AccountId, request_id: Uuid) {
-        let engine = self.clone();
-        self.redeliver(async move {
-            match engine.actor(account_id).await {
-                Ok(addr) => addr.do_send(Release::new(account_id, request_id, engine.clone())),
-                Err(_) => engine.forget_carried_hold(account_id, request_id),
-            }
-        });
-    }
-
-    /// Runs a re-send on the engine's own runtime, tracked so that shutdown waits for it.
-    fn redeliver(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.inner.in_flight.spawn_on(work, &self.inner.runtime);
-    }
-
-    /// No actor could take over the account: the hold is dropped from what the next one
-    /// will carry over.
-    fn forget_carried_hold(&self, account_id: AccountId, request_id: Uuid) {
-        if let Some(mut orphan) = self.inner.orphaned.get_mut(&account_id) {
-            orphan.holds.retain(|(id, _)| *id != request_id);
-        }
-    }
-}
-
-fn arbiter_index(id: AccountId, n: usize) -> usize {
-    // UUIDv7 ids start with a timestamp; the low bits are random, so they spread evenly.
-    (id.as_u128() as u64 % n as u64) as usize
 }
 
 fn mailbox_error(error: MailboxError) -> EngineError {
     match error {
         MailboxError::Timeout => EngineError::Overloaded,
         MailboxError::Closed => EngineError::Stopped,
-    }
-}
-
-/// A request's admitted hold. Settle it with the usage the upstream reported, or release it
-/// if the upstream failed before reporting any. Dropping an unsettled ticket releases it.
-pub struct HoldTicket {
-    engine: Engine,
-    addr: Addr<AccountActor>,
-    amount: Decimal,
-    request: HoldRequest,
-    done: bool,
-}
-
-/// What a settled request cost.
-#[derive(Debug, Clone)]
-pub struct Settlement {
-    pub usage: Usage,
-    pub cost: Decimal,
-    pub outcome: Outcome,
-}
-
-impl HoldTicket {
-    pub fn request_id(&self) -> Uuid {
-        self.request.request_id
-    }
-
-    pub fn account_id(&self) -> AccountId {
-        self.request.account_id
-    }
-
-    /// The amount currently held.
-    pub fn amount(&self) -> Decimal {
-        self.amount
-    }
-
-    pub fn version(&self) -> &PriceVersion {
-        &self.request.version
-    }
-
-    /// Re-sizes the hold to the real prompt that `message_start` reported. Does not wait: the
-    /// actor's mailbox keeps this ahead of the settle that follows it.
-    pub fn resize_to_prompt(&mut self, started: &Usage) {
-        let amount = resized_hold(
-            &self.request.version,
-            started,
-            self.request.shape.max_tokens,
-        );
-        if amount != self.amount {
-            self.amount = amount;
-            self.addr.do_send(ResizeHold {
-                request_id: self.request.request_id,
-                amount,
-            });
-        }
-    }
-
-    /// Debits the exact cost of `usage` at the request's price version. The settle is queued
-    /// in the account's mailbox without waiting for a reply, so it cannot be lost if the
-    /// caller goes away before the actor gets to it; [`Engine::shutdown`] waits for every
-    /// queued settle before the final flush.
-    pub fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
-        self.done = true;
-        let version = &self.request.version;
-        let cost = version.cost(&usage);
-        let long_prompt_tier = version
-            .long_prompt
-            .as_ref()
-            .is_some_and(|tier| usage.prompt_tokens() > tier.threshold_tokens);
-        let record = UsageRecord {
-            request_id: self.request.request_id,
-            account_id: self.request.account_id,
-            key_id: self.request.key_id,
-            model: std::mem::take(&mut self.request.model),
-            usage,
-            cost,
-            price_version: version.effective_from,
-            long_prompt_tier,
-            outcome,
-            started_at: self.request.started_at,
-            finished_at: Utc::now(),
-        };
-        // `do_send` ignores the mailbox bound, so a settle is never dropped for room; one
-        // refused by a closed mailbox goes to the account's next actor (`Settle`'s `Drop`).
-        self.addr.do_send(Settle::new(record, self.engine.clone()));
-        Settlement {
-            usage,
-            cost,
-            outcome,
-        }
-    }
-
-    /// Drops the hold without a debit.
-    pub fn release(mut self) {
-        self.send_release();
-    }
-
-    fn send_release(&mut self) {
-        self.done = true;
-        self.addr.do_send(Release::new(
-            self.request.account_id,
-            self.request.request_id,
-            self.engine.clone(),
-        ));
-    }
-}
-
-impl Drop for HoldTicket {
-    fn drop(&mut self) {
-        if !self.done {
-            self.send_release();
-        }
     }
 }

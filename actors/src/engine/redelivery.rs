@@ -1,0 +1,74 @@
+//! Settles and releases that a stopped actor dropped unhandled: the engine sends them again,
+//! to the account's next actor, so that no debit is lost or counted twice.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{Engine, Inner};
+use crate::account::{Redeliver, Redelivery, Release, Settle};
+use crate::store::{AccountId, UsageRecord};
+
+impl Engine {
+    /// The handle every settle and release carries, to come back here if dropped unhandled.
+    pub(super) fn redelivery(&self) -> Redelivery {
+        Redelivery::new(self.inner.clone())
+    }
+
+    /// A settle dropped unhandled because its actor stopped (the actor's thread did). The
+    /// debit goes through the account's next actor, which applies it to the balance it
+    /// loads after the flush and drops the hold it carried over; if no actor can be started,
+    /// the usage goes straight to the ledger.
+    fn redeliver_settle(&self, record: UsageRecord) {
+        let engine = self.clone();
+        self.redeliver(async move {
+            let id = record.account_id;
+            match engine.actor(id).await {
+                Ok(addr) => addr.do_send(Settle::new(record, engine.redelivery())),
+                Err(_) if engine.inner.flusher.has_stopped() => {
+                    tracing::error!(account_id = %id, request_id = %record.request_id, cost = %record.cost, "a settle arrived after the final flush; its usage is not recorded");
+                }
+                Err(error) => {
+                    tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
+                    engine.forget_carried_hold(id, record.request_id);
+                    engine.inner.flusher.push(record);
+                }
+            }
+        });
+    }
+
+    /// A release dropped unhandled because its actor stopped: the account's next actor drops
+    /// the hold it carried over.
+    fn redeliver_release(&self, account_id: AccountId, request_id: Uuid) {
+        let engine = self.clone();
+        self.redeliver(async move {
+            match engine.actor(account_id).await {
+                Ok(addr) => addr.do_send(Release::new(account_id, request_id, engine.redelivery())),
+                Err(_) => engine.forget_carried_hold(account_id, request_id),
+            }
+        });
+    }
+
+    /// Runs a re-send on the engine's own runtime, tracked so that shutdown waits for it.
+    fn redeliver(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.in_flight.spawn_on(work, &self.inner.runtime);
+    }
+
+    /// No actor could take over the account: the hold is dropped from what the next one
+    /// will carry over.
+    fn forget_carried_hold(&self, account_id: AccountId, request_id: Uuid) {
+        if let Some(mut orphan) = self.inner.orphaned.get_mut(&account_id) {
+            orphan.holds.retain(|(id, _)| *id != request_id);
+        }
+    }
+}
+
+impl Redeliver for Inner {
+    fn settle(self: Arc<Self>, record: UsageRecord) {
+        Engine { inner: self }.redeliver_settle(record);
+    }
+
+    fn release(self: Arc<Self>, account_id: AccountId, request_id: Uuid) {
+        Engine { inner: self }.redeliver_release(account_id, request_id);
+    }
+}

@@ -1,0 +1,62 @@
+//! Graceful shutdown: drain the requests in flight, then make sure every settle reached the
+//! ledger.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Engine;
+use crate::account::Snapshot;
+
+/// After the drain bound, interrupted requests settle what they saw; this bounds how long
+/// that takes.
+const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+
+impl Engine {
+    /// Graceful shutdown:
+    /// 1. refuses new requests;
+    /// 2. waits (at most `drain`) for in-flight requests to finish and settle;
+    /// 3. past that bound, interrupts the rest, which settle the usage they have seen;
+    /// 4. waits until every account actor has applied every settle sent to it;
+    /// 5. flushes everything (at most `flush_deadline`).
+    ///
+    /// Call it while the runtimes the requests run on are still up (before stopping the HTTP
+    /// server's workers). Returns whether every request finished and everything was flushed.
+    pub async fn shutdown(&self, drain: Duration, flush_deadline: Duration) -> bool {
+        self.inner.draining.store(true, Ordering::Release);
+        self.inner.in_flight.close();
+        let drained = tokio::time::timeout(drain, self.inner.in_flight.wait())
+            .await
+            .is_ok();
+        if !drained {
+            tracing::warn!(
+                remaining = self.inner.in_flight.len(),
+                "in-flight requests did not finish within the drain bound; settling what they saw"
+            );
+            self.inner.interrupt.cancel();
+            if tokio::time::timeout(INTERRUPT_GRACE, self.inner.in_flight.wait())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    remaining = self.inner.in_flight.len(),
+                    "requests still running after the interrupt"
+                );
+            }
+        }
+        // Settles are queued without waiting; a round trip to every actor proves that each
+        // one has applied (and so handed to the flusher) every settle queued before it.
+        let actors: Vec<_> = self
+            .inner
+            .accounts
+            .iter()
+            .filter_map(|entry| entry.value().get().cloned())
+            .collect();
+        for addr in actors {
+            if addr.send(Snapshot).await.is_err() {
+                tracing::error!("an account actor stopped before shutdown finished");
+            }
+        }
+        let flushed = self.inner.flusher.shutdown(flush_deadline).await;
+        drained && flushed
+    }
+}

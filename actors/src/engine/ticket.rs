@@ -1,0 +1,126 @@
+//! The hold ticket: what an admitted request carries until it settles or releases its hold.
+
+use actix::prelude::*;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use super::{Engine, HoldRequest};
+use crate::account::{AccountActor, Release, ResizeHold, Settle};
+use crate::hold::resized_hold;
+use crate::pricing::PriceVersion;
+use crate::store::{AccountId, Outcome, UsageRecord};
+use crate::Usage;
+
+/// A request's admitted hold. Settle it with the usage the upstream reported, or release it
+/// if the upstream failed before reporting any. Dropping an unsettled ticket releases it.
+pub struct HoldTicket {
+    pub(super) engine: Engine,
+    pub(super) addr: Addr<AccountActor>,
+    pub(super) amount: Decimal,
+    pub(super) request: HoldRequest,
+    /// Set once nothing is left to release: settled, released, or never granted.
+    pub(super) done: bool,
+}
+
+/// What a settled request cost.
+#[derive(Debug, Clone)]
+pub struct Settlement {
+    pub usage: Usage,
+    pub cost: Decimal,
+    pub outcome: Outcome,
+}
+
+impl HoldTicket {
+    pub fn request_id(&self) -> Uuid {
+        self.request.request_id
+    }
+
+    pub fn account_id(&self) -> AccountId {
+        self.request.account_id
+    }
+
+    /// The amount currently held.
+    pub fn amount(&self) -> Decimal {
+        self.amount
+    }
+
+    pub fn version(&self) -> &PriceVersion {
+        &self.request.version
+    }
+
+    /// Re-sizes the hold to the real prompt that `message_start` reported. Does not wait: the
+    /// actor's mailbox keeps this ahead of the settle that follows it.
+    pub fn resize_to_prompt(&mut self, started: &Usage) {
+        let amount = resized_hold(
+            &self.request.version,
+            started,
+            self.request.shape.max_tokens,
+        );
+        if amount != self.amount {
+            self.amount = amount;
+            self.addr.do_send(ResizeHold {
+                request_id: self.request.request_id,
+                amount,
+            });
+        }
+    }
+
+    /// Debits the exact cost of `usage` at the request's price version. The settle is queued
+    /// in the account's mailbox without waiting for a reply, so it cannot be lost if the
+    /// caller goes away before the actor gets to it; [`Engine::shutdown`] waits for every
+    /// queued settle before the final flush.
+    pub fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
+        self.done = true;
+        let version = &self.request.version;
+        let cost = version.cost(&usage);
+        let long_prompt_tier = version
+            .long_prompt
+            .as_ref()
+            .is_some_and(|tier| usage.prompt_tokens() > tier.threshold_tokens);
+        let record = UsageRecord {
+            request_id: self.request.request_id,
+            account_id: self.request.account_id,
+            key_id: self.request.key_id,
+            model: std::mem::take(&mut self.request.model),
+            usage,
+            cost,
+            price_version: version.effective_from,
+            long_prompt_tier,
+            outcome,
+            started_at: self.request.started_at,
+            finished_at: Utc::now(),
+        };
+        // `do_send` ignores the mailbox bound, so a settle is never dropped for room; one
+        // refused by a closed mailbox goes to the account's next actor (`Settle`'s `Drop`).
+        self.addr
+            .do_send(Settle::new(record, self.engine.redelivery()));
+        Settlement {
+            usage,
+            cost,
+            outcome,
+        }
+    }
+
+    /// Drops the hold without a debit.
+    pub fn release(mut self) {
+        self.send_release();
+    }
+
+    fn send_release(&mut self) {
+        self.done = true;
+        self.addr.do_send(Release::new(
+            self.request.account_id,
+            self.request.request_id,
+            self.engine.redelivery(),
+        ));
+    }
+}
+
+impl Drop for HoldTicket {
+    fn drop(&mut self) {
+        if !self.done {
+            self.send_release();
+        }
+    }
+}
