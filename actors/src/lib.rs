@@ -3,7 +3,8 @@
 //! - [`usage`]: token usage as the upstream reports it.
 //! - [`pricing`]: the rate card, dated price versions, prompt-length tiers, request cost.
 //! - [`hold`]: the worst-case hold a request reserves before it goes upstream.
-//! - [`sse`]: an incremental parser that reads usage out of relayed SSE bytes.
+//! - [`sse`]: an incremental parser that reads usage out of relayed SSE bytes, in three
+//!   layers: SSE framing, the meaning of Anthropic's events, and a lenient JSON reader.
 //! - [`limits`]: per-account request, token and concurrency throttles.
 //! - [`engine`]: the cloneable [`Engine`] handle: activates account actors, admits requests
 //!   with a hold and returns a [`HoldTicket`] that settles or releases it.
