@@ -109,7 +109,7 @@ impl Application {
             settings: settings.clone(),
             engine: engine.clone(),
             keys: keys.clone(),
-            card: Arc::new(RateCard::builtin()),
+            card: Arc::new(RateCard::builtin().context("reading the built-in rate card")?),
             store: store.clone(),
             stream_drain: Duration::from_millis(settings.metering.stream_drain_ms),
             count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)

@@ -168,6 +168,7 @@ mod tests {
 
     fn version(model: &str) -> PriceVersion {
         RateCard::builtin()
+            .unwrap()
             .price_at(model, at(2026, 11, 1))
             .unwrap()
             .clone()
@@ -308,7 +309,7 @@ mod tests {
     }
 
     fn any_version() -> impl Strategy<Value = PriceVersion> {
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().unwrap();
         let versions: Vec<PriceVersion> = card
             .models()
             .flat_map(|m| m.versions.iter().cloned())

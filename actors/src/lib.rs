@@ -1,7 +1,8 @@
 //! tollgate's metering engine. It knows nothing of HTTP or SQL.
 //!
 //! - [`usage`]: token usage as the upstream reports it.
-//! - [`pricing`]: the rate card, dated price versions, prompt-length tiers, request cost.
+//! - [`pricing`]: the rate card, dated price versions, prompt-length tiers, request cost. The
+//!   built-in card's prices are data, `pricing/rate-card.toml`, embedded at build time.
 //! - [`hold`]: the worst-case hold a request reserves before it goes upstream.
 //! - [`sse`]: an incremental parser that reads usage out of relayed SSE bytes, in three
 //!   layers: SSE framing, the meaning of Anthropic's events, and a lenient JSON reader.

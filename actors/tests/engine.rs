@@ -155,7 +155,7 @@ async fn stop_host(host: actix_rt::Arbiter) {
 }
 
 fn request(account_id: AccountId) -> HoldRequest {
-    let card = RateCard::builtin();
+    let card = RateCard::builtin().unwrap();
     HoldRequest {
         request_id: Uuid::now_v7(),
         account_id,

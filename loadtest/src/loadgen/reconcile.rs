@@ -208,7 +208,7 @@ pub async fn reconcile(
     tenants: &[TenantRecord],
     requests: &[RequestRecord],
 ) -> anyhow::Result<Reconciliation> {
-    let expected = expected_costs(&RateCard::builtin(), requests)?;
+    let expected = expected_costs(&RateCard::builtin()?, requests)?;
     wait_settled(http, admin, tenants).await?;
     flush(http, admin).await?;
 
@@ -301,7 +301,7 @@ mod tests {
 
     #[test]
     fn expected_costs_are_summed_per_account_at_the_rate_card_prices() {
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().unwrap();
         let costs = expected_costs(
             &card,
             &[
@@ -318,6 +318,10 @@ mod tests {
 
     #[test]
     fn an_unknown_model_is_an_error_not_a_zero() {
-        assert!(expected_costs(&RateCard::builtin(), &[record("a", "claude-nope", 1, 1)]).is_err());
+        assert!(expected_costs(
+            &RateCard::builtin().unwrap(),
+            &[record("a", "claude-nope", 1, 1)]
+        )
+        .is_err());
     }
 }

@@ -494,7 +494,12 @@ impl Scenario {
         if t.models.is_empty() {
             return Err(bad("traffic.models", "must name at least one model"));
         }
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().map_err(|error| {
+            bad(
+                "traffic.models",
+                format!("tollgate's builtin rate card cannot be read: {error}"),
+            )
+        })?;
         for (i, model) in t.models.iter().enumerate() {
             if model.name.trim().is_empty() {
                 return Err(bad(

@@ -4,10 +4,15 @@
 //! The same card bills requests, sizes holds and renders the public pricing page, so every
 //! number here is stored as given by the upstream's price list and never derived (cache-read
 //! multipliers differ between models).
+//!
+//! The built-in card's figures are data, not code: `rate-card.toml` beside this file, embedded
+//! at build time and read by [`RateCard::builtin`] (see the `builtin` module).
+
+mod builtin;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use serde::{Deserialize, Serialize};
@@ -157,6 +162,25 @@ pub enum RateCardError {
         /// The id it was meant to stand for.
         target: String,
     },
+    /// The rate-card file is not TOML of the expected shape.
+    #[error("the rate card file is malformed: {0}")]
+    Malformed(String),
+    /// A price in the rate-card file is not an exact, non-negative decimal string.
+    #[error("model {model:?}: {value:?} is not a price (a non-negative decimal string)")]
+    InvalidPrice {
+        /// The model (its first id) whose entry holds the price.
+        model: String,
+        /// The price as written.
+        value: String,
+    },
+    /// A date in the rate-card file is not a calendar date or a date-time with an offset.
+    #[error("model {model:?}: {value} is not a date or a date-time with an offset")]
+    InvalidDate {
+        /// The model (its first id) whose entry holds the date.
+        model: String,
+        /// The date as written.
+        value: String,
+    },
 }
 
 /// Every model tollgate sells, looked up by id or alias.
@@ -215,20 +239,18 @@ impl RateCard {
         Ok(RateCard { cards, index })
     }
 
-    /// Every model of the reference rate card at its official prices.
+    /// The built-in card: every model of the reference rate card at its official prices, read
+    /// from the embedded `rate-card.toml` and checked like any other card.
     ///
     /// Each id the API accepts is its own card, including both the undated and the dated form
     /// of a model (`claude-haiku-4-5` and `claude-haiku-4-5-20251001`), because a client listing
-    /// models expects to see every id it may send. The pairs share one price history built once
-    /// below, so a price change cannot reach one spelling and miss the other.
-    pub fn builtin() -> RateCard {
-        let cards = builtin_cards();
-        // The builtin cards are fixed and checked by a test, so the error path is unreachable;
-        // an empty card rather than a panic keeps startup code free of unwraps.
-        RateCard::new(cards, &[]).unwrap_or_else(|_| RateCard {
-            cards: Vec::new(),
-            index: HashMap::new(),
-        })
+    /// models expects to see every id it may send. The file gives such a pair one entry, so a
+    /// price change cannot reach one spelling and miss the other.
+    ///
+    /// Fails only if the embedded file is malformed, which a unit test rules out for the file
+    /// as built; startup reports the error rather than run without prices.
+    pub fn builtin() -> Result<RateCard, RateCardError> {
+        RateCard::new(builtin::cards()?, &[])
     }
 
     /// The card of an exact id or alias (e.g. `claude-haiku-4-5` or
@@ -249,231 +271,43 @@ impl RateCard {
     }
 }
 
-/// Midnight UTC of a calendar date, evaluated at compile time where used in a `const`.
-const fn utc_date(year: i32, month: u32, day: u32) -> DateTime<Utc> {
-    match NaiveDate::from_ymd_opt(year, month, day) {
-        Some(date) => date.and_time(NaiveTime::MIN).and_utc(),
-        None => panic!("invalid calendar date"),
-    }
-}
-
-/// Far enough in the past to precede every request tollgate will ever price.
-const SINCE_LAUNCH: DateTime<Utc> = utc_date(2024, 1, 1);
-/// Sonnet 5.5's first version starts before any request it could have served.
-const SONNET_5_5_FIRST: DateTime<Utc> = utc_date(2025, 1, 1);
-/// Sonnet 5.5's cache-read price drops from 0.20 to 0.10 at this instant.
-const SONNET_5_5_CACHE_READ_CUT: DateTime<Utc> = utc_date(2026, 10, 7);
-
-/// USD 10 per 1,000 web searches, for every model.
-const WEB_SEARCH_PER_USE: Decimal = dec!(0.01);
-
-const fn prices(
-    input: Decimal,
-    cache_write_5m: Decimal,
-    cache_write_1h: Decimal,
-    cache_read: Decimal,
-    output: Decimal,
-) -> Prices {
-    // Argument order follows the reference table's columns, to make review against it easy.
-    Prices {
-        input,
-        output,
-        cache_read,
-        cache_write_5m,
-        cache_write_1h,
-    }
-}
-
-fn flat(effective_from: DateTime<Utc>, base: Prices) -> PriceVersion {
-    PriceVersion {
-        effective_from,
-        base,
-        long_prompt: None,
-        web_search_per_use: WEB_SEARCH_PER_USE,
-    }
-}
-
-fn builtin_cards() -> Vec<ModelCard> {
-    let opus_4 = prices(dec!(15), dec!(18.75), dec!(30), dec!(1.50), dec!(75));
-    let opus_4_5 = prices(dec!(5), dec!(6.25), dec!(10), dec!(0.50), dec!(25));
-    let sonnet_4 = prices(dec!(3), dec!(3.75), dec!(6), dec!(0.30), dec!(15));
-    let sonnet_5 = prices(dec!(2), dec!(2.50), dec!(4), dec!(0.20), dec!(10));
-    let haiku_4_5 = prices(dec!(1), dec!(1.25), dec!(2), dec!(0.10), dec!(5));
-
-    let sonnet_5_5 = vec![
-        flat(SONNET_5_5_FIRST, sonnet_5),
-        flat(
-            SONNET_5_5_CACHE_READ_CUT,
-            Prices {
-                cache_read: dec!(0.10),
-                ..sonnet_5
-            },
-        ),
-    ];
-    let haiku_5_5 = vec![PriceVersion {
-        effective_from: SINCE_LAUNCH,
-        base: prices(dec!(0.10), dec!(0.125), dec!(0.20), dec!(0.01), dec!(0.50)),
-        long_prompt: Some(LongPromptTier {
-            threshold_tokens: 100_000,
-            prices: prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50)),
-        }),
-        web_search_per_use: WEB_SEARCH_PER_USE,
-    }];
-
-    // created_at dates are approximate release dates: for dated ids the date in the id, for the
-    // rest a plausible release day. They only order the model listing; nothing is billed by them.
-    let rows: Vec<(&str, &str, DateTime<Utc>, Vec<PriceVersion>)> = vec![
-        (
-            "claude-fable-5-2",
-            "Claude Fable 5.2",
-            utc_date(2026, 10, 1),
-            vec![flat(
-                SINCE_LAUNCH,
-                prices(dec!(8), dec!(10), dec!(16), dec!(0.20), dec!(40)),
-            )],
-        ),
-        (
-            "claude-fable-5-1",
-            "Claude Fable 5.1",
-            utc_date(2026, 7, 15),
-            vec![flat(
-                SINCE_LAUNCH,
-                prices(dec!(10), dec!(12.50), dec!(20), dec!(0.25), dec!(50)),
-            )],
-        ),
-        (
-            "claude-opus-5-5",
-            "Claude Opus 5.5",
-            utc_date(2026, 9, 15),
-            vec![flat(
-                SINCE_LAUNCH,
-                prices(dec!(4), dec!(5), dec!(8), dec!(0.20), dec!(20)),
-            )],
-        ),
-        (
-            "claude-opus-5",
-            "Claude Opus 5",
-            utc_date(2026, 6, 10),
-            vec![flat(
-                SINCE_LAUNCH,
-                prices(dec!(5), dec!(6.25), dec!(10), dec!(0.50), dec!(25)),
-            )],
-        ),
-        (
-            "claude-sonnet-5-5",
-            "Claude Sonnet 5.5",
-            utc_date(2026, 9, 1),
-            sonnet_5_5,
-        ),
-        (
-            "claude-sonnet-5",
-            "Claude Sonnet 5",
-            utc_date(2026, 6, 10),
-            vec![flat(SINCE_LAUNCH, sonnet_5)],
-        ),
-        (
-            "claude-haiku-5-5",
-            "Claude Haiku 5.5",
-            utc_date(2026, 8, 20),
-            haiku_5_5,
-        ),
-        (
-            "claude-haiku-4-5",
-            "Claude Haiku 4.5",
-            utc_date(2025, 10, 1),
-            vec![flat(SINCE_LAUNCH, haiku_4_5)],
-        ),
-        (
-            "claude-haiku-4-5-20251001",
-            "Claude Haiku 4.5",
-            utc_date(2025, 10, 1),
-            vec![flat(SINCE_LAUNCH, haiku_4_5)],
-        ),
-        (
-            "claude-opus-4-8",
-            "Claude Opus 4.8",
-            utc_date(2026, 5, 20),
-            vec![flat(SINCE_LAUNCH, opus_4_5)],
-        ),
-        (
-            "claude-opus-4-7",
-            "Claude Opus 4.7",
-            utc_date(2026, 4, 15),
-            vec![flat(SINCE_LAUNCH, opus_4_5)],
-        ),
-        (
-            "claude-opus-4-6",
-            "Claude Opus 4.6",
-            utc_date(2026, 2, 5),
-            vec![flat(SINCE_LAUNCH, opus_4_5)],
-        ),
-        (
-            "claude-opus-4-5",
-            "Claude Opus 4.5",
-            utc_date(2025, 11, 24),
-            vec![flat(SINCE_LAUNCH, opus_4_5)],
-        ),
-        (
-            "claude-opus-4-1-20250805",
-            "Claude Opus 4.1",
-            utc_date(2025, 8, 5),
-            vec![flat(SINCE_LAUNCH, opus_4)],
-        ),
-        (
-            "claude-opus-4-20250514",
-            "Claude Opus 4",
-            utc_date(2025, 5, 14),
-            vec![flat(SINCE_LAUNCH, opus_4)],
-        ),
-        (
-            "claude-sonnet-4-6",
-            "Claude Sonnet 4.6",
-            utc_date(2026, 2, 17),
-            vec![flat(SINCE_LAUNCH, sonnet_4)],
-        ),
-        (
-            "claude-sonnet-4-5",
-            "Claude Sonnet 4.5",
-            utc_date(2025, 9, 29),
-            vec![flat(SINCE_LAUNCH, sonnet_4)],
-        ),
-        (
-            "claude-sonnet-4-5-20250929",
-            "Claude Sonnet 4.5",
-            utc_date(2025, 9, 29),
-            vec![flat(SINCE_LAUNCH, sonnet_4)],
-        ),
-        (
-            "claude-sonnet-4-20250514",
-            "Claude Sonnet 4",
-            utc_date(2025, 5, 14),
-            vec![flat(SINCE_LAUNCH, sonnet_4)],
-        ),
-        (
-            "claude-3-5-haiku-20241022",
-            "Claude Haiku 3.5",
-            utc_date(2024, 10, 22),
-            vec![flat(
-                SINCE_LAUNCH,
-                prices(dec!(0.80), dec!(1), dec!(1.60), dec!(0.08), dec!(4)),
-            )],
-        ),
-    ];
-
-    rows.into_iter()
-        .map(|(id, display_name, created_at, versions)| ModelCard {
-            id: id.to_owned(),
-            display_name: display_name.to_owned(),
-            created_at,
-            versions,
-        })
-        .collect()
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
+
+    /// The built-in cards, before `RateCard::new` checks and orders them.
+    fn builtin_cards() -> Vec<ModelCard> {
+        builtin::cards().unwrap()
+    }
+
+    /// Prices in the reference table's column order.
+    fn prices(
+        input: Decimal,
+        cache_write_5m: Decimal,
+        cache_write_1h: Decimal,
+        cache_read: Decimal,
+        output: Decimal,
+    ) -> Prices {
+        Prices {
+            input,
+            output,
+            cache_read,
+            cache_write_5m,
+            cache_write_1h,
+        }
+    }
+
+    /// A version without a long-prompt tier, at USD 10 per 1,000 web searches.
+    fn flat(effective_from: DateTime<Utc>, base: Prices) -> PriceVersion {
+        PriceVersion {
+            effective_from,
+            base,
+            long_prompt: None,
+            web_search_per_use: dec!(0.01),
+        }
+    }
 
     fn at(y: i32, m: u32, d: u32, h: u32, min: u32, s: u32) -> DateTime<Utc> {
         NaiveDate::from_ymd_opt(y, m, d)
@@ -488,7 +322,11 @@ mod tests {
     }
 
     fn price(model: &str) -> PriceVersion {
-        RateCard::builtin().price_at(model, now()).unwrap().clone()
+        RateCard::builtin()
+            .unwrap()
+            .price_at(model, now())
+            .unwrap()
+            .clone()
     }
 
     #[test]
@@ -526,12 +364,15 @@ mod tests {
             assert!(card.version_at(now()).is_some());
             assert_eq!(card.versions[0].web_search_per_use, dec!(0.01));
         }
-        assert_eq!(RateCard::builtin().models().count(), expected.len());
+        assert_eq!(
+            RateCard::builtin().unwrap().models().count(),
+            expected.len()
+        );
     }
 
     #[test]
     fn listing_is_newest_first_and_each_id_once() {
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().unwrap();
         let listed: Vec<&ModelCard> = card.models().collect();
         for pair in listed.windows(2) {
             assert!(pair[0].created_at >= pair[1].created_at);
@@ -546,7 +387,7 @@ mod tests {
 
     #[test]
     fn dated_and_undated_ids_price_the_same() {
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().unwrap();
         for (a, b) in [
             ("claude-haiku-4-5", "claude-haiku-4-5-20251001"),
             ("claude-sonnet-4-5", "claude-sonnet-4-5-20250929"),
@@ -795,7 +636,7 @@ mod tests {
             long.prices,
             prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50))
         );
-        for m in RateCard::builtin().models() {
+        for m in RateCard::builtin().unwrap().models() {
             if m.id != "claude-haiku-5-5" {
                 assert!(
                     m.versions.iter().all(|v| v.long_prompt.is_none()),
@@ -894,7 +735,7 @@ mod tests {
 
     #[test]
     fn sonnet_5_5_version_either_side_of_the_cut() {
-        let card = RateCard::builtin();
+        let card = RateCard::builtin().unwrap();
         let before = card
             .price_at("claude-sonnet-5-5", at(2026, 10, 6, 23, 59, 59))
             .unwrap();
@@ -956,7 +797,7 @@ mod tests {
             web_fetch_requests: 5,
             ..Usage::default()
         };
-        for m in RateCard::builtin().models() {
+        for m in RateCard::builtin().unwrap().models() {
             assert_eq!(
                 m.version_at(now()).unwrap().cost(&u),
                 dec!(0.03),
@@ -984,7 +825,7 @@ mod tests {
             web_search_requests: u64::MAX,
             web_fetch_requests: u64::MAX,
         };
-        for m in RateCard::builtin().models() {
+        for m in RateCard::builtin().unwrap().models() {
             assert!(m.version_at(now()).unwrap().cost(&u) > Decimal::ZERO);
         }
     }
