@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Context;
 use mock_anthropic::{MockConfig, MockServer};
 use rust_decimal::Decimal;
-use tollgate_actors::store::CreditKind;
+use tollgate_actors::CreditKind;
 
 use crate::auth::KeyOwner;
 use crate::config::{Settings, UpstreamSettings};

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::store::{LedgerStore, UsageRecord};
+use crate::ledger::UsageRecord;
+use crate::store::{LedgerStore, StoreError};
 
 /// Settled usage waiting for the ledger, and the state of the writer that drains it.
 #[derive(Clone)]
@@ -213,9 +214,7 @@ impl FlusherHandle {
                 let written = tokio::time::timeout(write_timeout, store.write_batch(&batch))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(crate::store::StoreError(format!(
-                            "no answer within {write_timeout:?}"
-                        )))
+                        Err(StoreError(format!("no answer within {write_timeout:?}")))
                     });
                 match written {
                     Ok(outcome) => {

@@ -1,25 +1,35 @@
 //! tollgate's metering engine. It knows nothing of HTTP or SQL.
 //!
+//! Domain:
 //! - [`usage`]: token usage as the upstream reports it.
+//! - [`account`]: an account's id, status and live view, and why a request is refused. Its
+//!   private `actor` module is the account actor, the one writer of an account's money; it
+//!   depends on nothing in `engine` (a message it drops unhandled finds the account's next
+//!   actor through a redelivery handle that the engine implements).
+//! - [`ledger`]: what the ledger records: settled usage, and balance changes that are not
+//!   usage.
 //! - [`pricing`]: the rate card, dated price versions, prompt-length tiers, request cost. The
 //!   built-in card's prices are data, `pricing/rate-card.toml`, embedded at build time.
 //! - [`hold`]: the worst-case hold a request reserves before it goes upstream.
+//! - [`limits`]: per-account request, token and concurrency throttles.
+//!
+//! Machinery:
+//! - [`engine`]: the cloneable [`Engine`] handle: activates account actors, admits requests
+//!   with a hold and returns a [`HoldTicket`] that settles or releases it; graceful shutdown.
+//! - [`relay`]: the relay task ([`relay::RelayTask`]), one per streaming request: it relays an
+//!   upstream stream to the client and settles its usage.
 //! - [`sse`]: an incremental parser that reads usage out of relayed SSE bytes, in three
 //!   layers: SSE framing, the meaning of Anthropic's events, and a lenient JSON reader.
-//! - [`limits`]: per-account request, token and concurrency throttles.
-//! - [`engine`]: the cloneable [`Engine`] handle: activates account actors, admits requests
-//!   with a hold and returns a [`HoldTicket`] that settles or releases it.
-//! - `account`: the account actor, the one writer of an account's money. It depends on
-//!   nothing in `engine`: a message it drops unhandled finds the account's next actor through
-//!   a redelivery handle that the engine implements.
-//! - [`relay`]: the stream actor that relays an upstream stream and settles its usage.
 //! - [`flusher`]: batches settled usage into one ledger transaction per interval.
-//! - [`store`]: the persistence trait the service implements for Postgres.
+//! - [`store`]: the persistence port ([`LedgerStore`]) the service implements for Postgres.
+//!
+//! The types most callers need are re-exported here.
 
-mod account;
+pub mod account;
 pub mod engine;
 pub mod flusher;
 pub mod hold;
+pub mod ledger;
 pub mod limits;
 pub mod pricing;
 pub mod relay;
@@ -27,10 +37,12 @@ pub mod sse;
 pub mod store;
 pub mod usage;
 
-pub use account::{AccountView, Refusal};
+pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 pub use engine::{
     ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
     Settlement,
 };
+pub use ledger::{BalanceChange, CreditKind, Outcome, UsageRecord};
 pub use limits::{AccountLimits, Throttle};
+pub use store::{BatchOutcome, LedgerStore, StoreError};
 pub use usage::Usage;

@@ -1,11 +1,12 @@
-//! The stream actor: one per streaming request in flight. It relays the upstream's SSE bytes to
+//! The relay task: one per streaming request in flight. It relays the upstream's SSE bytes to
 //! the client as they arrive, reads usage from a view of the same bytes, and settles the hold
 //! when the upstream is done.
 //!
-//! It is a task that owns its state rather than an actix actor: relaying needs to `await` the
+//! It is a plain task that owns its state, not an actor: relaying needs to `await` the
 //! client's channel between chunks (that is the backpressure from a slow client), and an actix
 //! handler cannot await without blocking its context. Its only messages go to the account
-//! actor (resize, settle, release), through the [`HoldTicket`].
+//! actor (resize, settle, release), through the [`HoldTicket`]. The caller runs it on a
+//! tracked task ([`crate::Engine::spawn_tracked`]), so that shutdown waits for it.
 
 use std::time::Duration;
 
@@ -16,8 +17,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::{HoldTicket, Settlement};
+use crate::ledger::Outcome;
 use crate::sse::UsageParser;
-use crate::store::Outcome;
 
 /// Chunks waiting for a slow client, per stream. Small: SSE chunks are small and the point is
 /// to relay, not to buffer.
@@ -41,8 +42,9 @@ pub struct StreamCut(pub String);
 /// What the client's response body receives.
 pub type ClientChunk = Result<Bytes, StreamCut>;
 
-/// Relays one upstream stream to one client.
-pub struct StreamActor<S> {
+/// Relays one upstream stream to one client, then settles its hold. Run it with
+/// [`RelayTask::run`].
+pub struct RelayTask<S> {
     upstream: S,
     /// The client's response body; `None` once the client has everything (or is gone).
     client: Option<mpsc::Sender<ClientChunk>>,
@@ -54,21 +56,21 @@ pub struct StreamActor<S> {
     interrupt: CancellationToken,
 }
 
-impl<S, E> StreamActor<S>
+impl<S, E> RelayTask<S>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin + Send + 'static,
     E: std::fmt::Display,
 {
-    /// A stream actor and the receiving end its client's response body reads from.
+    /// A relay task and the receiving end its client's response body reads from.
     pub fn new(
         upstream: S,
         ticket: HoldTicket,
         drain: Duration,
         interrupt: CancellationToken,
-    ) -> (StreamActor<S>, mpsc::Receiver<ClientChunk>) {
+    ) -> (RelayTask<S>, mpsc::Receiver<ClientChunk>) {
         let (client, body) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
         (
-            StreamActor {
+            RelayTask {
                 upstream,
                 client: Some(client),
                 ticket,

@@ -14,9 +14,9 @@ use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use tollgate_actors::hold::{HoldPolicy, RequestShape};
 use tollgate_actors::pricing::RateCard;
-use tollgate_actors::store::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, CreditKind, LedgerStore,
-    Outcome, StoreError, UsageRecord,
+use tollgate_actors::store::{BatchOutcome, LedgerStore, StoreError};
+use tollgate_actors::{
+    AccountId, AccountRecord, AccountStatus, BalanceChange, CreditKind, Outcome, UsageRecord,
 };
 use tollgate_actors::{
     AccountLimits, AccountView, ActorPlacement, AdmitError, Engine, EngineConfig, EngineError,

@@ -12,11 +12,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
-use tollgate_actors::store::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, BatchOutcome, LedgerStore, StoreError,
-    UsageRecord,
-};
+use tollgate_actors::store::{BatchOutcome, LedgerStore, StoreError};
 use tollgate_actors::AccountLimits;
+use tollgate_actors::{AccountId, AccountRecord, AccountStatus, BalanceChange, UsageRecord};
 use uuid::Uuid;
 
 mod embedded {

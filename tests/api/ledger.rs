@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use serde_json::json;
-use tollgate_actors::store::{LedgerStore, Outcome, UsageRecord};
+use tollgate_actors::store::LedgerStore;
 use tollgate_actors::Usage;
+use tollgate_actors::{Outcome, UsageRecord};
 use uuid::Uuid;
 
 use crate::helpers::*;

@@ -20,15 +20,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
-use crate::account::{
-    AccountActor, AccountView, ApplyChange, CarriedHolds, Orphans, PreAuthorize, Refusal,
-    SetLimits, SetStatus, Snapshot,
+use crate::account::actor::{
+    AccountActor, ApplyChange, CarriedHolds, Orphans, PreAuthorize, SetLimits, SetStatus, Snapshot,
 };
+use crate::account::{AccountId, AccountStatus, AccountView, Refusal};
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{HoldPolicy, RequestShape};
+use crate::ledger::{BalanceChange, CreditKind};
 use crate::limits::AccountLimits;
 use crate::pricing::PriceVersion;
-use crate::store::{AccountId, AccountStatus, BalanceChange, CreditKind, LedgerStore, StoreError};
+use crate::store::{LedgerStore, StoreError};
 
 mod placement;
 mod redelivery;

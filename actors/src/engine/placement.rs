@@ -3,7 +3,7 @@
 use actix::prelude::*;
 
 use super::Engine;
-use crate::store::AccountId;
+use crate::account::AccountId;
 
 /// Where account actors run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

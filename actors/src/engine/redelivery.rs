@@ -6,8 +6,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::{Engine, Inner};
-use crate::account::{Redeliver, Redelivery, Release, Settle};
-use crate::store::{AccountId, UsageRecord};
+use crate::account::actor::{Redeliver, Redelivery, Release, Settle};
+use crate::account::AccountId;
+use crate::ledger::UsageRecord;
 
 impl Engine {
     /// The handle every settle and release carries, to come back here if dropped unhandled.

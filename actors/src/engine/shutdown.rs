@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Engine;
-use crate::account::Snapshot;
+use crate::account::actor::Snapshot;
 
 /// After the drain bound, interrupted requests settle what they saw; this bounds how long
 /// that takes.

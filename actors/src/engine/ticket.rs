@@ -6,10 +6,11 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::{Engine, HoldRequest};
-use crate::account::{AccountActor, Release, ResizeHold, Settle};
+use crate::account::actor::{AccountActor, Release, ResizeHold, Settle};
+use crate::account::AccountId;
 use crate::hold::resized_hold;
+use crate::ledger::{Outcome, UsageRecord};
 use crate::pricing::PriceVersion;
-use crate::store::{AccountId, Outcome, UsageRecord};
 use crate::Usage;
 
 /// A request's admitted hold. Settle it with the usage the upstream reported, or release it

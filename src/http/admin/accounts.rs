@@ -2,8 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use tollgate_actors::store::AccountStatus;
 use tollgate_actors::AccountLimits;
+use tollgate_actors::AccountStatus;
 
 use super::{account_answer, db_error, engine_error, json_body, parse_id, stored_account};
 use crate::accounts::{Email, Password};

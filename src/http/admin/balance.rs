@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use tollgate_actors::store::CreditKind;
+use tollgate_actors::CreditKind;
 
 use super::{account_answer, engine_error, json_body, parse_id, stored_account};
 use crate::http::error::ApiError;

@@ -2,7 +2,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
-use tollgate_actors::store::AccountStatus;
+use tollgate_actors::AccountStatus;
 
 use super::exchange::{relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;

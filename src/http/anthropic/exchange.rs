@@ -11,9 +11,9 @@ use actix_web::web;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tollgate_actors::relay::{ClientChunk, StreamActor};
+use tollgate_actors::relay::{ClientChunk, RelayTask};
 use tollgate_actors::sse::usage_from_message;
-use tollgate_actors::store::Outcome;
+use tollgate_actors::Outcome;
 use tollgate_actors::{HoldTicket, Usage};
 
 use super::metrics::record;
@@ -206,7 +206,7 @@ impl Exchange {
         let status = status_of(response.status);
         let headers = relayed_headers(&response.headers);
         let (relay, body) =
-            StreamActor::new(response.into_stream(), ticket, self.drain, self.interrupt);
+            RelayTask::new(response.into_stream(), ticket, self.drain, self.interrupt);
         // If the client is already gone, the relay finds out on its first send and drains.
         let _ = reply.send(Reply::Stream {
             status,

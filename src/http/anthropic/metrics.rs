@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use tollgate_actors::store::Outcome;
+use tollgate_actors::Outcome;
 use tollgate_actors::Settlement;
 
 /// Counter handles for settled requests, looked up once rather than per request.

@@ -7,53 +7,22 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 use crate::flusher::FlusherHandle;
+use crate::ledger::{BalanceChange, UsageRecord};
 use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
-use crate::store::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, LedgerStore, StoreError, UsageRecord,
-};
+use crate::store::{LedgerStore, StoreError};
 
 /// How many messages may wait in one account's mailbox. A sender that finds it full waits a
 /// bounded time (the engine's mailbox wait) and then gets an overload error, never an
 /// unbounded queue.
 pub(crate) const MAILBOX_CAPACITY: usize = 4096;
-
-/// Why a request was not admitted.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("the account is suspended")]
-    Suspended,
-    #[error("insufficient balance: the request needs a hold of {required} USD, {available} USD is available")]
-    InsufficientBalance {
-        required: Decimal,
-        available: Decimal,
-    },
-    #[error("{} limit exceeded", which.as_str())]
-    Throttled {
-        which: Throttle,
-        retry_after: Duration,
-    },
-}
-
-/// The live view of an account, as the admin API shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountView {
-    pub id: AccountId,
-    pub status: AccountStatus,
-    /// Credits minus every settled debit, flushed or not.
-    pub balance: Decimal,
-    /// Sum of active holds.
-    pub held: Decimal,
-    pub active_requests: u32,
-    pub limits: AccountLimits,
-}
 
 /// One request's reservation.
 struct Hold {

@@ -1,0 +1,83 @@
+//! Accounts as the engine sees them: who spends, whether they may, and what they hold.
+//!
+//! The account actor (`actor`) is the one writer of an account's money while the account is
+//! active; the types here are what the rest of the service reads and stores about it.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::limits::{AccountLimits, Throttle};
+
+pub(crate) mod actor;
+
+/// An account's identity.
+pub type AccountId = Uuid;
+
+/// Whether an account may spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountStatus {
+    Active,
+    /// Suspended by an operator: the balance stays on the books but cannot be spent.
+    Suspended,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccountStatus> {
+        match s {
+            "active" => Some(AccountStatus::Active),
+            "suspended" => Some(AccountStatus::Suspended),
+            _ => None,
+        }
+    }
+}
+
+/// What the engine needs to bring an account's actor to life: the stored balance (credits
+/// minus flushed debits), its status and its throttles.
+#[derive(Debug, Clone)]
+pub struct AccountRecord {
+    pub id: AccountId,
+    pub status: AccountStatus,
+    pub balance: Decimal,
+    pub limits: AccountLimits,
+}
+
+/// Why a request was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the account is suspended")]
+    Suspended,
+    #[error("insufficient balance: the request needs a hold of {required} USD, {available} USD is available")]
+    InsufficientBalance {
+        required: Decimal,
+        available: Decimal,
+    },
+    #[error("{} limit exceeded", which.as_str())]
+    Throttled {
+        which: Throttle,
+        retry_after: Duration,
+    },
+}
+
+/// The live view of an account, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub id: AccountId,
+    pub status: AccountStatus,
+    /// Credits minus every settled debit, flushed or not.
+    pub balance: Decimal,
+    /// Sum of active holds.
+    pub held: Decimal,
+    pub active_requests: u32,
+    pub limits: AccountLimits,
+}

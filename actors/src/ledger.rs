@@ -1,0 +1,86 @@
+//! The ledger's entries as the engine makes them: a settled request's usage record, and the
+//! balance changes that are not usage. The flusher and the store write them; a usage record's
+//! `request_id` makes its write idempotent.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::account::AccountId;
+use crate::Usage;
+
+/// Why money was added to or taken from a balance outside of usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreditKind {
+    /// An operator's grant.
+    Credit,
+    /// An operator's correction, which may be negative.
+    Adjustment,
+}
+
+impl CreditKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CreditKind::Credit => "credit",
+            CreditKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+/// A balance change that is not usage. The store writes it and its ledger entry in one
+/// transaction before the actor applies it in memory.
+#[derive(Debug, Clone)]
+pub struct BalanceChange {
+    pub id: Uuid,
+    pub account_id: AccountId,
+    pub kind: CreditKind,
+    pub amount: Decimal,
+    pub reason: String,
+}
+
+/// How a metered request ended; recorded on its usage row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The upstream finished the response and the client received it.
+    Completed,
+    /// The client went away; usage is the upstream's final (or last seen, if the drain
+    /// timed out) cumulative usage.
+    ClientDisconnected,
+    /// The upstream stream was cut or reported an error after it had started.
+    UpstreamCut,
+    /// Shutdown's drain bound passed while the stream was running; usage is the last
+    /// cumulative usage seen.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::ClientDisconnected => "client_disconnected",
+            Outcome::UpstreamCut => "upstream_cut",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// One settled request, as the flusher writes it. `request_id` is the idempotency key: a
+/// record written twice is stored and debited once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageRecord {
+    pub request_id: Uuid,
+    pub account_id: AccountId,
+    pub key_id: Uuid,
+    pub model: String,
+    pub usage: Usage,
+    pub cost: Decimal,
+    /// The `effective_from` of the rate-card version the request was priced at.
+    pub price_version: DateTime<Utc>,
+    pub long_prompt_tier: bool,
+    pub outcome: Outcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
