@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use crate::ledger::UsageRecord;
 use crate::store::{LedgerStore, StoreError};
@@ -41,6 +43,9 @@ struct Shared {
     stopping: AtomicBool,
     /// Set when the writer has stopped for good: nothing pushed after it is written.
     stopped: AtomicBool,
+    /// The writer task, awaited by [`FlusherHandle::shutdown`] so that the process never
+    /// exits under a write in progress. Taken once.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Counters for `/metrics`.
@@ -70,10 +75,15 @@ impl FlusherHandle {
                 flushed: Notify::new(),
                 stopping: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                writer: Mutex::new(None),
             }),
         };
         let writer = handle.clone();
-        tokio::spawn(async move { writer.run(store, interval).await });
+        let task = tokio::spawn(async move { writer.run(store, interval).await });
+        match handle.inner.writer.lock() {
+            Ok(mut slot) => *slot = Some(task),
+            Err(poisoned) => *poisoned.into_inner() = Some(task),
+        }
         handle
     }
 
@@ -136,10 +146,12 @@ impl FlusherHandle {
         }
     }
 
-    /// Flushes until the buffer is empty or `deadline` passes; stops the writer. Called once
-    /// at graceful shutdown, after in-flight requests have settled.
+    /// Flushes until the buffer is empty or `deadline` passes; stops the writer and waits,
+    /// within the same deadline, for its last pass to end. Called once at graceful shutdown,
+    /// after in-flight requests have settled. Returns whether the buffer was emptied.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
-        let drained = tokio::time::timeout(deadline, async {
+        let until = Instant::now() + deadline;
+        let drained = tokio::time::timeout_at(until, async {
             while !(self.flush_now().await && self.inner.backlog.load(Ordering::Relaxed) == 0) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -148,6 +160,17 @@ impl FlusherHandle {
         .is_ok();
         self.inner.stopping.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+        let writer = match self.inner.writer.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(writer) = writer {
+            match tokio::time::timeout_at(until, writer).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the flusher's writer task failed"),
+                Err(_) => tracing::warn!("the flusher's writer was still writing at the deadline"),
+            }
+        }
         drained
     }
 

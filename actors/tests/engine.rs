@@ -1,7 +1,7 @@
 //! The engine on its own, against an in-memory ledger that can be made to fail: the cases a
 //! real Postgres will not produce on demand.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -131,6 +131,10 @@ impl Engine {
     /// Starts the engine: its account arbiters and the flusher. Must run inside an actix
     /// `System` (as actix-web's main does).
     pub fn start(config: EngineConfig, store: Arc<dyn LedgerStore>) -> Engine {
+        // Threads for account actors. Nothing joins them, on purpose: what runs on them is
+        // actors, whose work shutdown accounts for by a round trip to each (every settle sent
+        // before it has been handed to the flusher); an idle thread has nothing left to lose,
+        // and it ends with the process.
         let own_arbiters = (0..config.placement.own_arbiters())
             .map(|_| Arbiter::new())
             .collect();
@@ -233,7 +237,7 @@ impl Engine {
                     .load_account(id)
                     .await?
                     .ok_or(EngineError::AccountNotFound)?;
-                let home = self.home_of(id);
+                let home = self.home_of(id)?;
                 let store = self.inner.store.clone();
                 let flusher = self.inner.flusher.clone();
                 let holds = self
@@ -243,6 +247,7 @@ impl Engine {
                     .map(|(_, orphan)| orphan.holds)
                     .unwrap_or_default();
                 let carried = CarriedHolds::new(id, holds, self.inner.orphaned.clone());
+                // Tracked by `accounts`: shutdown reaches every actor through it.
                 Ok::<_, EngineError>(AccountActor::start_in_arbiter(&home, |_| {
                     AccountActor::new(record, carried, store, flusher)
                 }))

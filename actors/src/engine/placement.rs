@@ -2,7 +2,7 @@
 
 use actix::prelude::*;
 
-use super::Engine;
+use super::{Engine, EngineError};
 use crate::account::AccountId;
 
 /// Where account actors run.
@@ -45,25 +45,32 @@ impl Engine {
 
     /// The arbiter a new actor for `id` starts on. A host whose thread has stopped (it no
     /// longer accepts work) is forgotten rather than given actors that would never run.
-    pub(super) fn home_of(&self, id: AccountId) -> ArbiterHandle {
+    ///
+    /// Fails only if the engine has no thread of its own, which [`Engine::start`] rules out
+    /// (it starts at least one).
+    pub(super) fn home_of(&self, id: AccountId) -> Result<ArbiterHandle, EngineError> {
         let mut hosts = match self.inner.hosts.write() {
             Ok(hosts) => hosts,
             Err(poisoned) => poisoned.into_inner(),
         };
-        while !hosts.is_empty() {
-            let index = arbiter_index(id, hosts.len());
-            if hosts[index].spawn(async {}) {
-                return hosts[index].clone();
+        while let Some((index, host)) = spread(id, &hosts) {
+            // An empty task is the probe: the arbiter of a stopped thread refuses it.
+            if host.spawn(async {}) {
+                return Ok(host.clone());
             }
             tracing::warn!("an HTTP worker that hosted account actors has stopped");
             hosts.swap_remove(index);
         }
-        let own = &self.inner.own_arbiters;
-        own[arbiter_index(id, own.len())].handle()
+        spread(id, &self.inner.own_arbiters)
+            .map(|(_, own)| own.handle())
+            .ok_or(EngineError::Stopped)
     }
 }
 
-fn arbiter_index(id: AccountId, n: usize) -> usize {
+/// The item of `items` that `id` maps to, and its index; `None` only when there are none.
+fn spread<T>(id: AccountId, items: &[T]) -> Option<(usize, &T)> {
     // UUIDv7 ids start with a timestamp; the low bits are random, so they spread evenly.
-    (id.as_u128() as u64 % n as u64) as usize
+    let low_bits = id.as_u128() as u64;
+    let index = low_bits.checked_rem(items.len() as u64)? as usize;
+    items.get(index).map(|item| (index, item))
 }
