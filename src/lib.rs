@@ -9,7 +9,7 @@
 //! - [`upstream`]: the providers requests are forwarded to.
 //! - [`demo`]: `tollgate demo`.
 //!
-//! The metering engine itself (account and stream actors, pricing, holds) is the
+//! The metering engine itself (account actors, the relay task, pricing, holds) is the
 //! `tollgate-actors` crate.
 
 pub mod accounts;
