@@ -2,9 +2,10 @@
 //! itself never is.
 
 use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
 use uuid::Uuid;
 
-use super::{DbError, PgStore};
+use super::{column, DbError, PgStore};
 
 const INSERT_KEY: &str = "
     INSERT INTO api_keys (id, account_id, name, prefix, digest) VALUES ($1, $2, $3, $4, $5)
@@ -53,13 +54,13 @@ impl PgStore {
         let row = client
             .query_one(INSERT_KEY, &[&id, &account_id, &name, &prefix, &digest])
             .await?;
-        Ok(key_row(&row))
+        key_row(&row)
     }
 
     pub async fn keys(&self, account_id: Uuid) -> Result<Vec<KeyRow>, DbError> {
         let client = self.pool.get().await?;
         let rows = client.query(SELECT_KEYS, &[&account_id]).await?;
-        Ok(rows.iter().map(key_row).collect())
+        rows.iter().map(key_row).collect()
     }
 
     /// Revokes a key; returns its digest so the in-memory lookup can forget it, or `None` if
@@ -73,30 +74,31 @@ impl PgStore {
         let row = client
             .query_opt(REVOKE_KEY, &[&account_id, &key_id])
             .await?;
-        Ok(row.map(|row| row.get(0)))
+        row.map(|row| column(&row, "digest")).transpose()
     }
 
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, DbError> {
         let client = self.pool.get().await?;
         let rows = client.query(SELECT_ACTIVE_KEYS, &[]).await?;
-        Ok(rows
-            .iter()
-            .map(|row| ActiveKey {
-                digest: row.get(0),
-                key_id: row.get(1),
-                account_id: row.get(2),
+        rows.iter()
+            .map(|row| {
+                Ok(ActiveKey {
+                    digest: column(row, "digest")?,
+                    key_id: column(row, "id")?,
+                    account_id: column(row, "account_id")?,
+                })
             })
-            .collect())
+            .collect()
     }
 }
 
-fn key_row(row: &tokio_postgres::Row) -> KeyRow {
-    KeyRow {
-        id: row.get("id"),
-        account_id: row.get("account_id"),
-        name: row.get("name"),
-        prefix: row.get("prefix"),
-        created_at: row.get("created_at"),
-        revoked_at: row.get("revoked_at"),
-    }
+fn key_row(row: &Row) -> Result<KeyRow, DbError> {
+    Ok(KeyRow {
+        id: column(row, "id")?,
+        account_id: column(row, "account_id")?,
+        name: column(row, "name")?,
+        prefix: column(row, "prefix")?,
+        created_at: column(row, "created_at")?,
+        revoked_at: column(row, "revoked_at")?,
+    })
 }

@@ -16,7 +16,8 @@ mod usage;
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use tokio_postgres::types::FromSql;
+use tokio_postgres::{NoTls, Row};
 use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
@@ -47,6 +48,13 @@ pub enum DbError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("database: {0}")]
     Query(#[from] tokio_postgres::Error),
+    /// A row lacks a column the code reads, or holds it as another type: the schema and the
+    /// code disagree. An error for the one request, never a panic of the worker.
+    #[error("database row, column {column}: {source}")]
+    Row {
+        column: &'static str,
+        source: tokio_postgres::Error,
+    },
     #[error("migrations: {0}")]
     Migrate(#[from] refinery::Error),
     #[error("database configuration: {0}")]
@@ -142,8 +150,33 @@ impl PgStore {
     }
 }
 
+/// Reads the column `name` of `row`, as a [`DbError::Row`] if it is missing or does not
+/// convert to `T`.
+fn column<'a, T: FromSql<'a>>(row: &'a Row, name: &'static str) -> Result<T, DbError> {
+    row.try_get(name).map_err(|source| DbError::Row {
+        column: name,
+        source,
+    })
+}
+
 /// `CREATE DATABASE` takes no parameters, so the name is quoted as an identifier.
 fn create_database(name: &str) -> String {
     let quoted = name.replace('"', "\"\"");
     format!("CREATE DATABASE \"{quoted}\"")
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// A connection to the test server's `postgres` database, for statements that read no
+    /// table (`TOLLGATE_TEST_POSTGRES`, as the integration tests use).
+    pub(crate) async fn server() -> tokio_postgres::Client {
+        let base = std::env::var("TOLLGATE_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let (client, connection) =
+            tokio_postgres::connect(&format!("{base}/postgres"), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+    }
 }

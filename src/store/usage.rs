@@ -8,10 +8,11 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
 use tollgate_actors::UsageRecord;
 use uuid::Uuid;
 
-use super::{DbError, PgStore};
+use super::{column, DbError, PgStore};
 
 /// Rows per statement of the idempotent flush. One flush is still one transaction; this only
 /// bounds the size of each statement's arrays.
@@ -155,8 +156,10 @@ impl PgStore {
         let rows = tx
             .query(&debit, &[&debits.account_id, &debits.total, &debits.count])
             .await?;
+        // Read before the commit: an error must mean that nothing was written.
+        let inserted = usage_counts(&rows)?;
         tx.commit().await?;
-        Ok(usage_counts(&rows))
+        Ok(inserted)
     }
 
     /// The idempotent flush: one statement per chunk inserts the rows not stored yet and
@@ -170,7 +173,7 @@ impl PgStore {
             let rows = tx
                 .query(&statement, &UsageColumns::from(chunk).params())
                 .await?;
-            inserted += usage_counts(&rows);
+            inserted += usage_counts(&rows)?;
         }
         tx.commit().await?;
         Ok(inserted)
@@ -178,10 +181,11 @@ impl PgStore {
 }
 
 /// The sum of the `usage_count` column of a flush statement's rows.
-fn usage_counts(rows: &[tokio_postgres::Row]) -> u64 {
-    rows.iter()
-        .map(|row| u64::try_from(row.get::<_, i32>(0)).unwrap_or(0))
-        .sum()
+fn usage_counts(rows: &[Row]) -> Result<u64, DbError> {
+    rows.iter().try_fold(0u64, |sum, row| {
+        let count: i32 = column(row, "usage_count")?;
+        Ok(sum + u64::try_from(count).unwrap_or(0))
+    })
 }
 
 /// Per account: the sum of the costs of a batch's rows, and their number.
@@ -302,5 +306,35 @@ impl UsageColumns<'_> {
             &self.started_at,
             &self.finished_at,
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::tests::server;
+
+    #[tokio::test]
+    async fn the_usage_counts_of_a_flush_are_summed_and_a_null_one_is_an_error() {
+        let client = server().await;
+        let rows = client
+            .query(
+                "SELECT n AS usage_count FROM (VALUES (2), (3)) AS t(n)",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(usage_counts(&rows).unwrap(), 5);
+        let null = client
+            .query("SELECT NULL::int4 AS usage_count", &[])
+            .await
+            .unwrap();
+        assert!(matches!(
+            usage_counts(&null),
+            Err(DbError::Row {
+                column: "usage_count",
+                ..
+            })
+        ));
     }
 }
