@@ -183,12 +183,6 @@ fn apply_indexed_upstreams(
         problem,
     };
     for (index, field, value) in overrides {
-        if index > upstreams.len() {
-            return Err(invalid(format!(
-                "TOLLGATE__UPSTREAMS__{index}__*: there are only {} upstreams before it",
-                upstreams.len()
-            )));
-        }
         if index == upstreams.len() {
             upstreams.push(UpstreamSettings {
                 name: String::new(),
@@ -198,7 +192,12 @@ fn apply_indexed_upstreams(
                 proxy: None,
             });
         }
-        let upstream = &mut upstreams[index];
+        let count = upstreams.len();
+        let Some(upstream) = upstreams.get_mut(index) else {
+            return Err(invalid(format!(
+                "TOLLGATE__UPSTREAMS__{index}__*: there are only {count} upstreams before it"
+            )));
+        };
         match field.as_str() {
             "name" => upstream.name = value,
             "base_url" => upstream.base_url = value,

@@ -116,8 +116,14 @@ impl Application {
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics: metrics_handle()?,
         });
-        // Checked once here so each worker's client can be built without a fallible step.
-        let upstream_settings = settings.upstreams[0].clone();
+        // Settings::validate demands at least one upstream; a Settings built in code may not
+        // have been validated.
+        let upstream_settings = settings
+            .upstreams
+            .first()
+            .context("no upstream is configured")?
+            .clone();
+        // Checked once here, so that a bad upstream stops the start with its reason.
         let checked =
             Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
         tracing::info!(upstream = %checked.name, base_url = %upstream_settings.base_url, "reaching the upstream {}", checked.route());
@@ -132,8 +138,13 @@ impl Application {
         let server = HttpServer::new(move || {
             // Runs once on each worker's thread.
             state.engine.host_actors_here();
-            let upstream = Upstream::new(&upstream_settings)
-                .unwrap_or_else(|error| panic!("upstream client: {error}"));
+            // Each worker builds its own client, so that its connections are driven by the
+            // worker that uses them. The same settings built `checked` above; should they fail
+            // here all the same, the worker shares that client rather than stop the server.
+            let upstream = Upstream::new(&upstream_settings).unwrap_or_else(|error| {
+                tracing::error!(%error, "this worker's upstream client failed to build; sharing the first one");
+                checked.clone()
+            });
             App::new()
                 .app_data(state.clone())
                 .app_data(web::Data::new(UpstreamPool::new(vec![upstream])))
