@@ -13,6 +13,7 @@ use governor::{Quota, RateLimiter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
@@ -36,6 +37,59 @@ pub struct Application {
     store: PgStore,
     keys: KeyRing,
     settings: Arc<Settings>,
+    /// The service's own periodic work, stopped at the end of a shutdown.
+    background: Background,
+}
+
+/// Work the service runs beside its requests for as long as it runs (the failed-auth
+/// prune loop). Every task is tracked: a shutdown stops them and waits for them, and
+/// dropping an application that was never run stops them too, so none outlives its
+/// application (tests start many in one process).
+struct Background {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl Background {
+    fn new() -> Background {
+        Background {
+            tasks: TaskTracker::new(),
+            stop: CancellationToken::new(),
+        }
+    }
+
+    /// Spawns `work`, which must return soon after the token it is given is cancelled.
+    fn spawn<F>(&self, work: impl FnOnce(CancellationToken) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(work(self.stop.clone()));
+    }
+
+    /// Stops every task and waits until all have returned.
+    async fn stop(&self) {
+        self.stop.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Every [`FAILURE_PRUNE_INTERVAL`], lets the failed-authentication limiter forget the
+/// addresses that have recovered, until `stop` is cancelled.
+async fn prune_failed_auth(keys: KeyRing, stop: CancellationToken) {
+    let mut every = tokio::time::interval(FAILURE_PRUNE_INTERVAL);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => keys.prune_failures(),
+        }
+    }
 }
 
 /// The process-wide metrics recorder. Several applications in one process (tests) share it.
@@ -83,14 +137,6 @@ impl Application {
         );
         let loaded = keys.load(store.active_keys().await?);
         tracing::info!(keys = loaded, "loaded API keys");
-        let pruned = keys.clone();
-        actix_web::rt::spawn(async move {
-            let mut every = tokio::time::interval(FAILURE_PRUNE_INTERVAL);
-            loop {
-                every.tick().await;
-                pruned.prune_failures();
-            }
-        });
 
         let placement = match settings.metering.account_arbiters {
             0 => ActorPlacement::Workers,
@@ -163,10 +209,14 @@ impl Application {
         .shutdown_timeout(settings.server.shutdown_drain_ms.div_ceil(1000))
         .listen(listener)?
         .run();
+        // Started last, once nothing can fail: a failed build leaves no loop behind.
+        let background = Background::new();
+        background.spawn(|stop| prune_failed_auth(keys.clone(), stop));
         Ok(Application {
             port,
             server,
             shutdown: CancellationToken::new(),
+            background,
             engine,
             store,
             keys,
@@ -206,12 +256,14 @@ impl Application {
     /// 2. waits up to `server.shutdown_drain_ms` for in-flight requests, then interrupts the
     ///    rest, which settle the usage they have seen;
     /// 3. flushes every settled debit;
-    /// 4. stops the HTTP server.
+    /// 4. stops the service's background tasks and waits for them;
+    /// 5. stops the HTTP server.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let mut server = actix_web::rt::spawn(self.server);
+        // The handlers first: if one cannot be installed, the server was never spawned.
         let mut terminate = signal(SignalKind::terminate())?;
         let mut interrupt = signal(SignalKind::interrupt())?;
+        let handle = self.server.handle();
+        let mut server = actix_web::rt::spawn(self.server);
         let server_ended = tokio::select! {
             _ = terminate.recv() => false,
             _ = interrupt.recv() => false,
@@ -241,10 +293,42 @@ impl Application {
                 "shutdown incomplete: usage left unflushed"
             );
         }
+        self.background.stop().await;
         if !server_ended {
             handle.stop(true).await;
             let _ = server.await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stopping_the_background_ends_the_prune_loop_and_waits_for_it() {
+        let background = Background::new();
+        let keys = KeyRing::new("a-test-secret-of-enough-length", 3);
+        background.spawn(|stop| prune_failed_auth(keys, stop));
+        let tasks = background.tasks.clone();
+        assert_eq!(tasks.len(), 1);
+        tokio::time::timeout(Duration::from_secs(5), background.stop())
+            .await
+            .expect("the loop returns once stopped");
+        assert!(tasks.is_empty());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_background_stops_its_tasks() {
+        let background = Background::new();
+        let keys = KeyRing::new("a-test-secret-of-enough-length", 3);
+        background.spawn(|stop| prune_failed_auth(keys, stop));
+        let tasks = background.tasks.clone();
+        tasks.close();
+        drop(background);
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the loop returns once its background is dropped");
     }
 }

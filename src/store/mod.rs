@@ -114,7 +114,8 @@ impl PgStore {
     }
 
     /// Creates the database named in `url` if it is missing, connecting to the server's
-    /// `postgres` database to do so.
+    /// `postgres` database to do so. The connection's driver task is awaited on every path,
+    /// so none outlives the call.
     pub async fn create_database_if_missing(url: &str) -> Result<bool, DbError> {
         let mut config =
             tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
@@ -125,13 +126,18 @@ impl PgStore {
         config.dbname("postgres");
         let (client, connection) = config.connect(NoTls).await?;
         let driver = tokio::spawn(connection);
-        let exists = client.query_opt(DATABASE_EXISTS, &[&name]).await?.is_some();
-        if !exists {
-            client.batch_execute(&create_database(&name)).await?;
+        let created = async {
+            let exists = client.query_opt(DATABASE_EXISTS, &[&name]).await?.is_some();
+            if !exists {
+                client.batch_execute(&create_database(&name)).await?;
+            }
+            Ok(!exists)
         }
+        .await;
+        // The driver returns once its last client is gone.
         drop(client);
         let _ = driver.await;
-        Ok(!exists)
+        created
     }
 
     /// Applies every migration in `sql/` that has not been applied yet.
