@@ -1,7 +1,5 @@
 //! No overspend through concurrency.
 
-use std::time::Duration;
-
 use futures_util::future::join_all;
 use mock_anthropic::MockConfig;
 use rust_decimal::Decimal;
@@ -32,13 +30,8 @@ async fn two_hundred_parallel_requests_against_ten_holds_admit_at_most_ten() {
     let probe = app.customer("100").await;
     let in_flight = app.messages(&probe.key, &body).send();
     let held = async {
-        loop {
-            let view = app.view(&probe.id).await;
-            if view["held"] != "0" {
-                break dec(view["held"].as_str().unwrap());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let view = app.wait_view(&probe.id, |view| view["held"] != "0").await;
+        dec(view["held"].as_str().unwrap())
     };
     let (response, hold) = tokio::join!(in_flight, held);
     response.unwrap().text().await.unwrap();

@@ -249,7 +249,9 @@ async fn rate_and_concurrency_limits_answer_429_with_retry_after() {
     let long = message_body("claude-opus-5-5", 10, true, json!({"ttft_ms": 1500}));
     let first = app.messages(&slow.key, &long).send();
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        // Once the first request holds the account's one concurrency slot.
+        app.wait_view(&slow.id, |view| view["active_requests"] == 1)
+            .await;
         app.messages(&slow.key, &body).send().await.unwrap()
     };
     let (first, second) = tokio::join!(first, second);

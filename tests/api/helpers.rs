@@ -265,6 +265,21 @@ impl TestApp {
         );
     }
 
+    /// Polls the account's live view until `done` holds, and returns that view.
+    pub async fn wait_view(&self, account: &str, done: impl Fn(&Value) -> bool) -> Value {
+        for _ in 0..400 {
+            let view = self.view(account).await;
+            if done(&view) {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "account {account} never reached the expected state: {}",
+            self.view(account).await
+        );
+    }
+
     pub async fn flush(&self) {
         let response = self
             .admin(reqwest::Method::POST, "/flush")

@@ -317,6 +317,9 @@ async fn sigterm_under_load_loses_no_settled_usage() {
         }
     });
     let signal = async {
+        // Kept: the point is a SIGTERM halfway through a fixed 3 s load, with every client
+        // mid-request. An event (the first requests served) would fire at once and leave
+        // the clients hammering a closed port for the rest of the window.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let status = std::process::Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
