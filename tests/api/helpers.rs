@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::str::FromStr;
+use std::sync::Once;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
@@ -17,6 +18,27 @@ use uuid::Uuid;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 pub const UPSTREAM_KEY: &str = "operator-upstream-key";
+
+/// `TEST_LOG=1` shows the service's logs (tracing) in the tests' output, filtered by
+/// `RUST_LOG` (default `info`). The subscriber is process-wide and every test of this binary
+/// runs in the one process, so it is installed once. The test writer prints through the
+/// test harness, which shows a test's lines when it fails (all of them with `--nocapture`).
+fn init_test_log() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let wanted =
+            std::env::var("TEST_LOG").is_ok_and(|value| !matches!(value.as_str(), "" | "0"));
+        if wanted {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // Fails only if another subscriber is installed already; then that one logs.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
 
 pub fn postgres_base() -> String {
     std::env::var("TOLLGATE_TEST_POSTGRES")
@@ -109,6 +131,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    init_test_log();
     let db = TestDatabase::new();
     let mock = MockServer::start(mock_config, "127.0.0.1:0")
         .await
