@@ -117,7 +117,7 @@ lt_require_tools() {
 lt_build_release() {
     if [ "${SKIP_BUILD:-0}" != 1 ]; then
         echo "== building release binaries" >&2
-        cargo build --release -p tollgate -p tollgate-loadtest
+        cargo build --release -p tollgate -p mock-anthropic -p loadgen -p passthrough
     fi
 }
 

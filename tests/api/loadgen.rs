@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use mock_anthropic::loadgen::{run_scenario_with, Endpoints, RunOptions, Scenario};
+use loadgen::{run_scenario_with, Endpoints, RunOptions, Scenario};
 
 use crate::helpers::*;
 

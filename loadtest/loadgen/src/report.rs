@@ -357,8 +357,8 @@ fn ms(us: f64) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::loadgen::stats::LatencySummary;
-    use crate::loadgen::target::Target;
+    use crate::stats::LatencySummary;
+    use crate::target::Target;
     use std::time::Duration;
 
     #[test]

@@ -24,7 +24,7 @@ use super::reconcile::{self, Admin, RequestRecord};
 use super::record::{Group, Outcome, RunRecorder, Sample};
 use super::scenario::{Endpoints, LoopKind, Scenario};
 use super::schedule::{self, Source};
-use crate::{planned_usage, Fate, MockConfig};
+use mock_anthropic::{planned_usage, Fate, MockConfig};
 
 /// A send that leaves later than this after its intended time counts as late.
 pub const LATE_AFTER: Duration = Duration::from_millis(10);
@@ -90,7 +90,7 @@ struct Done {
     record: Option<RequestRecord>,
 }
 
-fn to_usage(p: &crate::PlannedUsage) -> Usage {
+fn to_usage(p: &mock_anthropic::PlannedUsage) -> Usage {
     Usage {
         input_tokens: p.input_tokens,
         output_tokens: p.output_tokens,
@@ -746,8 +746,8 @@ pub async fn run_scenario_with(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::loadgen::record::Group;
-    use crate::MockServer;
+    use crate::record::Group;
+    use mock_anthropic::MockServer;
 
     fn scenario(yaml_tail: &str) -> Scenario {
         let text = format!(
@@ -783,7 +783,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
     /// Runs `s`'s workload straight against a mock configured with `upstream`.
     async fn run_on_mock(
         s: &Scenario,
-        upstream: crate::MockConfig,
+        upstream: mock_anthropic::MockConfig,
     ) -> (RunResult, Vec<RequestRecord>) {
         let mock = MockServer::start(upstream, "127.0.0.1:0").await.unwrap();
         let client = http_client(s).unwrap();
@@ -828,7 +828,7 @@ upstream: {{ ttft_ms: 40, output_tokens: 4, seed: 1 }}
 
     #[test]
     fn abusers_do_not_change_the_well_behaved_requests() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let abuse = Scenario::load(&dir.join("abuse.yaml")).unwrap();
         let none = Scenario::load(&dir.join("abuse-none.yaml")).unwrap();
         assert!(abuse.abusers().is_some() && none.abusers().is_none());

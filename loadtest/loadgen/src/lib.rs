@@ -5,7 +5,7 @@
 //! compares them. The load is a closed loop: a fixed number of clients, each sending its next
 //! request as soon as the previous one ends.
 //!
-//! Map of the module:
+//! Map of the crate:
 //! - [`target`]: a named endpoint and the key it is sent with.
 //! - [`workload`]: what one request looks like ([`Workload`]), and the streaming [`Mode`]s.
 //! - [`stats`]: per-client recorders (HDR histograms at microsecond resolution, status counts)

@@ -67,7 +67,6 @@
 //! message, or `metadata.user_id`) to see the rates. `count_tokens` is not subject to draws.
 
 pub mod config;
-pub mod loadgen;
 mod plan;
 mod render;
 mod routes;

@@ -1,15 +1,15 @@
 //! `loadgen`: measures Messages API targets one after the other under identical closed-loop
 //! load and compares them (bench mode, `--target ...`), or runs a scenario file against
 //! tollgate with provisioned tenants and reconciles its books (`--scenario FILE`). The work is
-//! done by `mock_anthropic::loadgen`; this is its CLI.
+//! done by the `loadgen` library; this is its CLI.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use mock_anthropic::loadgen::scenario::LoopKind;
-use mock_anthropic::loadgen::target::{assign_keys, split_named};
-use mock_anthropic::loadgen::{
+use loadgen::scenario::LoopKind;
+use loadgen::target::{assign_keys, split_named};
+use loadgen::{
     html, run_bench, run_scenario_with, BenchConfig, Endpoints, Mode, RunOptions, Scenario, Target,
     Workload,
 };

@@ -120,7 +120,7 @@ impl Mix {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::loadgen::scenario::{ByteRange, ModelWeight};
+    use crate::scenario::{ByteRange, ModelWeight};
     use rand::SeedableRng;
 
     fn traffic() -> Traffic {

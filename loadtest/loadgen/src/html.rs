@@ -499,13 +499,13 @@ mod page_tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::loadgen::drive::SendStats;
-    use crate::loadgen::record::{Group, Outcome, RunRecorder, Sample};
-    use crate::loadgen::scenario::Scenario;
+    use crate::drive::SendStats;
+    use crate::record::{Group, Outcome, RunRecorder, Sample};
+    use crate::scenario::Scenario;
 
     #[test]
     fn the_page_has_the_charts_the_verdict_and_the_tables() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke.yaml");
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke.yaml");
         let scenario = Scenario::load(&path).unwrap();
         let mut recorder = RunRecorder::new(Duration::from_millis(500));
         for i in 0..200u64 {

@@ -16,7 +16,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_actors::pricing::RateCard;
 
-use crate::MockConfig;
+use mock_anthropic::MockConfig;
 
 /// A whole scenario file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -986,7 +986,7 @@ upstream: { output_tokens: 8, seed: 3 }
 
     #[test]
     fn the_shipped_scenarios_are_valid() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
         let mut seen = 0;
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
