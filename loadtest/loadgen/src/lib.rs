@@ -26,6 +26,8 @@
 //! - [`record`]: per-class HDR histograms, outcome counts and per-second series.
 //! - [`outcome`]: [`ScenarioReport`]: comparisons, checks, verdict, console summary, JSON.
 //! - [`html`]: the self-contained HTML report with inline SVG charts.
+//! - [`usage`]: loadgen's own reader of the usage in a stream or a message, independent of
+//!   tollgate's parser.
 //! - [`reconcile`]: compares what clients received with tollgate's books in Postgres.
 
 pub mod bench;
@@ -42,6 +44,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod stats;
 pub mod target;
+pub mod usage;
 pub mod workload;
 
 pub use bench::{run_bench, BenchConfig};

@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_actors::pricing::RateCard;
-use tollgate_actors::Usage;
 use uuid::Uuid;
+
+use crate::usage::Usage;
 
 /// How long to wait for every hold to settle and for the ledger to catch up.
 const SETTLE_WAIT: Duration = Duration::from_secs(60);
@@ -109,6 +110,19 @@ impl Reconciliation {
     }
 }
 
+/// `usage` as the rate card's own type, which it prices.
+fn engine_usage(usage: &Usage) -> tollgate_actors::Usage {
+    tollgate_actors::Usage {
+        input_tokens: usage.input_tokens,
+        output_tokens: usage.output_tokens,
+        cache_read_tokens: usage.cache_read_tokens,
+        cache_write_5m_tokens: usage.cache_write_5m_tokens,
+        cache_write_1h_tokens: usage.cache_write_1h_tokens,
+        web_search_requests: usage.web_search_requests,
+        web_fetch_requests: 0,
+    }
+}
+
 /// The exact expected cost per account of `requests`.
 pub fn expected_costs(
     card: &RateCard,
@@ -122,7 +136,7 @@ pub fn expected_costs(
         let entry = per_account
             .entry(request.account_id.clone())
             .or_insert((Decimal::ZERO, 0));
-        entry.0 += version.cost(&request.usage);
+        entry.0 += version.cost(&engine_usage(&request.usage));
         entry.1 += 1;
     }
     Ok(per_account)

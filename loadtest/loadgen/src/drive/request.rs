@@ -10,13 +10,12 @@ use chrono::{DateTime, Utc};
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
-use tollgate_actors::sse::{usage_from_message, UsageParser};
-use tollgate_actors::Usage;
 
 use super::{KeySlot, Progress};
 use crate::mix::{Mix, RequestSpec};
 use crate::reconcile::RequestRecord;
 use crate::record::{Group, Outcome, Sample};
+use crate::usage::{message_usage, StreamReader, Usage};
 use mock_anthropic::{planned_usage, Fate, MockConfig};
 
 /// What every request of one run shares.
@@ -39,18 +38,6 @@ pub(super) struct Ctx {
 pub(super) struct Done {
     pub(super) sample: Sample,
     pub(super) record: Option<RequestRecord>,
-}
-
-fn to_usage(p: &mock_anthropic::PlannedUsage) -> Usage {
-    Usage {
-        input_tokens: p.input_tokens,
-        output_tokens: p.output_tokens,
-        cache_read_tokens: p.cache_read_tokens,
-        cache_write_5m_tokens: p.cache_write_5m_tokens,
-        cache_write_1h_tokens: p.cache_write_1h_tokens,
-        web_search_requests: p.web_search_requests,
-        web_fetch_requests: 0,
-    }
 }
 
 /// `error.type` of an Anthropic error body, or "".
@@ -113,11 +100,11 @@ pub(super) async fn execute(
         // unknown (it depends on where the upstream was when the client left).
         let unreconciled_timeout =
             outcome == Outcome::Timeout && fate != Fate::Complete && key.account_id.is_some();
-        // A complete answer must report what the mock planned: checked here, independently
-        // of tollgate's own parser.
+        // A complete answer must report what the mock planned: checked here, with loadgen's
+        // own reader, independently of tollgate's parser.
         let usage_mismatch = outcome == Outcome::Ok
             && fate == Fate::Complete
-            && plan.as_ref().is_some_and(|p| usage != Some(to_usage(p)));
+            && plan.as_ref().is_some_and(|p| usage != Some(Usage::from(p)));
         let upstream_fault = is_planned_failure(&outcome, fate);
         let record = match (&key.account_id, usage) {
             (Some(account_id), Some(usage)) => Some(RequestRecord {
@@ -147,7 +134,7 @@ pub(super) async fn execute(
     // A response the client stopped reading (dropped on purpose, or timed out) is billed in
     // full by tollgate, which drains the upstream: the mock's plan says what that is. With a
     // fault planned, what was billed is unknown: no record (see `unreconciled_timeout`).
-    let full = plan.as_ref().map(to_usage);
+    let full = plan.as_ref().map(Usage::from);
     let timed_out = |first_byte: Option<Duration>| {
         let usage = (fate == Fate::Complete).then(|| full.unwrap_or_default());
         finish(Outcome::Timeout, first_byte, usage)
@@ -171,7 +158,7 @@ pub(super) async fn execute(
         return finish(outcome, None, None);
     }
 
-    let mut parser = spec.stream.then(UsageParser::new);
+    let mut reader = spec.stream.then(StreamReader::new);
     let mut whole = Vec::new();
     let mut first_byte = None;
     let mut chunks = 0u32;
@@ -183,16 +170,16 @@ pub(super) async fn execute(
             Ok(Ok(Some(chunk))) => {
                 first_byte.get_or_insert_with(|| ctx.start.elapsed());
                 chunks += 1;
-                match &mut parser {
-                    Some(parser) => {
-                        parser.feed(&chunk);
+                match &mut reader {
+                    Some(reader) => {
+                        reader.feed(&chunk);
                     }
                     None => whole.extend_from_slice(&chunk),
                 }
                 if disconnect_after.is_some_and(|k| chunks >= k) {
                     // A stream whose `message_stop` already arrived is complete: dropping it
                     // now changes nothing.
-                    if parser.as_ref().is_some_and(|p| p.completed()) {
+                    if reader.as_ref().is_some_and(|r| r.completed()) {
                         break Ok(());
                     }
                     break Err(Outcome::Disconnected);
@@ -200,7 +187,7 @@ pub(super) async fn execute(
             }
         }
     };
-    match (ended, parser) {
+    match (ended, reader) {
         // Only requests fated to complete are dropped on purpose.
         (Err(Outcome::Disconnected), _) => finish(
             Outcome::Disconnected,
@@ -208,19 +195,19 @@ pub(super) async fn execute(
             Some(full.unwrap_or_default()),
         ),
         (Err(Outcome::Timeout), _) => timed_out(first_byte),
-        (Err(outcome), Some(parser)) => finish(outcome, first_byte, Some(parser.usage())),
-        (Err(outcome), None) => finish(outcome, first_byte, usage_from_message(&whole)),
-        (Ok(()), Some(parser)) => {
-            let outcome = if parser.completed() {
+        (Err(outcome), Some(reader)) => finish(outcome, first_byte, Some(reader.usage())),
+        (Err(outcome), None) => finish(outcome, first_byte, message_usage(&whole)),
+        (Ok(()), Some(reader)) => {
+            let outcome = if reader.completed() {
                 Outcome::Ok
-            } else if parser.errored() {
-                Outcome::StreamError(parser.error_type().unwrap_or_default().to_string())
+            } else if reader.errored() {
+                Outcome::StreamError(reader.error_type().unwrap_or_default().to_string())
             } else {
                 Outcome::Cut
             };
-            finish(outcome, first_byte, Some(parser.usage()))
+            finish(outcome, first_byte, Some(reader.usage()))
         }
-        (Ok(()), None) => match usage_from_message(&whole) {
+        (Ok(()), None) => match message_usage(&whole) {
             Some(usage) => finish(Outcome::Ok, first_byte, Some(usage)),
             None => finish(Outcome::Cut, first_byte, None),
         },
