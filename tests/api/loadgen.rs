@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
+use loadgen::prices::{PriceTable, TokenPrices};
 use loadgen::{run_scenario_with, Endpoints, RunOptions, Scenario};
+use tollgate_actors::pricing::{Prices, RateCard};
 
 use crate::helpers::*;
 
@@ -55,4 +57,39 @@ async fn the_smoke_scenario_reconciles_exactly() {
 #[actix_web::test]
 async fn a_flaky_upstream_is_billed_exactly_what_it_delivered() {
     run(scenario("upstream-faults"), 2.0).await;
+}
+
+fn same_prices(loadgen: &TokenPrices, tollgate: &Prices) -> bool {
+    loadgen.input == tollgate.input
+        && loadgen.output == tollgate.output
+        && loadgen.cache_read == tollgate.cache_read
+        && loadgen.cache_write_5m == tollgate.cache_write_5m
+        && loadgen.cache_write_1h == tollgate.cache_write_1h
+}
+
+/// loadgen reconciles with its own price table, never with the rate card, so that a wrong
+/// price cannot reconcile. The two are kept from drifting apart here: when this fails, one of
+/// them is wrong, and shared/reference/anthropic-api.md says which.
+#[test]
+fn loadgens_shipped_prices_agree_with_the_rate_card_today() {
+    let card = RateCard::builtin().expect("the built-in rate card");
+    let now = chrono::Utc::now();
+    let table = PriceTable::shipped().expect("the shipped price table");
+    for model in &table.models {
+        for id in &model.ids {
+            let version = card
+                .price_at(id, now)
+                .unwrap_or_else(|| panic!("{id} is not on the rate card"));
+            assert!(same_prices(&model.usd_per_mtok, &version.base), "{id}");
+            assert_eq!(model.web_search_per_use, version.web_search_per_use, "{id}");
+            match (&model.long_prompt, &version.long_prompt) {
+                (None, None) => {}
+                (Some(loadgen), Some(tollgate)) => {
+                    assert_eq!(loadgen.above_tokens, tollgate.threshold_tokens, "{id}");
+                    assert!(same_prices(&loadgen.usd_per_mtok, &tollgate.prices), "{id}");
+                }
+                _ => panic!("{id}: only one side has a long-prompt tier"),
+            }
+        }
+    }
 }

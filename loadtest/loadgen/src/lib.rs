@@ -15,7 +15,9 @@
 //! - [`report`]: medians over rounds, comparisons between targets, the console table and JSON.
 //!
 //! Scenario mode (`loadgen --scenario FILE`): one workload from a YAML file, against tollgate
-//! with provisioned tenants, then reconciled against its books.
+//! with provisioned tenants, then reconciled against its books. loadgen talks to tollgate over
+//! HTTP only and shares no code with it: it reads usage and prices it itself, so that a bug in
+//! tollgate's parser, rate card or arithmetic cannot reconcile.
 //! - [`scenario`]: the file's schema ([`Scenario`]), its validation, [`Endpoints`], and the
 //!   entry point [`run_scenario`].
 //! - [`schedule`]: open-loop arrival schedules (constant or Poisson, seeded), intended times.
@@ -28,13 +30,18 @@
 //! - [`html`]: the self-contained HTML report with inline SVG charts.
 //! - [`usage`]: loadgen's own reader of the usage in a stream or a message, independent of
 //!   tollgate's parser.
-//! - [`reconcile`]: compares what clients received with tollgate's books in Postgres.
+//! - [`prices`]: loadgen's own price table (by default `prices.yaml`, shipped in the binary)
+//!   and cost arithmetic; after tollgate's pricing API lands, the prices will come from the
+//!   deployment's `GET /api/v1/pricing`.
+//! - [`reconcile`]: compares what clients received, priced by [`prices`], with tollgate's
+//!   books in Postgres.
 
 pub mod bench;
 pub mod drive;
 pub mod html;
 pub mod mix;
 pub mod outcome;
+pub mod prices;
 pub mod provision;
 pub mod reconcile;
 pub mod record;
@@ -46,6 +53,7 @@ pub mod stats;
 pub mod target;
 pub mod usage;
 pub mod workload;
+mod yaml;
 
 pub use bench::{run_bench, BenchConfig};
 pub use drive::{run_scenario, run_scenario_with, RunOptions};

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use loadgen::prices::PriceTable;
 use loadgen::scenario::LoopKind;
 use loadgen::target::{assign_keys, split_named};
 use loadgen::{
@@ -57,6 +58,10 @@ struct Args {
     /// Write the HTML report here (scenario mode).
     #[arg(long, requires = "scenario")]
     html: Option<PathBuf>,
+    /// Scenario mode: reconcile at the prices of this file (the shape of
+    /// loadtest/loadgen/prices.yaml) instead of the scenario's or the shipped ones.
+    #[arg(long, value_name = "FILE", requires = "scenario")]
+    prices: Option<PathBuf>,
     /// Scenario mode: print the mock's flags for the scenario's `upstream`, one a line, and exit.
     #[arg(long, requires = "scenario")]
     print_mock_args: bool,
@@ -187,6 +192,18 @@ fn scenario_main(args: Args, path: PathBuf) -> anyhow::Result<i32> {
     }
     if let Some(seed) = args.seed {
         scenario.seed = seed;
+    }
+    if let Some(path) = &args.prices {
+        match PriceTable::load(path) {
+            Ok(prices) => {
+                scenario.prices = Some(prices);
+                scenario.prices_file = Some(path.clone());
+            }
+            Err(e) => {
+                eprintln!("loadgen: --prices: {e}");
+                return Ok(2);
+            }
+        }
     }
     if let Err(e) = scenario.validate() {
         eprintln!("loadgen: {e} (after the command-line overrides)");

@@ -1,12 +1,13 @@
 //! Reconciliation: after a run, compare per account what the clients were served, priced by
-//! the rate card, with tollgate's books in Postgres. The comparison is exact, to the last
-//! decimal: any difference is a billing bug.
+//! loadgen's own price table and arithmetic ([`crate::prices`]), with tollgate's books in
+//! Postgres. The comparison is exact, to the last decimal: any difference is a billing bug,
+//! in tollgate's prices, its arithmetic or its ledger.
 //!
 //! What each side is:
 //! - **expected**: for every request tollgate answered with 200, the usage the client read
 //!   from the response (or, for a client that hung up on purpose, the usage the simulated
-//!   upstream reports for the whole response, which tollgate drains), priced at the rate card
-//!   version in force when the request started;
+//!   upstream reports for the whole response, which tollgate drains), priced at the table's
+//!   prices, which must be the ones in force during the run;
 //! - **billed**: the sum of the account's usage rows; **ledger**: the sum of its `usage`
 //!   ledger entries; **stored balance**: `accounts.balance`; **live balance**: the admin API's
 //!   view, served by the account's actor.
@@ -15,12 +16,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use tollgate_actors::pricing::RateCard;
 use uuid::Uuid;
 
+use crate::prices::PriceTable;
 use crate::usage::Usage;
 
 /// How long to wait for every hold to settle and for the ledger to catch up.
@@ -32,7 +32,6 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 pub struct RequestRecord {
     pub account_id: String,
     pub model: String,
-    pub started_at: DateTime<Utc>,
     pub usage: Usage,
 }
 
@@ -110,33 +109,21 @@ impl Reconciliation {
     }
 }
 
-/// `usage` as the rate card's own type, which it prices.
-fn engine_usage(usage: &Usage) -> tollgate_actors::Usage {
-    tollgate_actors::Usage {
-        input_tokens: usage.input_tokens,
-        output_tokens: usage.output_tokens,
-        cache_read_tokens: usage.cache_read_tokens,
-        cache_write_5m_tokens: usage.cache_write_5m_tokens,
-        cache_write_1h_tokens: usage.cache_write_1h_tokens,
-        web_search_requests: usage.web_search_requests,
-        web_fetch_requests: 0,
-    }
-}
-
-/// The exact expected cost per account of `requests`.
+/// The exact expected cost per account of `requests`, and how many requests it billed.
 pub fn expected_costs(
-    card: &RateCard,
+    prices: &PriceTable,
     requests: &[RequestRecord],
 ) -> anyhow::Result<HashMap<String, (Decimal, u64)>> {
     let mut per_account: HashMap<String, (Decimal, u64)> = HashMap::new();
     for request in requests {
-        let version = card
-            .price_at(&request.model, request.started_at)
-            .with_context(|| format!("model {} is not on the rate card", request.model))?;
+        let cost = prices.cost(&request.model, &request.usage)?;
         let entry = per_account
             .entry(request.account_id.clone())
             .or_insert((Decimal::ZERO, 0));
-        entry.0 += version.cost(&engine_usage(&request.usage));
+        entry.0 = entry
+            .0
+            .checked_add(cost)
+            .context("the expected cost of an account overflows")?;
         entry.1 += 1;
     }
     Ok(per_account)
@@ -221,8 +208,9 @@ pub async fn reconcile(
     database_url: &str,
     tenants: &[TenantRecord],
     requests: &[RequestRecord],
+    prices: &PriceTable,
 ) -> anyhow::Result<Reconciliation> {
-    let expected = expected_costs(&RateCard::builtin()?, requests)?;
+    let expected = expected_costs(prices, requests)?;
     wait_settled(http, admin, tenants).await?;
     flush(http, admin).await?;
 
@@ -304,7 +292,6 @@ mod tests {
         RequestRecord {
             account_id: account.into(),
             model: model.into(),
-            started_at: Utc::now(),
             usage: Usage {
                 input_tokens: input,
                 output_tokens: output,
@@ -314,10 +301,10 @@ mod tests {
     }
 
     #[test]
-    fn expected_costs_are_summed_per_account_at_the_rate_card_prices() {
-        let card = RateCard::builtin().unwrap();
+    fn expected_costs_are_summed_per_account_at_the_table_prices() {
+        let prices = PriceTable::shipped().unwrap();
         let costs = expected_costs(
-            &card,
+            &prices,
             &[
                 record("a", "claude-opus-5-5", 1000, 100),
                 record("a", "claude-opus-5-5", 0, 10),
@@ -332,10 +319,7 @@ mod tests {
 
     #[test]
     fn an_unknown_model_is_an_error_not_a_zero() {
-        assert!(expected_costs(
-            &RateCard::builtin().unwrap(),
-            &[record("a", "claude-nope", 1, 1)]
-        )
-        .is_err());
+        let prices = PriceTable::shipped().unwrap();
+        assert!(expected_costs(&prices, &[record("a", "claude-nope", 1, 1)]).is_err());
     }
 }

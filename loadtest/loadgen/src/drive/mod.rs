@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use reqwest::header::HeaderValue;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -140,7 +139,6 @@ pub async fn run_workload(
         mix: Arc::new(Mix::new(&scenario.traffic)),
         mock: Arc::new(scenario.upstream.clone()),
         start,
-        start_wall: Utc::now() + chrono::Duration::milliseconds(20),
         timeout: scenario.timeout(),
         tx,
         progress: Arc::clone(&progress),

@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use reqwest::header::CONTENT_TYPE;
 use tokio::sync::mpsc;
 use tokio::time::{timeout_at, Instant};
@@ -25,7 +24,6 @@ pub(super) struct Ctx {
     pub(super) mix: Arc<Mix>,
     pub(super) mock: Arc<MockConfig>,
     pub(super) start: Instant,
-    pub(super) start_wall: DateTime<Utc>,
     pub(super) timeout: Duration,
     pub(super) tx: mpsc::UnboundedSender<Done>,
     pub(super) progress: Arc<Progress>,
@@ -81,9 +79,6 @@ pub(super) async fn execute(
     // then known in advance. A request fated to fail is read to its end instead.
     let disconnect_after = spec.disconnect_after.filter(|_| fate == Fate::Complete);
 
-    let sent_offset = ctx.start.elapsed();
-    let started_at = ctx.start_wall
-        + chrono::Duration::from_std(sent_offset).unwrap_or_else(|_| chrono::Duration::zero());
     let deadline = Instant::now() + ctx.timeout;
     let mut request = ctx
         .client
@@ -110,7 +105,6 @@ pub(super) async fn execute(
             (Some(account_id), Some(usage)) => Some(RequestRecord {
                 account_id: account_id.clone(),
                 model: ctx.mix.model_name(spec.model).to_string(),
-                started_at,
                 usage,
             }),
             _ => None,

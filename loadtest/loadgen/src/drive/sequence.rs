@@ -36,6 +36,8 @@ pub async fn run_scenario_with(
     if scenario.reconcile && endpoints.database_url.is_none() {
         anyhow::bail!("the scenario reconciles (reconcile: true) but no --database-url was given");
     }
+    // Read before anything is provisioned: a run that cannot be priced is not started.
+    let prices = scenario.price_table()?;
     let client = http_client(scenario)?;
     let tollgate = trim(&endpoints.tollgate);
     let mut references = Vec::new();
@@ -116,6 +118,7 @@ pub async fn run_scenario_with(
                     database_url,
                     &provisioned.tenants,
                     &records,
+                    &prices,
                 )
                 .await?,
             )

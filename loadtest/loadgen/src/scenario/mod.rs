@@ -2,7 +2,8 @@
 //! it runs ([`Endpoints`]), and the library entry point [`run_scenario`] that provisions
 //! tenants, drives the load, reconciles the books and builds the report.
 //!
-//! - `parse`: reading a file or text, with errors that name the field at fault.
+//! - `parse`: reading a file or text, with errors that name the field at fault, and the price
+//!   file a scenario names.
 //! - `validate`: [`Scenario::validate`], the values that cannot work and the bounds.
 //!
 //! Every section refuses unknown keys, and [`Scenario::validate`] refuses values that cannot
@@ -14,10 +15,14 @@ mod parse;
 mod tests;
 mod validate;
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use mock_anthropic::MockConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::prices::{PriceError, PriceTable};
 
 pub use validate::ScenarioError;
 
@@ -59,6 +64,15 @@ pub struct Scenario {
     /// requests the client dropped on purpose.
     #[serde(default)]
     pub upstream: MockConfig,
+    /// The prices reconciliation expects tollgate to bill, inline, in the shape of
+    /// `loadtest/loadgen/prices.yaml`; that shipped table when neither this nor
+    /// `prices_file` is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<PriceTable>,
+    /// A price file instead of `prices`, relative to the scenario file. Loading the scenario
+    /// reads it into `prices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices_file: Option<PathBuf>,
 }
 
 fn default_timeout() -> f64 {
@@ -270,6 +284,15 @@ impl Scenario {
     /// The request timeout ([`Duration::ZERO`] if `timeout_secs` is not valid).
     pub fn timeout(&self) -> Duration {
         Duration::try_from_secs_f64(self.timeout_secs).unwrap_or_default()
+    }
+
+    /// The prices this run is reconciled with: `prices` (inline, or read from `prices_file` or
+    /// `--prices`), else the table shipped with loadgen.
+    pub fn price_table(&self) -> Result<Cow<'_, PriceTable>, PriceError> {
+        match &self.prices {
+            Some(table) => Ok(Cow::Borrowed(table)),
+            None => PriceTable::shipped().map(Cow::Owned),
+        }
     }
 
     /// Active abusers, if any.

@@ -8,6 +8,8 @@ use mock_anthropic::MockConfig;
 
 use super::validate::{bad, ScenarioError};
 use super::Scenario;
+use crate::prices::PriceTable;
+use crate::yaml;
 
 /// The keys of `upstream` that [`MockConfig`] does not know: it does not refuse unknown keys
 /// itself, so they are found by comparing with what it serializes back.
@@ -44,53 +46,20 @@ fn unknown_upstream_keys(raw: &serde_yaml::Value) -> Result<Vec<String>, Scenari
         .collect())
 }
 
-/// `message` without the path serde_yaml puts in front of it (`traffic: unknown field …`),
-/// when that path is `path` or one of its parents: [`ScenarioError`] names the field itself.
-fn strip_path<'a>(message: &'a str, path: &str) -> &'a str {
-    let Some((head, rest)) = message.split_once(": ") else {
-        return message;
-    };
-    let parent = path
-        .strip_prefix(head)
-        .is_some_and(|tail| tail.is_empty() || tail.starts_with(['.', '[']));
-    if parent {
-        rest
-    } else {
-        message
-    }
-}
-
 impl Scenario {
-    /// Parses and validates a scenario from YAML text.
+    /// Parses and validates a scenario from YAML text; a `prices_file` is relative to the
+    /// working directory.
     pub fn from_yaml(text: &str) -> Result<Scenario, ScenarioError> {
-        let raw: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| bad("", format!("invalid YAML: {e}")))?;
-        if let Some(upstream) = raw.get("upstream") {
-            if let Some(key) = unknown_upstream_keys(upstream)?.first() {
-                return Err(bad(&format!("upstream.{key}"), "unknown field"));
-            }
-        }
-        let scenario: Scenario = serde_path_to_error::deserialize(
-            serde_yaml::Deserializer::from_str(text),
-        )
-        .map_err(|e| {
-            let path = e.path().to_string();
-            let text = e.into_inner().to_string();
-            if path.is_empty() || path == "." {
-                bad("", format!("invalid scenario: {text}"))
-            } else {
-                bad(&path, strip_path(&text, &path))
-            }
-        })?;
-        scenario.validate()?;
-        Ok(scenario)
+        Scenario::parse(text, Path::new("."))
     }
 
-    /// Reads, parses and validates a scenario file; its name defaults to the file stem.
+    /// Reads, parses and validates a scenario file; its name defaults to the file stem, and a
+    /// `prices_file` is relative to its directory.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| bad("", format!("{}: {e}", path.display())))?;
-        let mut scenario = Scenario::from_yaml(&text)
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut scenario = Scenario::parse(&text, dir)
             .map_err(|e| bad(&e.field, format!("{} ({})", e.message, path.display())))?;
         if scenario.name.is_empty() {
             scenario.name = path
@@ -99,5 +68,41 @@ impl Scenario {
                 .unwrap_or_default();
         }
         Ok(scenario)
+    }
+
+    fn parse(text: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
+        let raw: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| bad("", format!("invalid YAML: {e}")))?;
+        if let Some(upstream) = raw.get("upstream") {
+            if let Some(key) = unknown_upstream_keys(upstream)?.first() {
+                return Err(bad(&format!("upstream.{key}"), "unknown field"));
+            }
+        }
+        let mut scenario: Scenario = yaml::from_str(text).map_err(|e| {
+            if e.path.is_empty() {
+                bad("", format!("invalid scenario: {}", e.message))
+            } else {
+                bad(&e.path, e.message)
+            }
+        })?;
+        scenario.read_prices_file(dir)?;
+        scenario.validate()?;
+        Ok(scenario)
+    }
+
+    /// Reads the price file `prices_file` names, relative to `dir`, into `prices`.
+    fn read_prices_file(&mut self, dir: &Path) -> Result<(), ScenarioError> {
+        let Some(file) = &self.prices_file else {
+            return Ok(());
+        };
+        if self.prices.is_some() {
+            return Err(bad(
+                "prices_file",
+                "give the prices inline (prices) or in a file (prices_file), not both",
+            ));
+        }
+        let table = PriceTable::load(&dir.join(file)).map_err(|e| bad("prices_file", e.0))?;
+        self.prices = Some(table);
+        Ok(())
     }
 }

@@ -263,8 +263,7 @@ fn refuses_unknown_models() {
     let text = SMOKE.replace("{ name: claude-haiku-4-5 }", "{ name: claude-haiku-9 }");
     assert_eq!(
         error_of(&text),
-        "traffic.models[1].name: \"claude-haiku-9\" is not a model of tollgate's builtin \
-         rate card"
+        "traffic.models[1].name: \"claude-haiku-9\" is not a model of loadgen's price table"
     );
     let dated = SMOKE.replace("claude-haiku-4-5", "claude-haiku-4-5-20251001");
     assert!(Scenario::from_yaml(&dated).is_ok());
@@ -322,4 +321,122 @@ fn the_shipped_scenarios_are_valid() {
         }
     }
     assert!(seen >= 6, "only {seen} scenarios");
+}
+
+/// A price table for SMOKE's two models, one USD per million input tokens and two per
+/// million output tokens, nothing else.
+fn price_lines(indent: &str) -> String {
+    [
+        "models:",
+        "  - ids: [claude-sonnet-4-5, claude-haiku-4-5]",
+        "    usd_per_mtok: { input: \"1\", output: \"2\", cache_read: \"0\", cache_write_5m: \"0\", cache_write_1h: \"0\" }",
+        "    web_search_per_use: \"0\"",
+    ]
+    .iter()
+    .map(|line| format!("{indent}{line}\n"))
+    .collect()
+}
+
+fn usage(input: u64, output: u64) -> crate::usage::Usage {
+    crate::usage::Usage {
+        input_tokens: input,
+        output_tokens: output,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_shipped_prices_apply_unless_the_scenario_gives_its_own() {
+    let shipped = Scenario::from_yaml(SMOKE).unwrap();
+    assert!(shipped.prices.is_none());
+    let cost = shipped
+        .price_table()
+        .unwrap()
+        .cost("claude-haiku-4-5", &usage(1000, 0));
+    assert_eq!(cost.unwrap(), rust_decimal::Decimal::new(1, 3));
+
+    let inline = Scenario::from_yaml(&format!("{SMOKE}prices:\n{}", price_lines("  "))).unwrap();
+    let cost = inline
+        .price_table()
+        .unwrap()
+        .cost("claude-haiku-4-5", &usage(1000, 500));
+    assert_eq!(cost.unwrap(), rust_decimal::Decimal::new(2, 3));
+    // The scenario's table is the whole table: a model it does not price is refused.
+    let one_model = format!("{SMOKE}prices:\n{}", price_lines("  ")).replace(
+        "[claude-sonnet-4-5, claude-haiku-4-5]",
+        "[claude-sonnet-4-5]",
+    );
+    assert_eq!(
+        error_of(&one_model),
+        "traffic.models[1].name: \"claude-haiku-4-5\" is not a model of loadgen's price table"
+    );
+}
+
+#[test]
+fn a_price_file_is_read_relative_to_the_scenario() {
+    let dir = std::env::temp_dir().join(format!("loadgen-prices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("prices.yaml"), price_lines("")).unwrap();
+    std::fs::write(
+        dir.join("s.yaml"),
+        format!("{SMOKE}prices_file: prices.yaml\n"),
+    )
+    .unwrap();
+    let loaded = Scenario::load(&dir.join("s.yaml"));
+    std::fs::write(
+        dir.join("both.yaml"),
+        format!(
+            "{SMOKE}prices_file: prices.yaml\nprices:\n{}",
+            price_lines("  ")
+        ),
+    )
+    .unwrap();
+    let both = Scenario::load(&dir.join("both.yaml"));
+    let missing = Scenario::from_yaml(&format!("{SMOKE}prices_file: /nonexistent/p.yaml\n"));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let loaded = loaded.unwrap();
+    assert_eq!(
+        loaded.prices_file.as_deref(),
+        Some(Path::new("prices.yaml"))
+    );
+    let cost = loaded
+        .price_table()
+        .unwrap()
+        .cost("claude-sonnet-4-5", &usage(0, 1000));
+    assert_eq!(cost.unwrap(), rust_decimal::Decimal::new(2, 3));
+    let both = both.unwrap_err().to_string();
+    assert!(
+        both.starts_with("prices_file: give the prices inline"),
+        "{both}"
+    );
+    let missing = missing.unwrap_err().to_string();
+    assert!(
+        missing.starts_with("prices_file: /nonexistent/p.yaml: "),
+        "{missing}"
+    );
+}
+
+#[test]
+fn bad_inline_prices_name_their_field() {
+    let text = format!("{SMOKE}prices:\n{}", price_lines("  "));
+    let word = text.replace("input: \"1\"", "input: \"one\"");
+    let error = error_of(&word);
+    assert!(
+        error.starts_with(
+            "prices.models[0].usd_per_mtok.input: \"one\" is not a decimal number of USD"
+        ),
+        "{error}"
+    );
+    let typo = text.replace("web_search_per_use", "web_searches");
+    assert!(
+        error_of(&typo).starts_with("prices.models[0].web_searches: unknown field"),
+        "{}",
+        error_of(&typo)
+    );
+    let negative = text.replace("output: \"2\"", "output: \"-2\"");
+    assert_eq!(
+        error_of(&negative),
+        "prices: models[0].usd_per_mtok.output: must not be negative"
+    );
 }

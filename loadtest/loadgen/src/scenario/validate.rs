@@ -5,7 +5,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use rust_decimal::Decimal;
-use tollgate_actors::pricing::RateCard;
 
 use super::{LoopKind, Scenario};
 
@@ -169,12 +168,10 @@ impl Scenario {
         if t.models.is_empty() {
             return Err(bad("traffic.models", "must name at least one model"));
         }
-        let card = RateCard::builtin().map_err(|error| {
-            bad(
-                "traffic.models",
-                format!("tollgate's builtin rate card cannot be read: {error}"),
-            )
-        })?;
+        if let Some(prices) = &self.prices {
+            prices.check().map_err(|e| bad("prices", e.0))?;
+        }
+        let prices = self.price_table().map_err(|e| bad("", e.0))?;
         for (i, model) in t.models.iter().enumerate() {
             if model.name.trim().is_empty() {
                 return Err(bad(
@@ -182,13 +179,10 @@ impl Scenario {
                     "must not be empty",
                 ));
             }
-            if card.model(&model.name).is_none() {
+            if prices.model(&model.name).is_none() {
                 return Err(bad(
                     &format!("traffic.models[{i}].name"),
-                    format!(
-                        "{:?} is not a model of tollgate's builtin rate card",
-                        model.name
-                    ),
+                    format!("{:?} is not a model of loadgen's price table", model.name),
                 ));
             }
             if !(model.weight.is_finite() && model.weight >= 0.0) {
