@@ -1,9 +1,10 @@
 //! Layered configuration: built-in defaults, then `config.yaml` (or `--config PATH`), then
-//! `TOLLGATE__SECTION__KEY` environment variables. Parsed by figment.
+//! `TOLLGATE__SECTION__KEY` environment variables. Parsed by figment, the YAML with
+//! serde_norway (docs/adr/0007-yaml-parser.md).
 
 use std::path::Path;
 
-use figment::providers::{Env, Format, Serialized, Yaml};
+use figment::providers::{Env, Format, Serialized};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 use tollgate_actors::hold::HoldPolicy;
@@ -223,6 +224,23 @@ fn apply_indexed_upstreams(
     Ok(())
 }
 
+/// The YAML format of `config.yaml`, for figment. figment's own `Yaml` provider parses with
+/// serde_yaml, which is deprecated; this one parses with serde_norway, its maintained fork
+/// (docs/adr/0007-yaml-parser.md). YAML only turns the text into figment's values: layering,
+/// overrides and the errors that name a field stay figment's.
+#[derive(Debug, Clone, Copy)]
+struct YamlFile;
+
+impl Format for YamlFile {
+    type Error = serde_norway::Error;
+
+    const NAME: &'static str = "YAML";
+
+    fn from_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Self::Error> {
+        serde_norway::from_str(text)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -247,7 +265,7 @@ impl Settings {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         let file = path.unwrap_or_else(|| Path::new("config.yaml"));
         if path.is_some() || file.exists() {
-            figment = figment.merge(Yaml::file_exact(file));
+            figment = figment.merge(YamlFile::file_exact(file));
         }
         let mut settings: Settings = figment
             .merge(
@@ -320,6 +338,51 @@ impl Settings {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// The defaults with `text` over them, as `config.yaml` is read; the error as text.
+    fn from_yaml(text: &str) -> Result<Settings, String> {
+        Figment::from(Serialized::defaults(Settings::default()))
+            .merge(YamlFile::string(text))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_shipped_config_yaml_is_read_over_the_defaults() {
+        let settings = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert_eq!(settings.server.listen, "127.0.0.1:8080");
+        assert_eq!(settings.upstreams[0].name, "anthropic");
+        assert_eq!(settings.upstreams[0].base_url, "https://api.anthropic.com");
+    }
+
+    #[test]
+    fn a_yaml_key_replaces_only_its_default() {
+        let settings = from_yaml("metering:\n  flush_interval_ms: 250\n").unwrap();
+        assert_eq!(settings.metering.flush_interval_ms, 250);
+        assert_eq!(settings.server.listen, Settings::default().server.listen);
+    }
+
+    #[test]
+    fn yaml_errors_name_the_key_and_the_source() {
+        for (text, wanted) in [
+            (
+                "server:\n  listn: x\n",
+                "unknown field: found `listn`, expected `one of `listen`",
+            ),
+            (
+                "metering:\n  flush_interval_ms: soon\n",
+                "invalid type: found string \"soon\", expected u64 for key \
+                 \"default.metering.flush_interval_ms\" in YAML source string",
+            ),
+            (
+                "server: [\n",
+                "did not find expected node content at line 2 column 1",
+            ),
+        ] {
+            let error = from_yaml(text).unwrap_err();
+            assert!(error.starts_with(wanted), "{text:?}: {error}");
+        }
+    }
 
     fn upstream(name: &str) -> UpstreamSettings {
         UpstreamSettings {

@@ -450,7 +450,7 @@ pre{{background:#f7f7f7;padding:8px;font-size:12px;overflow:auto}}</style></head
     let _ = write!(
         out,
         "<h2>Scenario</h2><pre>{}</pre></body></html>",
-        escape(&serde_yaml::to_string(s).unwrap_or_default())
+        escape(&serde_norway::to_string(s).unwrap_or_default())
     );
     out
 }

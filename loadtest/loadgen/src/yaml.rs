@@ -13,7 +13,7 @@ pub(crate) struct FieldError {
 
 /// Parses `text` as a `T`.
 pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, FieldError> {
-    serde_path_to_error::deserialize(serde_yaml::Deserializer::from_str(text)).map_err(|e| {
+    serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text)).map_err(|e| {
         let path = e.path().to_string();
         let message = e.into_inner().to_string();
         if path.is_empty() || path == "." {

@@ -290,7 +290,7 @@ mod tests {
     #[test]
     fn yaml_fragments_name_only_what_they_change_and_typos_fail() {
         let config: MockConfig =
-            match serde_yaml::from_str("output_tokens_max: 64\nreset_rate: 0.25\n") {
+            match serde_norway::from_str("output_tokens_max: 64\nreset_rate: 0.25\n") {
                 Ok(config) => config,
                 Err(e) => panic!("{e}"),
             };
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(config.cache_hit_rate, 1.0);
         assert_eq!(config.output_tokens, MockConfig::default().output_tokens);
 
-        let typo = serde_yaml::from_str::<MockConfig>("reset_rat: 0.25\n");
+        let typo = serde_norway::from_str::<MockConfig>("reset_rat: 0.25\n");
         match typo {
             Ok(config) => panic!("accepted {config:?}"),
             Err(e) => assert!(e.to_string().contains("reset_rat"), "{e}"),

@@ -13,11 +13,11 @@ use crate::yaml;
 
 /// The keys of `upstream` that [`MockConfig`] does not know: it does not refuse unknown keys
 /// itself, so they are found by comparing with what it serializes back.
-fn unknown_upstream_keys(raw: &serde_yaml::Value) -> Result<Vec<String>, ScenarioError> {
+fn unknown_upstream_keys(raw: &serde_norway::Value) -> Result<Vec<String>, ScenarioError> {
     let Some(map) = raw.as_mapping() else {
         return Ok(Vec::new());
     };
-    let known: MockConfig = match serde_yaml::from_value(raw.clone()) {
+    let known: MockConfig = match serde_norway::from_value(raw.clone()) {
         Ok(known) => known,
         Err(e) => {
             let text = e.to_string();
@@ -29,7 +29,7 @@ fn unknown_upstream_keys(raw: &serde_yaml::Value) -> Result<Vec<String>, Scenari
             return Err(bad("upstream", text));
         }
     };
-    let back = serde_yaml::to_value(&known).map_err(|e| bad("upstream", e.to_string()))?;
+    let back = serde_norway::to_value(&known).map_err(|e| bad("upstream", e.to_string()))?;
     let known_keys: BTreeSet<String> = back
         .as_mapping()
         .map(|m| {
@@ -71,8 +71,8 @@ impl Scenario {
     }
 
     fn parse(text: &str, dir: &Path) -> Result<Scenario, ScenarioError> {
-        let raw: serde_yaml::Value =
-            serde_yaml::from_str(text).map_err(|e| bad("", format!("invalid YAML: {e}")))?;
+        let raw: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| bad("", format!("invalid YAML: {e}")))?;
         if let Some(upstream) = raw.get("upstream") {
             if let Some(key) = unknown_upstream_keys(upstream)?.first() {
                 return Err(bad(&format!("upstream.{key}"), "unknown field"));
