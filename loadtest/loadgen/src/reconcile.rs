@@ -146,8 +146,8 @@ async fn account_view(
 }
 
 fn decimal_field(view: &serde_json::Value, field: &str) -> anyhow::Result<Decimal> {
-    view[field]
-        .as_str()
+    view.get(field)
+        .and_then(serde_json::Value::as_str)
         .with_context(|| format!("account view has no {field}"))?
         .parse()
         .with_context(|| format!("account view's {field} is not a decimal"))
@@ -163,7 +163,10 @@ async fn wait_settled(
     for tenant in tenants {
         loop {
             let view = account_view(http, admin, &tenant.account_id).await?;
-            if decimal_field(&view, "held")?.is_zero() && view["active_requests"] == 0 {
+            let active = view
+                .get("active_requests")
+                .and_then(serde_json::Value::as_i64);
+            if decimal_field(&view, "held")?.is_zero() && active == Some(0) {
                 break;
             }
             if tokio::time::Instant::now() > deadline {
@@ -191,7 +194,7 @@ async fn flush(http: &reqwest::Client, admin: &Admin) -> anyhow::Result<()> {
             bail!("POST /admin/v1/flush: HTTP {}", response.status());
         }
         let body: serde_json::Value = response.json().await?;
-        if body["flushed"] == true {
+        if body.get("flushed").and_then(serde_json::Value::as_bool) == Some(true) {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {

@@ -12,10 +12,15 @@ use super::stats::LatencySummary;
 /// Largest latency kept, in µs (10 minutes); larger values are clamped.
 const MAX_TRACKED_US: u64 = 600_000_000;
 
+/// A histogram of latencies in µs, with `figures` significant figures (2 or 3 here).
+#[expect(
+    clippy::unreachable,
+    reason = "the bounds are constants hdrhistogram accepts, and every caller passes 2 or 3 \
+              figures (at most 5 are allowed)"
+)]
 fn histogram(figures: u8) -> Histogram<u64> {
     match Histogram::new_with_bounds(1, MAX_TRACKED_US, figures) {
         Ok(h) => h,
-        // Constant bounds that hdrhistogram accepts.
         Err(e) => unreachable!("invalid histogram bounds: {e}"),
     }
 }

@@ -23,11 +23,12 @@ pub fn median(values: &[f64]) -> f64 {
     }
     sorted.sort_by(f64::total_cmp);
     let mid = sorted.len() / 2;
+    let upper = sorted.get(mid).copied().unwrap_or_default();
     if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
+        return upper;
     }
+    let lower = mid.checked_sub(1).and_then(|i| sorted.get(i));
+    (lower.copied().unwrap_or(upper) + upper) / 2.0
 }
 
 /// The settings of the measurement, as recorded in the JSON (keys left out).
@@ -217,7 +218,7 @@ impl Report {
             let mut added_vs_first = Vec::new();
             let mut throughput_ratios = Vec::new();
             if let Some(first) = names.first() {
-                for name in &names[1..] {
+                for name in names.iter().skip(1) {
                     added_vs_first.push(Added {
                         target: name.clone(),
                         baseline: first.clone(),

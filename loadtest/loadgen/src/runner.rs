@@ -81,8 +81,8 @@ impl StreamEnd {
     pub fn push(&mut self, chunk: &[u8]) {
         if chunk.len() >= TAIL_BYTES {
             self.tail.clear();
-            self.tail
-                .extend_from_slice(&chunk[chunk.len() - TAIL_BYTES..]);
+            let last = chunk.get(chunk.len() - TAIL_BYTES..).unwrap_or_default();
+            self.tail.extend_from_slice(last);
         } else {
             self.tail.extend_from_slice(chunk);
             if self.tail.len() > TAIL_BYTES {
@@ -102,12 +102,10 @@ impl StreamEnd {
         let Some(last_event) = tail.windows(needle.len()).rposition(|w| w == needle) else {
             return false;
         };
-        let name = &tail[last_event + needle.len()..];
+        let name = tail.get(last_event + needle.len()..).unwrap_or_default();
         let name = name.strip_prefix(b" ").unwrap_or(name);
-        name.starts_with(b"message_stop") && {
-            let rest = &name[b"message_stop".len()..];
-            rest.starts_with(b"\n") || rest.starts_with(b"\r")
-        }
+        name.strip_prefix(b"message_stop")
+            .is_some_and(|rest| rest.starts_with(b"\n") || rest.starts_with(b"\r"))
     }
 }
 
@@ -302,7 +300,8 @@ pub async fn probe(
     let mut end = StreamEnd::default();
     end.push(&body);
     if !status.is_success() || (mode.is_stream() && !end.ended_with_message_stop()) {
-        let text = String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned();
+        let shown = body.get(..500).unwrap_or(&body);
+        let text = String::from_utf8_lossy(shown).into_owned();
         anyhow::bail!("{} ({mode}) answered {status}: {text}", target.name);
     }
     Ok(())

@@ -45,10 +45,13 @@ impl Default for Recorder {
     }
 }
 
+#[expect(
+    clippy::unreachable,
+    reason = "the bounds and the significant figures are constants that hdrhistogram accepts"
+)]
 fn new_histogram() -> Histogram<u64> {
     match Histogram::new_with_bounds(1, MAX_TRACKED_US, SIGNIFICANT_FIGURES) {
         Ok(histogram) => histogram,
-        // The bounds are constants that hdrhistogram accepts; this arm is unreachable.
         Err(e) => unreachable!("invalid histogram bounds: {e}"),
     }
 }

@@ -343,14 +343,17 @@ async fn list_models(req: HttpRequest, shared: web::Data<Shared>) -> HttpRespons
     let (page, has_more) = if let Some(after) = query.after_id.as_deref() {
         let start = position(after).map_or(MODELS.len(), |i| i + 1);
         let end = (start + limit).min(MODELS.len());
-        (&MODELS[start..end], end < MODELS.len())
+        (
+            MODELS.get(start..end).unwrap_or_default(),
+            end < MODELS.len(),
+        )
     } else if let Some(before) = query.before_id.as_deref() {
         let end = position(before).unwrap_or(0);
         let start = end.saturating_sub(limit);
-        (&MODELS[start..end], start > 0)
+        (MODELS.get(start..end).unwrap_or_default(), start > 0)
     } else {
         let end = limit.min(MODELS.len());
-        (&MODELS[..end], end < MODELS.len())
+        (MODELS.get(..end).unwrap_or_default(), end < MODELS.len())
     };
 
     let body = serde_json::json!({

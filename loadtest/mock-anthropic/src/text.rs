@@ -34,7 +34,9 @@ pub(crate) fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     let tail = words.remainder();
     if !tail.is_empty() {
         let mut buf = [0u8; 8];
-        buf[..tail.len()].copy_from_slice(tail);
+        for (slot, byte) in buf.iter_mut().zip(tail) {
+            *slot = *byte;
+        }
         h = (h ^ u64::from_le_bytes(buf))
             .wrapping_mul(0xFF51_AFD7_ED55_8CCD)
             .rotate_left(29);
@@ -61,7 +63,8 @@ pub(crate) fn push_tokens(out: &mut Vec<u8>, key: u64, start: u64, count: u64) {
         if i > 0 {
             out.push(b' ');
         }
-        let word = WORDS[(nth(key, i) % WORDS.len() as u64) as usize];
+        let index = (nth(key, i) % WORDS.len() as u64) as usize;
+        let word = WORDS.get(index).copied().unwrap_or_default();
         out.extend_from_slice(word.as_bytes());
     }
 }

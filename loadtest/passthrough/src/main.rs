@@ -49,6 +49,7 @@ const FORWARDED_HEADERS: [&str; 3] = ["anthropic-version", "anthropic-beta", "co
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
 /// What every worker needs: where to forward, and its own connection pool.
+#[derive(Clone)]
 struct Forwarder {
     upstream: String,
     api_key: Option<String>,
@@ -150,16 +151,17 @@ async fn messages(
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // Fail before binding if the client cannot be built at all.
-    Forwarder::new(&args.upstream, args.api_key.clone())?;
+    let first = Forwarder::new(&args.upstream, args.api_key.clone())?;
 
     let upstream = args.upstream.clone();
     let api_key = args.api_key.clone();
     let server = HttpServer::new(move || {
-        // Built in the factory, so each worker drives its own connections.
-        let forwarder = match Forwarder::new(&upstream, api_key.clone()) {
-            Ok(forwarder) => forwarder,
-            Err(e) => panic!("building the HTTP client failed: {e}"),
-        };
+        // Built in the factory, so each worker drives its own connections. One built above,
+        // so building cannot fail here; if it did, the worker would share that one's pool.
+        let forwarder = Forwarder::new(&upstream, api_key.clone()).unwrap_or_else(|e| {
+            eprintln!("passthrough: a worker shares the first HTTP client: {e}");
+            first.clone()
+        });
         App::new()
             .app_data(web::Data::new(forwarder))
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))

@@ -1,6 +1,7 @@
 //! Sending a workload: an open loop's schedule at its intended times, at most so many in
 //! flight, and a closed loop's clients, each sending its next request when one ends.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub struct SendStats {
 pub(super) struct Draws {
     seed: u64,
     well_behaved: (StdRng, u64),
-    abusers: Vec<(StdRng, u64)>,
+    /// Per abusive key, created when the key sends its first request.
+    abusers: HashMap<usize, (StdRng, u64)>,
 }
 
 impl Draws {
@@ -47,7 +49,7 @@ impl Draws {
                 StdRng::seed_from_u64(schedule::sub_seed(seed, 0xD15_7A7C)),
                 0,
             ),
-            abusers: Vec::new(),
+            abusers: HashMap::new(),
         }
     }
 
@@ -61,13 +63,12 @@ impl Draws {
                 (rng, n, 0)
             }
             Source::Abuser(k) => {
-                while self.abusers.len() <= k {
-                    let stream = 0xAB05_0000_0000 + self.abusers.len() as u64;
-                    let rng = StdRng::seed_from_u64(schedule::sub_seed(self.seed, stream));
-                    self.abusers.push((rng, 0));
-                }
+                let seed = self.seed;
+                let (rng, n) = self.abusers.entry(k).or_insert_with(|| {
+                    let stream = 0xAB05_0000_0000 + k as u64;
+                    (StdRng::seed_from_u64(schedule::sub_seed(seed, stream)), 0)
+                });
                 let base = (1u64 << 62) + ((k as u64 + 1) << 40);
-                let (rng, n) = &mut self.abusers[k];
                 (rng, n, base)
             }
         };
