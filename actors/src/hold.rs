@@ -150,7 +150,6 @@ pub fn resized_hold(version: &PriceVersion, started: &Usage, max_tokens: u64) ->
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::pricing::RateCard;

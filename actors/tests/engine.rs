@@ -1,7 +1,14 @@
 //! The engine on its own, against an in-memory ledger that can be made to fail: the cases a
 //! real Postgres will not produce on demand.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// The helpers beside the tests are test code too, which clippy.toml's allowances (made for
+// #[test] functions and #[cfg(test)] modules) do not reach.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

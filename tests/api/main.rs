@@ -1,7 +1,14 @@
 //! Integration tests: a real tollgate, a real Postgres database per test, and the simulated
 //! upstream, talking HTTP over loopback. Nothing is mocked in-process.
 
-#![allow(clippy::unwrap_used)]
+// The helpers beside the tests are test code too, which clippy.toml's allowances (made for
+// #[test] functions and #[cfg(test)] modules) do not reach.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod admin;
 mod billing;

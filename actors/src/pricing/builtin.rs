@@ -176,7 +176,6 @@ fn instant(model: &str, value: &Datetime) -> Result<DateTime<Utc>, RateCardError
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::RateCard;
     use super::*;

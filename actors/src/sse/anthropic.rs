@@ -317,7 +317,6 @@ struct WireServerToolUse {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testing::{delta, event, parse, start, MINIMAL};
     use super::super::UsageParser;

@@ -326,7 +326,6 @@ impl<K: Copy> Framer<K> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testing::{parse, MINIMAL};
     use super::super::UsageParser;

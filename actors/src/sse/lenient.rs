@@ -218,7 +218,6 @@ impl<'de> Visitor<'de> for CountVisitor {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::super::testing::{delta, parse, start};
     use super::super::usage_from_message;

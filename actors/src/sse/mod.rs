@@ -130,7 +130,6 @@ impl UsageParser {
 /// Whole streams, generated and cut at random: whatever the chunk boundaries, the parser
 /// learns what it learns from the whole stream, and no input makes it panic.
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
