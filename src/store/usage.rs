@@ -126,7 +126,7 @@ impl PgStore {
 
     /// The first attempt of a flush, public for tests; the flusher calls
     /// [`LedgerStore::write_batch`]. The batch's rows go in as plain inserts, about
-    /// [`ROWS_PER_FLUSH_PART`] rows each and normally at most [`MAX_FLUSH_PARTS`] of them,
+    /// `ROWS_PER_FLUSH_PART` rows each and normally at most `MAX_FLUSH_PARTS` of them,
     /// spread over `flush_spread`; then every account's debit and ledger entry; then the
     /// commit. A flush of a busy interval is several milliseconds of Postgres work; done at
     /// once, it takes a core from the request path on a small machine, and the requests that

@@ -11,7 +11,7 @@
 //! - [`stats`]: per-client recorders (HDR histograms at microsecond resolution, status counts)
 //!   and the summaries read from them.
 //! - [`runner`]: drives one closed-loop run against one target, with warmup and a progress line.
-//! - [`bench`]: the whole measurement: rounds × modes × targets, interleaved.
+//! - [`bench`](mod@bench): the whole measurement: rounds × modes × targets, interleaved.
 //! - [`report`]: medians over rounds, comparisons between targets, the console table and JSON.
 //!
 //! Scenario mode (`loadgen --scenario FILE`): one workload from a YAML file, against tollgate
