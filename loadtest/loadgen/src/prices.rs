@@ -9,9 +9,10 @@
 //! instead, and the arithmetic here stays loadgen's own.
 //!
 //! The cost of a request is the sum over the five token classes of tokens × price, divided
-//! once by 1,000,000, plus the web searches at their per-use price. Nothing is rounded: with
-//! at most [`MAX_PRICE_DECIMALS`] decimal places in a price, every step is exact in
-//! `rust_decimal`. Money is never a float: prices are read from their decimal text.
+//! once by 1,000,000, plus the web searches at their per-use price. Nothing is rounded. A
+//! price has at most [`MAX_PRICE_DECIMALS`] decimal places, so a cost has at most 18, and
+//! `rust_decimal` holds it exactly for any bill below about 79 billion USD (its 96-bit
+//! mantissa). Money is never a float: prices are read from their decimal text.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -29,7 +30,7 @@ use crate::yaml;
 const SHIPPED: &str = include_str!("../prices.yaml");
 
 /// Prices have at most this many decimal places, so that a cost (a price × a count, divided
-/// by 10^6) never needs more than the 28 digits `rust_decimal` keeps after the point.
+/// by 10^6) has at most 18, well within the 28 that `rust_decimal` keeps after the point.
 pub const MAX_PRICE_DECIMALS: u32 = 12;
 
 /// The divisor of prices per million tokens.
