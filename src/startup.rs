@@ -138,6 +138,25 @@ impl Application {
         let loaded = keys.load(store.active_keys().await?);
         tracing::info!(keys = loaded, "loaded API keys");
 
+        // Everything that can still fail comes before the engine starts: a failed build then
+        // leaves no arbiter or flusher behind.
+        let card = RateCard::builtin().context("reading the built-in rate card")?;
+        let metrics = metrics_handle()?;
+        // Settings::validate demands at least one upstream; a Settings built in code may not
+        // have been validated.
+        let upstream_settings = settings
+            .upstreams
+            .first()
+            .context("no upstream is configured")?
+            .clone();
+        // Checked once here, so that a bad upstream stops the start with its reason.
+        let checked =
+            Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
+        tracing::info!(upstream = %checked.name, base_url = %upstream_settings.base_url, "reaching the upstream {}", checked.route());
+
+        let listener = TcpListener::bind(&settings.server.listen)
+            .with_context(|| format!("binding {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
         let placement = match settings.metering.account_arbiters {
             0 => ActorPlacement::Workers,
             n => ActorPlacement::Dedicated(n),
@@ -155,28 +174,13 @@ impl Application {
             settings: settings.clone(),
             engine: engine.clone(),
             keys: keys.clone(),
-            card: Arc::new(RateCard::builtin().context("reading the built-in rate card")?),
+            card: Arc::new(card),
             store: store.clone(),
             stream_drain: Duration::from_millis(settings.metering.stream_drain_ms),
             count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
-            metrics: metrics_handle()?,
+            metrics,
         });
-        // Settings::validate demands at least one upstream; a Settings built in code may not
-        // have been validated.
-        let upstream_settings = settings
-            .upstreams
-            .first()
-            .context("no upstream is configured")?
-            .clone();
-        // Checked once here, so that a bad upstream stops the start with its reason.
-        let checked =
-            Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
-        tracing::info!(upstream = %checked.name, base_url = %upstream_settings.base_url, "reaching the upstream {}", checked.route());
-
-        let listener = TcpListener::bind(&settings.server.listen)
-            .with_context(|| format!("binding {}", settings.server.listen))?;
-        let port = listener.local_addr()?.port();
         let workers = match settings.server.workers {
             0 => cpus(),
             n => n,
