@@ -338,18 +338,23 @@ impl TestApp {
         PgStore::connect(&self.db.url, 2).expect("store")
     }
 
-    /// A gauge or counter without labels, read from `/metrics`.
-    pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .http
+    /// `/metrics`, the Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        self.http
             .get(format!("{}/metrics", self.base))
             .send()
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
-        text.lines()
+            .expect("metrics text")
+    }
+
+    /// A gauge or counter without labels, read from `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metrics_text()
+            .await
+            .lines()
             .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} not in /metrics"))
     }

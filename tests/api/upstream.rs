@@ -100,15 +100,7 @@ async fn a_configured_proxy_carries_every_upstream_call_and_billing_is_unchanged
 
 /// The value of `tollgate_upstream_attempts_total` for one upstream and result.
 async fn attempts(app: &TestApp, upstream: &str, result: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let upstream_label = format!("upstream=\"{upstream}\"");
     let result_label = format!("result=\"{result}\"");
     text.lines()
