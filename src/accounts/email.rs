@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// The longest address SMTP can carry (RFC 5321's path limit, less the brackets).
-const MAX_EMAIL_CHARS: usize = 254;
+/// The longest address SMTP can carry, in octets (RFC 5321's path limit, less the brackets).
+const MAX_EMAIL_BYTES: usize = 254;
 
 /// A plausible email address, trimmed and lower-cased: one `@`, something before it, a dotted
 /// domain after it, no spaces or control characters. Whether it receives mail is for a
@@ -20,7 +20,7 @@ impl Email {
         let email = raw.trim().to_lowercase();
         let (local, domain) = email.split_once('@').ok_or(EmailError)?;
         let plausible = !local.is_empty()
-            && email.chars().count() <= MAX_EMAIL_CHARS
+            && email.len() <= MAX_EMAIL_BYTES
             && !domain.contains('@')
             && domain.contains('.')
             && !domain.starts_with('.')
@@ -56,7 +56,7 @@ mod tests {
         ] {
             assert_eq!(Email::parse(bad), Err(EmailError), "{bad}");
         }
-        let long = format!("{}@b.co", "a".repeat(MAX_EMAIL_CHARS));
+        let long = format!("{}@b.co", "a".repeat(MAX_EMAIL_BYTES));
         assert!(Email::parse(&long).is_err());
     }
 }

@@ -15,8 +15,9 @@ const MAX_PASSWORD_CHARS: usize = 1024;
 #[derive(Clone, PartialEq, Eq)]
 pub struct Password(String);
 
-/// A PHC-format argon2id hash, the only form in which a password is stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A PHC-format argon2id hash, the only form in which a password is stored. Its `Debug`
+/// never shows it: a hash is an offline-guessing target.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PasswordHash(String);
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +66,12 @@ impl fmt::Debug for Password {
     }
 }
 
+impl fmt::Debug for PasswordHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHash(..)")
+    }
+}
+
 impl PasswordHash {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -99,6 +106,7 @@ mod tests {
     async fn a_hash_verifies_its_password_and_only_it() {
         let hash = Password::new("abcdefg1").unwrap().hash().await.unwrap();
         assert!(hash.as_str().starts_with("$argon2id$"));
+        assert_eq!(format!("{hash:?}"), "PasswordHash(..)");
         let parsed = argon2::PasswordHash::new(hash.as_str()).unwrap();
         assert!(Argon2::default()
             .verify_password(b"abcdefg1", &parsed)

@@ -43,7 +43,11 @@ async fn forward(
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             })?;
     }
-    let view = state.engine.view(owner.account_id).await?;
+    let view = state
+        .engine
+        .view(owner.account_id)
+        .await
+        .map_err(|error| ProxyError::engine(error, rid))?;
     if view.status == AccountStatus::Suspended {
         return Err(ProxyError::Suspended);
     }

@@ -76,7 +76,10 @@ async fn admit(
         shape,
         started_at: priced.started_at,
     };
-    Ok(engine.pre_authorize(request).await?)
+    engine
+        .pre_authorize(request)
+        .await
+        .map_err(|error| ProxyError::engine(error, rid))
 }
 
 /// The client's response: tollgate's own error, a whole body, or the relayed stream.

@@ -8,6 +8,8 @@ use actix_web::http::StatusCode;
 use rust_decimal::Decimal;
 use tollgate_actors::{AdmitError, EngineError, Refusal, Throttle};
 
+use crate::http::request_id::RequestId;
+
 /// What went wrong, in the domain's words.
 #[derive(Debug)]
 pub enum ProxyError {
@@ -260,26 +262,22 @@ impl From<Refusal> for ProxyError {
     }
 }
 
-impl From<EngineError> for ProxyError {
-    fn from(error: EngineError) -> ProxyError {
-        match error {
+impl ProxyError {
+    /// The engine's failure to admit request `rid`, or to show its account. A store failure is
+    /// logged here, with the request id, since the client is told only "internal error".
+    pub fn engine(error: impl Into<AdmitError>, rid: RequestId) -> ProxyError {
+        match error.into() {
+            AdmitError::Refused(refusal) => refusal.into(),
             // The key was found but its account was not: as good as an unknown key.
-            EngineError::AccountNotFound => ProxyError::InvalidKey,
-            EngineError::Overloaded | EngineError::Stopped => ProxyError::Overloaded,
-            EngineError::LedgerUnavailable => ProxyError::LedgerUnavailable,
-            EngineError::Store(error) => {
-                tracing::error!(%error, "account could not be loaded");
+            AdmitError::Engine(EngineError::AccountNotFound) => ProxyError::InvalidKey,
+            AdmitError::Engine(EngineError::Overloaded | EngineError::Stopped) => {
+                ProxyError::Overloaded
+            }
+            AdmitError::Engine(EngineError::LedgerUnavailable) => ProxyError::LedgerUnavailable,
+            AdmitError::Engine(EngineError::Store(error)) => {
+                tracing::error!(%rid, %error, "account could not be loaded");
                 ProxyError::Internal
             }
-        }
-    }
-}
-
-impl From<AdmitError> for ProxyError {
-    fn from(error: AdmitError) -> ProxyError {
-        match error {
-            AdmitError::Refused(refusal) => refusal.into(),
-            AdmitError::Engine(error) => error.into(),
         }
     }
 }
@@ -334,6 +332,28 @@ mod tests {
             assert_eq!(failure.status, StatusCode::BAD_GATEWAY, "{error:?}");
             assert_eq!(failure.kind, ErrorKind::Api);
         }
+    }
+
+    #[test]
+    fn engine_failures_map_to_what_the_client_can_act_on() {
+        let rid = RequestId(uuid::Uuid::nil());
+        assert!(matches!(
+            ProxyError::engine(EngineError::AccountNotFound, rid),
+            ProxyError::InvalidKey
+        ));
+        assert!(matches!(
+            ProxyError::engine(EngineError::Stopped, rid),
+            ProxyError::Overloaded
+        ));
+        let store = EngineError::Store(tollgate_actors::store::StoreError("down".into()));
+        assert!(matches!(
+            ProxyError::engine(store, rid),
+            ProxyError::Internal
+        ));
+        assert!(matches!(
+            ProxyError::engine(AdmitError::Refused(Refusal::Suspended), rid),
+            ProxyError::Suspended
+        ));
     }
 
     #[test]
