@@ -20,7 +20,7 @@ use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 use crate::auth::KeyRing;
 use crate::config::Settings;
 use crate::http::{self, AppState};
-use crate::store::PgStore;
+use crate::store::{InstanceLock, PgStore};
 use crate::upstream::{Upstream, UpstreamPool};
 
 /// How long the final flush may take at shutdown.
@@ -39,6 +39,8 @@ pub struct Application {
     settings: Arc<Settings>,
     /// The service's own periodic work, stopped at the end of a shutdown.
     background: Background,
+    /// This instance's hold on its database, given back when it stops.
+    instance: InstanceLock,
 }
 
 /// Work the service runs beside its requests for as long as it runs (the failed-auth
@@ -125,6 +127,8 @@ impl Application {
         {
             tracing::info!("created the database");
         }
+        // Before anything is read or written: a second instance must not even migrate.
+        let instance = InstanceLock::acquire(&settings.database.url).await?;
         let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?
             .with_flush_spread(Duration::from_millis(settings.metering.flush_interval_ms) / 2);
         let applied = store.migrate().await.context("applying migrations")?;
@@ -221,6 +225,7 @@ impl Application {
             server,
             shutdown: CancellationToken::new(),
             background,
+            instance,
             engine,
             store,
             keys,
@@ -261,7 +266,8 @@ impl Application {
     ///    rest, which settle the usage they have seen;
     /// 3. flushes every settled debit;
     /// 4. stops the service's background tasks and waits for them;
-    /// 5. stops the HTTP server.
+    /// 5. stops the HTTP server;
+    /// 6. gives back the database's instance lock.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         // The handlers first: if one cannot be installed, the server was never spawned.
         let mut terminate = signal(SignalKind::terminate())?;
@@ -302,6 +308,8 @@ impl Application {
             handle.stop(true).await;
             let _ = server.await;
         }
+        // Last, once nothing more is written: the next instance may start at once.
+        self.instance.release().await;
         Ok(())
     }
 }

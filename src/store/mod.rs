@@ -5,10 +5,12 @@
 //! - `keys`: API-key rows: only their keyed hashes and display prefixes.
 //! - `usage`: the flush of settled usage, paced first, idempotent on a replay.
 //! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk.
+//! - `instance`: the lock that keeps a second instance off the same database.
 //!
 //! [`LedgerStore`]: tollgate_actors::store::LedgerStore
 
 mod accounts;
+mod instance;
 mod keys;
 mod ledger;
 mod usage;
@@ -21,6 +23,7 @@ use tokio_postgres::{NoTls, Row};
 use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
+pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 
 mod embedded {
@@ -61,6 +64,10 @@ pub enum DbError {
     Config(String),
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// Another tollgate serves this database (the argument says which session): a second
+    /// one could spend every balance again.
+    #[error("another tollgate instance is running against this database ({0}); one instance per database is supported, so stop that one or point this one at another database")]
+    AnotherInstance(String),
 }
 
 impl DbError {

@@ -259,9 +259,12 @@ async fn one_request(http: &reqwest::Client, base: &str, key: &str, stream: bool
 async fn sigterm_under_load_loses_no_settled_usage() {
     // Provision through an in-process instance, then serve the same database from the real
     // binary, which is what receives the signal.
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     let customer = app.customer("100").await;
     app.server.stop(true).await;
+    // One instance per database: the binary may start once the in-process instance has
+    // stopped and given back its lock.
+    (&mut app.stopped).await.unwrap().unwrap();
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
