@@ -46,7 +46,7 @@ OUT_DIR="${OUT_DIR:-$ROOT/target/bench}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 TOP_SNAPSHOTS="${TOP_SNAPSHOTS:-0}"
 
-ADMIN_TOKEN="bench-admin-token-$$"
+ADMIN_TOKEN="bench-admin-token-$$-of-at-least-32-characters"
 UPSTREAM_KEY="bench-upstream-key"
 BIN="$ROOT/target/release"
 mkdir -p "$OUT_DIR"

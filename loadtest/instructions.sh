@@ -65,7 +65,7 @@ instructions_in() {
 }
 
 echo "== tollgate under callgrind" >&2
-ADMIN_TOKEN="instructions-admin-$$"
+ADMIN_TOKEN="instructions-admin-$$-of-at-least-32-characters"
 TG_WRAPPER="valgrind --tool=callgrind --callgrind-out-file=$OUT_DIR/callgrind.out.tollgate" \
 WAIT_TENTHS=600 \
     lt_start_tollgate "$TG_PORT" 1 0 "$MOCK_PORT" upstream-key "$ADMIN_TOKEN" "$OUT_DIR/tollgate.log"

@@ -50,7 +50,7 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 NO_BASELINE="${NO_BASELINE:-0}"
 LOADGEN_ARGS="${LOADGEN_ARGS:-}"
 
-ADMIN_TOKEN="scenario-admin-token-$$"
+ADMIN_TOKEN="scenario-admin-token-$$-of-at-least-32-characters"
 UPSTREAM_KEY="scenario-upstream-key"
 BIN="$ROOT/target/release"
 mkdir -p "$OUT_DIR"

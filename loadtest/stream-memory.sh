@@ -26,7 +26,7 @@ DB_NAME="$DB"
 "$BIN/mock-anthropic" --listen "127.0.0.1:$MOCK_PORT" --workers 1 --inter-token-ms 100 \
     --output-tokens 120 >/dev/null 2>&1 &
 PIDS+=($!)
-ADMIN_TOKEN=memory-admin
+ADMIN_TOKEN=memory-admin-token-of-at-least-32-characters
 lt_start_tollgate "$TG_PORT" 1 0 "$MOCK_PORT" k "$ADMIN_TOKEN" /dev/null
 
 PROVISIONED=$(lt_provision "$TG_PORT" "$ADMIN_TOKEN" memory)

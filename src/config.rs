@@ -241,6 +241,13 @@ impl Format for YamlFile {
     }
 }
 
+/// The key secret `config.yaml` ships with: good enough for `tollgate demo`, refused by
+/// `tollgate serve`, since anyone can read it and forge the keyed hashes of API keys.
+pub const SAMPLE_KEY_SECRET: &str = "development-only-key-secret-change-me";
+/// The shortest admin token `tollgate serve` accepts: long enough that guessing it, even
+/// unthrottled, is hopeless.
+const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("configuration: {0}")]
@@ -253,10 +260,11 @@ pub enum ConfigError {
 }
 
 impl Settings {
-    /// Defaults, then the YAML file at `path` if it exists, then the environment; validated.
+    /// Defaults, then the YAML file at `path` if it exists, then the environment; validated
+    /// for serving ([`Settings::validate_for_serving`]).
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
         let settings = Settings::load_unvalidated(path)?;
-        settings.validate()?;
+        settings.validate_for_serving()?;
         Ok(settings)
     }
 
@@ -314,6 +322,32 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        Ok(())
+    }
+
+    /// [`Settings::validate`], and what serving real customers also needs: secrets that are
+    /// not the samples a demo runs with. `tollgate demo` checks only [`Settings::validate`].
+    pub fn validate_for_serving(&self) -> Result<(), ConfigError> {
+        self.validate()?;
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        if self.auth.key_secret == SAMPLE_KEY_SECRET {
+            return invalid(
+                "auth.key_secret",
+                "is the sample secret from config.yaml, which anyone can read; set a secret of your own (for example `openssl rand -hex 32`)",
+            );
+        }
+        let token_chars = self.admin.token.chars().count();
+        if token_chars > 0 && token_chars < MIN_ADMIN_TOKEN_CHARS {
+            return invalid(
+                "admin.token",
+                "must be at least 32 characters, so that it cannot be guessed (or empty, which disables the admin API); only `tollgate demo` accepts a shorter one",
+            );
         }
         Ok(())
     }
@@ -381,6 +415,33 @@ mod tests {
             let error = from_yaml(text).unwrap_err();
             assert!(error.starts_with(wanted), "{text:?}: {error}");
         }
+    }
+
+    #[test]
+    fn serving_refuses_the_sample_key_secret_and_a_short_admin_token_the_demo_accepts() {
+        let mut settings = from_yaml(include_str!("../config.yaml")).unwrap();
+        settings.admin.token = "demo-admin-token".into();
+        assert!(settings.validate().is_ok(), "the demo's checks");
+        let error = settings.validate_for_serving().unwrap_err().to_string();
+        assert!(
+            error.contains("auth.key_secret: is the sample secret"),
+            "{error}"
+        );
+
+        settings.auth.key_secret = "a-secret-of-this-operator-only".into();
+        let error = settings.validate_for_serving().unwrap_err().to_string();
+        assert!(
+            error.contains("admin.token: must be at least 32 characters"),
+            "{error}"
+        );
+
+        settings.admin.token = "x".repeat(MIN_ADMIN_TOKEN_CHARS);
+        assert!(settings.validate_for_serving().is_ok());
+        settings.admin.token = String::new();
+        assert!(
+            settings.validate_for_serving().is_ok(),
+            "an empty token disables the admin API"
+        );
     }
 
     fn upstream(name: &str) -> UpstreamSettings {

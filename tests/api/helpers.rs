@@ -16,7 +16,7 @@ use tollgate::startup::Application;
 use tollgate::store::PgStore;
 use uuid::Uuid;
 
-pub const ADMIN_TOKEN: &str = "test-admin-token";
+pub const ADMIN_TOKEN: &str = "integration-test-admin-token-of-32-plus-chars";
 pub const UPSTREAM_KEY: &str = "operator-upstream-key";
 
 /// `TEST_LOG=1` shows the service's logs (tracing) in the tests' output, filtered by
