@@ -155,7 +155,9 @@ impl KeyRing {
         }
     }
 
-    fn count_failure(&self, client: IpAddr) -> AuthFailure {
+    /// Counts a failed authentication of any kind (an API key, the admin token) against
+    /// `client`, and says whether it has now failed too often.
+    pub fn count_failure(&self, client: IpAddr) -> AuthFailure {
         let Some(failures) = &self.inner.failures else {
             return AuthFailure::InvalidKey;
         };

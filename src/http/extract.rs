@@ -89,7 +89,22 @@ pub async fn require_admin(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let verdict = match req.app_data::<web::Data<AppState>>() {
-        Some(state) => authorize_admin(req.request(), &state.settings.admin.token),
+        Some(state) => {
+            authorize_admin(req.request(), &state.settings.admin.token).map_err(|error| match error
+            {
+                // A wrong token counts against the address as a wrong API key does, so that
+                // the token cannot be guessed at the server's full speed.
+                ApiError::Unauthorized(_) => {
+                    match state.keys.count_failure(client_ip(req.request())) {
+                        AuthFailure::TooManyFailures(retry_after) => {
+                            ApiError::TooManyFailures { retry_after }
+                        }
+                        AuthFailure::InvalidKey => error,
+                    }
+                }
+                other => other,
+            })
+        }
         None => Err(ApiError::internal("the application state is missing")),
     };
     match verdict {

@@ -1,5 +1,6 @@
 //! The operator bootstrap API and the public endpoints around the proxy.
 
+use mock_anthropic::MockConfig;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -250,4 +251,76 @@ async fn adjustments_of_either_sign_need_a_reason_and_reach_the_books() {
         ]
     );
     app.books(&customer.id).await.assert_reconciled();
+}
+
+#[actix_web::test]
+async fn guessing_the_admin_token_is_throttled_per_address() {
+    let app = spawn_app_with(MockConfig::default(), |settings| {
+        settings.auth.failed_auth_per_minute = 30;
+    })
+    .await;
+    let account = app.create_account("guessed@b.co").await;
+    let mut statuses = Vec::new();
+    for guess in 0..300 {
+        let response = app
+            .http
+            .get(format!("{}/admin/v1/accounts/{account}", app.base))
+            .bearer_auth(format!("guess-{guess:04}-of-an-admin-token-xxxxxxxxxx"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        match status {
+            401 => {}
+            429 => {
+                assert!(response.headers().contains_key("retry-after"));
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(body["error"]["code"], "too_many_failures");
+            }
+            other => panic!("guess {guess}: HTTP {other}"),
+        }
+        statuses.push(status);
+    }
+    // The minute's allowance of 30 failures, then 429s. The allowance refills one failure
+    // every 2 s, so a slow machine may see a few more 401s later on, never many.
+    assert!(statuses[..30].iter().all(|&s| s == 401), "{statuses:?}");
+    assert_eq!(statuses[30], 429);
+    let later_refusals = statuses[30..].iter().filter(|&&s| s == 401).count();
+    assert!(
+        later_refusals <= 20,
+        "{later_refusals} guesses got through the throttle"
+    );
+    // The real token still works: the throttle slows guessing, it does not lock the operator
+    // out.
+    let ok = app
+        .admin(reqwest::Method::GET, &format!("/accounts/{account}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[actix_web::test]
+async fn an_admin_request_without_the_token_is_refused_before_its_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = spawn_app().await;
+    let address = app.base.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    // A 32 MiB body is announced and never sent: the answer must not wait for it.
+    socket
+        .write_all(
+            format!(
+                "POST /admin/v1/accounts HTTP/1.1\r\nhost: {address}\r\ncontent-type: application/json\r\ncontent-length: 33554432\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), socket.read(&mut head))
+        .await
+        .expect("answered without the body")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..read]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }

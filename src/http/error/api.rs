@@ -7,6 +7,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::anthropic::retry_after_secs;
+
 /// What went wrong with an admin or customer API request. One [`ApiError::status`] maps every
 /// variant to HTTP; the body always has the same shape.
 #[derive(Debug)]
@@ -21,6 +23,8 @@ pub enum ApiError {
     /// No valid credentials; the text says which were expected (the admin bearer token, a
     /// session).
     Unauthorized(&'static str),
+    /// Too many failed attempts from this client; it may try again after `retry_after`.
+    TooManyFailures { retry_after: std::time::Duration },
     /// The thing named does not exist (or the caller may not know it does).
     NotFound(&'static str),
     /// The write collides with existing state, such as a taken email.
@@ -60,6 +64,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +77,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => "invalid_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable(_) => "unavailable",
@@ -85,6 +91,9 @@ impl ApiError {
             | ApiError::Conflict(message)
             | ApiError::Unavailable(message) => message.clone(),
             ApiError::Unauthorized(expected) => (*expected).into(),
+            ApiError::TooManyFailures { .. } => {
+                "too many failed authentication attempts from this address; retry later".into()
+            }
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::Internal => "internal error; see the server log".into(),
         }
@@ -113,7 +122,11 @@ impl ResponseError for ApiError {
             }
             None => json!({ "code": self.code(), "message": self.message() }),
         };
-        HttpResponse::build(self.status()).json(json!({ "error": error }))
+        let mut response = HttpResponse::build(self.status());
+        if let ApiError::TooManyFailures { retry_after } = self {
+            response.insert_header(("retry-after", retry_after_secs(*retry_after).to_string()));
+        }
+        response.json(json!({ "error": error }))
     }
 }
 
