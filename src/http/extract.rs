@@ -3,7 +3,7 @@
 //! admin scope.
 
 use std::future::{ready, Ready};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
@@ -34,8 +34,23 @@ fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
 /// The address failed authentications are counted against.
 fn client_ip(req: &HttpRequest) -> IpAddr {
     req.peer_addr()
-        .map(|addr| addr.ip())
+        .map(|addr| limiter_bucket(addr.ip()))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+/// The address as the per-address limiter buckets it. An IPv6 host is routinely given a whole
+/// /64, so counting each of its addresses apart would hand one client 2^64 allowances; its
+/// failures count against the /64. An IPv4 address mapped into IPv6 counts as itself.
+fn limiter_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(
+                u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+            )),
+        },
+    }
 }
 
 /// A valid API key's owner. Extracting it authenticates the request; put it before any
@@ -112,5 +127,24 @@ pub async fn require_admin(
         Err(error) => Ok(req
             .into_response(error.error_response())
             .map_into_right_body()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(ip: &str) -> String {
+        limiter_bucket(ip.parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn ipv6_failures_count_per_64_and_ipv4_per_address() {
+        assert_eq!(bucket("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(bucket("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(bucket("2001:db8:1:3::1"), bucket("2001:db8:1:2::1"));
+        assert_eq!(bucket("203.0.113.7"), "203.0.113.7");
+        assert_eq!(bucket("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_ne!(bucket("203.0.113.7"), bucket("203.0.113.8"));
     }
 }
