@@ -21,7 +21,7 @@ use crate::auth::KeyRing;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::store::{InstanceLock, PgStore};
-use crate::upstream::{Upstream, UpstreamPool};
+use crate::upstream::{without_credentials, Upstream, UpstreamPool};
 
 /// How long the final flush may take at shutdown.
 const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
@@ -156,7 +156,7 @@ impl Application {
         // Checked once here, so that a bad upstream stops the start with its reason.
         let checked =
             Upstream::new(&upstream_settings).context("building the upstream HTTP client")?;
-        tracing::info!(upstream = %checked.name, base_url = %upstream_settings.base_url, "reaching the upstream {}", checked.route());
+        tracing::info!(upstream = %checked.name, base_url = %without_credentials(&upstream_settings.base_url), "reaching the upstream {}", checked.route());
 
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding {}", settings.server.listen))?;

@@ -128,7 +128,7 @@ struct Route {
 impl Route {
     fn new(base_url: &str, path: &str) -> Result<Route, UpstreamError> {
         let text = format!("{}{}", base_url.trim_end_matches('/'), path);
-        let invalid = || UpstreamError::BaseUrl(base_url.to_string());
+        let invalid = || UpstreamError::BaseUrl(without_credentials(base_url).into_owned());
         let uri = Uri::try_from(text.as_str()).map_err(|_| invalid())?;
         let web = matches!(uri.scheme_str(), Some("http" | "https"));
         if !web || uri.authority().is_none() || uri.query().is_some() {
@@ -253,6 +253,20 @@ impl Upstream {
             None => "directly".into(),
             Some(proxy) => format!("through the proxy at {proxy}"),
         }
+    }
+}
+
+/// `url` with any `user:password@` before its host replaced by `***@`, for logs: an operator
+/// may write credentials into a base URL, and logs travel further than config files.
+pub fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.into();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{path}").into(),
+        None => url.into(),
     }
 }
 
@@ -383,6 +397,28 @@ mod tests {
             timeout_secs: 5,
             proxy: Some(String::new()),
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_never_reach_the_log() {
+        assert_eq!(
+            without_credentials("https://user:s3cret@api.example.com/v1?x=1"),
+            "https://***@api.example.com/v1?x=1"
+        );
+        assert_eq!(
+            without_credentials("http://token@127.0.0.1:9"),
+            "http://***@127.0.0.1:9"
+        );
+        assert_eq!(
+            without_credentials("https://api.anthropic.com"),
+            "https://api.anthropic.com"
+        );
+        // An @ in the path is not a credential.
+        assert_eq!(
+            without_credentials("https://api.example.com/a@b"),
+            "https://api.example.com/a@b"
+        );
+        assert_eq!(without_credentials("not a url"), "not a url");
     }
 
     #[test]
