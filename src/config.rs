@@ -20,6 +20,18 @@ pub struct Settings {
     pub upstreams: Vec<UpstreamSettings>,
     pub metering: MeteringSettings,
     pub limits: LimitSettings,
+    pub metrics: MetricsSettings,
+}
+
+/// Who may read `GET /metrics`: it names accounts' activity and the ledger's health.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Answer clients on loopback and private addresses (10/8, 172.16/12, 192.168/16, link
+    /// local, IPv6 unique local) without a token, as a scraper inside the network is.
+    pub allow_private: bool,
+    /// A bearer token that opens `/metrics` to any address; empty for none.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,6 +166,10 @@ impl Default for Settings {
                 tokens_per_minute: limits.tokens_per_minute,
                 max_concurrent: limits.max_concurrent,
                 count_tokens_per_minute: 120,
+            },
+            metrics: MetricsSettings {
+                allow_private: true,
+                token: String::new(),
             },
         }
     }

@@ -25,7 +25,7 @@ fn presented_key(req: &HttpRequest) -> Option<&str> {
 }
 
 /// The token of an `Authorization: Bearer` header (the scheme in any case).
-fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
+pub(super) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Option<&str> {
     let authorization = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = authorization.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -79,6 +79,12 @@ impl FromRequest for KeyOwner {
     }
 }
 
+/// Whether a presented secret equals the expected one. Both sides are hashed first, so the
+/// comparison takes the same time wherever they differ.
+pub(super) fn tokens_match(presented: &str, expected: &str) -> bool {
+    Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
 /// Checks the admin bearer token. Both sides are hashed first, so the comparison takes the
 /// same time wherever the tokens differ.
 fn authorize_admin(req: &HttpRequest, expected: &str) -> Result<(), ApiError> {
@@ -88,7 +94,7 @@ fn authorize_admin(req: &HttpRequest, expected: &str) -> Result<(), ApiError> {
         ));
     }
     let presented = bearer_token(req.headers()).unwrap_or("");
-    if Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes()) {
+    if tokens_match(presented, expected) {
         Ok(())
     } else {
         Err(ApiError::Unauthorized(

@@ -1,8 +1,38 @@
 //! Health and metrics for whoever runs tollgate.
 
-use actix_web::{web, HttpResponse};
+use std::net::IpAddr;
 
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+
+use super::error::ApiError;
+use super::extract::{bearer_token, tokens_match};
 use super::AppState;
+use crate::config::MetricsSettings;
+
+/// Whether `peer` is on this host or a private network: loopback, RFC 1918, link local, IPv6
+/// unique local, or an IPv4 one of those mapped into IPv6.
+fn is_private(peer: IpAddr) -> bool {
+    match peer {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_private(IpAddr::V4(v4)),
+            None => {
+                let first = v6.segments()[0];
+                v6.is_loopback() || (first & 0xfe00) == 0xfc00 || (first & 0xffc0) == 0xfe80
+            }
+        },
+    }
+}
+
+/// Whether this request may read `/metrics` (`metrics.allow_private`, `metrics.token`).
+fn may_read_metrics(req: &HttpRequest, settings: &MetricsSettings) -> bool {
+    let private = req.peer_addr().is_some_and(|peer| is_private(peer.ip()));
+    if settings.allow_private && private {
+        return true;
+    }
+    !settings.token.is_empty()
+        && bearer_token(req.headers()).is_some_and(|token| tokens_match(token, &settings.token))
+}
 
 /// `GET /healthz`: 200 when Postgres answers and the ledger is being written.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
@@ -20,8 +50,15 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// `GET /metrics`: Prometheus text.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+/// `GET /metrics`: Prometheus text, for loopback and private addresses or the bearer of
+/// `metrics.token`.
+pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if !may_read_metrics(&req, &state.settings.metrics) {
+        return ApiError::Forbidden(
+            "metrics are served to loopback and private addresses, or with metrics.token as a bearer token",
+        )
+        .error_response();
+    }
     let flusher = state.engine.flusher_stats();
     metrics::gauge!("tollgate_unflushed_usage_records").set(flusher.backlog as f64);
     metrics::gauge!("tollgate_flushed_usage_records").set(flusher.flushed_records as f64);
@@ -33,4 +70,29 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_this_host_and_private_networks_only() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.1",
+            "169.254.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_private(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "172.32.0.1", "2001:db8::1", "::ffff:8.8.8.8"] {
+            assert!(!is_private(public.parse().unwrap()), "{public}");
+        }
+    }
 }

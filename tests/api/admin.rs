@@ -324,3 +324,33 @@ async fn an_admin_request_without_the_token_is_refused_before_its_body_is_read()
     let head = String::from_utf8_lossy(&head[..read]);
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
 }
+
+#[actix_web::test]
+async fn metrics_need_a_private_address_or_the_metrics_token() {
+    const TOKEN: &str = "a-scrapers-metrics-token";
+    // Tests reach tollgate over loopback, which counts as private: switch that off to play a
+    // client on the public internet.
+    let app = spawn_app_with(MockConfig::default(), |settings| {
+        settings.metrics.allow_private = false;
+        settings.metrics.token = TOKEN.into();
+    })
+    .await;
+    let url = format!("{}/metrics", app.base);
+    for token in [None, Some("a-wrong-token")] {
+        let mut request = app.http.get(&url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 403, "{token:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "forbidden");
+    }
+    let scraped = app.http.get(&url).bearer_auth(TOKEN).send().await.unwrap();
+    assert_eq!(scraped.status(), 200);
+    assert!(scraped
+        .text()
+        .await
+        .unwrap()
+        .contains("tollgate_unflushed_usage_records"));
+}

@@ -23,6 +23,8 @@ pub enum ApiError {
     /// No valid credentials; the text says which were expected (the admin bearer token, a
     /// session).
     Unauthorized(&'static str),
+    /// The caller is known but may not do this; the text says what would be allowed.
+    Forbidden(&'static str),
     /// Too many failed attempts from this client; it may try again after `retry_after`.
     TooManyFailures { retry_after: std::time::Duration },
     /// The thing named does not exist (or the caller may not know it does).
@@ -64,6 +66,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -77,6 +80,7 @@ impl ApiError {
         match self {
             ApiError::Invalid { .. } => "invalid_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
@@ -90,7 +94,7 @@ impl ApiError {
             ApiError::Invalid { message, .. }
             | ApiError::Conflict(message)
             | ApiError::Unavailable(message) => message.clone(),
-            ApiError::Unauthorized(expected) => (*expected).into(),
+            ApiError::Unauthorized(expected) | ApiError::Forbidden(expected) => (*expected).into(),
             ApiError::TooManyFailures { .. } => {
                 "too many failed authentication attempts from this address; retry later".into()
             }
