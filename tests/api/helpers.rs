@@ -334,6 +334,28 @@ impl TestApp {
         client
     }
 
+    /// `tollgate serve` as an operator starts it, on this instance's database, upstream and
+    /// secrets, listening on `listen`; the caller adds what its test needs.
+    pub fn serve_command(&self, listen: &str) -> std::process::Command {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        command
+            .args(["serve", "--config", "/dev/null"])
+            .env("TOLLGATE__SERVER__LISTEN", listen)
+            .env("TOLLGATE__DATABASE__URL", &self.db.url)
+            .env("TOLLGATE__ADMIN__TOKEN", ADMIN_TOKEN)
+            .env("TOLLGATE__AUTH__KEY_SECRET", &self.settings.auth.key_secret)
+            .env(
+                "TOLLGATE__UPSTREAMS",
+                format!(
+                    "[{{name=\"mock\",base_url=\"{}\",api_key=\"k\",proxy=\"\"}}]",
+                    self.mock.base_url()
+                ),
+            )
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null());
+        command
+    }
+
     pub fn store(&self) -> PgStore {
         PgStore::connect(&self.db.url, 2).expect("store")
     }

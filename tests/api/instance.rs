@@ -1,8 +1,6 @@
 //! One tollgate per database: a second instance would hold every balance in memory again and
 //! could spend it whole a second time.
 
-use std::process::Stdio;
-
 use serde_json::json;
 use tollgate::startup::Application;
 
@@ -25,23 +23,7 @@ async fn a_second_instance_on_the_same_database_refuses_to_start_and_says_why() 
     assert!(message.contains("backend pid"), "{message}");
 
     // The real binary, as an operator would start it: it exits at once, saying why.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config", "/dev/null"])
-        .env("TOLLGATE__SERVER__LISTEN", "127.0.0.1:0")
-        .env("TOLLGATE__DATABASE__URL", &app.db.url)
-        .env("TOLLGATE__ADMIN__TOKEN", ADMIN_TOKEN)
-        .env("TOLLGATE__AUTH__KEY_SECRET", &app.settings.auth.key_secret)
-        .env(
-            "TOLLGATE__UPSTREAMS",
-            format!(
-                "[{{name=\"mock\",base_url=\"{}\",api_key=\"k\",proxy=\"\"}}]",
-                app.mock.base_url()
-            ),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .output()
-        .unwrap();
+    let output = app.serve_command("127.0.0.1:0").output().unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("another tollgate instance"), "{stderr}");

@@ -1,7 +1,6 @@
 //! The ledger: idempotent flushes, the live view, keys at rest, and no settled usage lost on
 //! SIGTERM.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::future::join_all;
@@ -271,24 +270,11 @@ async fn sigterm_under_load_loses_no_settled_usage() {
         .local_addr()
         .unwrap()
         .port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config", "/dev/null"])
-        .env("TOLLGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+    let mut child = app
+        .serve_command(&format!("127.0.0.1:{port}"))
         .env("TOLLGATE__SERVER__WORKERS", "2")
-        .env("TOLLGATE__DATABASE__URL", &app.db.url)
-        .env("TOLLGATE__ADMIN__TOKEN", ADMIN_TOKEN)
-        .env("TOLLGATE__AUTH__KEY_SECRET", &app.settings.auth.key_secret)
-        .env(
-            "TOLLGATE__UPSTREAMS",
-            format!(
-                "[{{name=\"mock\",base_url=\"{}\",api_key=\"k\",proxy=\"\"}}]",
-                app.mock.base_url()
-            ),
-        )
         .env("TOLLGATE__METERING__FLUSH_INTERVAL_MS", "1000")
         .env("TOLLGATE__LIMITS__MAX_CONCURRENT", "0")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
