@@ -92,6 +92,8 @@ pub(crate) struct Plan {
     pub delta_every: Option<u64>,
     /// Answer with this error status instead of a message.
     pub error_status: Option<StatusCode>,
+    /// The error's message, when the request chose one.
+    pub error_message: Option<String>,
     /// Keys the generated text: a hash of the seed and the raw body.
     pub text_key: u64,
     /// The request asked for SSE.
@@ -344,6 +346,7 @@ impl Plan {
             failure: failure.filter(|_| request.stream),
             delta_every: overrides.delta_every.filter(|every| *every > 0),
             error_status,
+            error_message: overrides.error_message.clone(),
             text_key: request.body_key,
             stream: request.stream,
         })

@@ -145,12 +145,10 @@ fn invalid_request(message: &str, ids: &Ids) -> HttpResponse {
     error_response(StatusCode::BAD_REQUEST, message, &ids.request_id)
 }
 
-fn injected_error(status: StatusCode, ids: &Ids) -> HttpResponse {
-    error_response(
-        status,
-        render::default_error_message(status),
-        &ids.request_id,
-    )
+/// The error `mock.status` asks for, with `mock.error_message` or a stock message.
+fn injected_error(status: StatusCode, message: Option<&str>, ids: &Ids) -> HttpResponse {
+    let message = message.unwrap_or_else(|| render::default_error_message(status));
+    error_response(status, message, &ids.request_id)
 }
 
 /// `None` when the request may proceed, else the 401 to send.
@@ -206,7 +204,7 @@ async fn messages(req: HttpRequest, body: web::Bytes, shared: web::Data<Shared>)
     if let Some(status) = plan.error_status {
         pause(plan.ttft).await;
         Counters::bump(&shared.counters.injected_status);
-        return injected_error(status, &ids);
+        return injected_error(status, plan.error_message.as_deref(), &ids);
     }
 
     // Encoding a String as JSON cannot fail; the fallback only keeps the output valid.
@@ -262,7 +260,9 @@ async fn count_tokens(
     // Only a per-request delay applies here: the configured time to first token is a model's.
     pause(Duration::from_millis(overrides.ttft_ms.unwrap_or(0))).await;
     match plan::error_status(&overrides) {
-        Ok(Some(status)) => return injected_error(status, &ids),
+        Ok(Some(status)) => {
+            return injected_error(status, overrides.error_message.as_deref(), &ids)
+        }
         Ok(None) => {}
         Err(message) => return invalid_request(&message, &ids),
     }

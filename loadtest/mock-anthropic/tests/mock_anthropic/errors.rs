@@ -59,6 +59,33 @@ async fn an_injected_status_answers_with_the_matching_anthropic_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_error_can_carry_a_chosen_message() {
+    let server = start(MockConfig::default()).await;
+    let message = "prompt is too long: 212345 tokens > 200000 maximum";
+    for (path, stream) in [
+        ("/v1/messages", false),
+        ("/v1/messages", true),
+        ("/v1/messages/count_tokens", false),
+    ] {
+        let request = body(json!({
+            "stream": stream,
+            "mock": {"status": 400, "error_message": message},
+        }));
+        let response = post(&server, path, &request).await;
+        let error = assert_error(response, 400, "invalid_request_error").await;
+        assert_eq!(error["error"]["message"], message, "{path}");
+    }
+    let response = post(
+        &server,
+        "/v1/messages",
+        &body(json!({"mock": {"status": 529}})),
+    )
+    .await;
+    let error = assert_error(response, 529, "overloaded_error").await;
+    assert_eq!(error["error"]["message"], "Overloaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_are_refused_with_invalid_request_error() {
     let server = start(MockConfig::default()).await;
     for raw in [
