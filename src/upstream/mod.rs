@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::{Body, Incoming};
@@ -48,6 +48,17 @@ pub const RELAYED_RESPONSE_HEADERS: [&str; 5] = [
     "x-should-retry",
     "cache-control",
 ];
+
+/// The most of an upstream error body that is read. Anthropic's errors are a few hundred
+/// bytes; only the status, `error.type` and `error.message` are used, and the message only to
+/// be recognized and logged (docs/adr/0015-upstream-error-messages-rewritten.md).
+pub const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// The most of a non-streaming answer (a Message, a token count) that is read and held in
+/// memory. The largest real Message, `max_tokens` of 128,000 densely escaped output, is about
+/// 1 MiB; this leaves sixteen times that, and bounds what a faulty upstream can make a
+/// request buffer.
+pub const MAX_MESSAGE_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -85,6 +96,8 @@ pub enum UpstreamError {
     Body(#[source] hyper::Error),
     #[error("the upstream sent nothing for {} s", .0.as_secs())]
     TimedOut(Duration),
+    #[error("the response body is larger than the {0}-byte limit")]
+    TooLarge(usize),
 }
 
 impl UpstreamError {
@@ -319,19 +332,40 @@ impl UpstreamResponse {
         }
     }
 
-    /// The whole body. A body that arrives in one piece (the usual case) is not copied.
-    pub async fn bytes(self) -> Result<Bytes, UpstreamError> {
+    /// The whole body, if it is at most `limit` bytes: a longer one is
+    /// [`UpstreamError::TooLarge`], refused from its `content-length` before any of it is
+    /// read, or as soon as what arrived passes the limit. A body that arrives in one piece
+    /// (the usual case) is not copied.
+    pub async fn bytes(self, limit: usize) -> Result<Bytes, UpstreamError> {
+        let declared = self
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(UpstreamError::TooLarge(limit));
+        }
+        let within = |length: usize| {
+            if length > limit {
+                Err(UpstreamError::TooLarge(limit))
+            } else {
+                Ok(())
+            }
+        };
         let mut stream = self.into_stream();
         let Some(first) = stream.next().await.transpose()? else {
             return Ok(Bytes::new());
         };
+        within(first.len())?;
         let Some(second) = stream.next().await.transpose()? else {
             return Ok(first);
         };
+        within(first.len() + second.len())?;
         let mut whole = BytesMut::with_capacity(first.len() + second.len());
         whole.extend_from_slice(&first);
         whole.extend_from_slice(&second);
         while let Some(chunk) = stream.next().await.transpose()? {
+            within(whole.len() + chunk.len())?;
             whole.extend_from_slice(&chunk);
         }
         Ok(whole.freeze())

@@ -371,3 +371,155 @@ async fn an_upstream_that_stays_silent_or_cannot_be_reached_gets_502_and_bills_n
         assert_eq!(app.books(&customer.id).await.usage_rows, 0);
     }
 }
+
+/// Once every hold is gone and flushed, the balance is still `balance` and no usage row exists.
+async fn assert_nothing_billed(app: &TestApp, account: &str, balance: &str) {
+    app.wait_settled(account).await;
+    app.flush().await;
+    assert_eq!(app.balance(account).await, dec(balance));
+    assert_eq!(app.books(account).await.usage_rows, 0);
+}
+
+/// An upstream error for `mock`'s status and message, asked of `/v1/messages` (streaming or
+/// not) and of `/v1/messages/count_tokens`: the three answers.
+async fn upstream_error_answers(app: &TestApp, key: &str, mock: Value) -> Vec<reqwest::Response> {
+    let mut answers = Vec::new();
+    for stream in [false, true] {
+        let body = message_body("claude-opus-5-5", 10, stream, mock.clone());
+        answers.push(app.messages(key, &body).send().await.unwrap());
+    }
+    let counted = app
+        .http
+        .post(format!("{}/v1/messages/count_tokens", app.base))
+        .header("x-api-key", key)
+        .json(&json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}))
+        .send()
+        .await
+        .unwrap();
+    answers.push(counted);
+    answers
+}
+
+#[actix_web::test]
+async fn an_upstream_error_naming_the_operators_organization_reaches_the_customer_without_it() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    let secrets = [
+        "7f3e9a6c",
+        "org_01HX",
+        "1,234.56",
+        "organization",
+        "credit balance",
+    ];
+    for (status, kind, message) in [
+        (
+            429,
+            "rate_limit_error",
+            "This request would exceed the rate limit for your organization (7f3e9a6c-1111-2222-3333-444455556666) of 400,000 input tokens per minute. Your credit balance is $1,234.56.",
+        ),
+        (
+            529,
+            "overloaded_error",
+            "Overloaded: organization org_01HX has a credit balance of 1,234.56 USD",
+        ),
+        (
+            500,
+            "api_error",
+            "Internal error for organization org_01HX (credit balance $1,234.56)",
+        ),
+        (
+            400,
+            "invalid_request_error",
+            "messages.0.content: invalid for organization org_01HX, credit balance $1,234.56",
+        ),
+    ] {
+        let mock = json!({"status": status, "error_message": message});
+        for answer in upstream_error_answers(&app, &customer.key, mock).await {
+            let body = assert_error(answer, status, kind).await;
+            let told = body["error"]["message"].as_str().unwrap();
+            for secret in secrets {
+                assert!(!told.contains(secret), "{secret:?} reached the customer: {body}");
+            }
+        }
+    }
+    // An empty prepaid balance of the operator's is the operator's trouble, not a bad request
+    // of the customer's.
+    let mock = json!({
+        "status": 400,
+        "error_message": "Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.",
+    });
+    for answer in upstream_error_answers(&app, &customer.key, mock).await {
+        let body = assert_error(answer, 502, "api_error").await;
+        let told = body["error"]["message"].as_str().unwrap();
+        assert!(!told.contains("credit balance"), "{body}");
+        assert!(told.contains("upstream"), "{body}");
+    }
+    assert_nothing_billed(&app, &customer.id, "1").await;
+}
+
+#[actix_web::test]
+async fn a_prompt_too_long_error_keeps_the_words_and_numbers_claude_code_compacts_on() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    let mock = json!({
+        "status": 400,
+        "error_message": "prompt is too long: 212345 tokens > 200000 maximum",
+    });
+    for answer in upstream_error_answers(&app, &customer.key, mock).await {
+        let body = assert_error(answer, 400, "invalid_request_error").await;
+        assert_eq!(
+            body["error"]["message"],
+            "prompt is too long: 212345 tokens > 200000 maximum"
+        );
+    }
+    let mock = json!({
+        "status": 400,
+        "error_message": "input length and `max_tokens` exceed context limit: 187254 + 20000 > 204798, decrease input length or `max_tokens` and try again",
+    });
+    let body = message_body("claude-opus-5-5", 10, true, mock);
+    let answer = app.messages(&customer.key, &body).send().await.unwrap();
+    let body = assert_error(answer, 400, "invalid_request_error").await;
+    assert_eq!(
+        body["error"]["message"],
+        "input length and `max_tokens` exceed context limit: 187254 + 20000 > 204798, decrease input length or `max_tokens` and try again"
+    );
+}
+
+#[actix_web::test]
+async fn an_oversized_upstream_error_body_is_answered_502_and_not_passed_on() {
+    let app = spawn_app().await;
+    // The request body carries the message, so its hold is a few dollars.
+    let customer = app.customer("5").await;
+    // Four times the 64 KiB tollgate reads of an error body.
+    let huge = "organization org_01HX ".repeat(12_000);
+    let mock = json!({"status": 400, "error_message": huge});
+    for answer in upstream_error_answers(&app, &customer.key, mock).await {
+        let length = answer.content_length();
+        let body = assert_error(answer, 502, "api_error").await;
+        assert!(length.is_some_and(|n| n < 1024), "{length:?} bytes");
+        let told = body["error"]["message"].as_str().unwrap();
+        assert!(told.contains("larger than"), "{body}");
+        assert!(!told.contains("org_01HX"), "{body}");
+    }
+    assert_nothing_billed(&app, &customer.id, "5").await;
+}
+
+#[actix_web::test]
+async fn an_oversized_non_streaming_message_is_answered_502_and_not_buffered() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    // Three million words of output, about 19 MiB: more than the 16 MiB tollgate holds of a
+    // Message.
+    let tokens = 3_000_000;
+    let body = message_body(
+        "claude-haiku-5-5",
+        tokens,
+        false,
+        json!({"output_tokens": tokens}),
+    );
+    let answer = app.messages(&customer.key, &body).send().await.unwrap();
+    let body = assert_error(answer, 502, "api_error").await;
+    let told = body["error"]["message"].as_str().unwrap();
+    assert!(told.contains("larger than"), "{body}");
+    app.wait_settled(&customer.id).await;
+}

@@ -4,14 +4,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
 use tollgate_actors::AccountStatus;
 
-use super::exchange::{relayed_headers, status_of, unreachable, Reply};
+use super::exchange::{body_failed, relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;
 use super::request::read_body;
 use crate::auth::KeyOwner;
 use crate::http::error::{rewrite_upstream_error, AnthropicError, Limit, ProxyError};
 use crate::http::request_id::RequestId;
 use crate::http::AppState;
-use crate::upstream::{forwarded_headers, Attempt, Endpoint, UpstreamPool};
+use crate::upstream::{
+    forwarded_headers, Attempt, Endpoint, UpstreamPool, MAX_ERROR_BODY_BYTES,
+    MAX_MESSAGE_BODY_BYTES,
+};
 
 /// `POST /v1/messages/count_tokens`
 pub async fn count_tokens(
@@ -78,14 +81,19 @@ async fn forward(
     };
     let status = status_of(response.status);
     let headers = relayed_headers(&response.headers);
-    let body = response.bytes().await.map_err(|error| {
-        tracing::warn!(%rid, %error, "upstream response body failed");
-        ProxyError::UpstreamCut
-    })?;
+    let limit = if status.is_success() {
+        MAX_MESSAGE_BODY_BYTES
+    } else {
+        MAX_ERROR_BODY_BYTES
+    };
+    let body = response
+        .bytes(limit)
+        .await
+        .map_err(|error| body_failed(&error, rid, status))?;
     let body = if status.is_success() {
         body
     } else {
-        rewrite_upstream_error(&body, status, rid)
+        rewrite_upstream_error(&body, status, rid)?
     };
     respond(Reply::Full {
         status,

@@ -20,7 +20,8 @@ use super::metrics::record;
 use crate::http::error::{rewrite_upstream_error, ProxyError};
 use crate::http::request_id::RequestId;
 use crate::upstream::{
-    Attempt, Endpoint, UpstreamError, UpstreamPool, UpstreamResponse, RELAYED_RESPONSE_HEADERS,
+    Attempt, Endpoint, UpstreamError, UpstreamPool, UpstreamResponse, MAX_ERROR_BODY_BYTES,
+    MAX_MESSAGE_BODY_BYTES, RELAYED_RESPONSE_HEADERS,
 };
 
 /// What the upstream half hands back to the handler.
@@ -90,6 +91,22 @@ pub(super) fn unreachable(error: &UpstreamError) -> ProxyError {
         ProxyError::UpstreamTimedOut
     } else {
         ProxyError::UpstreamUnreachable
+    }
+}
+
+/// The customer's view of an upstream body that could not be read whole: cut, or over the
+/// limit tollgate reads. Logged here, with the request id.
+pub(super) fn body_failed(error: &UpstreamError, rid: RequestId, status: StatusCode) -> ProxyError {
+    let status = status.as_u16();
+    match error {
+        UpstreamError::TooLarge(limit) => {
+            tracing::warn!(%rid, status, limit, "upstream response body over the limit; answered 502");
+            ProxyError::UpstreamTooLarge { limit: *limit }
+        }
+        _ => {
+            tracing::warn!(%rid, status, %error, "upstream response body failed");
+            ProxyError::UpstreamCut
+        }
     }
 }
 
@@ -164,31 +181,42 @@ impl Exchange {
     ) {
         let status = status_of(response.status);
         let mut headers = relayed_headers(&response.headers);
-        let Some(body) = unless_interrupted(&self.interrupt, response.bytes()).await else {
+        let read = response.bytes(MAX_ERROR_BODY_BYTES);
+        let Some(body) = unless_interrupted(&self.interrupt, read).await else {
             let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
             return;
         };
-        let body = body.unwrap_or_default();
+        let body = match body {
+            Ok(body) => body,
+            Err(error @ UpstreamError::TooLarge(_)) => {
+                ticket.release();
+                let _ = reply.send(Reply::Failed(body_failed(&error, self.rid, status)));
+                return;
+            }
+            // A cut error body still has its status to answer with.
+            Err(error) => {
+                tracing::warn!(rid = %self.rid, %error, "upstream error body failed");
+                Bytes::new()
+            }
+        };
         match usage_from_message(&body).filter(|usage| !usage.is_zero()) {
             Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut)),
             None => ticket.release(),
         }
-        if matches!(status.as_u16(), 401..=403) {
-            // The upstream refused the operator's key or account, not the customer's (logged
-            // in `forward`): telling the customer their key is invalid or their balance short
-            // would mislead them.
-            let refused = ProxyError::UpstreamRefusedCredentials {
-                status: status.as_u16(),
-            };
-            let _ = reply.send(Reply::Failed(refused));
-            return;
-        }
+        // The upstream's message is replaced by tollgate's, and an upstream refusal of the
+        // operator's key or account is not passed off as the customer's (ADR 0015).
+        let body = match rewrite_upstream_error(&body, status, self.rid) {
+            Ok(body) => body,
+            Err(ours) => {
+                let _ = reply.send(Reply::Failed(ours));
+                return;
+            }
+        };
         headers.retain(|(name, _)| name != "content-type");
         headers.push((
             HeaderName::from_static("content-type"),
             HeaderValue::from_static("application/json"),
         ));
-        let body = rewrite_upstream_error(&body, status, self.rid);
         let _ = reply.send(Reply::Full {
             status,
             headers,
@@ -227,16 +255,16 @@ impl Exchange {
     ) {
         let status = status_of(response.status);
         let headers = relayed_headers(&response.headers);
-        let Some(read) = unless_interrupted(&self.interrupt, response.bytes()).await else {
+        let read = response.bytes(MAX_MESSAGE_BODY_BYTES);
+        let Some(read) = unless_interrupted(&self.interrupt, read).await else {
             let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
             return;
         };
         let body = match read {
             Ok(body) => body,
             Err(error) => {
-                tracing::warn!(rid = %self.rid, %error, "upstream response body failed");
                 ticket.release();
-                let _ = reply.send(Reply::Failed(ProxyError::UpstreamCut));
+                let _ = reply.send(Reply::Failed(body_failed(&error, self.rid, status)));
                 return;
             }
         };

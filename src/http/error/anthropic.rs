@@ -7,7 +7,6 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use bytes::Bytes;
 use serde_json::json;
 
 use super::proxy::{ErrorKind, ProxyError, Retry};
@@ -52,31 +51,6 @@ pub fn error_type(kind: ErrorKind) -> &'static str {
 pub fn retry_after_secs(wait: Duration) -> u64 {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     secs.max(1)
-}
-
-/// An upstream error body, with our request id in place of the upstream's. A body that is not
-/// Anthropic's error shape is wrapped in it.
-pub fn rewrite_upstream_error(body: &[u8], status: StatusCode, rid: RequestId) -> Bytes {
-    let mut value = serde_json::from_slice::<serde_json::Value>(body).ok();
-    match value.as_mut().and_then(|v| v.as_object_mut()) {
-        Some(object) if object.contains_key("error") => {
-            object.insert("request_id".into(), rid.to_string().into());
-        }
-        _ => {
-            value = Some(json!({
-                "type": "error",
-                "error": {
-                    "type": error_type(ErrorKind::of_status(status)),
-                    "message": format!("upstream returned HTTP {}", status.as_u16()),
-                },
-                "request_id": rid.to_string(),
-            }));
-        }
-    }
-    value
-        .and_then(|v| serde_json::to_vec(&v).ok())
-        .map(Bytes::from)
-        .unwrap_or_default()
 }
 
 impl fmt::Display for AnthropicError {
@@ -146,25 +120,5 @@ mod tests {
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(1001)), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);
-    }
-
-    #[test]
-    fn an_upstream_error_body_gets_our_request_id() {
-        let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"},"request_id":"req_upstream"}"#;
-        let out: serde_json::Value = serde_json::from_slice(&rewrite_upstream_error(
-            body,
-            StatusCode::from_u16(529).unwrap(),
-            rid(),
-        ))
-        .unwrap();
-        assert_eq!(out["request_id"], rid().to_string());
-        assert_eq!(out["error"]["type"], "overloaded_error");
-        let out: serde_json::Value = serde_json::from_slice(&rewrite_upstream_error(
-            b"<html>",
-            StatusCode::BAD_GATEWAY,
-            rid(),
-        ))
-        .unwrap();
-        assert_eq!(out["error"]["type"], "api_error");
     }
 }

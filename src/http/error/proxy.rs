@@ -57,6 +57,11 @@ pub enum ProxyError {
     },
     /// The upstream's response body broke off before it was complete.
     UpstreamCut,
+    /// The upstream's response body (an error or a whole Message) was larger than tollgate
+    /// reads (`crate::upstream::MAX_ERROR_BODY_BYTES`, `MAX_MESSAGE_BODY_BYTES`).
+    UpstreamTooLarge {
+        limit: usize,
+    },
     /// An account's mailbox is full, or the engine is stopping.
     Overloaded,
     /// The ledger cannot be written and too much usage is waiting for it.
@@ -110,6 +115,23 @@ impl ErrorKind {
             _ => ErrorKind::Api,
         }
     }
+
+    /// The kind Anthropic's `error.type` names, if it is one of its types.
+    pub fn of_type(error_type: &str) -> Option<ErrorKind> {
+        Some(match error_type {
+            "invalid_request_error" => ErrorKind::InvalidRequest,
+            "authentication_error" => ErrorKind::Authentication,
+            "billing_error" => ErrorKind::Billing,
+            "permission_error" => ErrorKind::Permission,
+            "not_found_error" => ErrorKind::NotFound,
+            "request_too_large" => ErrorKind::RequestTooLarge,
+            "rate_limit_error" => ErrorKind::RateLimit,
+            "api_error" => ErrorKind::Api,
+            "timeout_error" => ErrorKind::Timeout,
+            "overloaded_error" => ErrorKind::Overloaded,
+            _ => return None,
+        })
+    }
 }
 
 /// What a client is told about retrying.
@@ -155,7 +177,8 @@ impl ProxyError {
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamTimedOut
             | ProxyError::UpstreamRefusedCredentials { .. }
-            | ProxyError::UpstreamCut => (502, K::Api, Retry::Unspecified),
+            | ProxyError::UpstreamCut
+            | ProxyError::UpstreamTooLarge { .. } => (502, K::Api, Retry::Unspecified),
             ProxyError::Overloaded | ProxyError::ShuttingDown => {
                 (529, K::Overloaded, Retry::After(DEFAULT_RETRY_AFTER))
             }
@@ -217,6 +240,9 @@ impl ProxyError {
                 "the upstream provider refused this service's request (HTTP {status}); the operator must check the upstream account"
             ),
             ProxyError::UpstreamCut => "the upstream provider's response was cut".into(),
+            ProxyError::UpstreamTooLarge { limit } => format!(
+                "the upstream provider's response was larger than the {limit} bytes tollgate reads"
+            ),
             ProxyError::Overloaded => "tollgate is overloaded; retry shortly".into(),
             ProxyError::LedgerUnavailable => {
                 "the billing ledger is temporarily unavailable; retry shortly".into()
@@ -327,6 +353,7 @@ mod tests {
             ProxyError::UpstreamTimedOut,
             ProxyError::UpstreamRefusedCredentials { status: 401 },
             ProxyError::UpstreamCut,
+            ProxyError::UpstreamTooLarge { limit: 1 },
         ] {
             let failure = error.failure();
             assert_eq!(failure.status, StatusCode::BAD_GATEWAY, "{error:?}");
