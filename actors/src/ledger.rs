@@ -38,6 +38,41 @@ pub struct BalanceChange {
     pub kind: CreditKind,
     pub amount: Decimal,
     pub reason: String,
+    /// The operator's `Idempotency-Key`, claimed in the same transaction as the change.
+    pub idempotency: Option<IdempotencyClaim>,
+}
+
+/// An operator's `Idempotency-Key` on a balance change
+/// (docs/adr/0016-idempotent-operator-writes.md). The store claims it in the transaction
+/// that applies the change, so the change is applied once however often it is sent: a key
+/// already claimed applies nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyClaim {
+    /// The route the key belongs to (`credit`, `adjust`): a key is unique per account and
+    /// scope.
+    pub scope: &'static str,
+    pub key: String,
+    /// A digest of what the request asks (kind, amount, reason): a retry must ask the same.
+    pub fingerprint: Vec<u8>,
+}
+
+/// What the store did with a balance change, so that the actor's balance follows the
+/// stored one exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeApplied {
+    /// Written now, with its ledger entry.
+    Applied,
+    /// Written before: its idempotency key was claimed (or its id entered) by the change
+    /// `change_id`. Nothing was written now.
+    AlreadyApplied { change_id: Uuid },
+}
+
+/// A balance change as the account's actor answers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BalanceChanged {
+    pub applied: ChangeApplied,
+    /// The live balance afterwards.
+    pub balance: Decimal,
 }
 
 /// How a metered request ended; recorded on its usage row.

@@ -42,7 +42,10 @@ pub use engine::{
     ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
     Settlement,
 };
-pub use ledger::{BalanceChange, CreditKind, Outcome, UsageRecord};
+pub use ledger::{
+    BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,
+    UsageRecord,
+};
 pub use limits::{AccountLimits, Throttle};
 pub use store::{BatchOutcome, LedgerStore, StoreError};
 pub use usage::Usage;

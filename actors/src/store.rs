@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 
 use crate::account::{AccountId, AccountRecord, AccountStatus};
-use crate::ledger::{BalanceChange, UsageRecord};
+use crate::ledger::{BalanceChange, ChangeApplied, UsageRecord};
 
 /// Result of writing a batch: how many records were new. A replayed batch reports zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -26,8 +26,13 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Loads an account for activation; `None` if it does not exist.
     async fn load_account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError>;
 
-    /// Applies a non-usage balance change and writes its ledger entry, atomically.
-    async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError>;
+    /// Applies a non-usage balance change and writes its ledger entry, atomically, claiming
+    /// its idempotency key in the same transaction. A change already applied (its key
+    /// claimed, or its id in the ledger) writes nothing and says so.
+    async fn apply_balance_change(
+        &self,
+        change: &BalanceChange,
+    ) -> Result<ChangeApplied, StoreError>;
 
     /// Records a status change (suspension or its lifting) with the operator's reason.
     async fn set_status(

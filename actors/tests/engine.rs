@@ -23,7 +23,8 @@ use tollgate_actors::hold::{HoldPolicy, RequestShape};
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::store::{BatchOutcome, LedgerStore, StoreError};
 use tollgate_actors::{
-    AccountId, AccountRecord, AccountStatus, BalanceChange, CreditKind, Outcome, UsageRecord,
+    AccountId, AccountRecord, AccountStatus, BalanceChange, BalanceChanged, ChangeApplied,
+    CreditKind, IdempotencyClaim, Outcome, UsageRecord,
 };
 use tollgate_actors::{
     AccountLimits, AccountView, ActorPlacement, AdmitError, Engine, EngineConfig, EngineError,
@@ -43,6 +44,13 @@ struct MemoryLedger {
     credit_delay_ms: AtomicU64,
     /// How long a batch takes to be written.
     write_delay_ms: AtomicU64,
+    /// Idempotency keys claimed, by (account, scope, key): the id of the change that did.
+    claims: Mutex<HashMap<(AccountId, &'static str, String), Uuid>>,
+    /// The next balance change commits, then its caller is told it failed, as when the
+    /// connection drops after the commit.
+    lose_next_answer: AtomicBool,
+    /// The next balance change fails before anything is written.
+    refuse_next_change: AtomicBool,
 }
 
 impl MemoryLedger {
@@ -87,11 +95,30 @@ impl LedgerStore for MemoryLedger {
         }))
     }
 
-    async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError> {
+    async fn apply_balance_change(
+        &self,
+        change: &BalanceChange,
+    ) -> Result<ChangeApplied, StoreError> {
         let delay = self.credit_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(delay)).await;
+        if self.refuse_next_change.swap(false, Ordering::SeqCst) {
+            return Err(StoreError("the database is down".into()));
+        }
+        if let Some(claim) = &change.idempotency {
+            let slot = (change.account_id, claim.scope, claim.key.clone());
+            let mut claims = self.claims.lock().unwrap();
+            if let Some(change_id) = claims.get(&slot) {
+                return Ok(ChangeApplied::AlreadyApplied {
+                    change_id: *change_id,
+                });
+            }
+            claims.insert(slot, change.id);
+        }
         self.add(change.account_id, change.amount);
-        Ok(())
+        if self.lose_next_answer.swap(false, Ordering::SeqCst) {
+            return Err(StoreError("connection lost after the commit".into()));
+        }
+        Ok(ChangeApplied::Applied)
     }
 
     async fn set_status(&self, _: AccountId, _: AccountStatus, _: &str) -> Result<(), StoreError> {
@@ -411,4 +438,61 @@ async fn flush_now_answers_for_what_was_settled_before_it_while_settles_keep_arr
     }
     stop.store(true, Ordering::SeqCst);
     busy.await.unwrap();
+}
+
+/// A balance change of `account` sent with the idempotency key `key`.
+async fn change_once(
+    engine: &Engine,
+    account: AccountId,
+    kind: CreditKind,
+    amount: Decimal,
+    key: &str,
+) -> Result<BalanceChanged, EngineError> {
+    let claim = IdempotencyClaim {
+        scope: kind.as_str(),
+        key: key.into(),
+        fingerprint: vec![1],
+    };
+    engine
+        .change_balance_once(account, kind, amount, "test".into(), Some(claim))
+        .await
+}
+
+#[actix_rt::test]
+async fn a_credit_whose_commit_was_not_confirmed_is_applied_once_when_retried_with_its_key() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    let engine = engine(ledger.clone(), 1_000_000);
+    let account = Uuid::now_v7();
+    let credit = || change_once(&engine, account, CreditKind::Credit, dec!(5), "retry-me");
+    // The store commits, but the answer is lost: the actor cannot tell, and applies nothing.
+    ledger.lose_next_answer.store(true, Ordering::SeqCst);
+    assert!(credit().await.is_err());
+    assert_eq!(ledger.balance_of(account), dec!(15));
+    assert_eq!(engine.view(account).await.unwrap().balance, dec!(10));
+    // The retry learns the first write went through: it is applied in memory, not stored
+    // again.
+    let retried = credit().await.unwrap();
+    assert!(matches!(
+        retried.applied,
+        ChangeApplied::AlreadyApplied { .. }
+    ));
+    assert_eq!(retried.balance, dec!(15));
+    // And a third send changes nothing anywhere.
+    assert_eq!(credit().await.unwrap().balance, dec!(15));
+    assert_eq!(ledger.balance_of(account), dec!(15));
+    assert_eq!(engine.view(account).await.unwrap().balance, dec!(15));
+}
+
+#[actix_rt::test]
+async fn a_credit_whose_write_failed_before_the_commit_is_applied_by_its_retry() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    let engine = engine(ledger.clone(), 1_000_000);
+    let account = Uuid::now_v7();
+    let adjust = || change_once(&engine, account, CreditKind::Adjustment, dec!(-2), "k");
+    ledger.refuse_next_change.store(true, Ordering::SeqCst);
+    assert!(adjust().await.is_err());
+    let retried = adjust().await.unwrap();
+    assert_eq!(retried.applied, ChangeApplied::Applied);
+    assert_eq!(retried.balance, dec!(8));
+    assert_eq!(ledger.balance_of(account), dec!(8));
 }

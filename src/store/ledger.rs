@@ -1,12 +1,17 @@
 //! The engine's [`LedgerStore`] for Postgres: the only path by which balances change on disk.
 //! Credits, adjustments and status changes are one statement each, with their ledger or
-//! status-history row; usage goes through the flush ([`super::usage`]).
+//! status-history row (and a credit's or adjustment's idempotency key); usage goes through
+//! the flush ([`super::usage`]).
 
 use async_trait::async_trait;
+use tokio_postgres::types::ToSql;
 use tollgate_actors::store::{BatchOutcome, LedgerStore, StoreError};
-use tollgate_actors::{AccountId, AccountRecord, AccountStatus, BalanceChange, UsageRecord};
+use tollgate_actors::{
+    AccountId, AccountRecord, AccountStatus, BalanceChange, ChangeApplied, UsageRecord,
+};
+use uuid::Uuid;
 
-use super::{DbError, PgStore};
+use super::{column, DbError, PgStore};
 
 /// A credit or adjustment and its ledger entry, in one statement (so one transaction).
 /// `change_id` is unique, so a retried change is applied once.
@@ -18,6 +23,131 @@ const APPLY_BALANCE_CHANGE: &str = "
     )
     INSERT INTO ledger (account_id, kind, amount, balance_after, reason, change_id)
     SELECT id, $3, $2, balance, $4, $5 FROM upd";
+
+/// An idempotent credit or adjustment: its key is claimed, the balance changed and the
+/// ledger entry written in one statement (so one transaction). A key claimed already stops
+/// the whole statement: nothing is written, and no row comes back.
+const APPLY_CLAIMED_BALANCE_CHANGE: &str = "
+    WITH claim AS (
+        INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, change_id)
+        VALUES ($1, $6, $7, $8, $5)
+        ON CONFLICT (account_id, scope, key) DO NOTHING
+        RETURNING account_id
+    ), upd AS (
+        UPDATE accounts SET balance = balance + $2
+        WHERE id = (SELECT account_id FROM claim)
+        RETURNING id, balance
+    )
+    INSERT INTO ledger (account_id, kind, amount, balance_after, reason, change_id)
+    SELECT id, $3, $2, balance, $4, $5 FROM upd";
+
+/// The change that claimed a key.
+const CLAIMED_BY: &str = "
+    SELECT change_id FROM idempotency_keys WHERE account_id = $1 AND scope = $2 AND key = $3";
+
+/// Whether a change is in the ledger.
+const CHANGE_ENTERED: &str = "SELECT 1 FROM ledger WHERE change_id = $1";
+
+/// The record of a key, for a retry.
+const IDEMPOTENCY_RECORD: &str = "
+    SELECT fingerprint, status, response FROM idempotency_keys
+    WHERE account_id = $1 AND scope = $2 AND key = $3";
+
+/// Stores the first answer to a key, unless one is stored already, and returns the one that
+/// is: every request with the key answers the same.
+const FIRST_ANSWER: &str = "
+    WITH stored AS (
+        UPDATE idempotency_keys SET status = $4, response = $5
+        WHERE account_id = $1 AND scope = $2 AND key = $3 AND response IS NULL
+        RETURNING status, response
+    )
+    SELECT status, response FROM stored
+    UNION ALL
+    SELECT status, response FROM idempotency_keys
+    WHERE account_id = $1 AND scope = $2 AND key = $3 AND NOT EXISTS (SELECT 1 FROM stored)";
+
+/// Keys older than the retention are forgotten: a retry after that applies again.
+const FORGET_OLD_KEYS: &str = "
+    DELETE FROM idempotency_keys
+    WHERE account_id = $1 AND created_at < now() - make_interval(days => $2)";
+
+/// How long an `Idempotency-Key` is remembered (docs/adr/0016-idempotent-operator-writes.md):
+/// far longer than any retry loop, short enough that the table stays small.
+pub const IDEMPOTENCY_RETENTION_DAYS: i32 = 30;
+
+/// What is stored for an `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub fingerprint: Vec<u8>,
+    /// The first answer, once its writer stored it.
+    pub answer: Option<StoredAnswer>,
+}
+
+/// An answer as it was first sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl PgStore {
+    /// The record of `key` on `account`'s `scope` route, after forgetting the account's keys
+    /// older than [`IDEMPOTENCY_RETENTION_DAYS`].
+    pub async fn idempotency_record(
+        &self,
+        account: AccountId,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, DbError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(FORGET_OLD_KEYS, &[&account, &IDEMPOTENCY_RETENTION_DAYS])
+            .await?;
+        let row = client
+            .query_opt(IDEMPOTENCY_RECORD, &[&account, &scope, &key])
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(IdempotencyRecord {
+            fingerprint: column(&row, "fingerprint")?,
+            answer: stored_answer(&row)?,
+        }))
+    }
+
+    /// Stores `answer` as the first answer to `key`, unless another is stored already, and
+    /// returns the one stored.
+    pub async fn first_answer(
+        &self,
+        account: AccountId,
+        scope: &str,
+        key: &str,
+        answer: &StoredAnswer,
+    ) -> Result<Option<StoredAnswer>, DbError> {
+        let client = self.pool.get().await?;
+        let status = i16::try_from(answer.status).unwrap_or(i16::MAX);
+        let row = client
+            .query_opt(
+                FIRST_ANSWER,
+                &[&account, &scope, &key, &status, &answer.body],
+            )
+            .await?;
+        match row {
+            Some(row) => stored_answer(&row),
+            None => Ok(None),
+        }
+    }
+}
+
+fn stored_answer(row: &tokio_postgres::Row) -> Result<Option<StoredAnswer>, DbError> {
+    let status: Option<i16> = column(row, "status")?;
+    let body: Option<String> = column(row, "response")?;
+    Ok(match (status, body) {
+        (Some(status), Some(body)) => Some(StoredAnswer {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        }),
+        _ => None,
+    })
+}
 
 /// A suspension or reinstatement and its row in the status history, in one statement.
 const SET_STATUS: &str = "
@@ -37,22 +167,56 @@ impl LedgerStore for PgStore {
         }))
     }
 
-    async fn apply_balance_change(&self, change: &BalanceChange) -> Result<(), StoreError> {
+    async fn apply_balance_change(
+        &self,
+        change: &BalanceChange,
+    ) -> Result<ChangeApplied, StoreError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
-        client
-            .execute(
-                APPLY_BALANCE_CHANGE,
-                &[
-                    &change.account_id,
-                    &change.amount,
-                    &change.kind.as_str(),
-                    &change.reason,
-                    &change.id,
-                ],
-            )
-            .await
-            .map_err(DbError::from)?;
-        Ok(())
+        let kind = change.kind.as_str();
+        let common: [&(dyn ToSql + Sync); 5] = [
+            &change.account_id,
+            &change.amount,
+            &kind,
+            &change.reason,
+            &change.id,
+        ];
+        let written = match &change.idempotency {
+            None => client.execute(APPLY_BALANCE_CHANGE, &common).await,
+            Some(claim) => {
+                let mut params = common.to_vec();
+                params.extend_from_slice(&[
+                    &claim.scope as &(dyn ToSql + Sync),
+                    &claim.key,
+                    &claim.fingerprint,
+                ]);
+                client.execute(APPLY_CLAIMED_BALANCE_CHANGE, &params).await
+            }
+        }
+        .map_err(DbError::from)?;
+        if written == 1 {
+            return Ok(ChangeApplied::Applied);
+        }
+        // Nothing written: the key was claimed, or the change entered, before.
+        let earlier = match &change.idempotency {
+            Some(claim) => client
+                .query_opt(CLAIMED_BY, &[&change.account_id, &claim.scope, &claim.key])
+                .await
+                .map_err(DbError::from)?
+                .map(|row| column::<Uuid>(&row, "change_id"))
+                .transpose()?,
+            None => client
+                .query_opt(CHANGE_ENTERED, &[&change.id])
+                .await
+                .map_err(DbError::from)?
+                .map(|_| change.id),
+        };
+        match earlier {
+            Some(change_id) => Ok(ChangeApplied::AlreadyApplied { change_id }),
+            None => Err(StoreError(format!(
+                "account {} not found for a balance change",
+                change.account_id
+            ))),
+        }
     }
 
     async fn set_status(

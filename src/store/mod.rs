@@ -4,7 +4,8 @@
 //! - `accounts`: account rows (email, status, balance, limits).
 //! - `keys`: API-key rows: only their keyed hashes and display prefixes.
 //! - `usage`: the flush of settled usage, paced first, idempotent on a replay.
-//! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk.
+//! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk,
+//!   and the `Idempotency-Key` records of operator writes.
 //! - `instance`: the lock that keeps a second instance off the same database.
 //!
 //! [`LedgerStore`]: tollgate_actors::store::LedgerStore
@@ -25,6 +26,7 @@ use tollgate_actors::store::StoreError;
 pub use accounts::AccountRow;
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
+pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};
 
 mod embedded {
     refinery::embed_migrations!("sql");

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 use crate::flusher::FlusherHandle;
-use crate::ledger::{BalanceChange, UsageRecord};
+use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
 use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
 use crate::store::{LedgerStore, StoreError};
 
@@ -122,6 +122,10 @@ pub(crate) struct AccountActor {
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     orphans: Orphans,
+    /// Idempotent changes whose write failed without saying whether it committed, by
+    /// (scope, key): the change's id and amount. A retry with the same key learns from the
+    /// store which it was, and the balance follows (docs/adr/0016-idempotent-operator-writes.md).
+    uncertain: HashMap<(&'static str, String), (Uuid, Decimal)>,
 }
 
 impl AccountActor {
@@ -150,6 +154,7 @@ impl AccountActor {
             store,
             flusher,
             orphans,
+            uncertain: HashMap::new(),
         }
     }
 
@@ -339,25 +344,53 @@ impl Handler<Release> for AccountActor {
     }
 }
 
-/// Apply a credit or adjustment: written to the store first, then to the balance.
+/// Apply a credit or adjustment: written to the store first, then to the balance, and only
+/// if the store wrote it now.
 #[derive(Message)]
-#[rtype(result = "Result<Decimal, StoreError>")]
+#[rtype(result = "Result<BalanceChanged, StoreError>")]
 pub(crate) struct ApplyChange(pub BalanceChange);
 
 impl Handler<ApplyChange> for AccountActor {
-    type Result = AtomicResponse<Self, Result<Decimal, StoreError>>;
+    type Result = AtomicResponse<Self, Result<BalanceChanged, StoreError>>;
 
     fn handle(&mut self, msg: ApplyChange, _: &mut Self::Context) -> Self::Result {
         let store = self.store.clone();
         let change = msg.0;
-        let amount = change.amount;
+        let (id, amount) = (change.id, change.amount);
+        let claim = change
+            .idempotency
+            .as_ref()
+            .map(|claim| (claim.scope, claim.key.clone()));
         AtomicResponse::new(Box::pin(
             async move { store.apply_balance_change(&change).await }
                 .into_actor(self)
                 .map(move |written, actor, _| {
-                    written?;
-                    actor.balance += amount;
-                    Ok(actor.balance)
+                    let applied = match written {
+                        Ok(applied) => applied,
+                        Err(error) => {
+                            // It may have committed all the same: a retry with the key finds out.
+                            if let Some(claim) = claim {
+                                actor.uncertain.insert(claim, (id, amount));
+                            }
+                            return Err(error);
+                        }
+                    };
+                    let earlier = claim.and_then(|claim| actor.uncertain.remove(&claim));
+                    match (applied, earlier) {
+                        (ChangeApplied::Applied, _) => actor.balance += amount,
+                        // The write that failed had committed: its amount was never applied here.
+                        (ChangeApplied::AlreadyApplied { change_id }, Some((id, amount)))
+                            if id == change_id =>
+                        {
+                            actor.balance += amount
+                        }
+                        // Applied before this actor loaded the balance, or applied here.
+                        (ChangeApplied::AlreadyApplied { .. }, _) => {}
+                    }
+                    Ok(BalanceChanged {
+                        applied,
+                        balance: actor.balance,
+                    })
                 }),
         ))
     }

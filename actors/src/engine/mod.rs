@@ -26,7 +26,7 @@ use crate::account::actor::{
 use crate::account::{AccountId, AccountStatus, AccountView, Refusal};
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{HoldPolicy, RequestShape};
-use crate::ledger::{BalanceChange, CreditKind};
+use crate::ledger::{BalanceChange, BalanceChanged, CreditKind, IdempotencyClaim};
 use crate::limits::AccountLimits;
 use crate::pricing::PriceVersion;
 use crate::store::{LedgerStore, StoreError};
@@ -338,6 +338,22 @@ impl Engine {
         amount: Decimal,
         reason: String,
     ) -> Result<Decimal, EngineError> {
+        let changed = self
+            .change_balance_once(account_id, kind, amount, reason, None)
+            .await?;
+        Ok(changed.balance)
+    }
+
+    /// [`Engine::change_balance`], applied once per idempotency key: a change whose key was
+    /// claimed already applies nothing and answers [`AlreadyApplied`](crate::ChangeApplied::AlreadyApplied).
+    pub async fn change_balance_once(
+        &self,
+        account_id: AccountId,
+        kind: CreditKind,
+        amount: Decimal,
+        reason: String,
+        idempotency: Option<IdempotencyClaim>,
+    ) -> Result<BalanceChanged, EngineError> {
         let addr = self.actor(account_id).await?;
         let change = BalanceChange {
             id: Uuid::now_v7(),
@@ -345,12 +361,13 @@ impl Engine {
             kind,
             amount,
             reason,
+            idempotency,
         };
-        let balance = addr
+        let changed = addr
             .send(ApplyChange(change))
             .await
             .map_err(|_| EngineError::Stopped)??;
-        Ok(balance)
+        Ok(changed)
     }
 
     pub async fn set_status(
