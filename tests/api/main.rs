@@ -15,6 +15,7 @@ mod billing;
 mod concurrency;
 mod errors;
 mod helpers;
+mod idempotency;
 mod instance;
 mod ledger;
 mod loadgen;

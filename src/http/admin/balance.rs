@@ -1,14 +1,32 @@
 //! Money an operator puts in or corrects: credits and adjustments, each through the account's
-//! actor and recorded in the ledger.
+//! actor and recorded in the ledger. With an `Idempotency-Key` header, each applies once
+//! however often it is sent, and every retry gets the first answer.
 
-use actix_web::{web, HttpResponse};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use tollgate_actors::CreditKind;
+use sha2::{Digest, Sha256};
+use tollgate_actors::{ChangeApplied, CreditKind, IdempotencyClaim};
 
-use super::{account_answer, engine_error, json_body, parse_id, stored_account};
+use super::{account_answer, db_error, engine_error, json_body, parse_id, stored_account};
 use crate::http::error::ApiError;
 use crate::http::AppState;
+use crate::store::{AccountRow, IdempotencyRecord, StoredAnswer};
+
+/// The header that makes a credit or adjustment apply once however often it is sent
+/// (docs/adr/0016-idempotent-operator-writes.md).
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+/// Set on an answer sent again for a key already used.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// The longest key accepted: room for any UUID or hash, not for a body.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// How long a concurrent duplicate waits for the first request's answer: it is stored a
+/// moment after the commit, so a few polls are plenty.
+const FIRST_ANSWER_POLLS: u32 = 50;
+const FIRST_ANSWER_POLL: Duration = Duration::from_millis(20);
 
 /// The largest single credit accepted, a guard against a typo of many zeros.
 const MAX_CREDIT_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 0);
@@ -55,29 +73,33 @@ fn parse_amount(value: &serde_json::Value, kind: CreditKind) -> Result<Decimal, 
 /// `POST /admin/v1/accounts/{id}/credit`
 pub async fn credit(
     path: web::Path<String>,
+    req: HttpRequest,
     raw: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    change_balance(path, raw, state, CreditKind::Credit).await
+    change_balance(path, req, raw, state, CreditKind::Credit).await
 }
 
 /// `POST /admin/v1/accounts/{id}/adjust`: an operator's correction, of either sign, with a
 /// reason. It can take a balance below zero; a negative account admits nothing.
 pub async fn adjust(
     path: web::Path<String>,
+    req: HttpRequest,
     raw: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    change_balance(path, raw, state, CreditKind::Adjustment).await
+    change_balance(path, req, raw, state, CreditKind::Adjustment).await
 }
 
 async fn change_balance(
     path: web::Path<String>,
+    req: HttpRequest,
     raw: web::Bytes,
     state: web::Data<AppState>,
     kind: CreditKind,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path, "account")?;
+    let key = idempotency_key(&req)?;
     let input: Credit = json_body(&raw)?;
     let amount = parse_amount(&input.amount_usd, kind)?;
     let reason = input.reason.unwrap_or_default().trim().to_string();
@@ -88,12 +110,140 @@ async fn change_balance(
         ));
     }
     let row = stored_account(&state, id).await?;
-    state
+    let Some(key) = key else {
+        state
+            .engine
+            .change_balance(id, kind, amount, reason)
+            .await
+            .map_err(engine_error)?;
+        return Ok(HttpResponse::Ok().json(account_answer(&state, &row).await?));
+    };
+    let claim = IdempotencyClaim {
+        scope: scope_of(kind),
+        fingerprint: fingerprint(kind, amount, &reason),
+        key,
+    };
+    // A retry of a change already stored is answered from its record, without the actor.
+    if let Some(record) = state
+        .store
+        .idempotency_record(id, claim.scope, &claim.key)
+        .await
+        .map_err(db_error)?
+    {
+        return replay(&state, &row, &claim, record).await;
+    }
+    let changed = state
         .engine
-        .change_balance(id, kind, amount, reason)
+        .change_balance_once(id, kind, amount, reason, Some(claim.clone()))
         .await
         .map_err(engine_error)?;
-    Ok(HttpResponse::Ok().json(account_answer(&state, &row).await?))
+    match changed.applied {
+        ChangeApplied::Applied => answer_first(&state, &row, &claim).await,
+        // A concurrent duplicate claimed the key first: answer as it does.
+        ChangeApplied::AlreadyApplied { .. } => {
+            let record = state
+                .store
+                .idempotency_record(id, claim.scope, &claim.key)
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| ApiError::internal("a claimed idempotency key has no record"))?;
+            replay(&state, &row, &claim, record).await
+        }
+    }
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] visible ASCII
+/// characters (a UUID, say).
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bytes = value.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_IDEMPOTENCY_KEY_LEN
+        || !bytes.iter().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::field(
+            IDEMPOTENCY_KEY,
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"),
+        ));
+    }
+    Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The route a key belongs to.
+fn scope_of(kind: CreditKind) -> &'static str {
+    match kind {
+        CreditKind::Credit => "credit",
+        CreditKind::Adjustment => "adjust",
+    }
+}
+
+/// What a request with a key asks, as compared with its retries: the parsed, normalized
+/// values, so that a retry that spells `"5.0"` for `"5"` is the same request.
+fn fingerprint(kind: CreditKind, amount: Decimal, reason: &str) -> Vec<u8> {
+    let mut digest = Sha256::new();
+    for part in [kind.as_str(), &amount.normalize().to_string(), reason] {
+        digest.update(part.len().to_le_bytes());
+        digest.update(part.as_bytes());
+    }
+    digest.finalize().to_vec()
+}
+
+/// The answer to the request that applied the change, stored as the key's first answer
+/// unless a concurrent duplicate stored one first; either way, the stored one is sent.
+async fn answer_first(
+    state: &AppState,
+    row: &AccountRow,
+    claim: &IdempotencyClaim,
+) -> Result<HttpResponse, ApiError> {
+    let body =
+        serde_json::to_string(&account_answer(state, row).await?).map_err(ApiError::internal)?;
+    let ours = StoredAnswer { status: 200, body };
+    let stored = state
+        .store
+        .first_answer(row.id, claim.scope, &claim.key, &ours)
+        .await
+        .map_err(db_error)?
+        .unwrap_or(ours);
+    Ok(respond(stored, false))
+}
+
+/// A retry: refused if it asks something else, else answered as the first request was.
+/// The first request stores its answer just after its change commits, so a concurrent
+/// duplicate waits for it a little; if it never comes (that request failed after the
+/// commit), this answer becomes the first.
+async fn replay(
+    state: &AppState,
+    row: &AccountRow,
+    claim: &IdempotencyClaim,
+    mut record: IdempotencyRecord,
+) -> Result<HttpResponse, ApiError> {
+    for _ in 0..FIRST_ANSWER_POLLS {
+        if record.fingerprint != claim.fingerprint {
+            return Err(ApiError::IdempotencyKeyReused(claim.key.clone()));
+        }
+        if let Some(answer) = record.answer {
+            return Ok(respond(answer, true));
+        }
+        tokio::time::sleep(FIRST_ANSWER_POLL).await;
+        record = state
+            .store
+            .idempotency_record(row.id, claim.scope, &claim.key)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(|| ApiError::internal("an idempotency record went away"))?;
+    }
+    answer_first(state, row, claim).await
+}
+
+fn respond(answer: StoredAnswer, replayed: bool) -> HttpResponse {
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::OK);
+    let mut response = HttpResponse::build(status);
+    if replayed {
+        response.insert_header((IDEMPOTENT_REPLAYED, "true"));
+    }
+    response.content_type("application/json").body(answer.body)
 }
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub enum ApiError {
     NotFound(&'static str),
     /// The write collides with existing state, such as a taken email.
     Conflict(String),
+    /// An `Idempotency-Key` already used for a different request on the same route and
+    /// account; the text names the key. Nothing was changed.
+    IdempotencyKeyReused(String),
     /// The surface is switched off or a dependency is down; retrying later may work.
     Unavailable(String),
     /// An unexpected failure. Its cause was logged where it was built
@@ -70,6 +73,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -84,6 +88,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -99,6 +104,9 @@ impl ApiError {
                 "too many failed authentication attempts from this address; retry later".into()
             }
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::IdempotencyKeyReused(key) => format!(
+                "Idempotency-Key {key:?} was already used on this route for this account with a different body; nothing was changed. Send a new key for a new change"
+            ),
             ApiError::Internal => "internal error; see the server log".into(),
         }
     }
