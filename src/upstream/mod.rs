@@ -167,6 +167,7 @@ pub struct Upstream {
     pub name: String,
     messages: Route,
     count_tokens: Route,
+    /// Read by the pool too, to mask it in logs.
     api_key: HeaderValue,
     /// How long the upstream may stay silent: before its response headers, and between two
     /// reads of its body.

@@ -53,6 +53,15 @@ impl UpstreamPool {
         self.upstreams.first()
     }
 
+    /// The operators' keys of every upstream, for masking them wherever an upstream's words
+    /// are logged (an upstream may echo the key it was sent).
+    pub fn api_keys(&self) -> Vec<&str> {
+        self.upstreams
+            .iter()
+            .filter_map(|upstream| upstream.api_key.to_str().ok())
+            .collect()
+    }
+
     /// Records how an attempt on `upstream` went.
     pub fn report(&self, upstream: &Upstream, attempt: Attempt) {
         let Some(counters) = self
@@ -95,5 +104,6 @@ mod tests {
         assert!(UpstreamPool::new(Vec::new())
             .pick("claude-opus-5-5")
             .is_none());
+        assert_eq!(pool.api_keys(), ["key"]);
     }
 }

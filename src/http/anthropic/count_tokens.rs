@@ -93,7 +93,7 @@ async fn forward(
     let body = if status.is_success() {
         body
     } else {
-        rewrite_upstream_error(&body, status, rid)?
+        rewrite_upstream_error(&body, status, rid, &upstreams.api_keys())?
     };
     respond(Reply::Full {
         status,

@@ -205,7 +205,8 @@ impl Exchange {
         }
         // The upstream's message is replaced by tollgate's, and an upstream refusal of the
         // operator's key or account is not passed off as the customer's (ADR 0015).
-        let body = match rewrite_upstream_error(&body, status, self.rid) {
+        let keys = self.upstreams.api_keys();
+        let body = match rewrite_upstream_error(&body, status, self.rid, &keys) {
             Ok(body) => body,
             Err(ours) => {
                 let _ = reply.send(Reply::Failed(ours));

@@ -49,11 +49,13 @@ struct ErrorDetail<'a> {
 
 /// The customer's answer to an upstream error: the body to send with the upstream's status,
 /// or tollgate's own failure when the error concerns the operator's upstream account. Either
-/// way the upstream's message is logged here, with the request id.
+/// way the upstream's message is logged here, with the request id, and with `operator_keys`
+/// (and anything else shaped like a key) masked.
 pub fn rewrite_upstream_error(
     body: &[u8],
     status: StatusCode,
     rid: RequestId,
+    operator_keys: &[&str],
 ) -> Result<Bytes, ProxyError> {
     let parsed = serde_json::from_slice::<ErrorBody<'_>>(body).ok();
     let unparsed;
@@ -70,7 +72,13 @@ pub fn rewrite_upstream_error(
     };
     let kind = ErrorKind::of_type(upstream_type).unwrap_or_else(|| ErrorKind::of_status(status));
     let answer = customer_message(status, kind, upstream_message);
-    log_upstream_error(rid, status, upstream_type, upstream_message, &answer);
+    let logged = LoggedError {
+        rid,
+        status: status.as_u16(),
+        upstream_type: for_log(upstream_type, operator_keys),
+        upstream_message: for_log(upstream_message, operator_keys),
+    };
+    logged.emit(&answer);
     let message = match answer {
         Answer::Message(message) => message,
         Answer::OperatorAccount => {
@@ -294,48 +302,54 @@ fn customer_message(status: StatusCode, kind: ErrorKind, upstream: &str) -> Answ
     Answer::Message(generic)
 }
 
-/// The upstream's message as the log keeps it: at most [`LOGGED_MESSAGE_CHARS`] characters,
-/// key-shaped tokens masked.
-fn for_log(message: &str) -> String {
-    let short = match message.char_indices().nth(LOGGED_MESSAGE_CHARS) {
-        Some((end, _)) => message.get(..end).unwrap_or(message),
-        None => message,
+/// An upstream's words as the log keeps them: `operator_keys` and key-shaped tokens masked,
+/// then cut to [`LOGGED_MESSAGE_CHARS`] characters.
+fn for_log(message: &str, operator_keys: &[&str]) -> String {
+    let mut masked = match KEY_SHAPED.as_ref() {
+        Some(regex) => regex.replace_all(message, "[masked]").into_owned(),
+        None => message.to_string(),
     };
-    let masked = match KEY_SHAPED.as_ref() {
-        Some(regex) => regex.replace_all(short, "[masked]"),
-        None => Cow::Borrowed(short),
-    };
-    if short.len() < message.len() {
-        format!("{masked}…")
-    } else {
-        masked.into_owned()
+    // A key too short to be one (a test's "key") would mask ordinary words.
+    for key in operator_keys.iter().filter(|key| key.len() >= 8) {
+        masked = masked.replace(key, "[masked]");
+    }
+    match masked.char_indices().nth(LOGGED_MESSAGE_CHARS) {
+        Some((end, _)) => format!("{}…", masked.get(..end).unwrap_or(&masked)),
+        None => masked,
     }
 }
 
-fn log_upstream_error(
+/// The log line of one upstream error.
+struct LoggedError {
     rid: RequestId,
-    status: StatusCode,
-    upstream_type: &str,
-    upstream_message: &str,
-    answer: &Answer,
-) {
-    let upstream_message = for_log(upstream_message);
-    let upstream_type = for_log(upstream_type);
-    let status = status.as_u16();
-    match answer {
-        Answer::OperatorAccount => tracing::error!(
-            %rid, status, %upstream_type, %upstream_message,
-            "the upstream refused the operator's account; the customer was answered 502"
-        ),
-        // The customer's own mistakes and the upstream's throttling are routine.
-        Answer::Message(_) if matches!(status, 400 | 404 | 413 | 429) => tracing::info!(
-            %rid, status, %upstream_type, %upstream_message,
-            "the upstream answered an error; the customer got tollgate's wording of it"
-        ),
-        Answer::Message(_) => tracing::warn!(
-            %rid, status, %upstream_type, %upstream_message,
-            "the upstream answered an error; the customer got tollgate's wording of it"
-        ),
+    status: u16,
+    upstream_type: String,
+    upstream_message: String,
+}
+
+impl LoggedError {
+    fn emit(&self, answer: &Answer) {
+        let LoggedError {
+            rid,
+            status,
+            upstream_type,
+            upstream_message,
+        } = self;
+        match answer {
+            Answer::OperatorAccount => tracing::error!(
+                %rid, status, %upstream_type, %upstream_message,
+                "the upstream refused the operator's account; the customer was answered 502"
+            ),
+            // The customer's own mistakes and the upstream's throttling are routine.
+            Answer::Message(_) if matches!(status, 400 | 404 | 413 | 429) => tracing::info!(
+                %rid, status, %upstream_type, %upstream_message,
+                "the upstream answered an error; the customer got tollgate's wording of it"
+            ),
+            Answer::Message(_) => tracing::warn!(
+                %rid, status, %upstream_type, %upstream_message,
+                "the upstream answered an error; the customer got tollgate's wording of it"
+            ),
+        }
     }
 }
 
@@ -371,7 +385,7 @@ mod tests {
     fn an_upstream_error_keeps_its_type_gets_our_request_id_and_loses_its_message() {
         let body = br#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded for org 7f3e"},"request_id":"req_upstream","extra":"x"}"#;
         let out: serde_json::Value = serde_json::from_slice(
-            &rewrite_upstream_error(body, StatusCode::from_u16(529).unwrap(), rid()).unwrap(),
+            &rewrite_upstream_error(body, StatusCode::from_u16(529).unwrap(), rid(), &[]).unwrap(),
         )
         .unwrap();
         assert_eq!(
@@ -383,7 +397,7 @@ mod tests {
             })
         );
         let out: serde_json::Value = serde_json::from_slice(
-            &rewrite_upstream_error(b"<html>", StatusCode::BAD_GATEWAY, rid()).unwrap(),
+            &rewrite_upstream_error(b"<html>", StatusCode::BAD_GATEWAY, rid(), &[]).unwrap(),
         )
         .unwrap();
         assert_eq!(out["error"]["type"], "api_error");
@@ -397,7 +411,7 @@ mod tests {
     fn an_unknown_error_type_is_replaced_by_the_one_its_status_names() {
         let body = br#"{"type":"error","error":{"type":"org_7f3e_quota","message":"x"}}"#;
         let out: serde_json::Value = serde_json::from_slice(
-            &rewrite_upstream_error(body, StatusCode::TOO_MANY_REQUESTS, rid()).unwrap(),
+            &rewrite_upstream_error(body, StatusCode::TOO_MANY_REQUESTS, rid(), &[]).unwrap(),
         )
         .unwrap();
         assert_eq!(out["error"]["type"], "rate_limit_error");
@@ -462,6 +476,7 @@ mod tests {
                 body.to_string().as_bytes(),
                 StatusCode::BAD_REQUEST,
                 rid(),
+                &[],
             );
             assert!(matches!(
                 refused,
@@ -474,14 +489,31 @@ mod tests {
 
     #[test]
     fn the_log_keeps_a_bounded_message_with_keys_masked() {
-        let logged = for_log("invalid x-api-key sk-ant-api03-abc_DEF-123 for org 7f3e9a6c-1111-2222-3333-444455556666");
+        let logged = for_log(
+            "invalid x-api-key sk-ant-api03-abc_DEF-123 for org 7f3e9a6c-1111-2222-3333-444455556666",
+            &[],
+        );
         assert_eq!(
             logged,
             "invalid x-api-key [masked] for org 7f3e9a6c-1111-2222-3333-444455556666"
         );
-        assert_eq!(for_log(&"k".repeat(45)), "[masked]");
+        assert_eq!(for_log(&"k".repeat(45), &[]), "[masked]");
+        // The operator's own key is masked whatever its shape.
+        assert_eq!(
+            for_log(
+                "bad key relay.key.42 (relay.key.42)",
+                &["relay.key.42", "key"]
+            ),
+            "bad key [masked] ([masked])"
+        );
+        // Masked before it is cut, so no prefix of a key survives the cut.
+        let straddling = format!("{}sk-ant-api03-{}", "a ".repeat(250), "x".repeat(90));
+        assert_eq!(
+            for_log(&straddling, &[]),
+            format!("{}[masked]", "a ".repeat(250))
+        );
         let long = "é".repeat(2000);
-        let logged = for_log(&long);
+        let logged = for_log(&long, &[]);
         assert_eq!(logged.chars().count(), LOGGED_MESSAGE_CHARS + 1);
         assert!(logged.ends_with('…'));
     }
