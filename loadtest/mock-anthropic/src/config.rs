@@ -178,6 +178,14 @@ pub(crate) struct Overrides {
     pub usage_in_delta: Option<bool>,
     /// Streaming: emit an extra cumulative `message_delta` every this many output tokens.
     pub delta_every: Option<u64>,
+    /// Report no usage at all: no `usage` in `message_start`, `message_delta` or the Message,
+    /// as a faulty upstream might.
+    pub omit_usage: bool,
+    /// Streaming: every `message_delta.usage` reports this `input_tokens` instead (a smaller
+    /// later count, a negative or an absurd one).
+    pub delta_input_tokens: Option<i64>,
+    /// Streaming: the final `message_delta` reports this `output_tokens` instead.
+    pub final_output_tokens: Option<i64>,
 }
 
 #[cfg(test)]

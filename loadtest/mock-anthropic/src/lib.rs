@@ -47,6 +47,9 @@
 //! | `reset_after_tokens: n` | stream: after n output tokens fail the body, cutting the connection |
 //! | `usage_in_delta: bool` | default true: `message_delta.usage` repeats input and cache counts |
 //! | `delta_every: n` | stream: an extra cumulative `message_delta` (stop_reason null) every n output tokens |
+//! | `omit_usage: bool` | report no usage at all (no `usage` in `message_start`, `message_delta` or the Message) |
+//! | `delta_input_tokens: n` | stream: every `message_delta.usage` reports `input_tokens: n` (may be smaller, negative or absurd) |
+//! | `final_output_tokens: n` | stream: the final `message_delta` reports `output_tokens: n` (may be negative or absurd) |
 //!
 //! Failure thresholds beyond the output length fire right after the last token; a threshold of
 //! 0 fires right after `message_start`. Naming any of `status`, `error_after_tokens` or

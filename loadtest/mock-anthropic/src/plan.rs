@@ -84,6 +84,12 @@ pub(crate) struct Plan {
     pub capped: bool,
     pub omit_cache_breakdown: bool,
     pub usage_in_delta: bool,
+    /// Report no usage anywhere.
+    pub omit_usage: bool,
+    /// Streaming: the `input_tokens` every `message_delta` reports instead of the real one.
+    pub delta_input_tokens: Option<i64>,
+    /// Streaming: the `output_tokens` the final `message_delta` reports instead.
+    pub final_output_tokens: Option<i64>,
     pub ttft: Duration,
     pub inter_token: Duration,
     pub tokens_per_chunk: u64,
@@ -335,6 +341,9 @@ impl Plan {
             capped: wanted > request.max_tokens,
             omit_cache_breakdown: overrides.omit_cache_breakdown,
             usage_in_delta: overrides.usage_in_delta.unwrap_or(true),
+            omit_usage: overrides.omit_usage,
+            delta_input_tokens: overrides.delta_input_tokens,
+            final_output_tokens: overrides.final_output_tokens,
             ttft: Duration::from_millis(overrides.ttft_ms.unwrap_or(config.ttft_ms)),
             inter_token: Duration::from_millis(
                 overrides.inter_token_ms.unwrap_or(config.inter_token_ms),

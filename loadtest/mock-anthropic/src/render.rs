@@ -65,10 +65,16 @@ fn push_server_tool_use(out: &mut String, plan: &Plan) {
 /// per stream and reused by each delta.
 pub(crate) fn delta_usage_prefix(plan: &Plan) -> String {
     let mut out = String::new();
+    if let Some(input) = plan.delta_input_tokens {
+        let _ = write!(out, "\"input_tokens\":{input},");
+    }
     if plan.usage_in_delta {
-        out.push_str("\"input_tokens\":");
-        push_num(&mut out, plan.input_tokens);
-        out.push_str(",\"cache_creation_input_tokens\":");
+        if plan.delta_input_tokens.is_none() {
+            out.push_str("\"input_tokens\":");
+            push_num(&mut out, plan.input_tokens);
+            out.push(',');
+        }
+        out.push_str("\"cache_creation_input_tokens\":");
         push_num(&mut out, plan.cache_creation_tokens());
         out.push_str(",\"cache_read_input_tokens\":");
         push_num(&mut out, plan.cache_read_tokens);
@@ -85,18 +91,22 @@ pub(crate) fn message_start(message_id: &str, model_json: &str, plan: &Plan) -> 
     out.push_str(message_id);
     out.push_str("\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":");
     out.push_str(model_json);
-    out.push_str(",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
-    out.push_str(&usage_object(plan, 1));
+    out.push_str(",\"stop_reason\":null,\"stop_sequence\":null");
+    if !plan.omit_usage {
+        out.push_str(",\"usage\":");
+        out.push_str(&usage_object(plan, 1));
+    }
     out.push_str("}}\n\n");
     Bytes::from(out)
 }
 
-/// A `message_delta` frame with cumulative usage. `stop_reason` is `None` for the intermediate
-/// deltas of `delta_every`, which report usage before the message is over.
+/// A `message_delta` frame with cumulative usage, or none when `usage_prefix` is `None`.
+/// `stop_reason` is `None` for the intermediate deltas of `delta_every`, which report usage
+/// before the message is over.
 pub(crate) fn message_delta(
-    usage_prefix: &str,
+    usage_prefix: Option<&str>,
     stop_reason: Option<&str>,
-    output_tokens: u64,
+    output_tokens: i64,
 ) -> Bytes {
     let mut out = String::with_capacity(256);
     out.push_str(
@@ -110,11 +120,13 @@ pub(crate) fn message_delta(
         }
         None => out.push_str("null"),
     }
-    out.push_str(",\"stop_sequence\":null},\"usage\":{");
-    out.push_str(usage_prefix);
-    out.push_str("\"output_tokens\":");
-    push_num(&mut out, output_tokens);
-    out.push_str("}}\n\n");
+    out.push_str(",\"stop_sequence\":null}");
+    if let Some(usage_prefix) = usage_prefix {
+        out.push_str(",\"usage\":{");
+        out.push_str(usage_prefix);
+        let _ = write!(out, "\"output_tokens\":{output_tokens}}}");
+    }
+    out.push_str("}\n\n");
     Bytes::from(out)
 }
 
@@ -155,8 +167,11 @@ pub(crate) fn message_json(message_id: &str, model_json: &str, plan: &Plan) -> B
     out.push_str(&text);
     out.push_str("\"}],\"stop_reason\":\"");
     out.push_str(plan.stop_reason());
-    out.push_str("\",\"stop_sequence\":null,\"usage\":");
-    out.push_str(&usage_object(plan, plan.output_tokens));
+    out.push_str("\",\"stop_sequence\":null");
+    if !plan.omit_usage {
+        out.push_str(",\"usage\":");
+        out.push_str(&usage_object(plan, plan.output_tokens));
+    }
     out.push('}');
     Bytes::from(out)
 }
@@ -294,8 +309,8 @@ mod tests {
             Bytes::from_static(PING),
             text_delta(1, 0, 3),
             Bytes::from_static(CONTENT_BLOCK_STOP),
-            message_delta(&prefix, None, 4),
-            message_delta(&prefix, Some("end_turn"), 5),
+            message_delta(Some(&prefix), None, 4),
+            message_delta(Some(&prefix), Some("end_turn"), 5),
             Bytes::from_static(MESSAGE_STOP),
             overloaded_event("req_x"),
         ];
@@ -319,10 +334,37 @@ mod tests {
             usage_in_delta: Some(false),
             ..Overrides::default()
         });
-        let frame = message_delta(&delta_usage_prefix(&p), Some("end_turn"), 5);
+        let frame = message_delta(Some(&delta_usage_prefix(&p)), Some("end_turn"), 5);
         assert_eq!(
             data_of(&frame)["usage"],
             serde_json::json!({"output_tokens": 5})
+        );
+    }
+
+    #[test]
+    fn usage_can_be_omitted_or_misreported() {
+        let none = plan(Overrides {
+            omit_usage: true,
+            ..Overrides::default()
+        });
+        assert!(data_of(&message_start("msg_x", "\"m\"", &none))["message"]
+            .get("usage")
+            .is_none());
+        assert!(parse(&message_json("msg_x", "\"m\"", &none))
+            .get("usage")
+            .is_none());
+        assert!(data_of(&message_delta(None, Some("end_turn"), 5))
+            .get("usage")
+            .is_none());
+        let smaller = plan(Overrides {
+            delta_input_tokens: Some(-3),
+            usage_in_delta: Some(false),
+            ..Overrides::default()
+        });
+        let frame = message_delta(Some(&delta_usage_prefix(&smaller)), Some("end_turn"), 7);
+        assert_eq!(
+            data_of(&frame)["usage"],
+            serde_json::json!({"input_tokens": -3, "output_tokens": 7})
         );
     }
 

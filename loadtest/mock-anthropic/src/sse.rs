@@ -130,6 +130,11 @@ impl SseStream {
         }
     }
 
+    /// What each `message_delta.usage` carries before `output_tokens`; `None` for no usage.
+    fn usage_prefix(&self) -> Option<&str> {
+        (!self.plan.omit_usage).then_some(self.delta_usage_prefix.as_str())
+    }
+
     fn arm_timer(&mut self, pause: Duration) {
         let deadline = Instant::now() + pause;
         match self.timer.as_mut() {
@@ -217,9 +222,9 @@ impl Stream for SseStream {
                 Phase::InterimDelta => {
                     this.phase = Phase::Tokens;
                     Some(render::message_delta(
-                        &this.delta_usage_prefix,
+                        this.usage_prefix(),
                         None,
-                        this.emitted,
+                        i64::try_from(this.emitted).unwrap_or(i64::MAX),
                     ))
                 }
                 Phase::ErrorEvent => {
@@ -245,10 +250,14 @@ impl Stream for SseStream {
                 }
                 Phase::FinalDelta => {
                     this.phase = Phase::MessageStop;
+                    let output = this
+                        .plan
+                        .final_output_tokens
+                        .unwrap_or_else(|| i64::try_from(this.emitted).unwrap_or(i64::MAX));
                     Some(render::message_delta(
-                        &this.delta_usage_prefix,
+                        this.usage_prefix(),
                         Some(this.plan.stop_reason()),
-                        this.emitted,
+                        output,
                     ))
                 }
                 Phase::MessageStop => {
