@@ -107,9 +107,14 @@ pub struct MeteringSettings {
     pub hold_bytes_per_token: u32,
     /// Tokens assumed per image or document block when sizing a hold.
     pub hold_media_tokens: u64,
-    /// After a client disconnects mid-stream, how long to keep reading the upstream to learn
-    /// the final usage.
+    /// After a client disconnects mid-stream, the least time the upstream is still read to
+    /// learn the final usage, even past `max_stream_ms`. The drain itself lasts for as long
+    /// as the upstream keeps sending (see `max_stream_ms`).
     pub stream_drain_ms: u64,
+    /// The longest a stream whose client went away is still read, counted from the stream's
+    /// start. Besides it, the drain ends when the upstream ends the stream or falls silent
+    /// for its `timeout_secs`.
+    pub max_stream_ms: u64,
     /// Threads of their own for account actors; 0 (the default) runs the actors on the HTTP
     /// workers instead, so a request that its account's own worker serves reaches the actor
     /// without waking another thread.
@@ -158,6 +163,7 @@ impl Default for Settings {
                 hold_bytes_per_token: HoldPolicy::default().bytes_per_token,
                 hold_media_tokens: HoldPolicy::default().media_allowance_tokens,
                 stream_drain_ms: 30_000,
+                max_stream_ms: 1_800_000,
                 account_arbiters: 0,
                 max_unflushed: 100_000,
             },

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_actors::pricing::RateCard;
+use tollgate_actors::relay::Drain;
 use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
@@ -180,7 +181,10 @@ impl Application {
             keys: keys.clone(),
             card: Arc::new(card),
             store: store.clone(),
-            stream_drain: Duration::from_millis(settings.metering.stream_drain_ms),
+            stream_drain: Drain {
+                max_stream: Duration::from_millis(settings.metering.max_stream_ms),
+                at_least: Duration::from_millis(settings.metering.stream_drain_ms),
+            },
             count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::account::AccountId;
+use crate::bill::UsageFault;
 use crate::Usage;
 
 /// Why money was added to or taken from a balance outside of usage.
@@ -116,6 +117,11 @@ pub struct UsageRecord {
     pub price_version: DateTime<Utc>,
     pub long_prompt_tier: bool,
     pub outcome: Outcome,
+    /// Some count is tollgate's estimate, because the upstream's final usage never came
+    /// (see [`crate::bill`]).
+    pub estimated: bool,
+    /// The upstream's usage report was faulty: missing, or absurd.
+    pub usage_fault: Option<UsageFault>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }

@@ -2,6 +2,8 @@
 //!
 //! Domain:
 //! - [`usage`]: token usage as the upstream reports it.
+//! - [`bill`]: what a request is billed from that report, when the final usage never came,
+//!   when there was none, and when a count is absurd.
 //! - [`account`]: an account's id, status and live view, and why a request is refused. Its
 //!   private `actor` module is the account actor, the one writer of an account's money; it
 //!   depends on nothing in `engine` (a message it drops unhandled finds the account's next
@@ -26,6 +28,7 @@
 //! The types most callers need are re-exported here.
 
 pub mod account;
+pub mod bill;
 pub mod engine;
 pub mod flusher;
 pub mod hold;
@@ -38,6 +41,7 @@ pub mod store;
 pub mod usage;
 
 pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
+pub use bill::{Bill, UsageFault};
 pub use engine::{
     ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
     Settlement,
@@ -48,4 +52,4 @@ pub use ledger::{
 };
 pub use limits::{AccountLimits, Throttle};
 pub use store::{BatchOutcome, LedgerStore, StoreError};
-pub use usage::Usage;
+pub use usage::{Usage, UsageReport};

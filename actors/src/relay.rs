@@ -33,6 +33,29 @@ pub const AFTER_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs
 /// connection for a reader that never reads.
 pub const CLIENT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long a stream is still read after its client went away, to learn what it produced.
+///
+/// The drain follows the upstream for as long as it keeps sending: it ends when the upstream
+/// ends the stream, when the upstream falls silent for its idle timeout (`timeout_secs`, which
+/// cuts the stream), or when the stream has run `max_stream` in all. Whatever it has not
+/// learned by then is estimated from the output relayed ([`crate::bill`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// The longest a stream may run, from its start, once no client reads it
+    /// (`metering.max_stream_ms`).
+    pub max_stream: Duration,
+    /// The least time a drain is given after the client went away, even past `max_stream`
+    /// (`metering.stream_drain_ms`): a client that leaves late still lets the usage arrive.
+    pub at_least: Duration,
+}
+
+impl Drain {
+    /// When the drain of a stream that started at `started` ends, if its client left `now`.
+    fn deadline(&self, started: Instant, now: Instant) -> Instant {
+        (started + self.max_stream).max(now + self.at_least)
+    }
+}
+
 /// The upstream connection failed after the response had started; the client's connection is
 /// cut the same way, so it sees what the upstream did.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -51,7 +74,7 @@ pub struct RelayTask<S> {
     ticket: HoldTicket,
     parser: UsageParser,
     /// How long to keep reading the upstream after the client went away, to learn the usage.
-    drain: Duration,
+    drain: Drain,
     /// Fired by a shutdown whose drain bound has passed.
     interrupt: CancellationToken,
 }
@@ -65,7 +88,7 @@ where
     pub fn new(
         upstream: S,
         ticket: HoldTicket,
-        drain: Duration,
+        drain: Drain,
         interrupt: CancellationToken,
     ) -> (RelayTask<S>, mpsc::Receiver<ClientChunk>) {
         let (client, body) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
@@ -83,9 +106,11 @@ where
     }
 
     /// Relays until the upstream ends, then settles. Returns the settlement, or `None` if the
-    /// upstream reported no usage at all and the hold was released.
+    /// stream produced nothing at all (no usage, no output, no message) and the hold was
+    /// released.
     pub async fn run(mut self) -> Option<Settlement> {
         let request_id = self.ticket.request_id();
+        let started = Instant::now();
         // Set when the client goes away: from then on the upstream is read only to learn the
         // final usage, until this deadline.
         let mut drain_deadline: Option<Instant> = None;
@@ -98,7 +123,7 @@ where
             let next = tokio::select! {
                 biased;
                 _ = self.interrupt.cancelled() => {
-                    tracing::warn!(%request_id, "interrupted by shutdown; billing the last usage seen");
+                    tracing::warn!(%request_id, "interrupted by shutdown; billing the output relayed");
                     interrupted = true;
                     break;
                 }
@@ -106,7 +131,7 @@ where
                     Some(next) => next,
                     None => {
                         if !self.parser.completed() {
-                            tracing::info!(%request_id, "drain time ran out; billing the last usage seen");
+                            tracing::info!(%request_id, "drain time ran out; billing the output relayed");
                         }
                         break;
                     }
@@ -126,7 +151,7 @@ where
                         if !matches!(sent, Ok(Ok(()))) {
                             tracing::info!(%request_id, "client disconnected or stalled mid-stream; draining the upstream");
                             self.client = None;
-                            drain_deadline = Some(Instant::now() + self.drain);
+                            drain_deadline = Some(self.drain.deadline(started, Instant::now()));
                         }
                     }
                     if self.parser.completed() && finish_deadline.is_none() {
@@ -159,12 +184,15 @@ where
         } else {
             Outcome::Completed
         };
-        let usage = self.parser.usage();
-        if !self.parser.saw_message_start() && usage.is_zero() {
+        let report = self.parser.report();
+        // An upstream that ended a stream without a word of usage still answered: that is
+        // billed (from the hold's estimate). One that produced nothing, or only an error
+        // event, did not.
+        if report.is_empty() && !self.parser.completed() {
             self.ticket.release();
             return None;
         }
-        Some(self.ticket.settle(usage, outcome))
+        Some(self.ticket.settle_report(report, outcome))
     }
 }
 

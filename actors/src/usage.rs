@@ -1,9 +1,16 @@
-//! Token usage as the upstream reports it, split into the classes that are priced separately.
+//! Token usage as the upstream reports it, split into the classes that are priced separately,
+//! and the report billing reads it from ([`UsageReport`]).
 
 use serde::{Deserialize, Serialize};
 
-/// What one request consumed. Every field is a count reported by the upstream; tollgate never
-/// estimates usage it bills.
+/// The most one class may count in one request (tokens, or server-tool uses). No model's
+/// context comes near it (50 times the longest today); a larger count is an upstream fault,
+/// capped here so that it never reaches the books raw, and alerted.
+pub const MAX_COUNT_PER_CLASS: u64 = 10_000_000;
+
+/// What one request consumed, class by class. The counts are the upstream's, except when its
+/// final usage never came: then `crate::bill` estimates what it must
+/// (docs/adr/0009-estimate-unreported-output.md) and the usage row says so.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Usage {
     /// Uncached input tokens (`input_tokens`).
@@ -44,5 +51,43 @@ impl Usage {
     /// True when the upstream reported no consumption at all.
     pub fn is_zero(&self) -> bool {
         *self == Usage::default()
+    }
+}
+
+/// What the upstream reported about one request's usage, and what tollgate saw of its output:
+/// everything [`crate::bill::bill`] decides a bill from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UsageReport {
+    /// The counts reported: each class at the largest value seen, capped at
+    /// [`MAX_COUNT_PER_CLASS`].
+    pub usage: Usage,
+    /// Some prompt class (input, cache read, cache write) was counted.
+    pub prompt_reported: bool,
+    /// The upstream's final usage arrived: a whole message's `usage`, or a stream's
+    /// `message_delta` with a stop reason and an output count.
+    pub final_usage: bool,
+    /// Bytes of output the stream's content deltas carried (text, thinking, tool input JSON,
+    /// as relayed, JSON escapes included), beyond each event's envelope.
+    pub relayed_output_bytes: u64,
+    /// Some count was negative, beyond a `u64`, or above [`MAX_COUNT_PER_CLASS`]: an
+    /// upstream fault.
+    pub absurd_count: bool,
+}
+
+impl UsageReport {
+    /// A final usage that the caller read from the upstream (an error body's `usage`).
+    pub fn reported(usage: Usage) -> UsageReport {
+        UsageReport {
+            usage,
+            prompt_reported: true,
+            final_usage: true,
+            relayed_output_bytes: 0,
+            absurd_count: false,
+        }
+    }
+
+    /// Nothing billable was seen: no count, no output relayed.
+    pub fn is_empty(&self) -> bool {
+        !self.prompt_reported && self.usage.is_zero() && self.relayed_output_bytes == 0
     }
 }

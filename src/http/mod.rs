@@ -17,7 +17,6 @@ pub mod ops;
 pub mod request_id;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{middleware, web};
 use governor::DefaultKeyedRateLimiter;
@@ -39,7 +38,8 @@ pub struct AppState {
     pub keys: KeyRing,
     pub card: Arc<RateCard>,
     pub store: PgStore,
-    pub stream_drain: Duration,
+    /// How long a stream whose client went away is still read (`metering.*`).
+    pub stream_drain: tollgate_actors::relay::Drain,
     pub count_tokens_limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub metrics: PrometheusHandle,
 }

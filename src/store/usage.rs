@@ -29,18 +29,19 @@ macro_rules! usage_columns {
         "request_id, account_id, key_id, model,
                input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens,
                cache_write_1h_tokens, web_search_requests, web_fetch_requests,
-               cost, price_version, long_prompt_tier, outcome, started_at, finished_at"
+               cost, price_version, long_prompt_tier, outcome, started_at, finished_at,
+               estimated, usage_fault"
     };
 }
 
-/// The batch's column arrays, `$1` to `$17`, as rows.
+/// The batch's column arrays, `$1` to `$19`, as rows.
 macro_rules! unnest_usage {
     () => {
         "UNNEST(
             $1::uuid[], $2::uuid[], $3::uuid[], $4::text[],
             $5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],
             $12::numeric[], $13::timestamptz[], $14::bool[], $15::text[],
-            $16::timestamptz[], $17::timestamptz[])"
+            $16::timestamptz[], $17::timestamptz[], $18::bool[], $19::text[])"
     };
 }
 
@@ -236,6 +237,8 @@ struct UsageColumns<'a> {
     outcome: Vec<&'static str>,
     started_at: Vec<DateTime<Utc>>,
     finished_at: Vec<DateTime<Utc>>,
+    estimated: Vec<bool>,
+    usage_fault: Vec<Option<&'static str>>,
 }
 
 fn tokens(n: u64) -> i64 {
@@ -280,13 +283,18 @@ impl<'a> From<&'a [UsageRecord]> for UsageColumns<'a> {
             outcome: chunk.iter().map(|r| r.outcome.as_str()).collect(),
             started_at: chunk.iter().map(|r| r.started_at).collect(),
             finished_at: chunk.iter().map(|r| r.finished_at).collect(),
+            estimated: chunk.iter().map(|r| r.estimated).collect(),
+            usage_fault: chunk
+                .iter()
+                .map(|r| r.usage_fault.map(|fault| fault.as_str()))
+                .collect(),
         }
     }
 }
 
 impl UsageColumns<'_> {
-    /// The statement parameters `$1` to `$17`, in the order the flush statements declare.
-    fn params(&self) -> [&(dyn ToSql + Sync); 17] {
+    /// The statement parameters `$1` to `$19`, in the order the flush statements declare.
+    fn params(&self) -> [&(dyn ToSql + Sync); 19] {
         [
             &self.request_id,
             &self.account_id,
@@ -305,6 +313,8 @@ impl UsageColumns<'_> {
             &self.outcome,
             &self.started_at,
             &self.finished_at,
+            &self.estimated,
+            &self.usage_fault,
         ]
     }
 }

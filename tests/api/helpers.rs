@@ -126,6 +126,48 @@ pub fn test_settings(db: &TestDatabase, mock: &MockServer) -> Settings {
     settings
 }
 
+/// Sends SIGTERM to a `tollgate serve` process and waits for it to exit cleanly.
+pub async fn sigterm_and_wait(mut child: std::process::Child) {
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exit.success(), "tollgate exited with {exit}");
+}
+
+/// The output bytes of the content deltas in an SSE text, as tollgate measures them: each
+/// complete `content_block_delta` event's data, less the envelope of an empty text delta.
+pub fn relayed_output_bytes(sse: &str) -> u64 {
+    const ENVELOPE: usize =
+        r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#.len();
+    // Only whole events: a trailing partial one was never an event for the client either.
+    let whole = sse.rfind("\n\n").map_or("", |end| &sse[..end]);
+    whole
+        .split("\n\n")
+        .filter(|event| event.starts_with("event: content_block_delta\ndata: "))
+        .map(|event| (event.len() - "event: content_block_delta\ndata: ".len() - ENVELOPE) as u64)
+        .sum()
+}
+
+/// Polls the simulated upstream's counters until `done` holds.
+pub async fn wait_for_mock(app: &TestApp, done: impl Fn(&mock_anthropic::MockStats) -> bool) {
+    for _ in 0..400 {
+        if done(&app.mock_stats().await) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!(
+        "mock never reached the expected state: {:?}",
+        app.mock_stats().await
+    );
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(MockConfig::default(), |_| {}).await
 }
@@ -354,6 +396,41 @@ impl TestApp {
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null());
         command
+    }
+
+    /// Stops this in-process instance, which gives back the database, and serves the same
+    /// database from the real `tollgate serve` binary instead, with `envs` added. Returns the
+    /// process, once it answers `/healthz`, and its base URL.
+    pub async fn serve_binary_instead(
+        &mut self,
+        envs: &[(&str, &str)],
+    ) -> (std::process::Child, String) {
+        self.server.stop(true).await;
+        (&mut self.stopped).await.unwrap().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut command = self.serve_command(&format!("127.0.0.1:{port}"));
+        command.envs(envs.iter().copied());
+        let mut child = command.spawn().unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if self
+                .http
+                .get(format!("{base}/healthz"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return (child, base);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("tollgate serve did not start");
     }
 
     pub fn store(&self) -> PgStore {

@@ -62,6 +62,8 @@ async fn replaying_a_flushed_batch_changes_nothing() {
             price_version: row.get(7),
             long_prompt_tier: false,
             outcome: Outcome::Completed,
+            estimated: false,
+            usage_fault: None,
             started_at: row.get(8),
             finished_at: row.get(9),
         })
@@ -125,6 +127,8 @@ async fn a_paced_flush_writes_a_large_batch_in_parts_and_debits_each_account_onc
                 price_version,
                 long_prompt_tier: false,
                 outcome: Outcome::Completed,
+                estimated: false,
+                usage_fault: None,
                 started_at: price_version,
                 finished_at: price_version,
             }

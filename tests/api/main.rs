@@ -19,5 +19,6 @@ mod idempotency;
 mod instance;
 mod ledger;
 mod loadgen;
+mod output_billed;
 mod streams;
 mod upstream;

@@ -9,19 +9,6 @@ use serde_json::json;
 
 use crate::helpers::*;
 
-async fn wait_for_mock(app: &TestApp, done: impl Fn(&mock_anthropic::MockStats) -> bool) {
-    for _ in 0..400 {
-        if done(&app.mock_stats().await) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "mock never reached the expected state: {:?}",
-        app.mock_stats().await
-    );
-}
-
 #[actix_web::test]
 async fn sse_bytes_reach_the_client_before_the_upstream_has_finished() {
     let app = spawn_app().await;
@@ -92,75 +79,6 @@ async fn a_client_that_disconnects_mid_stream_is_billed_from_the_upstreams_final
 }
 
 #[actix_web::test]
-async fn when_the_drain_time_runs_out_the_last_cumulative_usage_seen_is_billed() {
-    let app = spawn_app_with(MockConfig::default(), |s| s.metering.stream_drain_ms = 300).await;
-    let customer = app.customer("5").await;
-    // 400 tokens at 10 ms each take 4 s; usage deltas every 20 tokens.
-    let body = message_body(
-        "claude-opus-5-5",
-        1000,
-        true,
-        json!({"input_tokens": 100, "output_tokens": 400, "inter_token_ms": 10, "delta_every": 20}),
-    );
-    let response = app.messages(&customer.key, &body).send().await.unwrap();
-    let mut stream = response.bytes_stream();
-    stream.next().await.unwrap().unwrap();
-    drop(stream);
-    app.wait_settled(&customer.id).await;
-    app.flush().await;
-    let db = app.db().await;
-    let row = db
-        .query_one(
-            "SELECT outcome, output_tokens, input_tokens FROM usage",
-            &[],
-        )
-        .await
-        .unwrap();
-    let output: i64 = row.get(1);
-    assert_eq!(row.get::<_, String>(0), "client_disconnected");
-    assert_eq!(row.get::<_, i64>(2), 100, "the prompt is billed");
-    assert!(
-        output > 0 && output < 400,
-        "billed {output} output tokens: some produced, not all"
-    );
-    assert_eq!(output % 20, 0, "billed from a cumulative usage report");
-    app.books(&customer.id).await.assert_reconciled();
-}
-
-#[actix_web::test]
-async fn a_stream_cut_by_the_upstream_bills_the_last_usage_seen_and_cuts_the_client() {
-    let app = spawn_app().await;
-    let customer = app.customer("5").await;
-    let body = message_body(
-        "claude-opus-5-5",
-        1000,
-        true,
-        json!({"input_tokens": 100, "output_tokens": 100, "delta_every": 10, "reset_after_tokens": 35}),
-    );
-    let response = app.messages(&customer.key, &body).send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let read = response.text().await;
-    assert!(
-        read.is_err(),
-        "the client's stream must be cut as the upstream's was"
-    );
-    app.wait_settled(&customer.id).await;
-    app.flush().await;
-    let db = app.db().await;
-    let row = db
-        .query_one("SELECT outcome, output_tokens FROM usage", &[])
-        .await
-        .unwrap();
-    assert_eq!(row.get::<_, String>(0), "upstream_cut");
-    assert_eq!(
-        row.get::<_, i64>(1),
-        30,
-        "the last cumulative count before the cut"
-    );
-    app.books(&customer.id).await.assert_reconciled();
-}
-
-#[actix_web::test]
 async fn a_stream_the_upstream_leaves_silent_is_cut_and_billed_for_what_was_seen() {
     let app = spawn_app_with(MockConfig::default(), |settings| {
         settings.upstreams[0].timeout_secs = 1;
@@ -221,7 +139,10 @@ async fn an_error_event_mid_stream_is_relayed_and_the_usage_so_far_billed() {
     );
     let text = app.message_text(&customer.key, &body).await;
     assert!(text.contains("event: error"));
-    let seen = usage_of_stream(&text);
+    // The final usage never came: the output relayed, one token per byte, is billed.
+    let mut seen = usage_of_stream(&text);
+    seen.output = seen.output.max(relayed_output_bytes(&text));
+    assert!(seen.output >= 50);
     app.wait_settled(&customer.id).await;
     assert_eq!(
         app.balance(&customer.id).await,
@@ -296,13 +217,11 @@ async fn a_stream_still_running_at_the_drain_bound_is_billed_for_what_it_produce
     assert_eq!(rows.len(), 1, "{rows:?}");
     let (outcome, output) = &rows[0];
     assert_eq!(outcome, "interrupted");
-    assert!(
-        *output > 0 && *output < 400,
-        "billed {output} of 400 output tokens"
-    );
-    // The client saw a response that ended without message_stop.
+    // The client saw a response that ended without message_stop, and is billed for what it
+    // received, one token per byte of output (the final usage never came).
     let text = reader.await.unwrap();
     assert!(!text.contains("message_stop"));
+    assert_eq!(*output as u64, relayed_output_bytes(&text).min(1000));
 }
 
 #[actix_web::test]

@@ -8,9 +8,11 @@ use uuid::Uuid;
 use super::{Engine, HoldRequest};
 use crate::account::actor::{AccountActor, Release, ResizeHold, Settle};
 use crate::account::AccountId;
+use crate::bill::{bill, HoldFacts, UsageFault};
 use crate::hold::resized_hold;
 use crate::ledger::{Outcome, UsageRecord};
 use crate::pricing::PriceVersion;
+use crate::usage::UsageReport;
 use crate::Usage;
 
 /// A request's admitted hold. Settle it with the usage the upstream reported, or release it
@@ -30,6 +32,10 @@ pub struct Settlement {
     pub usage: Usage,
     pub cost: Decimal,
     pub outcome: Outcome,
+    /// Some count is tollgate's estimate (the final usage never came).
+    pub estimated: bool,
+    /// The upstream's usage report was faulty.
+    pub usage_fault: Option<UsageFault>,
 }
 
 impl HoldTicket {
@@ -67,12 +73,44 @@ impl HoldTicket {
         }
     }
 
-    /// Debits the exact cost of `usage` at the request's price version. The settle is queued
-    /// in the account's mailbox without waiting for a reply, so it cannot be lost if the
+    /// Debits the cost of `usage`, a final usage the upstream reported, at the request's price
+    /// version (see [`HoldTicket::settle_report`]).
+    pub fn settle(self, usage: Usage, outcome: Outcome) -> Settlement {
+        self.settle_report(UsageReport::reported(usage), outcome)
+    }
+
+    /// Debits the bill of `report` ([`crate::bill`]) at the request's price version: the
+    /// upstream's counts, or tollgate's estimate where they are missing or absurd. The settle is
+    /// queued in the account's mailbox without waiting for a reply, so it cannot be lost if the
     /// caller goes away before the actor gets to it; [`Engine::shutdown`] waits for every
     /// queued settle before the final flush.
-    pub fn settle(mut self, usage: Usage, outcome: Outcome) -> Settlement {
+    pub fn settle_report(mut self, report: UsageReport, outcome: Outcome) -> Settlement {
         self.done = true;
+        let policy = self.engine.hold_policy();
+        let facts = HoldFacts {
+            prompt_estimate: policy.estimate_prompt_tokens(&self.request.shape),
+            max_tokens: self.request.shape.max_tokens,
+            bytes_per_token: policy.bytes_per_token,
+        };
+        let billed = bill(&report, &facts);
+        let request_id = self.request.request_id;
+        if let Some(fault) = billed.fault {
+            tracing::error!(
+                %request_id,
+                account_id = %self.request.account_id,
+                fault = fault.as_str(),
+                reported = ?report.usage,
+                billed = ?billed.usage,
+                "the upstream's usage report is faulty; billing tollgate's estimate"
+            );
+        } else if billed.estimated {
+            tracing::info!(
+                %request_id,
+                output_tokens = billed.usage.output_tokens,
+                "the final usage never came; billing the output relayed (estimated)"
+            );
+        }
+        let usage = billed.usage;
         let version = &self.request.version;
         let cost = version.cost(&usage);
         let long_prompt_tier = version
@@ -80,7 +118,7 @@ impl HoldTicket {
             .as_ref()
             .is_some_and(|tier| usage.prompt_tokens() > tier.threshold_tokens);
         let record = UsageRecord {
-            request_id: self.request.request_id,
+            request_id,
             account_id: self.request.account_id,
             key_id: self.request.key_id,
             model: std::mem::take(&mut self.request.model),
@@ -89,6 +127,8 @@ impl HoldTicket {
             price_version: version.effective_from,
             long_prompt_tier,
             outcome,
+            estimated: billed.estimated,
+            usage_fault: billed.fault,
             started_at: self.request.started_at,
             finished_at: Utc::now(),
         };
@@ -100,6 +140,8 @@ impl HoldTicket {
             usage,
             cost,
             outcome,
+            estimated: billed.estimated,
+            usage_fault: billed.fault,
         }
     }
 

@@ -2,14 +2,28 @@
 //! cumulative usage, `message_stop` ends the message, `error` reports a failure. A
 //! [`StreamReport`] folds the events it is given into the bill known so far.
 //!
-//! Usage counts are cumulative: each report replaces the previous value of the fields it
-//! carries, and a field it omits keeps its value.
+//! Usage counts are cumulative: a field a report omits keeps its value, and each class keeps
+//! the largest value reported, so that a later, smaller count never lowers the bill (a
+//! `message_delta` that repeats `input_tokens: 0` after a `message_start` of 50,000, say).
+//! A count that is negative or above [`MAX_COUNT_PER_CLASS`] is an upstream fault: it is
+//! ignored or capped, and the report says so.
+//!
+//! The data of `content_block_delta` events is not read, only measured: [`DELTA_ENVELOPE`]
+//! bytes less than its length is the output it relayed, for the estimate of a stream whose
+//! final usage never came (docs/adr/0009-estimate-unreported-output.md).
 
 use serde::Deserialize;
 
 use super::lenient::{parse_wire, Count, Loose, Obj};
 use super::Feed;
+use crate::usage::{UsageReport, MAX_COUNT_PER_CLASS};
 use crate::Usage;
+
+/// The smallest JSON around a content delta's payload. Anthropic's other delta types
+/// (`thinking_delta`, `input_json_delta`, `signature_delta`) and larger indexes have longer
+/// envelopes, so taking this much off every event never under-counts the payload.
+pub(super) const DELTA_ENVELOPE: &str =
+    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#;
 
 /// The event types billing reads; every other type is skipped unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +33,9 @@ pub(super) enum EventKind {
     MessageStop,
     Error,
 }
+
+/// The one event type that is measured but not read: the output itself.
+pub(super) const CONTENT_BLOCK_DELTA: &[u8] = b"content_block_delta";
 
 impl EventKind {
     /// The type an event name (or a JSON `type`) stands for; `None` for the events billing
@@ -39,6 +56,10 @@ impl EventKind {
 pub(super) struct StreamReport {
     tally: Tally,
     saw_start: bool,
+    /// A `message_delta` with a stop reason and an output count arrived: the usage is final.
+    final_usage: bool,
+    /// Payload bytes of the content deltas so far (each event's length less the envelope).
+    relayed_output_bytes: u64,
     completed: bool,
     errored: bool,
     stop_reason: Option<String>,
@@ -75,9 +96,28 @@ impl StreamReport {
         }
     }
 
+    /// A complete `content_block_delta` event carried `data_bytes` bytes of data.
+    pub(super) fn content_delta(&mut self, data_bytes: usize) {
+        let payload = data_bytes.saturating_sub(DELTA_ENVELOPE.len());
+        self.relayed_output_bytes = self
+            .relayed_output_bytes
+            .saturating_add(u64::try_from(payload).unwrap_or(u64::MAX));
+    }
+
     /// Cumulative usage as of the last complete event.
     pub(super) fn usage(&self) -> Usage {
         self.tally.usage()
+    }
+
+    /// Everything billing needs to know about the stream so far.
+    pub(super) fn report(&self) -> UsageReport {
+        UsageReport {
+            usage: self.tally.usage(),
+            prompt_reported: self.tally.prompt_reported(),
+            final_usage: self.final_usage,
+            relayed_output_bytes: self.relayed_output_bytes,
+            absurd_count: self.tally.absurd,
+        }
     }
 
     pub(super) fn saw_message_start(&self) -> bool {
@@ -129,14 +169,16 @@ impl StreamReport {
                 let Some(event) = event else {
                     return;
                 };
-                if let Loose::Got(Obj(usage)) = &event.usage {
-                    self.tally.apply(usage);
-                }
+                let seen = match &event.usage {
+                    Loose::Got(Obj(usage)) => self.tally.apply(usage),
+                    _ => Seen::default(),
+                };
                 if let Loose::Got(Obj(WireDelta {
                     stop_reason: Loose::Got(reason),
                 })) = event.delta
                 {
                     self.stop_reason = Some(reason);
+                    self.final_usage |= seen.output;
                 }
             }
             EventKind::MessageStop => self.completed = true,
@@ -164,12 +206,29 @@ impl StreamReport {
 /// as in a stream (null is absent, a missing breakdown bills cache writes at the 5-minute
 /// rate).
 pub fn usage_from_message(body: &[u8]) -> Option<Usage> {
-    let Obj(message) = parse_wire::<Obj<WireMessage>>(body)?;
+    let report = report_from_message(body);
+    report.final_usage.then_some(report.usage)
+}
+
+/// What a non-streaming response body (a complete Message JSON) reports, read in one pass:
+/// its usage is final if its `usage` object carries any count (see [`usage_from_message`]).
+/// A body without one reports nothing, which billing treats as an upstream fault.
+pub fn report_from_message(body: &[u8]) -> UsageReport {
+    let Some(Obj(message)) = parse_wire::<Obj<WireMessage>>(body) else {
+        return UsageReport::default();
+    };
     let Loose::Got(Obj(usage)) = message.usage else {
-        return None;
+        return UsageReport::default();
     };
     let mut tally = Tally::default();
-    tally.apply(&usage).any.then(|| tally.usage())
+    let seen = tally.apply(&usage);
+    UsageReport {
+        usage: tally.usage(),
+        prompt_reported: tally.prompt_reported(),
+        final_usage: seen.any,
+        relayed_output_bytes: 0,
+        absurd_count: tally.absurd,
+    }
 }
 
 /// The cumulative counts seen so far, each `None` until some event carried it.
@@ -183,6 +242,8 @@ struct Tally {
     breakdown_1h: Option<u64>,
     web_search: Option<u64>,
     web_fetch: Option<u64>,
+    /// Some count was negative, beyond a `u64`, or above [`MAX_COUNT_PER_CLASS`].
+    absurd: bool,
 }
 
 /// Which counts one usage object carried.
@@ -192,40 +253,74 @@ struct Seen {
     any: bool,
     /// A count of some prompt class.
     prompt: bool,
+    /// An output count.
+    output: bool,
+}
+
+/// Folds one reported count into its class: the class keeps the largest value seen, capped at
+/// [`MAX_COUNT_PER_CLASS`]. Returns whether a usable count was carried; an absurd one is not
+/// (it is ignored, or capped) and marks the tally.
+fn fold(slot: &mut Option<u64>, count: Count, absurd: &mut bool) -> bool {
+    match count {
+        Count::Absent => false,
+        Count::Absurd => {
+            *absurd = true;
+            false
+        }
+        Count::Got(n) => {
+            if n > MAX_COUNT_PER_CLASS {
+                *absurd = true;
+            }
+            let n = n.min(MAX_COUNT_PER_CLASS);
+            *slot = Some(slot.map_or(n, |seen| seen.max(n)));
+            true
+        }
+    }
 }
 
 impl Tally {
     fn apply(&mut self, usage: &WireUsage) -> Seen {
-        let mut seen = Seen::default();
-        let mut prompt = |slot: &mut Option<u64>, count: Count| {
-            if let Count(Some(n)) = count {
-                *slot = Some(n);
-                seen.prompt = true;
-            }
-        };
-        prompt(&mut self.input, usage.input_tokens);
-        prompt(&mut self.cache_read, usage.cache_read_input_tokens);
-        prompt(
+        let absurd = &mut self.absurd;
+        let mut prompt = false;
+        prompt |= fold(&mut self.input, usage.input_tokens, absurd);
+        prompt |= fold(&mut self.cache_read, usage.cache_read_input_tokens, absurd);
+        prompt |= fold(
             &mut self.cache_creation_total,
             usage.cache_creation_input_tokens,
+            absurd,
         );
         if let Loose::Got(Obj(breakdown)) = &usage.cache_creation {
-            prompt(&mut self.breakdown_5m, breakdown.ephemeral_5m_input_tokens);
-            prompt(&mut self.breakdown_1h, breakdown.ephemeral_1h_input_tokens);
+            prompt |= fold(
+                &mut self.breakdown_5m,
+                breakdown.ephemeral_5m_input_tokens,
+                absurd,
+            );
+            prompt |= fold(
+                &mut self.breakdown_1h,
+                breakdown.ephemeral_1h_input_tokens,
+                absurd,
+            );
         }
-        seen.any = seen.prompt;
-        let mut other = |slot: &mut Option<u64>, count: Count| {
-            if let Count(Some(n)) = count {
-                *slot = Some(n);
-                seen.any = true;
-            }
-        };
-        other(&mut self.output, usage.output_tokens);
-        if let Loose::Got(Obj(tools)) = &usage.server_tool_use {
-            other(&mut self.web_search, tools.web_search_requests);
-            other(&mut self.web_fetch, tools.web_fetch_requests);
+        let output = fold(&mut self.output, usage.output_tokens, absurd);
+        let mut tools = false;
+        if let Loose::Got(Obj(used)) = &usage.server_tool_use {
+            tools |= fold(&mut self.web_search, used.web_search_requests, absurd);
+            tools |= fold(&mut self.web_fetch, used.web_fetch_requests, absurd);
         }
-        seen
+        Seen {
+            any: prompt || output || tools,
+            prompt,
+            output,
+        }
+    }
+
+    /// Some prompt class has been counted.
+    fn prompt_reported(&self) -> bool {
+        self.input.is_some()
+            || self.cache_read.is_some()
+            || self.cache_creation_total.is_some()
+            || self.breakdown_5m.is_some()
+            || self.breakdown_1h.is_some()
     }
 
     fn usage(&self) -> Usage {
@@ -236,9 +331,10 @@ impl Tally {
                 (five, one) => {
                     let (five, one) = (five.unwrap_or(0), one.unwrap_or(0));
                     match self.cache_creation_total {
-                        // A later total that disagrees with the breakdown wins; the 1-hour part
-                        // is known, so the difference must be 5-minute writes.
-                        Some(total) if total != five.saturating_add(one) => {
+                        // A larger total than the breakdown's sum wins; the 1-hour part is
+                        // known, so the difference must be 5-minute writes. (A smaller total
+                        // would lower the bill, and a class never goes down.)
+                        Some(total) if total > five.saturating_add(one) => {
                             (total.saturating_sub(one), one)
                         }
                         _ => (five, one),
@@ -370,6 +466,129 @@ mod tests {
     }
 
     #[test]
+    fn a_later_smaller_count_never_lowers_a_class() {
+        let stream = start(json!({"input_tokens":50_000,"output_tokens":1,
+            "cache_read_input_tokens":9000,"cache_creation_input_tokens":700,
+            "cache_creation":{"ephemeral_5m_input_tokens":300,"ephemeral_1h_input_tokens":400},
+            "server_tool_use":{"web_search_requests":3}}))
+            + &delta(
+                json!({"output_tokens":80,"input_tokens":0,"cache_read_input_tokens":0,
+                "cache_creation_input_tokens":0,"server_tool_use":{"web_search_requests":1}}),
+            )
+            + &delta(json!({"output_tokens":40}));
+        let p = parse(stream.as_bytes());
+        assert_eq!(
+            p.usage(),
+            Usage {
+                input_tokens: 50_000,
+                output_tokens: 80,
+                cache_read_tokens: 9000,
+                cache_write_5m_tokens: 300,
+                cache_write_1h_tokens: 400,
+                web_search_requests: 3,
+                web_fetch_requests: 0,
+            }
+        );
+        assert!(!p.report().absurd_count);
+    }
+
+    #[test]
+    fn absurd_counts_are_capped_or_ignored_and_flagged() {
+        let stream = start(json!({"input_tokens":100,"output_tokens":1}))
+            + &delta(json!({"output_tokens":10}));
+        let sane = parse(stream.as_bytes()).report();
+        assert!(!sane.absurd_count);
+        for (usage, expected) in [
+            (r#"{"output_tokens":-5}"#, (100, 10)),
+            (r#"{"output_tokens":20,"input_tokens":-1}"#, (100, 20)),
+            (r#"{"output_tokens":18446744073709551616}"#, (100, 10)),
+            (
+                r#"{"output_tokens":10000001,"input_tokens":4000000000}"#,
+                (MAX_COUNT_PER_CLASS, MAX_COUNT_PER_CLASS),
+            ),
+            (
+                r#"{"output_tokens":11,"server_tool_use":{"web_search_requests":18446744073709551615}}"#,
+                (100, 11),
+            ),
+        ] {
+            let last = format!(
+                "event: message_delta\ndata: {{\"type\":\"message_delta\",\"usage\":{usage}}}\n\n"
+            );
+            let report = parse((stream.clone() + &last).as_bytes()).report();
+            assert!(report.absurd_count, "{usage}");
+            assert_eq!(
+                (report.usage.input_tokens, report.usage.output_tokens),
+                expected,
+                "{usage}"
+            );
+            assert!(report.usage.web_search_requests <= MAX_COUNT_PER_CLASS);
+        }
+        let message = report_from_message(br#"{"usage":{"input_tokens":-3,"output_tokens":5}}"#);
+        assert!(message.absurd_count);
+        assert!(!message.prompt_reported);
+        assert_eq!(message.usage.output_tokens, 5);
+    }
+
+    #[test]
+    fn the_usage_is_final_once_a_delta_brings_a_stop_reason_and_an_output_count() {
+        let started = start(json!({"input_tokens":10,"output_tokens":1}));
+        let p = parse(started.as_bytes());
+        assert!(!p.report().final_usage);
+        assert!(p.report().prompt_reported);
+        // An interim delta without a stop reason is not the final usage.
+        let interim = started.clone()
+            + &event(
+                "message_delta",
+                &json!({"type":"message_delta","delta":{"stop_reason":null},"usage":{"output_tokens":5}}),
+            );
+        assert!(!parse(interim.as_bytes()).report().final_usage);
+        // A stop reason without usage is not either.
+        let bare = started.clone()
+            + &event(
+                "message_delta",
+                &json!({"type":"message_delta","delta":{"stop_reason":"end_turn"}}),
+            );
+        assert!(!parse(bare.as_bytes()).report().final_usage);
+        let done = started + &delta(json!({"output_tokens":7}));
+        assert!(parse(done.as_bytes()).report().final_usage);
+        assert!(parse(MINIMAL.as_bytes()).report().final_usage);
+    }
+
+    #[test]
+    fn content_deltas_are_measured_beyond_their_envelope() {
+        let content = |delta: serde_json::Value| {
+            event(
+                "content_block_delta",
+                &json!({"type":"content_block_delta","index":0,"delta":delta}),
+            )
+        };
+        assert_eq!(
+            content(json!({"type":"text_delta","text":""}))
+                .trim_end()
+                .trim_start_matches("event: content_block_delta\ndata: ")
+                .len(),
+            DELTA_ENVELOPE.len(),
+            "the envelope is the data of an empty text delta"
+        );
+        let stream = start(json!({"input_tokens":10,"output_tokens":1}))
+            + &content(json!({"type":"text_delta","text":"Hello"}))
+            + &content(json!({"type":"text_delta","text":""}))
+            + &content(json!({"type":"thinking_delta","thinking":"hmm"}))
+            + &content(json!({"type":"input_json_delta","partial_json":"{\"a\":1}"}));
+        let report = parse(stream.as_bytes()).report();
+        // "Hello" is 5 bytes. The other types' longer envelopes count as payload, which errs
+        // towards billing: "hmm" is 3 + 8 ("thinking" is longer than "text", twice), the
+        // escaped JSON 9 + 14 ("input_json" and "partial_json").
+        assert_eq!(report.relayed_output_bytes, 5 + (3 + 8) + (9 + 14));
+        // A delta cut before its blank line was never a whole event for the client either.
+        let cut = stream + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"";
+        assert_eq!(
+            parse(cut.as_bytes()).report().relayed_output_bytes,
+            report.relayed_output_bytes
+        );
+    }
+
+    #[test]
     fn cache_breakdown_present() {
         let stream = start(json!({"input_tokens":5,"output_tokens":1,
             "cache_creation_input_tokens":700,"cache_read_input_tokens":9000,
@@ -409,9 +628,13 @@ mod tests {
             (u.cache_write_5m_tokens, u.cache_write_1h_tokens),
             (600, 400)
         );
+        // A smaller later total never lowers the bill.
         let shrunk = base + &delta(json!({"output_tokens":2,"cache_creation_input_tokens":100}));
         let u = parse(shrunk.as_bytes()).usage();
-        assert_eq!((u.cache_write_5m_tokens, u.cache_write_1h_tokens), (0, 400));
+        assert_eq!(
+            (u.cache_write_5m_tokens, u.cache_write_1h_tokens),
+            (300, 400)
+        );
         // A breakdown without a total stands on its own.
         let only = start(json!({"input_tokens":1,"output_tokens":1,
             "cache_creation":{"ephemeral_1h_input_tokens":40}}));

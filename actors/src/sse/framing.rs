@@ -3,7 +3,8 @@
 //!
 //! The framer knows nothing of what the events mean. The [`Dispatch`] it feeds names the event
 //! types worth reading; the data of every other event is skipped as it arrives, without a copy,
-//! which is what keeps a long stream of content deltas cheap to watch.
+//! which is what keeps a long stream of content deltas cheap to watch. One skipped type may be
+//! measured: its data's length is added up while it is skipped, at no cost but an addition.
 
 use memchr::{memchr2, memchr3};
 
@@ -28,9 +29,18 @@ pub(super) trait Dispatch {
     /// skipped and it is never dispatched.
     fn kind(name: &[u8]) -> Option<Self::Kind>;
 
+    /// An event type not read but measured: its data is skipped and only its length is
+    /// handed to [`Dispatch::measured`].
+    fn measures(_name: &[u8]) -> bool {
+        false
+    }
+
     /// A complete event with data: its type (`None` when it had no `event:` line, so that only
     /// its data can tell) and its `data:` lines joined by line feeds.
     fn event(&mut self, kind: Option<Self::Kind>, data: &[u8]);
+
+    /// A complete measured event and the bytes of its `data:` values.
+    fn measured(&mut self, _data_bytes: usize) {}
 }
 
 /// What the current event's `event:` line said.
@@ -40,6 +50,8 @@ enum EventName<K> {
     Untyped,
     /// A type the dispatch reads.
     Read(K),
+    /// A type the dispatch measures: its data is not kept, only its length.
+    Measured,
     /// Any other type: its data is not kept.
     Ignored,
 }
@@ -64,6 +76,8 @@ pub(super) struct Framer<K> {
     /// Some of the current event's data was not kept (skipped, or over the cap), so the event
     /// cannot be read.
     data_lost: bool,
+    /// Bytes of data skipped for a measured event.
+    measured: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +92,8 @@ enum LineState {
     Value(Field),
     /// Discarding the rest of the line.
     Skip,
+    /// Discarding the rest of a measured event's data line, counting its bytes.
+    Measure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +119,7 @@ impl<K: Copy> Framer<K> {
             data: Vec::new(),
             data_lines: 0,
             data_lost: false,
+            measured: 0,
         }
     }
 
@@ -185,18 +202,19 @@ impl<K: Copy> Framer<K> {
                         }
                     }
                 },
-                LineState::Skip => match memchr2(b'\n', b'\r', rest) {
-                    None => rest = &[],
-                    Some(i) => {
-                        let (_, end) = rest.split_at(i);
-                        if let Some((&terminator, after)) = end.split_first() {
-                            self.end_line(terminator);
-                            rest = after;
-                        } else {
-                            rest = &[];
-                        }
+                LineState::Skip | LineState::Measure => {
+                    let skipped = memchr2(b'\n', b'\r', rest).unwrap_or(rest.len());
+                    if self.line == LineState::Measure {
+                        self.measured = self.measured.saturating_add(skipped);
                     }
-                },
+                    let (_, end) = rest.split_at(skipped);
+                    if let Some((&terminator, after)) = end.split_first() {
+                        self.end_line(terminator);
+                        rest = after;
+                    } else {
+                        rest = &[];
+                    }
+                }
             }
         }
     }
@@ -235,6 +253,9 @@ impl<K: Copy> Framer<K> {
                 self.data_lines += 1;
                 if self.data_lost {
                     return LineState::Skip;
+                }
+                if matches!(self.event, EventName::Measured) {
+                    return LineState::Measure;
                 }
                 if matches!(self.event, EventName::Ignored) {
                     // The bulk of a stream: content deltas and pings. Not worth a copy; should
@@ -294,7 +315,11 @@ impl<K: Copy> Framer<K> {
                 match self.event_name.get(..self.event_name_len) {
                     // An empty `event:` leaves the type unset, as if there were no such line.
                     None | Some([]) => EventName::Untyped,
-                    Some(name) => D::kind(name).map_or(EventName::Ignored, EventName::Read),
+                    Some(name) => match D::kind(name) {
+                        Some(kind) => EventName::Read(kind),
+                        None if D::measures(name) => EventName::Measured,
+                        None => EventName::Ignored,
+                    },
                 }
             };
         }
@@ -310,10 +335,13 @@ impl<K: Copy> Framer<K> {
         let event = std::mem::replace(&mut self.event, EventName::Untyped);
         let has_data = std::mem::take(&mut self.data_lines) > 0;
         let lost = std::mem::take(&mut self.data_lost);
+        let measured = std::mem::take(&mut self.measured);
         // Events without data are not dispatched, as in the SSE specification.
         if has_data && !lost {
             match event {
                 EventName::Ignored => {}
+                // Data kept before the `event:` line named the type counts too.
+                EventName::Measured => dispatch.measured(measured.saturating_add(self.data.len())),
                 EventName::Read(kind) => dispatch.event(Some(kind), &self.data),
                 EventName::Untyped => dispatch.event(None, &self.data),
             }

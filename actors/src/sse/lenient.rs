@@ -4,7 +4,7 @@
 //!
 //! - [`Loose`]: a string or object field that is what we expect, absent, or odd.
 //! - [`Obj`]: a JSON object, and only an object, read as a struct.
-//! - [`Count`]: a token count, a non-negative integer or nothing.
+//! - [`Count`]: a token count: a non-negative integer, nothing, or an absurd number.
 //! - [`parse_wire`]: one pass over the bytes, with a fallback for repeated keys.
 
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -142,9 +142,18 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjVisitor<T> {
     }
 }
 
-/// A token count: a non-negative integer, or `None` for null and anything else.
+/// A token count as the upstream wrote it.
+///
+/// A negative number, or one too large for a `u64`, is not something to bill or to ignore
+/// quietly: it is an upstream fault ([`Count::Absurd`]), which the report flags. A fraction,
+/// a string and any other shape count as absent, as before.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Count(pub(super) Option<u64>);
+pub(super) enum Count {
+    #[default]
+    Absent,
+    Got(u64),
+    Absurd,
+}
 
 impl<'de> Deserialize<'de> for Count {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -162,44 +171,50 @@ impl<'de> Visitor<'de> for CountVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
-        Ok(Count(Some(v)))
+        Ok(Count::Got(v))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
-        Ok(Count(u64::try_from(v).ok()))
+        Ok(u64::try_from(v).map_or(Count::Absurd, Count::Got))
     }
 
     fn visit_u128<E: de::Error>(self, _: u128) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absurd)
     }
 
     fn visit_i128<E: de::Error>(self, _: i128) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absurd)
     }
 
-    // Counts are integers; a fractional or exponent form is not one we can bill exactly.
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Count, E> {
-        Ok(Count(None))
+    // Counts are integers; a fractional or exponent form is not one we can bill exactly. The
+    // JSON reader hands integers beyond a `u64` over as floats: those, and negative numbers,
+    // are absurd.
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Count, E> {
+        if v < 0.0 || v >= u64::MAX as f64 {
+            Ok(Count::Absurd)
+        } else {
+            Ok(Count::Absent)
+        }
     }
 
     fn visit_bool<E: de::Error>(self, _: bool) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_str<E: de::Error>(self, _: &str) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_none<E: de::Error>(self) -> Result<Count, E> {
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_some<D: Deserializer<'de>>(self, deserializer: D) -> Result<Count, D::Error> {
@@ -208,12 +223,12 @@ impl<'de> Visitor<'de> for CountVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Count, A::Error> {
         while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Count(None))
+        Ok(Count::Absent)
     }
 }
 
@@ -244,22 +259,15 @@ mod tests {
     }
 
     #[test]
-    fn counts_are_non_negative_integers_or_nothing() {
+    fn counts_are_non_negative_integers_nothing_or_absurd() {
         let n = |value: &str| sample(&format!("{{\"n\":{value}}}")).map(|s| s.n);
-        assert_eq!(n("0"), Some(Count(Some(0))));
-        assert_eq!(n("18446744073709551615"), Some(Count(Some(u64::MAX))));
-        for odd in [
-            "-1",
-            "1.5",
-            "1e3",
-            "18446744073709551616",
-            "\"7\"",
-            "true",
-            "null",
-            "[1]",
-            "{\"n\":1}",
-        ] {
-            assert_eq!(n(odd), Some(Count(None)), "{odd}");
+        assert_eq!(n("0"), Some(Count::Got(0)));
+        assert_eq!(n("18446744073709551615"), Some(Count::Got(u64::MAX)));
+        for absurd in ["-1", "-9223372036854775808", "18446744073709551616"] {
+            assert_eq!(n(absurd), Some(Count::Absurd), "{absurd}");
+        }
+        for odd in ["1.5", "1e3", "\"7\"", "true", "null", "[1]", "{\"n\":1}"] {
+            assert_eq!(n(odd), Some(Count::Absent), "{odd}");
         }
     }
 
@@ -269,7 +277,7 @@ mod tests {
         assert!(matches!(s.name, Loose::Got(ref name) if name == "x"));
         assert!(matches!(
             s.inner,
-            Loose::Got(Obj(Inner { n: Count(Some(3)) }))
+            Loose::Got(Obj(Inner { n: Count::Got(3) }))
         ));
         let s = sample(r#"{"name":null}"#).unwrap();
         assert!(matches!((s.name, s.inner), (Loose::Absent, Loose::Absent)));
@@ -286,7 +294,7 @@ mod tests {
         assert!(sample("[\"x\",null,1]").is_none());
         assert!(sample("not json").is_none());
         let s = sample(r#"{"n":1,"n":2}"#).unwrap();
-        assert_eq!(s.n, Count(Some(2)));
+        assert_eq!(s.n, Count::Got(2));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //! `error` events, and skips the data of every other event (the content deltas that make up
 //! nearly all of a long stream) without copying it.
 //!
-//! Usage counts in the stream are cumulative: each report replaces the previous value of the
-//! fields it carries, and a field it omits keeps its value. So at any moment
-//! [`UsageParser::usage`] is the best known bill, which is what a cut stream is billed at.
+//! Usage counts in the stream are cumulative: a field a report omits keeps its value, and
+//! each class keeps the largest value reported. So at any moment [`UsageParser::usage`] is
+//! the best known count, and [`UsageParser::report`] adds what billing needs when the final
+//! usage never comes: whether it came, and how many bytes of output the content deltas
+//! carried (measured while they are skipped, never copied).
 //!
 //! Three layers, each with its tests:
 //! - `framing`: SSE bytes into events, whatever the chunk boundaries;
@@ -24,11 +26,12 @@ mod lenient;
 #[cfg(test)]
 mod testing;
 
-pub use anthropic::usage_from_message;
+pub use anthropic::{report_from_message, usage_from_message};
 
-use anthropic::{EventKind, StreamReport};
+use anthropic::{EventKind, StreamReport, CONTENT_BLOCK_DELTA};
 use framing::{Dispatch, Framer};
 
+use crate::usage::UsageReport;
 use crate::Usage;
 
 /// What one [`UsageParser::feed`] call learned.
@@ -60,8 +63,16 @@ impl Dispatch for Reading<'_> {
         EventKind::from_name(name)
     }
 
+    fn measures(name: &[u8]) -> bool {
+        name == CONTENT_BLOCK_DELTA
+    }
+
     fn event(&mut self, kind: Option<EventKind>, data: &[u8]) {
         self.report.event(kind, data, &mut self.feed);
+    }
+
+    fn measured(&mut self, data_bytes: usize) {
+        self.report.content_delta(data_bytes);
     }
 }
 
@@ -93,6 +104,12 @@ impl UsageParser {
     /// Cumulative usage as of the last complete event.
     pub fn usage(&self) -> Usage {
         self.report.usage()
+    }
+
+    /// What billing needs to know of the stream so far: the usage, whether it is final, the
+    /// output the content deltas relayed, and any absurd count.
+    pub fn report(&self) -> UsageReport {
+        self.report.report()
     }
 
     /// A `message_start` event carrying the prompt's usage has been read.
@@ -139,6 +156,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     struct Outcome {
         usage: Usage,
+        report: UsageReport,
         saw_start: bool,
         starts_signalled: usize,
         completed: bool,
@@ -156,6 +174,7 @@ mod tests {
             .count();
         Outcome {
             usage: p.usage(),
+            report: p.report(),
             saw_start: p.saw_message_start(),
             starts_signalled,
             completed: p.completed(),
@@ -348,6 +367,14 @@ mod tests {
             out
         }
 
+        /// The JSON-escaped bytes of the text deltas: what the parser measures.
+        fn payload_bytes(&self) -> u64 {
+            self.texts
+                .iter()
+                .map(|text| json!(text).to_string().len() as u64 - 2)
+                .sum()
+        }
+
         fn expected(&self) -> Usage {
             let (w5, w1) = if self.breakdown {
                 (self.cache_5m, self.cache_1h)
@@ -378,6 +405,9 @@ mod tests {
             let s = text.as_bytes();
             let whole = run([s]);
             prop_assert_eq!(whole.usage, plan.expected());
+            prop_assert!(whole.report.final_usage);
+            prop_assert!(!whole.report.absurd_count);
+            prop_assert_eq!(whole.report.relayed_output_bytes, plan.payload_bytes());
             prop_assert!(whole.saw_start);
             prop_assert_eq!(whole.starts_signalled, 1);
             prop_assert_eq!(whole.completed, plan.stop);

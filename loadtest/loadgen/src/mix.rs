@@ -92,6 +92,11 @@ impl Mix {
         }
     }
 
+    /// The `max_tokens` every request asks for.
+    pub fn max_tokens(&self) -> u64 {
+        self.traffic.max_tokens
+    }
+
     /// The JSON body of `spec`. `nonce` goes into `metadata.user_id`, so that every request
     /// body differs and meets its own seeded fate in the mock.
     pub fn body(&self, spec: &RequestSpec, nonce: &str) -> Bytes {

@@ -7,7 +7,9 @@
 //! - **expected**: for every request tollgate answered with 200, the usage the client read
 //!   from the response (or, for a client that hung up on purpose, the usage the simulated
 //!   upstream reports for the whole response, which tollgate drains), priced at the table's
-//!   prices, which must be the ones in force during the run;
+//!   prices, which must be the ones in force during the run. A stream whose final usage never
+//!   came (an error event, a cut) is expected at one output token per byte of the content
+//!   deltas tollgate relayed, up to `max_tokens`, as tollgate estimates it;
 //! - **billed**: the sum of the account's usage rows; **ledger**: the sum of its `usage`
 //!   ledger entries; **stored balance**: `accounts.balance`; **live balance**: the admin API's
 //!   view, served by the account's actor.

@@ -147,9 +147,16 @@ enum Event {
     MessageDelta,
     MessageStop,
     Error,
-    /// Content, pings and anything new: their data is not kept.
+    /// Output: its data is measured, not kept.
+    ContentDelta,
+    /// Pings and anything new: their data is not kept.
     Other,
 }
+
+/// The JSON of an empty text delta: tollgate counts the bytes of a content delta's data
+/// beyond this much as output relayed.
+const DELTA_ENVELOPE: usize =
+    r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#.len();
 
 impl Event {
     fn named(name: &[u8]) -> Event {
@@ -158,6 +165,7 @@ impl Event {
             b"message_delta" => Event::MessageDelta,
             b"message_stop" => Event::MessageStop,
             b"error" => Event::Error,
+            b"content_block_delta" => Event::ContentDelta,
             _ => Event::Other,
         }
     }
@@ -177,6 +185,12 @@ pub struct StreamReader {
     data: Vec<u8>,
     has_data: bool,
     counts: Counts,
+    /// Data bytes of the current content delta.
+    delta_bytes: usize,
+    /// Output bytes of the content deltas, beyond their envelope.
+    content_bytes: u64,
+    /// A `message_delta` brought a stop reason and an output count: the usage is final.
+    final_usage: bool,
     completed: bool,
     error_type: Option<String>,
     errored: bool,
@@ -222,6 +236,18 @@ impl StreamReader {
         self.counts.usage()
     }
 
+    /// What tollgate bills for the stream read so far: the usage reported, and, until the
+    /// final usage arrived, at least one output token per byte of the content deltas (its
+    /// estimate of output whose count never came), never more than `max_tokens`.
+    pub fn billed_usage(&self, max_tokens: u64) -> Usage {
+        let mut usage = self.usage();
+        if !self.final_usage {
+            usage.output_tokens = usage.output_tokens.max(self.content_bytes);
+        }
+        usage.output_tokens = usage.output_tokens.min(max_tokens);
+        usage
+    }
+
     /// `message_stop` arrived: the stream is complete.
     pub fn completed(&self) -> bool {
         self.completed
@@ -254,6 +280,10 @@ impl StreamReader {
         match field {
             b"event" => self.event = Some(Event::named(value)),
             // The data of content events is most of a stream and says nothing about usage.
+            b"data" if self.event == Some(Event::ContentDelta) => {
+                self.delta_bytes += value.len();
+                self.has_data = true;
+            }
             b"data" if self.event != Some(Event::Other) => {
                 if self.has_data {
                     self.data.push(b'\n');
@@ -272,7 +302,13 @@ impl StreamReader {
         let event = self.event.take();
         let has_data = std::mem::take(&mut self.has_data);
         let data = std::mem::take(&mut self.data);
+        let delta_bytes = std::mem::take(&mut self.delta_bytes);
         if !has_data {
+            return;
+        }
+        if event == Some(Event::ContentDelta) {
+            self.content_bytes += delta_bytes.saturating_sub(DELTA_ENVELOPE) as u64;
+            self.data = data;
             return;
         }
         let json = serde_json::from_slice::<Value>(&data).ok();
@@ -294,6 +330,11 @@ impl StreamReader {
             Event::MessageDelta => {
                 if let Some(usage) = json.get("usage") {
                     self.counts.add(usage);
+                    let stopped = json
+                        .get("delta")
+                        .and_then(|d| d.get("stop_reason"))
+                        .is_some_and(Value::is_string);
+                    self.final_usage |= stopped && count(usage, "output_tokens").is_some();
                 }
             }
             Event::MessageStop => self.completed = true,
@@ -302,7 +343,7 @@ impl StreamReader {
                 let kind = json.get("error").and_then(|e| e.get("type"));
                 self.error_type = kind.and_then(Value::as_str).map(str::to_string);
             }
-            Event::Other => {}
+            Event::ContentDelta | Event::Other => {}
         }
         // The buffer is reused for the next event.
         self.data = data;
@@ -433,6 +474,24 @@ mod tests {
                 ..Usage::default()
             }
         );
+    }
+
+    #[test]
+    fn without_the_final_usage_the_bill_counts_a_token_per_relayed_byte() {
+        let started = start(json!({"input_tokens": 50, "output_tokens": 1}))
+            + &content("Hello")
+            + &content(" world");
+        let cut = read(&started);
+        assert_eq!(cut.billed_usage(1000).output_tokens, 11);
+        assert_eq!(
+            cut.billed_usage(8).output_tokens,
+            8,
+            "never past max_tokens"
+        );
+        assert_eq!(cut.usage().output_tokens, 1);
+        // The final message_delta's count stands once it came.
+        let done = read(&(started + &delta(json!({"output_tokens": 2}))));
+        assert_eq!(done.billed_usage(1000).output_tokens, 2);
     }
 
     #[test]

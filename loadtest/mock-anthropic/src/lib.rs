@@ -79,6 +79,6 @@ pub mod stats;
 mod text;
 
 pub use config::MockConfig;
-pub use plan::{derived_input_tokens, planned_usage, Fate, PlannedUsage};
+pub use plan::{derived_input_tokens, planned_output_bytes, planned_usage, Fate, PlannedUsage};
 pub use server::MockServer;
 pub use stats::MockStats;

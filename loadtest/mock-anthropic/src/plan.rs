@@ -71,6 +71,17 @@ pub fn planned_usage(config: &MockConfig, body: &[u8]) -> Option<PlannedUsage> {
         .map(|(_, plan)| plan.usage())
 }
 
+/// The bytes of text the first `tokens` output tokens of a `/v1/messages` body take, as the
+/// mock streams them in its text deltas (plain ASCII words, so no JSON escaping). `None` when
+/// the server would refuse the body. A load generator uses it to predict what a relay that
+/// bills the output it relayed charges for a stream cut after `tokens` tokens.
+pub fn planned_output_bytes(config: &MockConfig, body: &[u8], tokens: u64) -> Option<u64> {
+    let (_, plan) = plan_messages(config, body).ok()?;
+    let mut text = Vec::new();
+    text::push_tokens(&mut text, plan.text_key, 0, tokens.min(plan.output_tokens));
+    u64::try_from(text.len()).ok()
+}
+
 /// Everything about one response that does not depend on the wire format.
 #[derive(Debug, Clone)]
 pub(crate) struct Plan {

@@ -3,7 +3,7 @@
 //! a client going away does not stop tollgate from learning and billing what the upstream
 //! produced, and a graceful shutdown waits for it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -11,10 +11,10 @@ use actix_web::web;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tollgate_actors::relay::{ClientChunk, RelayTask};
-use tollgate_actors::sse::usage_from_message;
+use tollgate_actors::relay::{ClientChunk, Drain, RelayTask};
+use tollgate_actors::sse::{report_from_message, usage_from_message};
+use tollgate_actors::HoldTicket;
 use tollgate_actors::Outcome;
-use tollgate_actors::{HoldTicket, Usage};
 
 use super::metrics::record;
 use crate::http::error::{rewrite_upstream_error, ProxyError};
@@ -49,7 +49,7 @@ pub(super) struct Exchange {
     pub query: Option<String>,
     pub headers: http::HeaderMap,
     pub body: Bytes,
-    pub drain: Duration,
+    pub drain: Drain,
     pub rid: RequestId,
     /// Fired when shutdown's drain bound has passed.
     pub interrupt: CancellationToken,
@@ -269,7 +269,7 @@ impl Exchange {
                 return;
             }
         };
-        let usage = usage_from_message(&body);
+        let report = report_from_message(&body);
         let delivered = reply
             .send(Reply::Full {
                 status,
@@ -282,17 +282,8 @@ impl Exchange {
         } else {
             Outcome::ClientDisconnected
         };
-        settle(ticket, usage, outcome, self.rid);
-    }
-}
-
-/// Debits the usage the upstream reported; with none reported, releases the hold.
-fn settle(ticket: HoldTicket, usage: Option<Usage>, outcome: Outcome, rid: RequestId) {
-    match usage {
-        Some(usage) => record(&ticket.settle(usage, outcome)),
-        None => {
-            tracing::warn!(%rid, "upstream response carried no usage; nothing billed");
-            ticket.release();
-        }
+        // An answer without usage is billed from the hold's estimate, as an upstream fault
+        // (the ticket logs it; `record` counts it).
+        record(&ticket.settle_report(report, outcome));
     }
 }

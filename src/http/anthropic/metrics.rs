@@ -4,12 +4,17 @@ use std::sync::OnceLock;
 
 use tollgate_actors::Outcome;
 use tollgate_actors::Settlement;
+use tollgate_actors::UsageFault;
 
 /// Counter handles for settled requests, looked up once rather than per request.
 struct SettleCounters {
     tokens: [metrics::Counter; 5],
     completed: metrics::Counter,
     other: [(Outcome, metrics::Counter); 3],
+    /// Settled requests whose count was tollgate's estimate.
+    estimated: metrics::Counter,
+    /// Upstream usage reports that were faulty, by kind: an alert for operators.
+    faults: [(UsageFault, metrics::Counter); 2],
 }
 
 fn settle_counters() -> &'static SettleCounters {
@@ -33,6 +38,11 @@ fn settle_counters() -> &'static SettleCounters {
                 (Outcome::UpstreamCut, settled(Outcome::UpstreamCut)),
                 (Outcome::Interrupted, settled(Outcome::Interrupted)),
             ],
+            estimated: metrics::counter!("tollgate_estimated_usage_total"),
+            faults: [UsageFault::MissingUsage, UsageFault::AbsurdCount].map(|fault| {
+                let counter = metrics::counter!("tollgate_upstream_usage_faults_total", "kind" => fault.as_str());
+                (fault, counter)
+            }),
         }
     })
 }
@@ -56,6 +66,16 @@ pub(super) fn record(settlement: &Settlement) {
         .other
         .iter()
         .find(|(o, _)| *o == settlement.outcome)
+    {
+        counter.increment(1);
+    }
+    if settlement.estimated {
+        counters.estimated.increment(1);
+    }
+    if let Some((_, counter)) = counters
+        .faults
+        .iter()
+        .find(|(fault, _)| Some(*fault) == settlement.usage_fault)
     {
         counter.increment(1);
     }

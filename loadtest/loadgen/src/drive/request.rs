@@ -15,7 +15,7 @@ use crate::mix::{Mix, RequestSpec};
 use crate::reconcile::RequestRecord;
 use crate::record::{Group, Outcome, Sample};
 use crate::usage::{message_usage, StreamReader, Usage};
-use mock_anthropic::{planned_usage, Fate, MockConfig};
+use mock_anthropic::{planned_output_bytes, planned_usage, Fate, MockConfig};
 
 /// What every request of one run shares.
 pub(super) struct Ctx {
@@ -79,6 +79,7 @@ pub(super) async fn execute(
     // then known in advance. A request fated to fail is read to its end instead.
     let disconnect_after = spec.disconnect_after.filter(|_| fate == Fate::Complete);
 
+    let max_tokens = ctx.mix.max_tokens();
     let deadline = Instant::now() + ctx.timeout;
     let mut request = ctx
         .client
@@ -189,7 +190,18 @@ pub(super) async fn execute(
             Some(full.unwrap_or_default()),
         ),
         (Err(Outcome::Timeout), _) => timed_out(first_byte),
-        (Err(outcome), Some(reader)) => finish(outcome, first_byte, Some(reader.usage())),
+        (Err(outcome), Some(reader)) => {
+            let mut usage = reader.billed_usage(max_tokens);
+            if outcome == Outcome::Cut {
+                // The cut may lose the last bytes on their way to this client; tollgate had
+                // read, and bills, every token the mock sent before it.
+                if let Fate::ResetAfter(tokens) = fate {
+                    let sent = planned_output_bytes(&ctx.mock, &body, tokens).unwrap_or(0);
+                    usage.output_tokens = usage.output_tokens.max(sent).min(max_tokens);
+                }
+            }
+            finish(outcome, first_byte, Some(usage))
+        }
         (Err(outcome), None) => finish(outcome, first_byte, message_usage(&whole)),
         (Ok(()), Some(reader)) => {
             let outcome = if reader.completed() {
@@ -199,7 +211,7 @@ pub(super) async fn execute(
             } else {
                 Outcome::Cut
             };
-            finish(outcome, first_byte, Some(reader.usage()))
+            finish(outcome, first_byte, Some(reader.billed_usage(max_tokens)))
         }
         (Ok(()), None) => match message_usage(&whole) {
             Some(usage) => finish(Outcome::Ok, first_byte, Some(usage)),

@@ -1,0 +1,219 @@
+//! What a settled request is billed, decided from what the upstream reported
+//! ([`UsageReport`]). Pure code: the ticket applies it when it settles.
+//!
+//! Output produced is output billed, on every path:
+//! - **The final usage came.** The upstream's counts are billed, each class at the largest
+//!   value it reported.
+//! - **It never came** (the drain ended, shutdown interrupted, the stream was cut or fell
+//!   silent): the prompt as reported, and at least the output the content deltas relayed, at
+//!   one token per `bytes_per_token` bytes of their payload, never more than `max_tokens`
+//!   (docs/adr/0009-estimate-unreported-output.md). The row is marked estimated.
+//! - **The upstream reported no usage at all** for an answer it gave: the hold's estimate,
+//!   its prompt estimate as uncached input and `max_tokens` of output. An upstream fault,
+//!   marked and alerted (docs/adr/0010-usage-faults-billed-from-the-hold.md).
+//! - **Absurd counts** (negative, above [`crate::usage::MAX_COUNT_PER_CLASS`], output above `max_tokens`)
+//!   are capped or ignored, never billed raw: an upstream fault too.
+
+use serde::{Deserialize, Serialize};
+
+use crate::usage::UsageReport;
+use crate::Usage;
+
+/// Why the upstream's usage could not be billed as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UsageFault {
+    /// The answer reported no prompt usage (or none at all): billed from the hold's estimate.
+    MissingUsage,
+    /// A count was negative, too large to be real, or more output than `max_tokens` allows:
+    /// capped or ignored.
+    AbsurdCount,
+}
+
+impl UsageFault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageFault::MissingUsage => "missing_usage",
+            UsageFault::AbsurdCount => "absurd_count",
+        }
+    }
+}
+
+/// What the bill needs to know of the request besides its report: the hold's assumptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HoldFacts {
+    /// The hold's estimate of the prompt, in tokens.
+    pub prompt_estimate: u64,
+    /// The request's `max_tokens`: the most output it can produce.
+    pub max_tokens: u64,
+    /// Bytes counted as one token (the hold's `bytes_per_token`; 0 is taken as 1).
+    pub bytes_per_token: u32,
+}
+
+/// A request's bill: the usage it is charged for, and how much of it is tollgate's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bill {
+    pub usage: Usage,
+    /// Some count is tollgate's estimate, not the upstream's final word.
+    pub estimated: bool,
+    /// The upstream's report was faulty (the first fault found, if several).
+    pub fault: Option<UsageFault>,
+}
+
+/// The bill for `report`: see the module's rules.
+pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
+    let mut usage = report.usage;
+    let mut estimated = false;
+    let mut fault = report.absurd_count.then_some(UsageFault::AbsurdCount);
+    if !report.prompt_reported {
+        // Without a prompt count, the hold's estimate stands in for the whole prompt.
+        usage.input_tokens = request.prompt_estimate;
+        estimated = true;
+        fault = fault.or(Some(UsageFault::MissingUsage));
+    }
+    if !report.prompt_reported && report.usage.is_zero() {
+        // Nothing reported at all: the hold's estimate of the output too.
+        usage.output_tokens = request.max_tokens;
+    } else if !report.final_usage {
+        let per_token = u64::from(request.bytes_per_token.max(1));
+        let relayed = report.relayed_output_bytes.div_ceil(per_token);
+        usage.output_tokens = usage.output_tokens.max(relayed);
+        estimated = true;
+    }
+    if report.usage.output_tokens > request.max_tokens {
+        // No model writes past max_tokens; an estimate may, and is only capped.
+        fault = fault.or(Some(UsageFault::AbsurdCount));
+    }
+    usage.output_tokens = usage.output_tokens.min(request.max_tokens);
+    Bill {
+        usage,
+        estimated,
+        fault,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::MAX_COUNT_PER_CLASS;
+
+    const FACTS: HoldFacts = HoldFacts {
+        prompt_estimate: 900,
+        max_tokens: 1000,
+        bytes_per_token: 1,
+    };
+
+    fn reported(input: u64, output: u64) -> UsageReport {
+        UsageReport {
+            usage: Usage {
+                input_tokens: input,
+                output_tokens: output,
+                ..Usage::default()
+            },
+            prompt_reported: true,
+            final_usage: true,
+            relayed_output_bytes: 0,
+            absurd_count: false,
+        }
+    }
+
+    #[test]
+    fn a_final_usage_is_billed_as_reported() {
+        let report = UsageReport {
+            relayed_output_bytes: 5_000,
+            ..reported(100, 40)
+        };
+        assert_eq!(
+            bill(&report, &FACTS),
+            Bill {
+                usage: report.usage,
+                estimated: false,
+                fault: None
+            }
+        );
+    }
+
+    #[test]
+    fn without_the_final_usage_the_relayed_output_is_billed_up_to_max_tokens() {
+        let cut = UsageReport {
+            final_usage: false,
+            relayed_output_bytes: 701,
+            ..reported(100, 1)
+        };
+        let billed = bill(&cut, &FACTS);
+        assert_eq!(billed.usage.output_tokens, 701);
+        assert_eq!(billed.usage.input_tokens, 100);
+        assert!(billed.estimated);
+        assert_eq!(billed.fault, None);
+        // A divisor of 4 counts a quarter, rounded up.
+        let quarter = HoldFacts {
+            bytes_per_token: 4,
+            ..FACTS
+        };
+        assert_eq!(bill(&cut, &quarter).usage.output_tokens, 176);
+        // A reported count above the estimate stands.
+        let counted = UsageReport {
+            usage: Usage {
+                output_tokens: 300,
+                ..cut.usage
+            },
+            ..cut
+        };
+        assert_eq!(bill(&counted, &quarter).usage.output_tokens, 300);
+        // Never more than max_tokens, and that is not the upstream's fault.
+        let long = UsageReport {
+            relayed_output_bytes: 50_000,
+            ..cut
+        };
+        let billed = bill(&long, &FACTS);
+        assert_eq!(billed.usage.output_tokens, 1000);
+        assert_eq!(billed.fault, None);
+    }
+
+    #[test]
+    fn an_answer_without_usage_is_billed_the_holds_estimate_as_a_fault() {
+        for relayed in [0, 40] {
+            let none = UsageReport {
+                relayed_output_bytes: relayed,
+                ..UsageReport::default()
+            };
+            let billed = bill(&none, &FACTS);
+            assert_eq!(
+                billed.usage,
+                Usage {
+                    input_tokens: 900,
+                    output_tokens: 1000,
+                    ..Usage::default()
+                }
+            );
+            assert!(billed.estimated);
+            assert_eq!(billed.fault, Some(UsageFault::MissingUsage));
+        }
+        // Output reported without a prompt: the prompt is the hold's, the output as counted.
+        let output_only = UsageReport {
+            prompt_reported: false,
+            ..reported(0, 30)
+        };
+        let billed = bill(&output_only, &FACTS);
+        assert_eq!(
+            (billed.usage.input_tokens, billed.usage.output_tokens),
+            (900, 30)
+        );
+        assert_eq!(billed.fault, Some(UsageFault::MissingUsage));
+    }
+
+    #[test]
+    fn absurd_counts_are_a_fault_and_output_never_passes_max_tokens() {
+        let flagged = UsageReport {
+            absurd_count: true,
+            ..reported(MAX_COUNT_PER_CLASS, 10)
+        };
+        let billed = bill(&flagged, &FACTS);
+        assert_eq!(billed.fault, Some(UsageFault::AbsurdCount));
+        assert_eq!(billed.usage.input_tokens, MAX_COUNT_PER_CLASS);
+        let too_long = bill(&reported(100, 5_000), &FACTS);
+        assert_eq!(too_long.usage.output_tokens, 1000);
+        assert_eq!(too_long.fault, Some(UsageFault::AbsurdCount));
+        assert!(!too_long.estimated);
+    }
+}
