@@ -44,7 +44,7 @@ pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal}
 pub use bill::{Bill, UsageFault};
 pub use engine::{
     ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
-    Settlement,
+    Settlement, INTERRUPT_GRACE,
 };
 pub use ledger::{
     BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,

@@ -1,7 +1,10 @@
 //! Output produced is output billed, on every path (issue 9): a stream whose client left is
 //! read to its end; output whose final usage never came is billed as relayed and marked
 //! estimated; an answer without usage is billed from the hold and marked an upstream fault;
-//! a later smaller count never lowers a bill; and absurd counts never reach the books raw.
+//! a later smaller count never lowers a bill; absurd counts never reach the books raw; and a
+//! non-streaming request in flight at SIGTERM is answered and billed.
+
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use mock_anthropic::MockConfig;
@@ -345,4 +348,42 @@ async fn absurd_counts_are_capped_alerted_and_never_billed_raw() {
         "the bill of a capped count is small"
     );
     assert!(fault_count(&app, "absurd_count").await >= before + 2.0);
+}
+
+#[actix_web::test]
+async fn a_non_streaming_request_in_flight_at_sigterm_is_answered_and_billed() {
+    let (app, customer, child, base) = served_by_the_binary().await;
+    // The upstream takes 2.5 s to answer: past the drain bound, within the grace after it.
+    let body = message_body(
+        "claude-opus-5-5",
+        100,
+        false,
+        json!({"input_tokens": 100, "output_tokens": 20, "ttft_ms": 2_500}),
+    );
+    let http = app.http.clone();
+    let key = customer.key.clone();
+    let request = actix_web::rt::spawn(async move {
+        let response = http
+            .post(format!("{base}/v1/messages"))
+            .header("x-api-key", key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (response.status(), response.text().await.unwrap())
+    });
+    // Kept: the request must be in flight upstream when the signal lands, and nothing
+    // observable marks that moment; the upstream's 2.5 s leave ample margin.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm_and_wait(child).await;
+    let (status, text) = request.await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"usage\""), "{text}");
+    let rows = rows_of(&app.db.url).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(
+        (rows[0].outcome.as_str(), rows[0].input, rows[0].output),
+        ("completed", 100, 20)
+    );
+    app.books(&customer.id).await.assert_reconciled();
 }

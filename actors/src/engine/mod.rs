@@ -37,6 +37,7 @@ mod shutdown;
 mod ticket;
 
 pub use placement::ActorPlacement;
+pub use shutdown::INTERRUPT_GRACE;
 pub use ticket::{HoldTicket, Settlement};
 
 /// How long a request waits for room in a full account mailbox before it is told the service

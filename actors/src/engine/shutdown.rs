@@ -7,15 +7,17 @@ use std::time::Duration;
 use super::Engine;
 use crate::account::actor::Snapshot;
 
-/// After the drain bound, interrupted requests settle what they saw; this bounds how long
-/// that takes.
-const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
+/// After the drain bound, interrupted requests settle what they saw, and upstream calls
+/// already under way for whole messages may still finish; this bounds how long that takes.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Graceful shutdown:
     /// 1. refuses new requests;
     /// 2. waits (at most `drain`) for in-flight requests to finish and settle;
-    /// 3. past that bound, interrupts the rest, which settle the usage they have seen;
+    /// 3. past that bound, interrupts the rest, which settle the usage they have seen, and
+    ///    waits at most [`INTERRUPT_GRACE`] for them (a non-streaming request whose upstream
+    ///    answers within it is still answered and billed);
     /// 4. waits until every account actor has applied every settle sent to it;
     /// 5. flushes everything (at most `flush_deadline`).
     ///

@@ -3,7 +3,7 @@
 //! a client going away does not stop tollgate from learning and billing what the upstream
 //! produced, and a graceful shutdown waits for it.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tollgate_actors::relay::{ClientChunk, Drain, RelayTask};
 use tollgate_actors::sse::{report_from_message, usage_from_message};
-use tollgate_actors::HoldTicket;
 use tollgate_actors::Outcome;
+use tollgate_actors::{HoldTicket, INTERRUPT_GRACE};
 
 use super::metrics::record;
 use crate::http::error::{rewrite_upstream_error, ProxyError};
@@ -55,16 +55,27 @@ pub(super) struct Exchange {
     pub interrupt: CancellationToken,
 }
 
-/// `work`, unless shutdown interrupts it first.
+/// After shutdown's interrupt, how long an upstream call under way may still take: a second
+/// less than the engine waits for interrupted work, so that its settle (or its 529) comes
+/// before the final flush.
+const FINISH_AFTER_INTERRUPT: Duration = INTERRUPT_GRACE.saturating_sub(Duration::from_secs(1));
+
+/// `work`, unless shutdown interrupts it and it does not finish within
+/// [`FINISH_AFTER_INTERRUPT`] after that. The upstream is already working on the request:
+/// abandoning it would answer 529 for work the upstream did, and bill none of it.
 pub(super) async fn unless_interrupted<F: std::future::Future>(
     interrupt: &CancellationToken,
     work: F,
 ) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
     tokio::select! {
         biased;
-        _ = interrupt.cancelled() => None,
-        output = work => Some(output),
+        output = &mut work => return Some(output),
+        _ = interrupt.cancelled() => {}
     }
+    tokio::time::timeout(FINISH_AFTER_INTERRUPT, work)
+        .await
+        .ok()
 }
 
 /// An upstream status in actix's type.
@@ -114,8 +125,9 @@ impl Exchange {
     /// Runs the request's upstream half to its end. The ticket is held here, across every
     /// step, so that whatever happens upstream the hold is settled or released exactly once.
     pub(super) async fn run(mut self, ticket: HoldTicket, reply: oneshot::Sender<Reply>) {
-        // Until a response starts streaming, nothing has been seen that could be billed: an
-        // interrupt releases the hold (dropping the ticket does) and answers 529.
+        // Until the upstream answers, nothing has been seen that could be billed: an upstream
+        // that does not answer within shutdown's grace after the interrupt releases the hold
+        // and is answered 529.
         let response = match self.forward().await {
             Ok(response) => response,
             Err(error) => {
@@ -126,6 +138,11 @@ impl Exchange {
         };
         if !response.status.is_success() {
             self.answer_upstream_error(response, ticket, reply).await;
+        } else if response.is_event_stream() && self.interrupt.is_cancelled() {
+            // A stream that only began after shutdown's interrupt would be cut at once; the
+            // client is better told to retry elsewhere.
+            ticket.release();
+            let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
         } else if response.is_event_stream() {
             // Meter what the upstream sent, not what was asked for: an event stream is
             // relayed and parsed as one, a JSON answer to a streaming request as a message.
