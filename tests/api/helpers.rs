@@ -99,6 +99,9 @@ pub struct TestApp {
     pub stopped: actix_web::rt::task::JoinHandle<anyhow::Result<()>>,
     pub db: TestDatabase,
     pub settings: Settings,
+    /// The instance's metering engine, for tests that settle more requests than HTTP could
+    /// carry in their time (a million-row backlog).
+    pub engine: tollgate_actors::Engine,
 }
 
 /// Settings for a test instance; `tweak` adjusts them before start.
@@ -186,6 +189,7 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
     let base = format!("http://127.0.0.1:{}", app.port());
     let server = app.server_handle();
     let shutdown = app.shutdown_trigger();
+    let engine = app.engine().clone();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
@@ -199,6 +203,7 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
         stopped,
         db,
         settings,
+        engine,
     }
 }
 

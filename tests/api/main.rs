@@ -14,6 +14,7 @@ mod admin;
 mod billing;
 mod concurrency;
 mod errors;
+mod flush;
 mod helpers;
 mod idempotency;
 mod instance;
