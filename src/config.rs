@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use tollgate_actors::hold::HoldPolicy;
 use tollgate_actors::AccountLimits;
 
+pub use crate::http::forwarded::TrustedProxy;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -45,6 +47,12 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// On SIGTERM/SIGINT, how long open connections and streams may take to finish.
     pub shutdown_drain_ms: u64,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: addresses or CIDR networks.
+    /// Empty (the default): the peer's address is the client's, whatever the header says.
+    /// The client is the right-most forwarded address that is not one of these; it is what
+    /// the per-address limiters count and what `/metrics` checks.
+    #[serde(default)]
+    pub trusted_proxies: Vec<TrustedProxy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +152,7 @@ impl Default for Settings {
                 workers: 0,
                 max_body_bytes: 32 * 1024 * 1024,
                 shutdown_drain_ms: 30_000,
+                trusted_proxies: Vec::new(),
             },
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/tollgate".into(),

@@ -12,6 +12,7 @@ use actix_web::{web, FromRequest, HttpRequest, ResponseError};
 use sha2::{Digest, Sha256};
 
 use super::error::{AnthropicError, ApiError, Limit, ProxyError};
+use super::forwarded::{client_address, TrustedProxy};
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, KeyOwner};
@@ -31,10 +32,17 @@ pub(super) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Opti
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// The client's address: the peer's, or the one a trusted proxy forwarded
+/// (`server.trusted_proxies`, [`client_address`]).
+pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    Some(client_address(peer, req.headers(), trusted))
+}
+
 /// The address failed authentications are counted against.
-fn client_ip(req: &HttpRequest) -> IpAddr {
-    req.peer_addr()
-        .map(|addr| limiter_bucket(addr.ip()))
+fn client_ip(req: &HttpRequest, trusted: &[TrustedProxy]) -> IpAddr {
+    client_addr(req, trusted)
+        .map(limiter_bucket)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
@@ -67,7 +75,10 @@ impl FromRequest for KeyOwner {
         };
         let owner = state
             .keys
-            .authenticate(presented_key(req), client_ip(req))
+            .authenticate(
+                presented_key(req),
+                client_ip(req, &state.settings.server.trusted_proxies),
+            )
             .map_err(|failure| match failure {
                 AuthFailure::InvalidKey => ProxyError::InvalidKey,
                 AuthFailure::TooManyFailures(retry_after) => ProxyError::Throttled {
@@ -116,7 +127,8 @@ pub async fn require_admin(
                 // A wrong token counts against the address as a wrong API key does, so that
                 // the token cannot be guessed at the server's full speed.
                 ApiError::Unauthorized(_) => {
-                    match state.keys.count_failure(client_ip(req.request())) {
+                    let client = client_ip(req.request(), &state.settings.server.trusted_proxies);
+                    match state.keys.count_failure(client) {
                         AuthFailure::TooManyFailures(retry_after) => {
                             ApiError::TooManyFailures { retry_after }
                         }

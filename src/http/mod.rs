@@ -6,6 +6,7 @@
 //! - [`ops`]: `/healthz` and `/metrics`.
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
+//! - [`forwarded`]: the client's address behind trusted reverse proxies (`X-Forwarded-For`).
 //! - [`error`]: one error type per surface, one status mapping, one renderer per wire format.
 //! - [`request_id`]: every response's `request-id`.
 
@@ -13,6 +14,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod error;
 pub mod extract;
+pub mod forwarded;
 pub mod ops;
 pub mod request_id;
 

@@ -5,7 +5,8 @@ use std::net::IpAddr;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use super::error::ApiError;
-use super::extract::{bearer_token, tokens_match};
+use super::extract::{bearer_token, client_addr, tokens_match};
+use super::forwarded::TrustedProxy;
 use super::AppState;
 use crate::config::MetricsSettings;
 
@@ -24,9 +25,15 @@ fn is_private(peer: IpAddr) -> bool {
     }
 }
 
-/// Whether this request may read `/metrics` (`metrics.allow_private`, `metrics.token`).
-fn may_read_metrics(req: &HttpRequest, settings: &MetricsSettings) -> bool {
-    let private = req.peer_addr().is_some_and(|peer| is_private(peer.ip()));
+/// Whether this request may read `/metrics` (`metrics.allow_private`, `metrics.token`). The
+/// client's address is the one a trusted proxy forwarded, if any (`server.trusted_proxies`):
+/// behind a reverse proxy on the private network, the peer is always private.
+fn may_read_metrics(
+    req: &HttpRequest,
+    settings: &MetricsSettings,
+    trusted: &[TrustedProxy],
+) -> bool {
+    let private = client_addr(req, trusted).is_some_and(is_private);
     if settings.allow_private && private {
         return true;
     }
@@ -53,7 +60,11 @@ pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 /// `GET /metrics`: Prometheus text, for loopback and private addresses or the bearer of
 /// `metrics.token`.
 pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    if !may_read_metrics(&req, &state.settings.metrics) {
+    if !may_read_metrics(
+        &req,
+        &state.settings.metrics,
+        &state.settings.server.trusted_proxies,
+    ) {
         return ApiError::Forbidden(
             "metrics are served to loopback and private addresses, or with metrics.token as a bearer token",
         )

@@ -21,5 +21,6 @@ mod instance;
 mod ledger;
 mod loadgen;
 mod output_billed;
+mod proxies;
 mod streams;
 mod upstream;
