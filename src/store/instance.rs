@@ -10,11 +10,10 @@
 //! transaction, so this one place uses a session-level advisory lock
 //! (docs/adr/0008-one-instance-per-database.md).
 
-use std::str::FromStr;
-
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use super::tls::PgTarget;
 use super::{column, DbError, CONNECT_TIMEOUT};
 
 /// The lock's key: "tollgate" in ASCII, so that it is recognisable in `pg_locks`
@@ -44,11 +43,10 @@ impl InstanceLock {
     /// Takes the lock on the database of `url`, or fails with [`DbError::AnotherInstance`]
     /// naming the session that holds it.
     pub async fn acquire(url: &str) -> Result<InstanceLock, DbError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
-        config.connect_timeout(CONNECT_TIMEOUT);
-        config.application_name("tollgate instance lock");
-        let (client, connection) = config.connect(NoTls).await?;
+        let mut target = PgTarget::from_url(url)?;
+        target.config.connect_timeout(CONNECT_TIMEOUT);
+        target.config.application_name("tollgate instance lock");
+        let (client, connection) = target.connect().await?;
         let driver = tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::error!(%error, "the instance lock's database session ended");

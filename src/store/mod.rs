@@ -7,6 +7,8 @@
 //! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk,
 //!   and the `Idempotency-Key` records of operator writes.
 //! - `instance`: the lock that keeps a second instance off the same database.
+//! - `tls`: Postgres over TLS (rustls) as `database.url`'s `sslmode` asks, in libpq's
+//!   meanings.
 //!
 //! [`LedgerStore`]: tollgate_actors::store::LedgerStore
 
@@ -14,9 +16,8 @@ mod accounts;
 mod instance;
 mod keys;
 mod ledger;
+mod tls;
 mod usage;
-
-use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::types::FromSql;
@@ -27,6 +28,8 @@ pub use accounts::AccountRow;
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};
+use tls::PgTarget;
+pub use tls::Transport;
 
 mod embedded {
     refinery::embed_migrations!("sql");
@@ -45,6 +48,8 @@ pub struct PgStore {
     pool: Pool,
     /// Over how long a flush spreads its inserts ([`PgStore::with_flush_spread`]).
     flush_spread: std::time::Duration,
+    /// How its connections are secured, as `database.url` asked.
+    transport: Transport,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +84,20 @@ impl DbError {
 }
 
 impl From<DbError> for StoreError {
+    /// With its causes: the driver's own message (a TLS handshake failed, say) keeps why in
+    /// its source, and the flusher's log must say why.
     fn from(error: DbError) -> Self {
-        StoreError(error.to_string())
+        let mut text = error.to_string();
+        let mut source = std::error::Error::source(&error);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        StoreError(text)
     }
 }
 
@@ -93,21 +110,27 @@ impl PgStore {
         self
     }
 
+    /// A pool of connections to `url`, over TLS when its `sslmode` asks
+    /// ([`Transport`]). Nothing connects until the first use.
     pub fn connect(url: &str, pool_size: usize) -> Result<PgStore, DbError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
+        let PgTarget {
+            mut config,
+            tls,
+            transport,
+        } = PgTarget::from_url(url)?;
         if config.get_options().is_none() {
             // No statement may hang the flusher or an admin request indefinitely.
             config.options(STATEMENT_TIMEOUT_OPTION);
         }
         config.connect_timeout(CONNECT_TIMEOUT);
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let recycling = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match tls {
+            Some(tls) => Manager::from_config(config, tls, recycling),
+            None => Manager::from_config(config, NoTls, recycling),
+        };
+        tracing::debug!(%transport, "database connections");
         let pool = Pool::builder(manager)
             .max_size(pool_size.max(2))
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -119,6 +142,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             flush_spread: std::time::Duration::ZERO,
+            transport,
         })
     }
 
@@ -126,14 +150,14 @@ impl PgStore {
     /// `postgres` database to do so. The connection's driver task is awaited on every path,
     /// so none outlives the call.
     pub async fn create_database_if_missing(url: &str) -> Result<bool, DbError> {
-        let mut config =
-            tokio_postgres::Config::from_str(url).map_err(|e| DbError::Config(e.to_string()))?;
-        let name = config
+        let mut target = PgTarget::from_url(url)?;
+        let name = target
+            .config
             .get_dbname()
             .ok_or_else(|| DbError::Config("database.url names no database".into()))?
             .to_string();
-        config.dbname("postgres");
-        let (client, connection) = config.connect(NoTls).await?;
+        target.config.dbname("postgres");
+        let (client, connection) = target.connect().await?;
         let driver = tokio::spawn(connection);
         let created = async {
             let exists = client.query_opt(DATABASE_EXISTS, &[&name]).await?.is_some();
@@ -156,6 +180,11 @@ impl PgStore {
             .run_async(&mut **client)
             .await?;
         Ok(report.applied_migrations().len())
+    }
+
+    /// How the connections are secured, as `database.url` asked.
+    pub fn transport(&self) -> Transport {
+        self.transport
     }
 
     pub async fn ping(&self) -> Result<(), DbError> {

@@ -13,6 +13,7 @@
 mod admin;
 mod billing;
 mod concurrency;
+mod database_tls;
 mod errors;
 mod flush;
 mod helpers;
