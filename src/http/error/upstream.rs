@@ -303,15 +303,17 @@ fn customer_message(status: StatusCode, kind: ErrorKind, upstream: &str) -> Answ
 }
 
 /// An upstream's words as the log keeps them: `operator_keys` and key-shaped tokens masked,
-/// then cut to [`LOGGED_MESSAGE_CHARS`] characters.
+/// then cut to [`LOGGED_MESSAGE_CHARS`] characters. The configured keys go first: the shape
+/// mask could rewrite part of one (a long run of key characters before a `.` or `=`), and
+/// then the exact match would miss the rest.
 fn for_log(message: &str, operator_keys: &[&str]) -> String {
-    let mut masked = match KEY_SHAPED.as_ref() {
-        Some(regex) => regex.replace_all(message, "[masked]").into_owned(),
-        None => message.to_string(),
-    };
+    let mut masked = message.to_string();
     // A key too short to be one (a test's "key") would mask ordinary words.
     for key in operator_keys.iter().filter(|key| key.len() >= 8) {
         masked = masked.replace(key, "[masked]");
+    }
+    if let Some(regex) = KEY_SHAPED.as_ref() {
+        masked = regex.replace_all(&masked, "[masked]").into_owned();
     }
     match masked.char_indices().nth(LOGGED_MESSAGE_CHARS) {
         Some((end, _)) => format!("{}…", masked.get(..end).unwrap_or(&masked)),
@@ -505,6 +507,13 @@ mod tests {
                 &["relay.key.42", "key"]
             ),
             "bad key [masked] ([masked])"
+        );
+        // A configured key that is partly key-shaped is replaced whole, before the shape
+        // mask could cut it into a masked head and a logged tail.
+        let dotted = format!("{}.tail+x/y=", "A".repeat(45));
+        assert_eq!(
+            for_log(&format!("bad key {dotted} here"), &[dotted.as_str()]),
+            "bad key [masked] here"
         );
         // Masked before it is cut, so no prefix of a key survives the cut.
         let straddling = format!("{}sk-ant-api03-{}", "a ".repeat(250), "x".repeat(90));
