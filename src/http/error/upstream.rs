@@ -108,8 +108,10 @@ enum Answer {
 
 /// The start of a field path in the request body, as Anthropic's validation messages name it
 /// (`messages.3.content.0.image.source.base64`): one of the Messages API's top-level fields,
-/// then dotted names or indices. Only a path that matches is repeated to the customer.
-const FIELD_PATH: &str = r"(?P<path>(?:messages|system|tools|tool_choice|max_tokens|model|metadata|thinking|temperature|top_p|top_k|stop_sequences|stream|mcp_servers|container|context_management|service_tier)(?:\.[A-Za-z0-9_]{1,64}){0,12})";
+/// then up to 8 segments, each an index or one of the request's own field names (a free-form
+/// name could carry anything the upstream put there, say `metadata.org_7f3e_credit_low`).
+/// Only a path that matches is repeated to the customer.
+const FIELD_PATH: &str = r"(?P<path>(?:messages|system|tools|tool_choice|max_tokens|model|metadata|thinking|temperature|top_p|top_k|stop_sequences|stream|mcp_servers|container|context_management|service_tier)(?:\.(?:\d{1,6}|content|role|type|text|image|document|source|base64|data|media_type|url|file_id|tool_use_id|tool_use|tool_result|input|input_schema|name|description|properties|cache_control|citations|thinking|signature|budget_tokens|user_id|is_error|title|context|id)){0,8})";
 
 /// Tool-use ids as the customer's own messages carry them, comma separated.
 const TOOL_IDS: &str = r"(?P<ids>[A-Za-z0-9_-]{1,64}(?:, [A-Za-z0-9_-]{1,64}){0,31})";
@@ -449,6 +451,16 @@ mod tests {
         assert_eq!(
             said(400, "messages.0.content: Field required (org 7f3e)"),
             "messages.0.content: the upstream provider refused this part of the request"
+        );
+        // Only the request's own field names follow the top-level one: a free-form name is
+        // the upstream's words and stays upstream.
+        assert_eq!(
+            said(400, "metadata.org_7f3e_credit_low: balance 12.50 USD"),
+            "the upstream provider refused the request as invalid"
+        );
+        assert_eq!(
+            said(400, "messages.1.content.0.image.source.base64: invalid base64 data"),
+            "messages.1.content.0.image.source.base64: the upstream provider refused this part of the request"
         );
         // A path that is not a request field is not repeated.
         assert_eq!(
