@@ -54,17 +54,14 @@ const IDEMPOTENCY_RECORD: &str = "
     WHERE account_id = $1 AND scope = $2 AND key = $3";
 
 /// Stores the first answer to a key, unless one is stored already, and returns the one that
-/// is: every request with the key answers the same.
+/// is: every request with the key answers the same. One UPDATE, so a writer that waited on a
+/// competing one's row lock reads the row as that one committed it (under READ COMMITTED a
+/// separate SELECT would see the snapshot taken before the wait).
 const FIRST_ANSWER: &str = "
-    WITH stored AS (
-        UPDATE idempotency_keys SET status = $4, response = $5
-        WHERE account_id = $1 AND scope = $2 AND key = $3 AND response IS NULL
-        RETURNING status, response
-    )
-    SELECT status, response FROM stored
-    UNION ALL
-    SELECT status, response FROM idempotency_keys
-    WHERE account_id = $1 AND scope = $2 AND key = $3 AND NOT EXISTS (SELECT 1 FROM stored)";
+    UPDATE idempotency_keys
+    SET status = COALESCE(status, $4), response = COALESCE(response, $5)
+    WHERE account_id = $1 AND scope = $2 AND key = $3
+    RETURNING status, response";
 
 /// Keys older than the retention are forgotten: a retry after that applies again.
 const FORGET_OLD_KEYS: &str = "
@@ -114,7 +111,7 @@ impl PgStore {
     }
 
     /// Stores `answer` as the first answer to `key`, unless another is stored already, and
-    /// returns the one stored.
+    /// returns the one stored; `None` if the key has no record.
     pub async fn first_answer(
         &self,
         account: AccountId,

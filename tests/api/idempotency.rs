@@ -144,3 +144,45 @@ async fn the_same_key_with_a_different_body_is_refused_and_changes_nothing() {
     assert_live_and_stored_agree(&app, &customer.id).await;
     assert_live_and_stored_agree(&app, &other.id).await;
 }
+
+#[actix_web::test]
+async fn a_first_answer_stored_while_ours_waits_is_the_one_returned() {
+    let app = spawn_app().await;
+    let customer = app.customer("0").await;
+    let account = uuid::Uuid::parse_str(&customer.id).unwrap();
+    let db = app.db().await;
+    db.execute(
+        "INSERT INTO idempotency_keys (account_id, scope, key, fingerprint, change_id)
+         VALUES ($1, 'credit', 'raced', '\\x00', $2)",
+        &[&account, &uuid::Uuid::new_v4()],
+    )
+    .await
+    .unwrap();
+    // A competing writer stores its answer in a transaction still open: ours waits on the
+    // row, and must come back with the competitor's answer once it commits.
+    let mut competitor = app.db().await;
+    let competing = competitor.transaction().await.unwrap();
+    competing
+        .execute(
+            "UPDATE idempotency_keys SET status = 200, response = 'theirs'
+             WHERE account_id = $1 AND scope = 'credit' AND key = 'raced'",
+            &[&account],
+        )
+        .await
+        .unwrap();
+    let store = app.store();
+    let ours = tollgate::store::StoredAnswer {
+        status: 200,
+        body: "ours".into(),
+    };
+    let waiting = store.first_answer(account, "credit", "raced", &ours);
+    let commit = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        competing.commit().await.unwrap();
+    };
+    let (stored, ()) = tokio::join!(waiting, commit);
+    assert_eq!(
+        stored.unwrap().map(|answer| answer.body).as_deref(),
+        Some("theirs")
+    );
+}
