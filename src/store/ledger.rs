@@ -88,8 +88,17 @@ pub struct StoredAnswer {
 }
 
 impl PgStore {
-    /// The record of `key` on `account`'s `scope` route, after forgetting the account's keys
-    /// older than [`IDEMPOTENCY_RETENTION_DAYS`].
+    /// Forgets `account`'s keys older than [`IDEMPOTENCY_RETENTION_DAYS`]: once per request
+    /// with a key, before its claim (not on each poll of a waiting duplicate).
+    pub async fn forget_old_idempotency_keys(&self, account: AccountId) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(FORGET_OLD_KEYS, &[&account, &IDEMPOTENCY_RETENTION_DAYS])
+            .await?;
+        Ok(())
+    }
+
+    /// The record of `key` on `account`'s `scope` route.
     pub async fn idempotency_record(
         &self,
         account: AccountId,
@@ -97,9 +106,6 @@ impl PgStore {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, DbError> {
         let client = self.pool.get().await?;
-        client
-            .execute(FORGET_OLD_KEYS, &[&account, &IDEMPOTENCY_RETENTION_DAYS])
-            .await?;
         let row = client
             .query_opt(IDEMPOTENCY_RECORD, &[&account, &scope, &key])
             .await?;

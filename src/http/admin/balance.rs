@@ -123,6 +123,11 @@ async fn change_balance(
         fingerprint: fingerprint(kind, amount, &reason),
         key,
     };
+    state
+        .store
+        .forget_old_idempotency_keys(id)
+        .await
+        .map_err(db_error)?;
     // A retry of a change already stored is answered from its record, without the actor.
     if let Some(record) = state
         .store
