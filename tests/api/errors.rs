@@ -505,7 +505,7 @@ async fn an_oversized_upstream_error_body_is_answered_502_and_not_passed_on() {
 }
 
 #[actix_web::test]
-async fn an_oversized_non_streaming_message_is_answered_502_and_not_buffered() {
+async fn an_oversized_non_streaming_message_is_answered_502_and_its_hold_released() {
     let app = spawn_app().await;
     let customer = app.customer("5").await;
     // Three million words of output, about 19 MiB: more than the 16 MiB tollgate holds of a
@@ -521,5 +521,11 @@ async fn an_oversized_non_streaming_message_is_answered_502_and_not_buffered() {
     let body = assert_error(answer, 502, "api_error").await;
     let told = body["error"]["message"].as_str().unwrap();
     assert!(told.contains("larger than"), "{body}");
-    app.wait_settled(&customer.id).await;
+    // Its usage is never read, so the hold is released: nothing is billed, nothing held.
+    let view = app.wait_settled(&customer.id).await;
+    assert_eq!(view["balance"], "5", "{view}");
+    app.flush().await;
+    let books = app.books(&customer.id).await;
+    assert_eq!((books.usage_rows, books.stored_balance), (0, dec("5")));
+    books.assert_reconciled();
 }
