@@ -28,6 +28,14 @@ impl CreditKind {
             CreditKind::Adjustment => "adjustment",
         }
     }
+
+    /// The route an `Idempotency-Key` of this kind belongs to ([`IdempotencyClaim::scope`]).
+    pub fn scope(self) -> &'static str {
+        match self {
+            CreditKind::Credit => "credit",
+            CreditKind::Adjustment => "adjust",
+        }
+    }
 }
 
 /// A balance change that is not usage. The store writes it and its ledger entry in one

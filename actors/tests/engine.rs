@@ -449,7 +449,7 @@ async fn change_once(
     key: &str,
 ) -> Result<BalanceChanged, EngineError> {
     let claim = IdempotencyClaim {
-        scope: kind.as_str(),
+        scope: kind.scope(),
         key: key.into(),
         fingerprint: vec![1],
     };

@@ -119,7 +119,7 @@ async fn change_balance(
         return Ok(HttpResponse::Ok().json(account_answer(&state, &row).await?));
     };
     let claim = IdempotencyClaim {
-        scope: scope_of(kind),
+        scope: kind.scope(),
         fingerprint: fingerprint(kind, amount, &reason),
         key,
     };
@@ -174,14 +174,6 @@ fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
         ));
     }
     Ok(Some(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// The route a key belongs to.
-fn scope_of(kind: CreditKind) -> &'static str {
-    match kind {
-        CreditKind::Credit => "credit",
-        CreditKind::Adjustment => "adjust",
-    }
 }
 
 /// What a request with a key asks, as compared with its retries: the parsed, normalized
