@@ -496,3 +496,24 @@ async fn a_credit_whose_write_failed_before_the_commit_is_applied_by_its_retry()
     assert_eq!(retried.balance, dec!(8));
     assert_eq!(ledger.balance_of(account), dec!(8));
 }
+
+#[actix_rt::test]
+async fn a_lost_commit_is_applied_by_a_later_retry_after_a_second_failure() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    let engine = engine(ledger.clone(), 1_000_000);
+    let account = Uuid::now_v7();
+    let credit = || change_once(&engine, account, CreditKind::Credit, dec!(5), "twice");
+    // The first write commits but its answer is lost; the second fails outright.
+    ledger.lose_next_answer.store(true, Ordering::SeqCst);
+    assert!(credit().await.is_err());
+    ledger.refuse_next_change.store(true, Ordering::SeqCst);
+    assert!(credit().await.is_err());
+    // The third learns that the first went through, and the live balance follows.
+    let retried = credit().await.unwrap();
+    assert!(matches!(
+        retried.applied,
+        ChangeApplied::AlreadyApplied { .. }
+    ));
+    assert_eq!(ledger.balance_of(account), dec!(15));
+    assert_eq!(engine.view(account).await.unwrap().balance, dec!(15));
+}

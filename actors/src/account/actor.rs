@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::uncertain::UncertainChanges;
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 use crate::flusher::FlusherHandle;
 use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
@@ -122,10 +123,11 @@ pub(crate) struct AccountActor {
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     orphans: Orphans,
-    /// Idempotent changes whose write failed without saying whether it committed, by
-    /// (scope, key): the change's id and amount. A retry with the same key learns from the
-    /// store which it was, and the balance follows (docs/adr/0016-idempotent-operator-writes.md).
-    uncertain: HashMap<(&'static str, String), (Uuid, Decimal)>,
+    /// Idempotent changes whose write failed without saying whether it committed. A retry
+    /// with the same key learns from the store which it was, and the balance follows
+    /// (docs/adr/0016-idempotent-operator-writes.md). Bounded; empty in a new actor, which
+    /// starts from the stored balance.
+    uncertain: UncertainChanges,
 }
 
 impl AccountActor {
@@ -154,7 +156,7 @@ impl AccountActor {
             store,
             flusher,
             orphans,
-            uncertain: HashMap::new(),
+            uncertain: UncertainChanges::default(),
         }
     }
 
@@ -370,22 +372,30 @@ impl Handler<ApplyChange> for AccountActor {
                         Err(error) => {
                             // It may have committed all the same: a retry with the key finds out.
                             if let Some(claim) = claim {
-                                actor.uncertain.insert(claim, (id, amount));
+                                if let Some((scope, key)) =
+                                    actor.uncertain.remember(claim, id, amount)
+                                {
+                                    tracing::warn!(
+                                        account_id = %actor.id,
+                                        scope,
+                                        idempotency_key = %key,
+                                        "too many unconfirmed balance changes: this key's is \
+                                         forgotten, and the live balance may be short of it \
+                                         until the account is reloaded"
+                                    );
+                                }
                             }
                             return Err(error);
                         }
                     };
-                    let earlier = claim.and_then(|claim| actor.uncertain.remove(&claim));
-                    match (applied, earlier) {
-                        (ChangeApplied::Applied, _) => actor.balance += amount,
-                        // The write that failed had committed: its amount was never applied here.
-                        (ChangeApplied::AlreadyApplied { change_id }, Some((id, amount)))
-                            if id == change_id =>
-                        {
-                            actor.balance += amount
-                        }
-                        // Applied before this actor loaded the balance, or applied here.
-                        (ChangeApplied::AlreadyApplied { .. }, _) => {}
+                    // A write of this key's that failed may have been the one that committed:
+                    // its amount was never applied here.
+                    let unconfirmed = claim
+                        .map(|claim| actor.uncertain.resolve(&claim, applied))
+                        .unwrap_or_default();
+                    match applied {
+                        ChangeApplied::Applied => actor.balance += amount,
+                        ChangeApplied::AlreadyApplied { .. } => actor.balance += unconfirmed,
                     }
                     Ok(BalanceChanged {
                         applied,

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::limits::{AccountLimits, Throttle};
 
 pub(crate) mod actor;
+mod uncertain;
 
 /// An account's identity.
 pub type AccountId = Uuid;
