@@ -189,3 +189,44 @@ async fn a_first_answer_stored_while_ours_waits_is_the_one_returned() {
         Some("theirs")
     );
 }
+
+#[actix_web::test]
+async fn a_retry_after_a_lost_commit_answer_brings_the_live_balance_to_the_stored_one() {
+    let proxy = crate::pg_fault::LoseCommitProxy::start("127.0.0.1:5432").await;
+    let app = spawn_app_with(mock_anthropic::MockConfig::default(), |settings| {
+        let direct = settings.database.url.clone();
+        settings.database.url = direct.replacen("127.0.0.1:5432", &proxy.addr, 1);
+        assert_ne!(
+            settings.database.url, direct,
+            "the test Postgres is 127.0.0.1:5432"
+        );
+    })
+    .await;
+    let customer = app.customer("0").await;
+    let credit = json!({"amount_usd": "5", "reason": "top-up 9001"});
+
+    // The credit commits, and its answer is lost on the way back from Postgres.
+    proxy.lose_next_claim();
+    let (status, body) = send(&app, "credit", &customer.id, "top-up-9001", &credit).await;
+    assert_eq!(proxy.cuts(), 1);
+    assert!(status >= 500, "{status} {body}");
+    assert_eq!(app.books(&customer.id).await.stored_balance, dec("5"));
+    assert_eq!(app.balance(&customer.id).await, dec("0"));
+
+    // The retry learns that it went through: the live balance has it, and so do the first
+    // answer and every later one.
+    let answers = [
+        send(&app, "credit", &customer.id, "top-up-9001", &credit).await,
+        send(&app, "credit", &customer.id, "top-up-9001", &credit).await,
+    ];
+    assert_eq!(answers[0].0, 200, "{}", answers[0].1);
+    let first: Value = serde_json::from_str(&answers[0].1).unwrap();
+    assert_eq!(first["balance"], "5", "{first}");
+    assert_eq!(answers[1], answers[0]);
+    assert_eq!(app.balance(&customer.id).await, dec("5"));
+    assert_eq!(
+        ledger_changes(&app, &customer.id).await,
+        vec![("credit".to_string(), dec("5"))]
+    );
+    assert_live_and_stored_agree(&app, &customer.id).await;
+}

@@ -22,6 +22,7 @@ mod instance;
 mod ledger;
 mod loadgen;
 mod output_billed;
+mod pg_fault;
 mod proxies;
 mod streams;
 mod upstream;

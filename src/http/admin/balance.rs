@@ -128,14 +128,20 @@ async fn change_balance(
         .forget_old_idempotency_keys(id)
         .await
         .map_err(db_error)?;
-    // A retry of a change already stored is answered from its record, without the actor.
+    // A retry of a change already answered, or one that asks something else, is answered
+    // from its record, without the actor. A key claimed but not answered goes through the
+    // actor all the same: its first request may still be answering, or its commit's answer
+    // was lost, and then only the store's AlreadyApplied tells the actor to add an amount it
+    // never saw (docs/adr/0016-idempotent-operator-writes.md).
     if let Some(record) = state
         .store
         .idempotency_record(id, claim.scope, &claim.key)
         .await
         .map_err(db_error)?
     {
-        return replay(&state, &row, &claim, record).await;
+        if record.fingerprint != claim.fingerprint || record.answer.is_some() {
+            return replay(&state, &row, &claim, record).await;
+        }
     }
     let changed = state
         .engine
