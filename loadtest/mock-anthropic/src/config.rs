@@ -58,6 +58,10 @@ pub struct MockConfig {
     /// Uncached input tokens reported in usage. `None` derives them from the request body as
     /// `ceil(body_len / 4)`, so that bigger prompts cost more, deterministically.
     pub input_tokens: Option<u64>,
+    /// Input tokens each `document` block with a `url` or `file` source adds to the reported
+    /// input, as if the upstream had fetched a document of that size (a 100-page PDF is
+    /// about 150,000 to 300,000). Added to whatever `input_tokens` resolves to; 0 adds none.
+    pub document_input_tokens: u64,
     /// When set, `/v1/*` requests must present this key in `x-api-key` or as a Bearer token.
     pub api_key: Option<String>,
     /// Seeds the generated text, the ids and the per-request draws, so a run can be replayed
@@ -86,6 +90,7 @@ impl Default for MockConfig {
             stream_error_rate: 0.0,
             reset_rate: 0.0,
             input_tokens: None,
+            document_input_tokens: 0,
             api_key: None,
             seed: 0,
             workers: 1,

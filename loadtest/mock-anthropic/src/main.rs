@@ -63,6 +63,13 @@ struct Args {
     /// Input tokens reported in usage; by default ceil(request body bytes / 4).
     #[arg(long, env = "MOCK_ANTHROPIC_INPUT_TOKENS")]
     input_tokens: Option<u64>,
+    /// Input tokens each URL or file document adds to the reported input.
+    #[arg(
+        long,
+        env = "MOCK_ANTHROPIC_DOCUMENT_INPUT_TOKENS",
+        default_value_t = 0
+    )]
+    document_input_tokens: u64,
     /// Require this key in x-api-key or as a Bearer token.
     #[arg(long, env = "MOCK_ANTHROPIC_API_KEY")]
     api_key: Option<String>,
@@ -93,6 +100,7 @@ impl Args {
             stream_error_rate: self.stream_error_rate,
             reset_rate: self.reset_rate,
             input_tokens: self.input_tokens,
+            document_input_tokens: self.document_input_tokens,
             api_key: self.api_key.clone(),
             seed: self.seed,
             workers: self.workers,

@@ -145,7 +145,13 @@ pub(crate) fn plan_messages(config: &MockConfig, body: &[u8]) -> Result<(String,
         Some(n) => n,
     };
     let overrides = request.mock.unwrap_or_default();
+    let fetched_documents = if config.document_input_tokens > 0 {
+        fetched_documents(body)
+    } else {
+        0
+    };
     let request = RequestFacts {
+        fetched_documents,
         body_len: body.len(),
         body_key: text::hash_bytes(config.seed, body),
         max_tokens,
@@ -157,6 +163,9 @@ pub(crate) fn plan_messages(config: &MockConfig, body: &[u8]) -> Result<(String,
 /// What planning needs to know about a request besides its overrides.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RequestFacts {
+    /// `document` blocks with a `url` or `file` source, counted only when
+    /// `document_input_tokens` asks for them.
+    pub fetched_documents: u64,
     pub body_len: usize,
     /// A hash of the seed and the raw body: keys the text and every per-request draw.
     pub body_key: u64,
@@ -212,6 +221,33 @@ pub(crate) fn input_tokens(config: &MockConfig, overrides: &Overrides, body_len:
         .input_tokens
         .or(config.input_tokens)
         .unwrap_or_else(|| derived_input_tokens(body_len))
+}
+
+/// The `document` blocks with a `url` or `file` source anywhere in a body's `messages`: what
+/// the upstream would fetch. Parsed apart from the plan's own fields, and only when a config
+/// asks, so that load runs never pay for it.
+fn fetched_documents(body: &[u8]) -> u64 {
+    fn walk(value: &serde_json::Value) -> u64 {
+        match value {
+            serde_json::Value::Array(items) => items.iter().map(walk).sum(),
+            serde_json::Value::Object(object) => {
+                let fetched = object.get("type").and_then(|t| t.as_str()) == Some("document")
+                    && matches!(
+                        object
+                            .get("source")
+                            .and_then(|s| s.get("type"))
+                            .and_then(|t| t.as_str()),
+                        Some("url" | "file")
+                    );
+                u64::from(fetched) + object.values().map(walk).sum::<u64>()
+            }
+            _ => 0,
+        }
+    }
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|request| request.get("messages").map(walk))
+        .unwrap_or(0)
 }
 
 /// Validates `mock.status`: 200 means "answer normally", 400..=599 an error response.
@@ -337,7 +373,11 @@ impl Plan {
         };
 
         Ok(Plan {
-            input_tokens: input_tokens(config, overrides, request.body_len),
+            input_tokens: input_tokens(config, overrides, request.body_len).saturating_add(
+                request
+                    .fetched_documents
+                    .saturating_mul(config.document_input_tokens),
+            ),
             cache_read_tokens: overrides
                 .cache_read_tokens
                 .unwrap_or(config_cache(cache_hit, config.cache_read_tokens)),
@@ -436,6 +476,7 @@ mod tests {
             ..MockConfig::default()
         };
         let request = RequestFacts {
+            fetched_documents: 0,
             body_len: 101,
             body_key: 5,
             max_tokens,
@@ -466,6 +507,30 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(plan(given, 100).input_tokens, 7);
+    }
+
+    #[test]
+    fn url_and_file_documents_add_their_configured_input() {
+        let config = MockConfig {
+            input_tokens: Some(10),
+            document_input_tokens: 100_000,
+            ..MockConfig::default()
+        };
+        let body = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":[
+            {"type":"document","source":{"type":"url","url":"https://x/a.pdf"}},
+            {"type":"document","source":{"type":"file","file_id":"f"}},
+            {"type":"document","source":{"type":"text","data":"t"}},
+            {"type":"image","source":{"type":"url","url":"https://x/a.png"}}]}]}"#;
+        let usage = crate::planned_usage(&config, body).map(|u| u.input_tokens);
+        assert_eq!(usage, Some(200_010));
+        let off = MockConfig {
+            input_tokens: Some(10),
+            ..MockConfig::default()
+        };
+        assert_eq!(
+            crate::planned_usage(&off, body).map(|u| u.input_tokens),
+            Some(10)
+        );
     }
 
     #[test]

@@ -238,6 +238,7 @@ mod tests {
             ..MockConfig::default()
         };
         let request = crate::plan::RequestFacts {
+            fetched_documents: 0,
             body_len: 0,
             body_key: 9,
             max_tokens: 100,
