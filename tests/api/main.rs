@@ -23,6 +23,7 @@ mod ledger;
 mod loadgen;
 mod output_billed;
 mod pg_fault;
+mod prices;
 mod proxies;
 mod streams;
 mod upstream;

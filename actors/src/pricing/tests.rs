@@ -361,8 +361,24 @@ fn table_rows_match_the_reference() {
         long.prices,
         prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50))
     );
+    // "prompts over 200,000 tokens (only possible with the context-1m-2025-08-07 beta): every
+    // token of the request".
+    let sonnet_long = [
+        "claude-sonnet-4-5",
+        "claude-sonnet-4-5-20250929",
+        "claude-sonnet-4-20250514",
+    ];
+    for id in sonnet_long {
+        let long = price(id).long_prompt.unwrap();
+        assert_eq!(long.threshold_tokens, 200_000, "{id}");
+        assert_eq!(
+            long.prices,
+            prices(dec!(6), dec!(7.50), dec!(12), dec!(0.60), dec!(22.50)),
+            "{id}"
+        );
+    }
     for m in RateCard::builtin().unwrap().models() {
-        if m.id != "claude-haiku-5-5" {
+        if m.id != "claude-haiku-5-5" && !sonnet_long.contains(&m.id.as_str()) {
             assert!(
                 m.versions.iter().all(|v| v.long_prompt.is_none()),
                 "{}",
@@ -456,6 +472,26 @@ fn haiku_5_5_tier_boundary() {
     assert_eq!(v.prices_for(100_000), &v.base);
     assert_eq!(v.prices_for(100_001).output, dec!(2.50));
     assert_eq!(v.prices_for(u64::MAX).input, dec!(0.50));
+}
+
+#[test]
+fn sonnet_4_5_long_context_bills_every_token_at_the_long_tier() {
+    let v = price("claude-sonnet-4-5");
+    // 200,000 prompt tokens: base. 200,000 * 3 + 1,000 * 15 = 615,000.
+    let base = Usage {
+        input_tokens: 200_000,
+        output_tokens: 1_000,
+        ..Usage::default()
+    };
+    assert_eq!(v.cost(&base), dec!(0.615));
+    // 250,000: every token at the long tier. 240,000 * 6 + 10,000 * 0.60 + 1,000 * 22.50.
+    let long = Usage {
+        input_tokens: 240_000,
+        cache_read_tokens: 10_000,
+        output_tokens: 1_000,
+        ..Usage::default()
+    };
+    assert_eq!(v.cost(&long), dec!(1.4685));
 }
 
 #[test]
