@@ -113,8 +113,22 @@ pub struct MeteringSettings {
     /// (a token is at least one byte); larger values admit more parallel requests on a small
     /// balance at the risk of a request exceeding its hold (see docs/METERING.md).
     pub hold_bytes_per_token: u32,
-    /// Tokens assumed per image or document block when sizing a hold.
+    /// Tokens assumed per image, and per text document, when sizing a hold.
     pub hold_media_tokens: u64,
+    /// Pages assumed per PDF, URL or file document when sizing a hold (its size is not in
+    /// the body); times `hold_page_tokens`.
+    pub hold_document_pages: u64,
+    /// Tokens assumed per page of such a document.
+    pub hold_page_tokens: u64,
+    /// Uses assumed for a server tool (web search, web fetch, code execution, ...) that
+    /// declares no `max_uses`.
+    pub hold_server_tool_uses: u64,
+    /// Input tokens one server-tool use may add (a web fetch use holds a document's pages
+    /// instead).
+    pub hold_server_tool_use_tokens: u64,
+    /// `anthropic-beta` flags and top-level body options known to change a request's price,
+    /// each either priced by the rate card or refused with 400.
+    pub price_options: Vec<PriceOption>,
     /// After a client disconnects mid-stream, the least time the upstream is still read to
     /// learn the final usage, even past `max_stream_ms`. The drain itself lasts for as long
     /// as the upstream keeps sending (see `max_stream_ms`).
@@ -130,6 +144,70 @@ pub struct MeteringSettings {
     /// While Postgres cannot be written, refuse new requests once this many settled requests
     /// are waiting to be flushed.
     pub max_unflushed: u64,
+}
+
+/// An `anthropic-beta` flag or a top-level body option known to change what a request costs.
+/// tollgate must never bill such a request at the plain price: it either prices it (the rate
+/// card knows the option's price) or refuses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceOption {
+    /// The `anthropic-beta` flag, exactly as sent (one of a comma-separated list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta: Option<String>,
+    /// Or the top-level body field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// With `body`: the string value that changes the price; unset, any value does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub action: PriceAction,
+    /// Why, for operators reading the configuration.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// What tollgate does with a request that uses a price-changing option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PriceAction {
+    /// The rate card prices it (for example a long-prompt tier); the request passes.
+    Priced,
+    /// Refused with 400 `invalid_request_error`, before anything is held or sent upstream.
+    Refused,
+}
+
+/// The price options known from the reference: the 1M-context beta is priced by the
+/// long-prompt tier of Sonnet 4 and 4.5; fast mode (a premium per-token rate the card does
+/// not carry) is refused.
+pub fn default_price_options() -> Vec<PriceOption> {
+    let option = |beta: Option<&str>, body: Option<(&str, &str)>, action, note: &str| PriceOption {
+        beta: beta.map(str::to_string),
+        body: body.map(|(field, _)| field.to_string()),
+        value: body.map(|(_, value)| value.to_string()),
+        action,
+        note: note.to_string(),
+    };
+    vec![
+        option(
+            Some("context-1m-2025-08-07"),
+            None,
+            PriceAction::Priced,
+            "prompts over 200,000 tokens: the rate card's long-prompt tier (Sonnet 4 and 4.5)",
+        ),
+        option(
+            Some("fast-mode-2026-02-01"),
+            None,
+            PriceAction::Refused,
+            "fast mode bills a premium per-token rate that the rate card does not carry",
+        ),
+        option(
+            None,
+            Some(("speed", "fast")),
+            PriceAction::Refused,
+            "fast mode bills a premium per-token rate that the rate card does not carry",
+        ),
+    ]
 }
 
 /// Throttles given to new accounts; 0 disables a limit.
@@ -171,6 +249,11 @@ impl Default for Settings {
                 flush_interval_ms: 100,
                 hold_bytes_per_token: HoldPolicy::default().bytes_per_token,
                 hold_media_tokens: HoldPolicy::default().media_allowance_tokens,
+                hold_document_pages: HoldPolicy::default().document_pages,
+                hold_page_tokens: HoldPolicy::default().page_tokens,
+                hold_server_tool_uses: HoldPolicy::default().server_tool_uses,
+                hold_server_tool_use_tokens: HoldPolicy::default().server_tool_use_tokens,
+                price_options: default_price_options(),
                 stream_drain_ms: 30_000,
                 max_stream_ms: 1_800_000,
                 account_arbiters: 0,
@@ -351,6 +434,17 @@ impl Settings {
         if self.metering.hold_bytes_per_token == 0 {
             return invalid("metering.hold_bytes_per_token", "must be at least 1");
         }
+        for option in &self.metering.price_options {
+            if option.beta.is_some() == option.body.is_some() {
+                return invalid(
+                    "metering.price_options",
+                    "each entry names exactly one of `beta` and `body`",
+                );
+            }
+            if option.value.is_some() && option.body.is_none() {
+                return invalid("metering.price_options", "`value` goes with `body`");
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }
@@ -395,6 +489,10 @@ impl Settings {
         HoldPolicy {
             bytes_per_token: self.metering.hold_bytes_per_token,
             media_allowance_tokens: self.metering.hold_media_tokens,
+            document_pages: self.metering.hold_document_pages,
+            page_tokens: self.metering.hold_page_tokens,
+            server_tool_uses: self.metering.hold_server_tool_uses,
+            server_tool_use_tokens: self.metering.hold_server_tool_use_tokens,
         }
     }
 }

@@ -20,6 +20,7 @@ use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
 use crate::config::Settings;
+use crate::http::anthropic::PriceOptions;
 use crate::http::{self, AppState};
 use crate::store::{InstanceLock, PgStore};
 use crate::upstream::{without_credentials, Upstream, UpstreamPool};
@@ -188,6 +189,7 @@ impl Application {
             count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics,
+            price_options: PriceOptions::new(&settings.metering.price_options),
         });
         let workers = match settings.server.workers {
             0 => cpus(),

@@ -7,18 +7,31 @@
 //! `message_start` reports the real prompt, the hold shrinks to that prompt's exact cost plus
 //! the worst-case output ([`resized_hold`]).
 //!
-//! What the holds here do not bound, by design:
-//! - **Web search uses.** Their number is chosen by the model during the turn and nothing in the
-//!   request limits it (`max_uses` is optional), so their per-use price is not held. A turn that
-//!   searches can cost more than its hold by exactly those uses.
-//! - **Prompt growth after `message_start`.** Server tools (web search, web fetch) append their
-//!   results to the prompt mid-turn, so the final cumulative input can exceed what
-//!   `message_start` reported; [`resized_hold`] holds only what was reported.
+//! What the hold allows for beyond the body's bytes, per kind of content (counted from the
+//! decoded body by [`crate::probe`]; docs/adr/0011-media-counted-from-the-decoded-body.md):
+//! - **Images**, whatever their source: [`HoldPolicy::media_allowance_tokens`] each. The API
+//!   downsizes an image to about 1,600 tokens at most.
+//! - **Paged documents** (PDF by `base64`, and any `url` or `file` document, whose size the
+//!   body does not show): [`HoldPolicy::document_pages`] × [`HoldPolicy::page_tokens`] each,
+//!   by default 100 pages of 3,000 tokens, the API's page limit at the top of its per-page
+//!   cost (text plus an image of the page).
+//! - **Text documents** (`text` and `content` sources, whose text is in the body): the image
+//!   allowance each, for what citations and framing add.
+//! - **Server tools**: each use adds input after `message_start` (search results, a fetched
+//!   page, code output), so its allowance stays in the hold when it is re-sized. A tool's
+//!   uses are its `max_uses`, else [`HoldPolicy::server_tool_uses`]. A web fetch use holds a
+//!   paged document's allowance (it may fetch a PDF); any other use
+//!   [`HoldPolicy::server_tool_use_tokens`]. Web searches also hold their per-use price.
+//!
+//! What no hold here bounds: a tool used more often than its allowance assumes, a fetch
+//! larger than a paged document's allowance, or a prompt whose real size `message_start`
+//! reveals above the hold; the relay then ends the stream at once when the balance cannot
+//! cover the re-sized hold (see [`crate::engine::HoldTicket::resize_to_prompt`]).
 
-use memchr::memmem;
 use rust_decimal::Decimal;
 
 use crate::pricing::{per_million, PriceVersion, Prices};
+use crate::probe::{MediaCount, ServerTool, ServerToolKind};
 use crate::Usage;
 
 /// How pessimistic the initial hold is about the prompt.
@@ -40,82 +53,134 @@ pub struct HoldPolicy {
     /// Body bytes counted as one prompt token. At least 1; 1 is strictly safe, and 0 is treated
     /// as 1.
     pub bytes_per_token: u32,
-    /// Tokens allowed for each image or document block on top of the body's bytes.
+    /// Tokens allowed for each image and each text document on top of the body's bytes
+    /// (`metering.hold_media_tokens`).
     pub media_allowance_tokens: u64,
+    /// Pages assumed for each paged document (`metering.hold_document_pages`).
+    pub document_pages: u64,
+    /// Tokens assumed per page of a paged document (`metering.hold_page_tokens`).
+    pub page_tokens: u64,
+    /// Uses assumed for a server tool that declares no `max_uses`
+    /// (`metering.hold_server_tool_uses`).
+    pub server_tool_uses: u64,
+    /// Input tokens one use of a server tool other than web fetch may add
+    /// (`metering.hold_server_tool_use_tokens`).
+    pub server_tool_use_tokens: u64,
 }
 
-/// The default per-block media allowance.
+/// The default per-image allowance.
 ///
 /// An image costs about width × height / 750 tokens, and the API downsizes images beyond about
 /// 1.15 megapixels, which caps one image at roughly 1,600 tokens: 10,000 leaves a margin of
-/// more than 6× for images however they are sent (base64, URL or file id). A PDF document
-/// costs per page (its text plus an image of the page, commonly 1,500 to 3,000 tokens a page),
-/// so a multi-page document is only partly covered by the allowance. Sent inline, its base64
-/// bytes are counted as tokens too, which covers a lot of it; sent by URL or file id, a long
-/// document can exceed its hold by the pages beyond the allowance until `message_start`
-/// re-sizes the hold to the real prompt.
+/// more than 6× for images however they are sent (base64, URL or file id).
 pub const DEFAULT_MEDIA_ALLOWANCE_TOKENS: u64 = 10_000;
+
+/// The default pages of a paged document: the API's limit of pages per PDF.
+pub const DEFAULT_DOCUMENT_PAGES: u64 = 100;
+
+/// The default tokens per page: a PDF page costs its text plus an image of the page,
+/// commonly 1,500 to 3,000 tokens; the top of that range.
+pub const DEFAULT_PAGE_TOKENS: u64 = 3_000;
+
+/// The default uses of a server tool without `max_uses`. Nothing bounds them; a turn rarely
+/// searches or fetches more than a few times.
+pub const DEFAULT_SERVER_TOOL_USES: u64 = 10;
+
+/// The default input one server-tool use adds (a page of search results, a code run's
+/// output).
+pub const DEFAULT_SERVER_TOOL_USE_TOKENS: u64 = 20_000;
 
 impl Default for HoldPolicy {
     fn default() -> Self {
         HoldPolicy {
             bytes_per_token: 1,
             media_allowance_tokens: DEFAULT_MEDIA_ALLOWANCE_TOKENS,
+            document_pages: DEFAULT_DOCUMENT_PAGES,
+            page_tokens: DEFAULT_PAGE_TOKENS,
+            server_tool_uses: DEFAULT_SERVER_TOOL_USES,
+            server_tool_use_tokens: DEFAULT_SERVER_TOOL_USE_TOKENS,
         }
     }
 }
 
-/// What the initial hold needs to know about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the holds of a request need to know about it, with the policy's allowances already
+/// applied ([`HoldPolicy::shape`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RequestShape {
     /// Length of the request body as sent upstream.
     pub body_bytes: usize,
-    /// Image and document blocks found in the body (possibly over-counted).
-    pub media_blocks: u32,
     /// The request's `max_tokens`: the most output it can produce.
     pub max_tokens: u64,
-}
-
-impl RequestShape {
-    /// The shape of a request body with its `max_tokens`.
-    ///
-    /// Media blocks are counted by scanning for the JSON strings `"image"` and `"document"`
-    /// rather than parsing: a block's `"type":"image"` always contains one, and other
-    /// occurrences (a tool schema property named `image`, say) only make the hold larger,
-    /// which is safe. Text mentioning the words cannot match, because the quotes inside a JSON
-    /// string are escaped.
-    pub fn of(body: &[u8], max_tokens: u64) -> RequestShape {
-        let images = memmem::find_iter(body, b"\"image\"").count();
-        let documents = memmem::find_iter(body, b"\"document\"").count();
-        let media_blocks = u32::try_from(images.saturating_add(documents)).unwrap_or(u32::MAX);
-        RequestShape {
-            body_bytes: body.len(),
-            media_blocks,
-            max_tokens,
-        }
-    }
+    /// Prompt tokens allowed for media blocks beyond their bytes.
+    pub media_tokens: u64,
+    /// Input tokens server-tool uses may add, also after `message_start`.
+    pub tool_tokens: u64,
+    /// Web searches held at their per-use price.
+    pub web_searches: u64,
 }
 
 impl HoldPolicy {
+    /// Tokens allowed for one paged document.
+    pub fn document_tokens(&self) -> u64 {
+        self.document_pages.saturating_mul(self.page_tokens)
+    }
+
+    /// The shape of a request of `body_bytes` with its `max_tokens`, the media and the server
+    /// tools the probe found in it.
+    pub fn shape(
+        &self,
+        body_bytes: usize,
+        max_tokens: u64,
+        media: MediaCount,
+        tools: &[ServerTool],
+    ) -> RequestShape {
+        let media_tokens = u64::from(media.images)
+            .saturating_add(u64::from(media.text_documents))
+            .saturating_mul(self.media_allowance_tokens)
+            .saturating_add(
+                u64::from(media.paged_documents).saturating_mul(self.document_tokens()),
+            );
+        let mut tool_tokens = 0u64;
+        let mut web_searches = 0u64;
+        for tool in tools {
+            let uses = tool.max_uses.unwrap_or(self.server_tool_uses);
+            let per_use = match tool.kind {
+                ServerToolKind::WebFetch => self.document_tokens(),
+                ServerToolKind::WebSearch | ServerToolKind::Other => self.server_tool_use_tokens,
+            };
+            tool_tokens = tool_tokens.saturating_add(uses.saturating_mul(per_use));
+            if tool.kind == ServerToolKind::WebSearch {
+                web_searches = web_searches.saturating_add(uses);
+            }
+        }
+        RequestShape {
+            body_bytes,
+            max_tokens,
+            media_tokens,
+            tool_tokens,
+            web_searches,
+        }
+    }
+
     /// An upper bound on the prompt's tokens (exact bound only when `bytes_per_token` is 1):
-    /// ceil(body_bytes / bytes_per_token) + media_blocks * media_allowance_tokens.
+    /// ceil(body_bytes / bytes_per_token) + the media and server-tool allowances.
     pub fn estimate_prompt_tokens(&self, shape: &RequestShape) -> u64 {
         let per_token = u64::from(self.bytes_per_token.max(1));
         let bytes = u64::try_from(shape.body_bytes).unwrap_or(u64::MAX);
-        let text = bytes.div_ceil(per_token);
-        let media = u64::from(shape.media_blocks).saturating_mul(self.media_allowance_tokens);
-        text.saturating_add(media)
+        bytes
+            .div_ceil(per_token)
+            .saturating_add(shape.media_tokens)
+            .saturating_add(shape.tool_tokens)
     }
 
     /// Worst-case hold before anything is known: the prompt estimate times the highest prompt
-    /// price, plus `max_tokens` times the output price, at the long-prompt tier's prices
-    /// whenever the estimate could exceed its threshold.
+    /// price, plus `max_tokens` times the output price, plus the held web searches at their
+    /// per-use price, at the long-prompt tier's prices whenever the estimate could exceed its
+    /// threshold.
     ///
     /// When the estimate crosses the threshold the real prompt may still fall on either side of
     /// it, so the hold is the larger of the two tiers' holds: the long tier is normally the
     /// dearer, but taking the maximum keeps the bound even for a card where it is not.
-    ///
-    /// Web search uses are not in the hold: nothing in the request bounds their number.
     pub fn initial_hold(&self, version: &PriceVersion, shape: &RequestShape) -> Decimal {
         let prompt = self.estimate_prompt_tokens(shape);
         let worst = |prices: &Prices| {
@@ -126,27 +191,43 @@ impl HoldPolicy {
             )
         };
         let base = worst(&version.base);
-        match &version.long_prompt {
+        let tokens = match &version.long_prompt {
             Some(tier) if prompt > tier.threshold_tokens => base.max(worst(&tier.prices)),
             _ => base,
-        }
+        };
+        tokens.saturating_add(searches_cost(version, shape))
     }
 }
 
+/// The held web searches at their per-use price.
+fn searches_cost(version: &PriceVersion, shape: &RequestShape) -> Decimal {
+    Decimal::from(shape.web_searches).saturating_mul(version.web_search_per_use)
+}
+
 /// The hold once message_start revealed the real prompt: the exact cost of the prompt classes
-/// in `started` (its output_tokens ignored) at the tier the real prompt selects, plus
-/// max_tokens * that tier's output price.
+/// in `started` (its output_tokens ignored) plus max_tokens at the output price, plus what the
+/// server tools may still add (their tokens at the dearest prompt price, and the held web
+/// searches), at the dearer of the tiers the real prompt and the prompt grown by the tools
+/// select.
 ///
-/// Server-tool uses in `started` are ignored like its output: web searches are never held (see
-/// the module documentation).
-pub fn resized_hold(version: &PriceVersion, started: &Usage, max_tokens: u64) -> Decimal {
+/// Server-tool uses already reported in `started` are ignored like its output: their
+/// allowance is in `shape`.
+pub fn resized_hold(version: &PriceVersion, started: &Usage, shape: &RequestShape) -> Decimal {
     let worst = Usage {
-        output_tokens: max_tokens,
+        output_tokens: shape.max_tokens,
+        web_search_requests: 0,
+        web_fetch_requests: 0,
         ..*started
     };
-    version
-        .prices_for(started.prompt_tokens())
-        .token_cost(&worst)
+    let real = started.prompt_tokens();
+    let grown = real.saturating_add(shape.tool_tokens);
+    let at = |prices: &Prices| {
+        prices.token_cost(&worst).saturating_add(per_million(
+            Decimal::from(shape.tool_tokens).saturating_mul(prices.max_prompt_price()),
+        ))
+    };
+    let tokens = at(version.prices_for(real)).max(at(version.prices_for(grown)));
+    tokens.saturating_add(searches_cost(version, shape))
 }
 
 #[cfg(test)]
@@ -173,27 +254,50 @@ mod tests {
             .clone()
     }
 
+    /// A shape of `body_bytes` with `media_blocks` images at the default allowance.
     fn shape(body_bytes: usize, media_blocks: u32, max_tokens: u64) -> RequestShape {
-        RequestShape {
-            body_bytes,
-            media_blocks,
-            max_tokens,
-        }
+        let media = MediaCount {
+            images: media_blocks,
+            ..MediaCount::default()
+        };
+        HoldPolicy::default().shape(body_bytes, max_tokens, media, &[])
     }
 
     #[test]
-    fn shape_counts_media_blocks() {
-        let body = br#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":[
-            {"type":"image","source":{"type":"base64","media_type":"image/png","data":"AAAA"}},
-            {"type":"document","source":{"type":"url","url":"https://x/y.pdf"}},
-            {"type":"text","text":"describe the \"image\" and the image/png"}]}]}"#;
-        let s = RequestShape::of(body, 10);
-        assert_eq!(s.body_bytes, body.len());
-        assert_eq!(s.media_blocks, 2);
-        assert_eq!(s.max_tokens, 10);
-        assert_eq!(RequestShape::of(b"", 0).media_blocks, 0);
-        // A property named "image" over-counts, which only makes the hold larger.
-        assert_eq!(RequestShape::of(br#"{"image":1}"#, 0).media_blocks, 1);
+    fn shape_applies_each_kinds_allowance() {
+        let policy = HoldPolicy::default();
+        let media = MediaCount {
+            images: 2,
+            paged_documents: 3,
+            text_documents: 1,
+        };
+        let s = policy.shape(100, 7, media, &[]);
+        assert_eq!((s.body_bytes, s.max_tokens), (100, 7));
+        // 3 × 10,000 for the images and the text document, 3 × 100 pages × 3,000.
+        assert_eq!(s.media_tokens, 30_000 + 900_000);
+        assert_eq!((s.tool_tokens, s.web_searches), (0, 0));
+        let tools = [
+            ServerTool {
+                kind: ServerToolKind::WebSearch,
+                max_uses: Some(3),
+            },
+            ServerTool {
+                kind: ServerToolKind::WebSearch,
+                max_uses: None,
+            },
+            ServerTool {
+                kind: ServerToolKind::WebFetch,
+                max_uses: Some(2),
+            },
+            ServerTool {
+                kind: ServerToolKind::Other,
+                max_uses: None,
+            },
+        ];
+        let s = policy.shape(0, 0, MediaCount::default(), &tools);
+        // Searches: 3 + 10 uses of 20,000; fetches: 2 of 300,000; other: 10 of 20,000.
+        assert_eq!(s.tool_tokens, 13 * 20_000 + 2 * 300_000 + 10 * 20_000);
+        assert_eq!(s.web_searches, 13);
     }
 
     #[test]
@@ -206,21 +310,32 @@ mod tests {
         let loose = HoldPolicy {
             bytes_per_token: 4,
             media_allowance_tokens: 100,
+            ..HoldPolicy::default()
         };
-        assert_eq!(loose.estimate_prompt_tokens(&shape(8, 0, 0)), 2);
-        assert_eq!(loose.estimate_prompt_tokens(&shape(9, 0, 0)), 3);
-        assert_eq!(loose.estimate_prompt_tokens(&shape(0, 3, 0)), 300);
+        let images = |n| MediaCount {
+            images: n,
+            ..MediaCount::default()
+        };
+        let loose_shape = |bytes, n| loose.shape(bytes, 0, images(n), &[]);
+        assert_eq!(loose.estimate_prompt_tokens(&loose_shape(8, 0)), 2);
+        assert_eq!(loose.estimate_prompt_tokens(&loose_shape(9, 0)), 3);
+        assert_eq!(loose.estimate_prompt_tokens(&loose_shape(0, 3)), 300);
         let zero = HoldPolicy {
             bytes_per_token: 0,
             media_allowance_tokens: 0,
+            ..HoldPolicy::default()
         };
-        assert_eq!(zero.estimate_prompt_tokens(&shape(7, 9, 0)), 7);
+        assert_eq!(
+            zero.estimate_prompt_tokens(&zero.shape(7, 0, images(9), &[])),
+            7
+        );
         let huge = HoldPolicy {
             bytes_per_token: 1,
             media_allowance_tokens: u64::MAX,
+            ..HoldPolicy::default()
         };
         assert_eq!(
-            huge.estimate_prompt_tokens(&shape(usize::MAX, u32::MAX, 0)),
+            huge.estimate_prompt_tokens(&huge.shape(usize::MAX, 0, images(u32::MAX), &[])),
             u64::MAX
         );
     }
@@ -287,7 +402,7 @@ mod tests {
             web_search_requests: 3,
             web_fetch_requests: 0,
         };
-        assert_eq!(resized_hold(&v, &started, 500), dec!(0.0191));
+        assert_eq!(resized_hold(&v, &started, &shape(0, 0, 500)), dec!(0.0191));
     }
 
     #[test]
@@ -298,13 +413,16 @@ mod tests {
             ..Usage::default()
         };
         // 100,000 * 0.01 + 1,000 * 0.50 = 1,500.
-        assert_eq!(resized_hold(&v, &base, 1_000), dec!(0.0015));
+        assert_eq!(resized_hold(&v, &base, &shape(0, 0, 1_000)), dec!(0.0015));
         let long = Usage {
             input_tokens: 1,
             ..base
         };
         // 100,000 * 0.05 + 1 * 0.50 + 1,000 * 2.50 = 7,500.5.
-        assert_eq!(resized_hold(&v, &long, 1_000), dec!(0.0075005));
+        assert_eq!(
+            resized_hold(&v, &long, &shape(0, 0, 1_000)),
+            dec!(0.0075005)
+        );
     }
 
     fn any_version() -> impl Strategy<Value = PriceVersion> {
@@ -336,8 +454,9 @@ mod tests {
             output_fraction in 0u64..=1000,
             web_fetches in 0u64..5,
         ) {
-            let policy = HoldPolicy { bytes_per_token, media_allowance_tokens: 10_000 };
-            let shape = RequestShape { body_bytes, media_blocks, max_tokens };
+            let policy = HoldPolicy { bytes_per_token, ..HoldPolicy::default() };
+            let media = MediaCount { images: media_blocks, ..MediaCount::default() };
+            let shape = policy.shape(body_bytes, max_tokens, media, &[]);
             let estimate = policy.estimate_prompt_tokens(&shape);
             let prompt = estimate * prompt_fraction / 1000;
             let [input, read, w5, w1] = split_prompt(prompt, cuts);
@@ -378,11 +497,43 @@ mod tests {
                 output_tokens: max_tokens * output_fraction / 1000,
                 ..started
             };
-            let hold = resized_hold(&v, &started, max_tokens);
+            let hold = resized_hold(&v, &started, &shape(0, 0, max_tokens));
             prop_assert!(hold >= v.cost(&last));
             if output_fraction == 1000 {
                 prop_assert_eq!(hold, v.cost(&last));
             }
+        }
+
+        #[test]
+        fn server_tool_allowances_stay_in_the_resized_hold(
+            v in any_version(),
+            prompt in 0u64..300_000,
+            cuts in any::<[u64; 3]>(),
+            max_uses in 0u64..6,
+            grown_fraction in 0u64..=1000,
+            searched in 0u64..6,
+            max_tokens in 0u64..100_000,
+        ) {
+            let policy = HoldPolicy::default();
+            let tools = [ServerTool { kind: ServerToolKind::WebSearch, max_uses: Some(max_uses) }];
+            let shape = policy.shape(0, max_tokens, MediaCount::default(), &tools);
+            let [input, read, w5, w1] = split_prompt(prompt, cuts);
+            let started = Usage {
+                input_tokens: input,
+                cache_read_tokens: read,
+                cache_write_5m_tokens: w5,
+                cache_write_1h_tokens: w1,
+                ..Usage::default()
+            };
+            // The searches' results grow the input by at most their allowance.
+            let last = Usage {
+                input_tokens: input + shape.tool_tokens * grown_fraction / 1000,
+                output_tokens: max_tokens,
+                web_search_requests: searched.min(max_uses),
+                ..started
+            };
+            let hold = resized_hold(&v, &started, &shape);
+            prop_assert!(hold >= v.cost(&last), "hold {} < cost {}", hold, v.cost(&last));
         }
     }
 }

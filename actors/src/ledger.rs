@@ -98,6 +98,10 @@ pub enum Outcome {
     /// Shutdown's drain bound passed while the stream was running; usage is the last
     /// cumulative usage seen.
     Interrupted,
+    /// `message_start` revealed a prompt whose cost the account's balance could not cover:
+    /// tollgate ended the stream before any output (docs/adr/0012-a-stream-ends-at-message-start-when-the-balance-cannot-cover-it.md).
+    /// Usage is what `message_start` reported.
+    BalanceExceeded,
 }
 
 impl Outcome {
@@ -107,6 +111,7 @@ impl Outcome {
             Outcome::ClientDisconnected => "client_disconnected",
             Outcome::UpstreamCut => "upstream_cut",
             Outcome::Interrupted => "interrupted",
+            Outcome::BalanceExceeded => "balance_exceeded",
         }
     }
 }

@@ -12,6 +12,8 @@
 //!   usage.
 //! - [`pricing`]: the rate card, dated price versions, prompt-length tiers, request cost. The
 //!   built-in card's prices are data, `pricing/rate-card.toml`, embedded at build time.
+//! - [`probe`]: the one parse of a request body: model, `max_tokens`, and the media and
+//!   server tools that add input its bytes do not show.
 //! - [`hold`]: the worst-case hold a request reserves before it goes upstream.
 //! - [`limits`]: per-account request, token and concurrency throttles.
 //!
@@ -35,6 +37,7 @@ pub mod hold;
 pub mod ledger;
 pub mod limits;
 pub mod pricing;
+pub mod probe;
 pub mod relay;
 pub mod sse;
 pub mod store;
@@ -43,7 +46,7 @@ pub mod usage;
 pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 pub use bill::{Bill, UsageFault};
 pub use engine::{
-    ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket,
+    ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket, Resize,
     Settlement, INTERRUPT_GRACE,
 };
 pub use ledger::{

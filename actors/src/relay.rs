@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{HoldTicket, Settlement};
+use crate::engine::{HoldTicket, Resize, Settlement};
 use crate::ledger::Outcome;
 use crate::sse::UsageParser;
 
@@ -119,6 +119,7 @@ where
         let mut finish_deadline: Option<Instant> = None;
         let mut cut = false;
         let mut interrupted = false;
+        let mut over_balance = false;
         loop {
             let next = tokio::select! {
                 biased;
@@ -142,7 +143,11 @@ where
                 Some(Ok(chunk)) => {
                     if self.parser.feed(&chunk).message_started {
                         let started = self.parser.usage();
-                        self.ticket.resize_to_prompt(&started);
+                        if self.ticket.resize_to_prompt(&started).await == Resize::Uncovered {
+                            self.end_uncovered().await;
+                            over_balance = true;
+                            break;
+                        }
                     }
                     if let Some(client) = &self.client {
                         let sent =
@@ -175,7 +180,9 @@ where
         // Closing the client channel ends the response before the settle: the settle is off
         // the response path.
         drop(self.client);
-        let outcome = if interrupted {
+        let outcome = if over_balance {
+            Outcome::BalanceExceeded
+        } else if interrupted {
             Outcome::Interrupted
         } else if drain_deadline.is_some() {
             Outcome::ClientDisconnected
@@ -195,6 +202,32 @@ where
         Some(self.ticket.settle_report(report, outcome))
     }
 }
+
+impl<S> RelayTask<S> {
+    /// Ends the client's stream with an Anthropic `error` event: the prompt `message_start`
+    /// reported costs more than the account can cover, so no output may follow. The chunk
+    /// that carried `message_start` is not relayed (it may carry output too); the upstream is
+    /// dropped, which closes its connection.
+    ///
+    /// The type is `billing_error`, the type of tollgate's 402: it names the cause, and SDKs
+    /// and Claude Code do not retry it, whereas `overloaded_error` or `api_error` would be
+    /// retried and bill the prompt again each time.
+    async fn end_uncovered(&mut self) {
+        let request_id = self.ticket.request_id();
+        tracing::warn!(%request_id, hold = %self.ticket.amount(), "the real prompt costs more than the balance covers; ending the stream");
+        if let Some(client) = self.client.take() {
+            let event = format!(
+                "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"billing_error\",\"message\":\"{UNCOVERED_MESSAGE}\"}},\"request_id\":\"req_{}\"}}\n\n",
+                request_id.simple()
+            );
+            let _ = tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(Bytes::from(event))))
+                .await;
+        }
+    }
+}
+
+/// The message of the `error` event that ends a stream the balance cannot cover.
+pub const UNCOVERED_MESSAGE: &str = "insufficient balance: the prompt costs more than the balance available, so the response was stopped before any output; the prompt was billed";
 
 /// The upstream's next item, or `None` if `deadline` (when there is one) passes first.
 async fn next_before<S: Stream + Unpin>(

@@ -19,8 +19,9 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
-use tollgate_actors::hold::{HoldPolicy, RequestShape};
+use tollgate_actors::hold::HoldPolicy;
 use tollgate_actors::pricing::RateCard;
+use tollgate_actors::probe::MediaCount;
 use tollgate_actors::store::{BatchOutcome, LedgerStore, StoreError};
 use tollgate_actors::{
     AccountId, AccountRecord, AccountStatus, BalanceChange, BalanceChanged, ChangeApplied,
@@ -199,7 +200,7 @@ fn request(account_id: AccountId) -> HoldRequest {
             .price_at("claude-haiku-5-5", Utc::now())
             .unwrap()
             .clone(),
-        shape: RequestShape::of(b"{\"model\":\"claude-haiku-5-5\"}", 10),
+        shape: HoldPolicy::default().shape(28, 10, MediaCount::default(), &[]),
         started_at: Utc::now(),
     }
 }
@@ -254,10 +255,13 @@ async fn a_dropped_ticket_releases_its_hold_and_a_resize_follows_the_real_prompt
     let mut ticket = engine.pre_authorize(request(account)).await.unwrap();
     let initial = ticket.amount();
     assert_eq!(engine.view(account).await.unwrap().held, initial);
-    ticket.resize_to_prompt(&tollgate_actors::Usage {
-        input_tokens: 2,
-        ..Default::default()
-    });
+    let resized = ticket
+        .resize_to_prompt(&tollgate_actors::Usage {
+            input_tokens: 2,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resized, tollgate_actors::Resize::Covered);
     // haiku-5-5: 2 prompt tokens at 0.10 + 10 output tokens at 0.50, per million.
     assert_eq!(ticket.amount(), dec!(0.0000052));
     assert_eq!(engine.view(account).await.unwrap().held, dec!(0.0000052));
@@ -516,4 +520,36 @@ async fn a_lost_commit_is_applied_by_a_later_retry_after_a_second_failure() {
     ));
     assert_eq!(ledger.balance_of(account), dec!(15));
     assert_eq!(engine.view(account).await.unwrap().balance, dec!(15));
+}
+
+#[actix_rt::test]
+async fn a_hold_that_grows_past_the_balance_is_recorded_and_reported_uncovered() {
+    let ledger = MemoryLedger::opening_with(dec!(1));
+    let engine = engine(ledger, 1000);
+    let account = Uuid::now_v7();
+    let mut ticket = engine.pre_authorize(request(account)).await.unwrap();
+    // haiku-5-5 long tier: 2,000,000 input tokens at 0.50 is 1 USD, plus 10 output at 2.50.
+    let resized = ticket
+        .resize_to_prompt(&tollgate_actors::Usage {
+            input_tokens: 2_000_000,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resized, tollgate_actors::Resize::Uncovered);
+    assert_eq!(ticket.amount(), dec!(1.000025));
+    // Recorded all the same: nothing else is admitted against it.
+    assert_eq!(engine.view(account).await.unwrap().held, dec!(1.000025));
+    assert!(engine.pre_authorize(request(account)).await.is_err());
+    // A grown hold the balance covers is covered.
+    let ledger = MemoryLedger::opening_with(dec!(2));
+    let engine2 = self::engine(ledger, 1000);
+    let mut ticket2 = engine2.pre_authorize(request(account)).await.unwrap();
+    let resized = ticket2
+        .resize_to_prompt(&tollgate_actors::Usage {
+            input_tokens: 2_000_000,
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(resized, tollgate_actors::Resize::Covered);
+    drop(ticket);
 }

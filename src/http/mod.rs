@@ -44,6 +44,8 @@ pub struct AppState {
     pub stream_drain: tollgate_actors::relay::Drain,
     pub count_tokens_limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub metrics: PrometheusHandle,
+    /// The refused entries of `metering.price_options`, as each request checks them.
+    pub price_options: anthropic::PriceOptions,
 }
 
 /// The route table: every route tollgate serves.

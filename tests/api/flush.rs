@@ -65,7 +65,11 @@ async fn a_million_row_backlog_drains_in_bounded_batches_each_row_billed_once() 
                 key_id: customer.key_id.parse().unwrap(),
                 model: "claude-haiku-5-5".into(),
                 version: version.clone(),
-                shape: RequestShape::of(b"{\"model\":\"claude-haiku-5-5\"}", 20),
+                shape: RequestShape {
+                    body_bytes: 28,
+                    max_tokens: 20,
+                    ..RequestShape::default()
+                },
                 started_at: Utc::now(),
             };
             async move {

@@ -17,6 +17,7 @@ mod database_tls;
 mod errors;
 mod flush;
 mod helpers;
+mod holds;
 mod idempotency;
 mod instance;
 mod ledger;

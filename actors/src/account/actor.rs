@@ -237,21 +237,27 @@ impl Handler<PreAuthorize> for AccountActor {
 }
 
 /// Replace a hold's amount once `message_start` revealed the real prompt. The request is
-/// already running, so a larger hold is recorded, not refused.
+/// already running, so a larger hold is recorded, not refused; the answer says whether the
+/// balance still covers every hold (the relay ends a stream that it does not cover).
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub(crate) struct ResizeHold {
     pub request_id: Uuid,
     pub amount: Decimal,
 }
 
 impl Handler<ResizeHold> for AccountActor {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, msg: ResizeHold, _: &mut Self::Context) {
+    fn handle(&mut self, msg: ResizeHold, _: &mut Self::Context) -> bool {
         if let Some(hold) = self.holds.get_mut(&msg.request_id) {
             self.held += msg.amount - hold.amount;
             hold.amount = msg.amount;
+            self.balance > Decimal::ZERO && self.available() >= Decimal::ZERO
+        } else {
+            // A hold this actor does not know (its predecessor's resize was lost): judge the
+            // amount alone against what is available.
+            self.balance > Decimal::ZERO && self.available() >= msg.amount
         }
     }
 }

@@ -38,7 +38,7 @@ mod ticket;
 
 pub use placement::ActorPlacement;
 pub use shutdown::INTERRUPT_GRACE;
-pub use ticket::{HoldTicket, Settlement};
+pub use ticket::{HoldTicket, Resize, Settlement};
 
 /// How long a request waits for room in a full account mailbox before it is told the service
 /// is overloaded.

@@ -5,7 +5,7 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use super::{Engine, HoldRequest};
+use super::{Engine, HoldRequest, MAILBOX_WAIT};
 use crate::account::actor::{AccountActor, Release, ResizeHold, Settle};
 use crate::account::AccountId;
 use crate::bill::{bill, HoldFacts, UsageFault};
@@ -24,6 +24,15 @@ pub struct HoldTicket {
     pub(super) request: HoldRequest,
     /// Set once nothing is left to release: settled, released, or never granted.
     pub(super) done: bool,
+}
+
+/// Whether the account covers a re-sized hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resize {
+    /// The available balance covers the hold (always so for a hold that did not grow).
+    Covered,
+    /// The hold grew past what the account has available: the request must end now.
+    Uncovered,
 }
 
 /// What a settled request cost.
@@ -56,20 +65,38 @@ impl HoldTicket {
         &self.request.version
     }
 
-    /// Re-sizes the hold to the real prompt that `message_start` reported. Does not wait: the
-    /// actor's mailbox keeps this ahead of the settle that follows it.
-    pub fn resize_to_prompt(&mut self, started: &Usage) {
-        let amount = resized_hold(
-            &self.request.version,
-            started,
-            self.request.shape.max_tokens,
-        );
-        if amount != self.amount {
-            self.amount = amount;
-            self.addr.do_send(ResizeHold {
-                request_id: self.request.request_id,
-                amount,
-            });
+    /// Re-sizes the hold to the real prompt that `message_start` reported, and says whether
+    /// the account can still cover it.
+    ///
+    /// A hold that shrinks or stays (the common case) is sent without waiting: the actor's
+    /// mailbox keeps it ahead of the settle that follows, and it is covered by definition. A
+    /// hold that grows waits for the actor's answer, because a request whose real prompt
+    /// costs more than the account can cover must end before it produces output on credit
+    /// (docs/adr/0012-a-stream-ends-at-message-start-when-the-balance-cannot-cover-it.md). The
+    /// larger hold is recorded either way, so no other request is admitted against it; a
+    /// mailbox that cannot answer counts as not covered (fail closed).
+    pub async fn resize_to_prompt(&mut self, started: &Usage) -> Resize {
+        let amount = resized_hold(&self.request.version, started, &self.request.shape);
+        let grows = amount > self.amount;
+        if amount == self.amount {
+            return Resize::Covered;
+        }
+        self.amount = amount;
+        let resize = ResizeHold {
+            request_id: self.request.request_id,
+            amount,
+        };
+        if !grows {
+            self.addr.do_send(resize);
+            return Resize::Covered;
+        }
+        match self.addr.send(resize).timeout(MAILBOX_WAIT).await {
+            Ok(true) => Resize::Covered,
+            Ok(false) => Resize::Uncovered,
+            Err(error) => {
+                tracing::error!(request_id = %self.request.request_id, %error, "the account actor did not answer a growing hold; treating it as uncovered");
+                Resize::Uncovered
+            }
         }
     }
 

@@ -31,8 +31,18 @@ pub async fn messages(
     let body = read_body(&req, payload, limit)
         .await
         .map_err(|e| e.at(rid))?;
-    let priced = parse_and_price(&state.card, &body).map_err(|e| e.at(rid))?;
-    let shape = RequestShape::of(&body, priced.max_tokens);
+    state
+        .price_options
+        .check_headers(req.headers())
+        .map_err(|e| e.at(rid))?;
+    let priced =
+        parse_and_price(&state.card, &state.price_options, &body).map_err(|e| e.at(rid))?;
+    let shape = state.engine.hold_policy().shape(
+        body.len(),
+        priced.max_tokens,
+        priced.media,
+        &priced.server_tools,
+    );
     let model = priced.model.clone();
     let span = tracing::debug_span!("messages", %rid, account_id = %owner.account_id);
     let ticket = admit(&state.engine, owner, priced, shape, rid)

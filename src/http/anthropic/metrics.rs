@@ -10,7 +10,7 @@ use tollgate_actors::UsageFault;
 struct SettleCounters {
     tokens: [metrics::Counter; 5],
     completed: metrics::Counter,
-    other: [(Outcome, metrics::Counter); 3],
+    other: [(Outcome, metrics::Counter); 4],
     /// Settled requests whose count was tollgate's estimate.
     estimated: metrics::Counter,
     /// Upstream usage reports that were faulty, by kind: an alert for operators.
@@ -37,6 +37,7 @@ fn settle_counters() -> &'static SettleCounters {
                 (Outcome::ClientDisconnected, settled(Outcome::ClientDisconnected)),
                 (Outcome::UpstreamCut, settled(Outcome::UpstreamCut)),
                 (Outcome::Interrupted, settled(Outcome::Interrupted)),
+                (Outcome::BalanceExceeded, settled(Outcome::BalanceExceeded)),
             ],
             estimated: metrics::counter!("tollgate_estimated_usage_total"),
             faults: [UsageFault::MissingUsage, UsageFault::AbsurdCount].map(|fault| {

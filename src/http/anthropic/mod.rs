@@ -14,3 +14,5 @@ mod metrics;
 pub mod models;
 pub mod probes;
 mod request;
+
+pub use request::PriceOptions;

@@ -1,14 +1,14 @@
 //! Reading a request body and parsing and pricing a Messages request: the steps between
 //! authentication and admission.
 
-use std::borrow::Cow;
-
+use actix_web::http::header::HeaderMap;
 use actix_web::{web, HttpRequest};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use tollgate_actors::pricing::{PriceVersion, RateCard};
+use tollgate_actors::probe::{MediaCount, OptionValue, RequestProbe, ServerTool};
 
+use crate::config::{PriceAction, PriceOption};
 use crate::http::error::ProxyError;
 
 /// Reads the whole body, refusing one larger than `limit` before reading it where the client
@@ -35,29 +35,25 @@ pub(super) async fn read_body(
     }
 }
 
-/// The fields of a Messages request that tollgate reads. Everything else passes through
-/// unseen; the body is forwarded byte for byte.
-#[derive(Deserialize)]
-struct MessagesProbe<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    max_tokens: Option<serde_json::Number>,
-    /// Read only to refuse a non-boolean early; whether a response streams is decided by what
-    /// the upstream sends.
-    #[allow(dead_code)]
-    stream: Option<bool>,
-}
-
 /// Parsed and checked: what the hold and the relay need to know.
 #[derive(Debug)]
 pub(super) struct Checked {
     pub model: String,
     pub max_tokens: u64,
+    pub media: MediaCount,
+    pub server_tools: Vec<ServerTool>,
 }
 
-pub(super) fn check_messages_body(body: &[u8]) -> Result<Checked, ProxyError> {
-    let probe: MessagesProbe<'_> = serde_json::from_slice(body)
+/// Reads the body once ([`RequestProbe`]): `model`, a positive integer `max_tokens`, the
+/// media and server tools the hold allows for, and the watched price options, which must
+/// not be refused ones.
+pub(super) fn check_messages_body(
+    body: &[u8],
+    options: &PriceOptions,
+) -> Result<Checked, ProxyError> {
+    let probe = RequestProbe::read(body, &options.body_fields)
         .map_err(|error| ProxyError::bad_request(format!("invalid request body: {error}")))?;
+    options.check_body(&probe.options)?;
     let model = probe
         .model
         .ok_or_else(|| ProxyError::field("model", "field required"))?;
@@ -70,7 +66,87 @@ pub(super) fn check_messages_body(body: &[u8]) -> Result<Checked, ProxyError> {
     Ok(Checked {
         model: model.into_owned(),
         max_tokens,
+        media: probe.media,
+        server_tools: probe.server_tools,
     })
+}
+
+/// The refused price options of `metering.price_options`, in the shape the request path
+/// checks them: priced ones pass, so only refusals are kept.
+#[derive(Debug, Default, Clone)]
+pub struct PriceOptions {
+    /// `anthropic-beta` flags that are refused.
+    betas: Vec<String>,
+    /// Top-level body fields the probe captures, for `refused_fields`.
+    body_fields: Vec<String>,
+    /// (field, value or any) pairs that are refused.
+    refused_fields: Vec<(String, Option<String>)>,
+}
+
+impl PriceOptions {
+    pub fn new(options: &[PriceOption]) -> PriceOptions {
+        let mut refused = PriceOptions::default();
+        for option in options.iter().filter(|o| o.action == PriceAction::Refused) {
+            if let Some(beta) = &option.beta {
+                refused.betas.push(beta.clone());
+            }
+            if let Some(field) = &option.body {
+                if !refused.body_fields.contains(field) {
+                    refused.body_fields.push(field.clone());
+                }
+                refused
+                    .refused_fields
+                    .push((field.clone(), option.value.clone()));
+            }
+        }
+        refused
+    }
+
+    /// Refuses a request whose `anthropic-beta` header names a refused flag. Cheap when no
+    /// flag is refused or the request sends none.
+    pub(super) fn check_headers(&self, headers: &HeaderMap) -> Result<(), ProxyError> {
+        if self.betas.is_empty() {
+            return Ok(());
+        }
+        let sent = headers
+            .get_all("anthropic-beta")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(','))
+            .map(str::trim);
+        for flag in sent {
+            if self.betas.iter().any(|refused| refused == flag) {
+                return Err(refused_option(format!("the anthropic-beta flag `{flag}`")));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_body(&self, present: &[(String, OptionValue)]) -> Result<(), ProxyError> {
+        for (field, value) in present {
+            let refused = self.refused_fields.iter().any(|(name, wanted)| {
+                name == field
+                    && match (wanted, value) {
+                        (None, _) => true,
+                        (Some(wanted), OptionValue::Text(text)) => wanted == text,
+                        (Some(_), OptionValue::Other) => false,
+                    }
+            });
+            if refused {
+                let shown = match value {
+                    OptionValue::Text(text) => format!("`{field}: {text}`"),
+                    OptionValue::Other => format!("`{field}`"),
+                };
+                return Err(refused_option(format!("the option {shown}")));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn refused_option(what: String) -> ProxyError {
+    ProxyError::bad_request(format!(
+        "{what} changes the price of a request, and this service does not sell it; send the request without it"
+    ))
 }
 
 /// A checked request and the price it will be billed at.
@@ -81,11 +157,17 @@ pub(super) struct Priced {
     /// The rate-card version in force when the request started.
     pub version: PriceVersion,
     pub started_at: DateTime<Utc>,
+    pub media: MediaCount,
+    pub server_tools: Vec<ServerTool>,
 }
 
 /// Parses the body and finds the price in force now for its model.
-pub(super) fn parse_and_price(card: &RateCard, body: &[u8]) -> Result<Priced, ProxyError> {
-    let checked = check_messages_body(body)?;
+pub(super) fn parse_and_price(
+    card: &RateCard,
+    options: &PriceOptions,
+    body: &[u8],
+) -> Result<Priced, ProxyError> {
+    let checked = check_messages_body(body, options)?;
     let started_at = Utc::now();
     let model = card.model(&checked.model).ok_or(ProxyError::UnknownModel {
         model: checked.model,
@@ -100,6 +182,8 @@ pub(super) fn parse_and_price(card: &RateCard, body: &[u8]) -> Result<Priced, Pr
         max_tokens: checked.max_tokens,
         version: version.clone(),
         started_at,
+        media: checked.media,
+        server_tools: checked.server_tools,
     })
 }
 
@@ -110,8 +194,12 @@ mod tests {
 
     #[test]
     fn a_messages_body_needs_a_model_and_a_positive_max_tokens() {
-        let ok =
-            check_messages_body(br#"{"model":"m","max_tokens":5,"stream":true,"x":[1]}"#).unwrap();
+        let none = PriceOptions::default();
+        let ok = check_messages_body(
+            br#"{"model":"m","max_tokens":5,"stream":true,"x":[1]}"#,
+            &none,
+        )
+        .unwrap();
         assert_eq!((ok.model.as_str(), ok.max_tokens), ("m", 5));
         for bad in [
             &br#"{"max_tokens":5}"#[..],
@@ -124,7 +212,10 @@ mod tests {
             b"",
         ] {
             assert_eq!(
-                check_messages_body(bad).unwrap_err().failure().status,
+                check_messages_body(bad, &none)
+                    .unwrap_err()
+                    .failure()
+                    .status,
                 StatusCode::BAD_REQUEST
             );
         }
