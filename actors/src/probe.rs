@@ -14,8 +14,9 @@
 //!   and `file` documents are *paged* (a PDF costs per page, more than its bytes show, and a
 //!   URL or file id shows nothing of its size); any other source (`text`, `content`, none) is
 //!   a *text* document, whose text is in the body. Nested blocks count too: images in a
-//!   `tool_result`, in a `content` document source, anywhere. Over-counting (a tool input
-//!   that happens to look like an image block, say) only makes a hold larger.
+//!   `tool_result`, in a `content` document source, anywhere, except under the keys the API
+//!   defines as text or tool input ([`OPAQUE_KEYS`]), which are skipped unread. Over-counting
+//!   (an object that only looks like an image block) only makes a hold larger.
 //! - **Server tools**: every entry of `tools` whose `type` is set and is not `"custom"`
 //!   (`web_search_20250305`, `web_fetch_20250910`, `code_execution_20250825`, ...), with its
 //!   `max_uses` when it declares one, and every entry of `mcp_servers`.
@@ -320,6 +321,23 @@ struct Walked<'de> {
     count: MediaCount,
 }
 
+/// Keys whose values the walk skips unread: the API defines them as text (`text`, `data`,
+/// `thinking`, ...) or as the model's own tool input (`input`), so no block the API would
+/// read as media can be there, and their tokens are bounded by their bytes. They are most of
+/// a long conversation's bytes, and skipping them costs what the old byte scan did.
+pub const OPAQUE_KEYS: [&str; 10] = [
+    "text",
+    "data",
+    "thinking",
+    "signature",
+    "input",
+    "id",
+    "tool_use_id",
+    "name",
+    "role",
+    "citations",
+];
+
 /// Walks any value under `messages` or `system` for media blocks.
 #[derive(Clone, Copy)]
 struct Walk {
@@ -387,6 +405,10 @@ impl<'de> Visitor<'de> for Walk {
                     let mut walked = map.next_value_seed(Walk { want_text: false })?;
                     source_kind = walked.object_type.take();
                     walked
+                }
+                skipped if OPAQUE_KEYS.contains(&skipped) => {
+                    map.next_value::<IgnoredAny>()?;
+                    Walked::default()
                 }
                 _ => map.next_value_seed(Walk { want_text: false })?,
             };
@@ -522,8 +544,9 @@ pub mod reference {
                 .fold(MediaCount::default(), MediaCount::plus),
             Value::Object(object) => {
                 let inner = object
-                    .values()
-                    .map(walk)
+                    .iter()
+                    .filter(|(key, _)| !super::OPAQUE_KEYS.contains(&key.as_str()))
+                    .map(|(_, value)| walk(value))
                     .fold(MediaCount::default(), MediaCount::plus);
                 let kind = object.get("type").and_then(Value::as_str);
                 let source_kind = object
