@@ -515,6 +515,48 @@ mod tests {
         assert_eq!(settings.server.listen, "127.0.0.1:8080");
         assert_eq!(settings.upstreams[0].name, "anthropic");
         assert_eq!(settings.upstreams[0].base_url, "https://api.anthropic.com");
+        // The file shows the defaults of the hold's allowances and the price options.
+        let defaults = Settings::default().metering;
+        assert_eq!(settings.metering.price_options, defaults.price_options);
+        assert_eq!(
+            settings.hold_policy(),
+            HoldPolicy {
+                bytes_per_token: 1,
+                ..HoldPolicy::default()
+            }
+        );
+    }
+
+    #[test]
+    fn a_price_option_names_exactly_one_beta_or_body_field() {
+        let mut settings = Settings {
+            upstreams: vec![UpstreamSettings {
+                name: "u".into(),
+                base_url: "https://u".into(),
+                api_key: String::new(),
+                timeout_secs: 1,
+                proxy: None,
+            }],
+            ..Settings::default()
+        };
+        settings.auth.key_secret = "a-test-secret-of-16+".into();
+        assert!(settings.validate().is_ok());
+        let both = PriceOption {
+            beta: Some("b".into()),
+            body: Some("f".into()),
+            value: None,
+            action: PriceAction::Refused,
+            note: String::new(),
+        };
+        let value_without_body = PriceOption {
+            body: None,
+            value: Some("v".into()),
+            ..both.clone()
+        };
+        for bad in [both, value_without_body] {
+            settings.metering.price_options = vec![bad];
+            assert!(settings.validate().is_err());
+        }
     }
 
     #[test]
