@@ -1,10 +1,13 @@
 //! Per-account throttles: requests per minute and tokens per minute (governor GCRA limiters),
 //! and a concurrency cap that the account actor counts itself.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
+use governor::nanos::Nanos;
+use governor::state::StateStore;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
@@ -47,7 +50,7 @@ impl Throttle {
 /// The live limiter state behind [`AccountLimits`].
 pub(crate) struct Limiters {
     requests: Option<DefaultDirectRateLimiter>,
-    tokens: Option<DefaultDirectRateLimiter>,
+    tokens: Option<TokenLimiter>,
     tokens_burst: u32,
 }
 
@@ -58,33 +61,85 @@ fn per_minute(n: u32) -> Option<DefaultDirectRateLimiter> {
     NonZeroU32::new(n).map(|n| RateLimiter::direct(Quota::per_minute(n)))
 }
 
+/// The tokens-per-minute limiter: governor's GCRA over a state that can be asked whether a
+/// request's estimate fits without spending it (docs/adr/0014-limiter-order.md).
+type TokenLimiter = RateLimiter<TokenUse, TokenBucket, DefaultClock>;
+
+/// What a check of the token limiter does with the cells it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum TokenUse {
+    /// Only asks whether they fit: admission, before the real count is known.
+    Ask,
+    /// Spends them: settlement, with the count the upstream reported.
+    Spend,
+}
+
+/// The token limiter's GCRA state: the theoretical arrival time, in nanoseconds since the
+/// limiter started (0 for never), as governor's own in-memory state keeps it. Only the account
+/// actor touches it, one message at a time, so a load and a store need no compare-and-swap.
+#[derive(Default)]
+struct TokenBucket(AtomicU64);
+
+impl StateStore for TokenBucket {
+    type Key = TokenUse;
+
+    fn measure_and_replace<T, F, E>(&self, key: &TokenUse, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let tat = NonZeroU64::new(self.0.load(Ordering::Relaxed)).map(|n| Nanos::from(n.get()));
+        let (outcome, next) = f(tat)?;
+        if *key == TokenUse::Spend {
+            self.0.store(next.as_u64(), Ordering::Relaxed);
+        }
+        Ok(outcome)
+    }
+}
+
+/// How long until `not_until` allows. A clock is only read on refusal: building one costs a
+/// CPUID, which traps to the hypervisor on a virtual machine.
+fn wait(not_until: &governor::NotUntil<<DefaultClock as Clock>::Instant>) -> Duration {
+    not_until.wait_time_from(DefaultClock::default().now())
+}
+
 impl Limiters {
     pub(crate) fn new(limits: &AccountLimits) -> Limiters {
         Limiters {
             requests: per_minute(limits.requests_per_minute),
-            tokens: per_minute(limits.tokens_per_minute),
+            tokens: NonZeroU32::new(limits.tokens_per_minute).map(|n| {
+                RateLimiter::new(
+                    Quota::per_minute(n),
+                    TokenBucket::default(),
+                    DefaultClock::default(),
+                )
+            }),
             tokens_burst: limits.tokens_per_minute,
         }
     }
 
-    /// Admits one request against both rate limits. The request limit spends one cell; the
-    /// token limit is only checked for being exhausted here (tokens are charged at settle,
-    /// when the real count is known), at the cost of one cell.
-    pub(crate) fn admit(&self) -> Result<(), (Throttle, Duration)> {
-        // A clock is only read on refusal: building one costs a CPUID, which traps to the
-        // hypervisor on a virtual machine.
-        let wait = |not_until: governor::NotUntil<_>| {
-            not_until.wait_time_from(DefaultClock::default().now())
-        };
+    /// Admits one request whose every other check has passed (docs/adr/0014-limiter-order.md):
+    /// the token limit must have room for the request's own estimate, `tokens`, which it does
+    /// not spend (tokens are charged at settle, when the real count is known); then the
+    /// request limit spends one cell. Refused by either, the request spends nothing.
+    ///
+    /// An estimate larger than the whole per-minute allowance is taken as the allowance: such a
+    /// request is admitted when the bucket is full, rather than never.
+    pub(crate) fn admit(&self, tokens: u64) -> Result<(), (Throttle, Duration)> {
+        if let Some(limiter) = &self.tokens {
+            let capped = tokens.clamp(1, u64::from(self.tokens_burst));
+            let n = NonZeroU32::new(u32::try_from(capped).unwrap_or(u32::MAX))
+                .unwrap_or(NonZeroU32::MIN);
+            match limiter.check_key_n(&TokenUse::Ask, n) {
+                Ok(Ok(())) => {}
+                Ok(Err(not_until)) => return Err((Throttle::Tokens, wait(&not_until))),
+                // Not reachable with the estimate capped at the burst; refused all the same.
+                Err(_) => return Err((Throttle::Tokens, Duration::from_secs(60))),
+            }
+        }
         if let Some(requests) = &self.requests {
             requests
                 .check()
-                .map_err(|not_until| (Throttle::Requests, wait(not_until)))?;
-        }
-        if let Some(tokens) = &self.tokens {
-            tokens
-                .check()
-                .map_err(|not_until| (Throttle::Tokens, wait(not_until)))?;
+                .map_err(|not_until| (Throttle::Requests, wait(&not_until)))?;
         }
         Ok(())
     }
@@ -99,7 +154,7 @@ impl Limiters {
         while remaining > 0 && step > 0 {
             let n = u32::try_from(step.min(remaining)).unwrap_or(u32::MAX);
             let Some(n) = NonZeroU32::new(n) else { break };
-            match tokens.check_n(n) {
+            match tokens.check_key_n(&TokenUse::Spend, n) {
                 Ok(Ok(())) => remaining -= u64::from(n.get()),
                 // Not that many cells left: try half as many.
                 _ => step /= 2,
@@ -120,9 +175,9 @@ mod tests {
             max_concurrent: 0,
         });
         for _ in 0..3 {
-            assert!(limiters.admit().is_ok());
+            assert!(limiters.admit(1).is_ok());
         }
-        let (which, retry_after) = limiters.admit().unwrap_err();
+        let (which, retry_after) = limiters.admit(1).unwrap_err();
         assert_eq!(which, Throttle::Requests);
         assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(20));
     }
@@ -134,10 +189,53 @@ mod tests {
             tokens_per_minute: 1_000,
             max_concurrent: 0,
         });
-        assert!(limiters.admit().is_ok());
+        assert!(limiters.admit(1).is_ok());
         limiters.charge_tokens(5_000);
-        let (which, _) = limiters.admit().unwrap_err();
+        let (which, _) = limiters.admit(1).unwrap_err();
         assert_eq!(which, Throttle::Tokens);
+    }
+
+    #[test]
+    fn the_token_limit_refuses_an_estimate_larger_than_what_is_left_and_asking_spends_nothing() {
+        let limiters = Limiters::new(&AccountLimits {
+            requests_per_minute: 0,
+            tokens_per_minute: 1_000,
+            max_concurrent: 0,
+        });
+        // Asking whether 1,000 fit spends none of them.
+        for _ in 0..3 {
+            assert!(limiters.admit(1_000).is_ok());
+        }
+        limiters.charge_tokens(600);
+        let (which, retry_after) = limiters.admit(500).unwrap_err();
+        assert_eq!(which, Throttle::Tokens);
+        assert!(retry_after > Duration::ZERO);
+        assert!(limiters.admit(350).is_ok());
+        // An estimate past the whole allowance waits for a full bucket, not forever.
+        let fresh = Limiters::new(&AccountLimits {
+            requests_per_minute: 0,
+            tokens_per_minute: 1_000,
+            max_concurrent: 0,
+        });
+        assert!(fresh.admit(50_000).is_ok());
+    }
+
+    #[test]
+    fn a_request_refused_for_tokens_spends_no_request_allowance() {
+        let limiters = Limiters::new(&AccountLimits {
+            requests_per_minute: 1,
+            tokens_per_minute: 1_000,
+            max_concurrent: 0,
+        });
+        limiters.charge_tokens(900);
+        for _ in 0..5 {
+            assert_eq!(limiters.admit(500).unwrap_err().0, Throttle::Tokens);
+        }
+        assert!(
+            limiters.admit(50).is_ok(),
+            "the one request allowance is left"
+        );
+        assert_eq!(limiters.admit(50).unwrap_err().0, Throttle::Requests);
     }
 
     #[test]
@@ -148,7 +246,7 @@ mod tests {
             max_concurrent: 0,
         });
         for _ in 0..10_000 {
-            assert!(limiters.admit().is_ok());
+            assert!(limiters.admit(1).is_ok());
         }
         limiters.charge_tokens(u64::MAX);
     }

@@ -11,6 +11,7 @@
 )]
 
 mod admin;
+mod admission;
 mod billing;
 mod concurrency;
 mod database_tls;

@@ -202,18 +202,19 @@ impl Actor for AccountActor {
 pub(crate) struct PreAuthorize {
     pub request_id: Uuid,
     pub amount: Decimal,
+    /// The request's own token estimate, which the tokens-per-minute limit must have room for.
+    pub tokens: u64,
 }
 
 impl Handler<PreAuthorize> for AccountActor {
     type Result = Result<(), Refusal>;
 
+    /// Status, concurrency and balance, then the rate limits, which spend their allowance
+    /// only for a request that every other check admitted (docs/adr/0014-limiter-order.md).
     fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
         if self.status == AccountStatus::Suspended {
             return Err(Refusal::Suspended);
         }
-        self.limiters
-            .admit()
-            .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
         if self.limits.max_concurrent > 0 && self.holds.len() >= self.limits.max_concurrent as usize
         {
             return Err(Refusal::Throttled {
@@ -229,6 +230,9 @@ impl Handler<PreAuthorize> for AccountActor {
                 available: available.max(Decimal::ZERO),
             });
         }
+        self.limiters
+            .admit(msg.tokens)
+            .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
         self.held += msg.amount;
         self.holds
             .insert(msg.request_id, Hold { amount: msg.amount });

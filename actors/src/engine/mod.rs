@@ -295,11 +295,11 @@ impl Engine {
             return Err(EngineError::LedgerUnavailable.into());
         }
         let addr = self.actor(request.account_id).await?;
-        let amount = self
-            .inner
-            .config
-            .hold_policy
-            .initial_hold(&request.version, &request.shape);
+        let policy = &self.inner.config.hold_policy;
+        let amount = policy.initial_hold(&request.version, &request.shape);
+        let tokens = policy
+            .estimate_prompt_tokens(&request.shape)
+            .saturating_add(request.shape.max_tokens);
         // From here on a hold may exist even if this future is dropped (the client went away,
         // or the mailbox wait timed out just as the actor admitted the request): the ticket
         // releases it on drop. A release of a hold that was never granted is a no-op, and the
@@ -316,6 +316,7 @@ impl Engine {
             .send(PreAuthorize {
                 request_id: ticket.request.request_id,
                 amount,
+                tokens,
             })
             .timeout(MAILBOX_WAIT)
             .await;
