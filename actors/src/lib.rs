@@ -46,8 +46,8 @@ pub mod usage;
 pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 pub use bill::{Bill, UsageFault};
 pub use engine::{
-    ActorPlacement, AdmitError, Engine, EngineConfig, EngineError, HoldRequest, HoldTicket, Resize,
-    Settlement, INTERRUPT_GRACE,
+    ActorPlacement, Admission, AdmitError, Engine, EngineConfig, EngineError, HoldRequest,
+    HoldTicket, Resize, Settlement, INTERRUPT_GRACE,
 };
 pub use ledger::{
     BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,

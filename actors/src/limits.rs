@@ -1,8 +1,10 @@
 //! Per-account throttles: requests per minute and tokens per minute (governor GCRA limiters),
-//! and a concurrency cap that the account actor counts itself.
+//! and [`Slots`], the lock-free count behind the concurrency cap (and, in the service, the
+//! per-key cap on uploads in progress).
 
 use std::num::{NonZeroU32, NonZeroU64};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -44,6 +46,69 @@ impl Throttle {
             Throttle::Tokens => "tokens per minute",
             Throttle::Concurrency => "concurrent requests",
         }
+    }
+}
+
+/// A count of things in progress (requests of an account, uploads of a key) bounded by a limit
+/// that may change while slots are taken. Taking and giving back a slot is one
+/// compare-and-swap and one subtraction, so it can be checked on the HTTP side before a
+/// request's body is read (docs/adr/0013-check-before-reading.md). A semaphore would do
+/// the counting, but not a limit lowered while its permits are out, nor "0 = no limit".
+#[derive(Debug, Default)]
+pub struct Slots {
+    taken: AtomicU32,
+    /// 0 means no limit; taken slots are counted all the same, so that a limit set later
+    /// counts what is already running.
+    limit: AtomicU32,
+}
+
+/// One taken slot, given back when dropped.
+#[derive(Debug)]
+pub struct Slot(Arc<Slots>);
+
+impl Slots {
+    pub fn new(limit: u32) -> Slots {
+        Slots {
+            taken: AtomicU32::new(0),
+            limit: AtomicU32::new(limit),
+        }
+    }
+
+    /// Changes the limit. Slots already taken stay taken; a lower limit refuses new ones
+    /// until enough are given back.
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Slots taken now.
+    pub fn taken(&self) -> u32 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Takes a slot, unless the limit's worth are taken already.
+    pub fn try_take(self: &Arc<Self>) -> Option<Slot> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let mut taken = self.taken.load(Ordering::Relaxed);
+        loop {
+            if limit > 0 && taken >= limit {
+                return None;
+            }
+            match self.taken.compare_exchange_weak(
+                taken,
+                taken.saturating_add(1),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(Slot(Arc::clone(self))),
+                Err(now) => taken = now,
+            }
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.taken.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -236,6 +301,29 @@ mod tests {
             "the one request allowance is left"
         );
         assert_eq!(limiters.admit(50).unwrap_err().0, Throttle::Requests);
+    }
+
+    #[test]
+    fn slots_are_bounded_by_a_limit_that_can_change_while_they_are_taken() {
+        let slots = Arc::new(Slots::new(2));
+        let first = slots.try_take().unwrap();
+        let second = slots.try_take().unwrap();
+        assert!(slots.try_take().is_none());
+        drop(first);
+        let third = slots.try_take().unwrap();
+        slots.set_limit(1);
+        drop(third);
+        assert!(
+            slots.try_take().is_none(),
+            "one still taken under a limit of one"
+        );
+        drop(second);
+        assert_eq!(slots.taken(), 0);
+        slots.set_limit(0);
+        let many: Vec<_> = (0..100).map(|_| slots.try_take().unwrap()).collect();
+        assert_eq!(slots.taken(), 100);
+        drop(many);
+        assert_eq!(slots.taken(), 0);
     }
 
     #[test]

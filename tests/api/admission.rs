@@ -1,9 +1,108 @@
-//! Admission: the rate limits spend their allowance only for a request admitted, and the
-//! token limit checks the request's own estimate.
+//! Checked before reading: a request's account is checked for its status, its balance and a
+//! concurrency slot before its body is read; the rate limits spend their allowance only for a
+//! request admitted; a request let in just before shutdown is billed and flushed.
 
+use std::time::{Duration, Instant};
+
+use mock_anthropic::MockConfig;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::*;
+
+/// A `POST /v1/messages` whose head declares `declared` body bytes, sent with none of them.
+async fn upload_head(base: &str, key: &str, declared: usize) -> TcpStream {
+    let address = base.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: {address}\r\nx-api-key: {key}\r\n\
+         anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
+         content-length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+/// Sends up to `bytes` more of a body, stopping early if the server stops taking them.
+async fn send_body(stream: &mut TcpStream, bytes: usize) -> usize {
+    let chunk = vec![b' '; 1 << 20];
+    let mut sent = 0;
+    while sent < bytes {
+        let n = chunk.len().min(bytes - sent);
+        let wrote =
+            tokio::time::timeout(Duration::from_secs(2), stream.write_all(&chunk[..n])).await;
+        if !matches!(wrote, Ok(Ok(()))) {
+            break;
+        }
+        sent += n;
+    }
+    sent
+}
+
+/// The status and body of the response on `stream`, if one arrives within `within`.
+async fn response_within(stream: &mut TcpStream, within: Duration) -> Option<(u16, String)> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let read = tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => received.extend_from_slice(&buffer[..n]),
+            _ => break,
+        }
+        let text = String::from_utf8_lossy(&received);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                break;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&received).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A `tollgate serve` process, killed when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn suspend(app: &TestApp, account: &str) {
+    let response = app
+        .admin(
+            reqwest::Method::POST,
+            &format!("/accounts/{account}/suspend"),
+        )
+        .json(&json!({"reason": "abuse"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
 
 async fn set_limits(app: &TestApp, account: &str, limits: Value) {
     let response = app
@@ -13,6 +112,71 @@ async fn set_limits(app: &TestApp, account: &str, limits: Value) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[actix_web::test]
+async fn stalled_uploads_of_a_suspended_key_are_answered_at_once_and_cost_no_memory() {
+    let mut app = spawn_app().await;
+    let customer = app.customer("0").await;
+    suspend(&app, &customer.id).await;
+    // The database is handed over to a real `tollgate serve`, with its default 32 MiB limit.
+    app.shutdown.cancel();
+    (&mut app.stopped).await.unwrap().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let served = Served(
+        app.serve_command(&format!("127.0.0.1:{port}"))
+            .spawn()
+            .unwrap(),
+    );
+    let ready = Instant::now();
+    while reqwest::get(format!("{base}/healthz")).await.is_err() {
+        assert!(
+            ready.elapsed() < Duration::from_secs(20),
+            "serve never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pid = served.0.id();
+    let before = vm_rss_kib(pid);
+
+    // Twenty uploads that declare nearly 32 MiB, as an attacker would send them: the head,
+    // then (answered or not) 31 MiB of body, then nothing.
+    let mut uploads = Vec::new();
+    let mut answered = Vec::new();
+    for _ in 0..20 {
+        let mut stream = upload_head(&base, &customer.key, 33_000_000).await;
+        answered.push(response_within(&mut stream, Duration::from_secs(2)).await);
+        send_body(&mut stream, 31 << 20).await;
+        uploads.push(stream);
+    }
+    let after = vm_rss_kib(pid);
+    for response in &answered {
+        let (status, body) = response
+            .as_ref()
+            .unwrap_or_else(|| panic!("answered before the body was sent: {answered:?}"));
+        assert_eq!(*status, 403, "{body}");
+        assert!(body.contains("permission_error"), "{body}");
+    }
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} KiB to {after} KiB"
+    );
+    drop(uploads);
+}
+
+#[actix_web::test]
+async fn an_empty_accounts_upload_is_refused_before_its_body_is_read() {
+    let app = spawn_app().await;
+    let customer = app.customer("0").await;
+    let mut stream = upload_head(&app.base, &customer.key, 500_000).await;
+    let (status, body) = response_within(&mut stream, Duration::from_secs(2))
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, 402, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"]["type"], "billing_error");
+    assert_eq!(app.mock_stats().await.messages, 0);
 }
 
 #[actix_web::test]
@@ -94,4 +258,63 @@ async fn the_token_limit_refuses_a_request_whose_estimate_exceeds_what_is_left()
     let small = message_body("claude-opus-5-5", 10, false, json!({"output_tokens": 5}));
     let response = app.messages(&customer.key, &small).send().await.unwrap();
     assert_eq!(response.status(), 200);
+}
+
+#[actix_web::test]
+async fn a_request_let_in_just_before_shutdown_is_billed_and_flushed() {
+    let app = spawn_app_with(
+        MockConfig {
+            ttft_ms: 1_000,
+            ..MockConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    let customer = app.customer("1").await;
+    // The account's actor is kept busy: a credit waits for a row lock held here, and the
+    // actor handles nothing else until the credit is stored.
+    let mut db = app.db().await;
+    let lock = db.transaction().await.unwrap();
+    let id = uuid::Uuid::parse_str(&customer.id).unwrap();
+    lock.execute("SELECT 1 FROM accounts WHERE id = $1 FOR UPDATE", &[&id])
+        .await
+        .unwrap();
+    let credit = actix_web::rt::spawn(app.credit_request(&customer.id, "1"));
+    // Kept: nothing observable says the credit has reached the actor or the request its
+    // mailbox; 300 ms is far longer than either takes on loopback.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = app
+        .messages(
+            &customer.key,
+            &message_body("claude-opus-5-5", 10, false, json!({"output_tokens": 7})),
+        )
+        .send();
+    let request = actix_web::rt::spawn(request);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Shutdown begins while the request waits for its hold; then the actor is freed.
+    app.shutdown.cancel();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.rollback().await.unwrap();
+    let response = request.await.unwrap().unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(credit.await.unwrap(), 200);
+    let db = app.shut_down().await;
+    let (client, connection) = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    actix_web::rt::spawn(connection);
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM usage", &[])
+        .await
+        .unwrap()
+        .get(0);
+    match status {
+        200 => assert_eq!(
+            rows, 1,
+            "answered 200 ({text}) but its usage was not flushed"
+        ),
+        529 => assert_eq!(rows, 0),
+        other => panic!("unexpected {other}: {text}"),
+    }
 }

@@ -207,6 +207,15 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
     }
 }
 
+/// A port free on loopback now, for a process that binds it itself (`serve_command`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
 /// A funded account with one key.
 pub struct Customer {
     pub id: String,
@@ -276,6 +285,21 @@ impl TestApp {
             .expect("credit");
         assert_eq!(response.status(), 200);
         response.json().await.expect("json")
+    }
+
+    /// A credit sent on its own (for a test that races it); answers its status.
+    pub fn credit_request(
+        &self,
+        account: &str,
+        amount: &str,
+    ) -> impl std::future::Future<Output = u16> + 'static {
+        let request = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/accounts/{account}/credit"),
+            )
+            .json(&json!({ "amount_usd": amount, "reason": "test" }));
+        async move { request.send().await.expect("credit").status().as_u16() }
     }
 
     pub async fn create_key(&self, account: &str) -> (String, String) {

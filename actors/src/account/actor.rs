@@ -13,11 +13,12 @@ use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::gate::AccountGate;
 use super::uncertain::UncertainChanges;
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 use crate::flusher::FlusherHandle;
 use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
-use crate::limits::{AccountLimits, Limiters, Throttle, CONCURRENCY_RETRY_AFTER};
+use crate::limits::{AccountLimits, Limiters};
 use crate::store::{LedgerStore, StoreError};
 
 /// How many messages may wait in one account's mailbox. A sender that finds it full waits a
@@ -42,6 +43,9 @@ pub(crate) struct Orphan {
     /// Set once the stopped actor has handed its holds over (the engine may notice the
     /// stop a moment before the actor is dropped).
     pub handed_over: bool,
+    /// The account's gate, kept for the next actor: the concurrency slots of the requests
+    /// still running stay counted.
+    pub gate: Option<Arc<AccountGate>>,
 }
 
 /// Holds on their way to a new actor. If the actor never starts (its thread stopped before
@@ -120,6 +124,8 @@ pub(crate) struct AccountActor {
     held: Decimal,
     limits: AccountLimits,
     limiters: Limiters,
+    /// What the HTTP side checks before reading a body; kept current after every change.
+    gate: Arc<AccountGate>,
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     orphans: Orphans,
@@ -135,6 +141,7 @@ impl AccountActor {
     pub(crate) fn new(
         record: AccountRecord,
         mut carried: CarriedHolds,
+        gate: Arc<AccountGate>,
         store: Arc<dyn LedgerStore>,
         flusher: FlusherHandle,
     ) -> AccountActor {
@@ -145,7 +152,8 @@ impl AccountActor {
             .into_iter()
             .map(|(request_id, amount)| (request_id, Hold { amount }))
             .collect();
-        AccountActor {
+        gate.set_max_concurrent(record.limits.max_concurrent);
+        let actor = AccountActor {
             id: record.id,
             status: record.status,
             balance: record.balance,
@@ -153,15 +161,24 @@ impl AccountActor {
             held,
             limiters: Limiters::new(&record.limits),
             limits: record.limits,
+            gate,
             store,
             flusher,
             orphans,
             uncertain: UncertainChanges::default(),
-        }
+        };
+        actor.publish();
+        actor
     }
 
     fn available(&self) -> Decimal {
         self.balance - self.held
+    }
+
+    /// Shows the HTTP side what a new request would find now.
+    fn publish(&self) {
+        self.gate
+            .publish(self.status, self.balance, self.available());
     }
 
     fn remove_hold(&mut self, request_id: &Uuid) -> Option<Hold> {
@@ -184,6 +201,9 @@ impl Drop for AccountActor {
     fn drop(&mut self) {
         let holds = self.holds.drain().map(|(id, hold)| (id, hold.amount));
         hand_over(&self.orphans, self.id, holds);
+        if let Some(mut orphan) = self.orphans.get_mut(&self.id) {
+            orphan.gate.get_or_insert_with(|| Arc::clone(&self.gate));
+        }
     }
 }
 
@@ -196,7 +216,8 @@ impl Actor for AccountActor {
     }
 }
 
-/// Reserve `amount` for a request before it goes upstream.
+/// Reserve `amount` for a request before it goes upstream. Its concurrency slot was taken
+/// at the account's gate, before its body was read.
 #[derive(Message)]
 #[rtype(result = "Result<(), Refusal>")]
 pub(crate) struct PreAuthorize {
@@ -209,18 +230,11 @@ pub(crate) struct PreAuthorize {
 impl Handler<PreAuthorize> for AccountActor {
     type Result = Result<(), Refusal>;
 
-    /// Status, concurrency and balance, then the rate limits, which spend their allowance
-    /// only for a request that every other check admitted (docs/adr/0014-limiter-order.md).
+    /// Status, then balance, then the rate limits, which spend their allowance only for a
+    /// request that every other check admitted (docs/adr/0014-limiter-order.md).
     fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
         if self.status == AccountStatus::Suspended {
             return Err(Refusal::Suspended);
-        }
-        if self.limits.max_concurrent > 0 && self.holds.len() >= self.limits.max_concurrent as usize
-        {
-            return Err(Refusal::Throttled {
-                which: Throttle::Concurrency,
-                retry_after: CONCURRENCY_RETRY_AFTER,
-            });
         }
         // A balance at or below zero admits nothing, whatever the hold.
         let available = self.available();
@@ -236,6 +250,7 @@ impl Handler<PreAuthorize> for AccountActor {
         self.held += msg.amount;
         self.holds
             .insert(msg.request_id, Hold { amount: msg.amount });
+        self.publish();
         Ok(())
     }
 }
@@ -257,6 +272,7 @@ impl Handler<ResizeHold> for AccountActor {
         if let Some(hold) = self.holds.get_mut(&msg.request_id) {
             self.held += msg.amount - hold.amount;
             hold.amount = msg.amount;
+            self.publish();
             self.balance > Decimal::ZERO && self.available() >= Decimal::ZERO
         } else {
             // A hold this actor does not know (its predecessor's resize was lost): judge the
@@ -306,6 +322,7 @@ impl Handler<Settle> for AccountActor {
         self.balance -= record.cost;
         self.limiters
             .charge_tokens(record.usage.rate_limited_tokens());
+        self.publish();
         tracing::debug!(
             account_id = %self.id,
             request_id = %record.request_id,
@@ -352,6 +369,7 @@ impl Handler<Release> for AccountActor {
     fn handle(&mut self, mut msg: Release, _: &mut Self::Context) {
         if let Some(request_id) = msg.request_id.take() {
             self.remove_hold(&request_id);
+            self.publish();
         }
     }
 }
@@ -407,6 +425,7 @@ impl Handler<ApplyChange> for AccountActor {
                         ChangeApplied::Applied => actor.balance += amount,
                         ChangeApplied::AlreadyApplied { .. } => actor.balance += unconfirmed,
                     }
+                    actor.publish();
                     Ok(BalanceChanged {
                         applied,
                         balance: actor.balance,
@@ -436,6 +455,7 @@ impl Handler<SetStatus> for AccountActor {
                 .map(move |written, actor, _| {
                     written?;
                     actor.status = msg.status;
+                    actor.publish();
                     Ok(())
                 }),
         ))
@@ -453,6 +473,7 @@ impl Handler<SetLimits> for AccountActor {
     fn handle(&mut self, msg: SetLimits, _: &mut Self::Context) {
         self.limits = msg.0;
         self.limiters = Limiters::new(&msg.0);
+        self.gate.set_max_concurrent(msg.0.max_concurrent);
     }
 }
 

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::limits::{AccountLimits, Throttle};
 
 pub(crate) mod actor;
+pub(crate) mod gate;
 mod uncertain;
 
 /// An account's identity.
@@ -63,6 +64,10 @@ pub enum Refusal {
         required: Decimal,
         available: Decimal,
     },
+    /// Found before the body was read, when the hold is not known yet: the balance is at or
+    /// below zero, or all of it is held by requests in flight.
+    #[error("insufficient balance: nothing is available to spend")]
+    NothingAvailable,
     #[error("{} limit exceeded", which.as_str())]
     Throttled {
         which: Throttle,

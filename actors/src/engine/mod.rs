@@ -2,12 +2,12 @@
 //! requests with a hold, and hands back a [`HoldTicket`] that settles or releases it.
 //! Callers never see an actix type.
 //!
+//! - `admission`: letting a request in before its body is read ([`Admission`]), then its hold.
 //! - `placement`: which thread a new account actor starts on ([`ActorPlacement`]).
 //! - `ticket`: the [`HoldTicket`] an admitted request carries until it settles or releases.
 //! - `redelivery`: the settles and releases a stopped actor dropped, sent to its successor.
 //! - `shutdown`: the graceful drain and final flush ([`Engine::shutdown`]).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,8 +21,9 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::account::actor::{
-    AccountActor, ApplyChange, CarriedHolds, Orphans, PreAuthorize, SetLimits, SetStatus, Snapshot,
+    AccountActor, ApplyChange, CarriedHolds, Orphans, SetLimits, SetStatus, Snapshot,
 };
+use crate::account::gate::AccountGate;
 use crate::account::{AccountId, AccountStatus, AccountView, Refusal};
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{HoldPolicy, RequestShape};
@@ -31,11 +32,13 @@ use crate::limits::AccountLimits;
 use crate::pricing::PriceVersion;
 use crate::store::{LedgerStore, StoreError};
 
+mod admission;
 mod placement;
 mod redelivery;
 mod shutdown;
 mod ticket;
 
+pub use admission::Admission;
 pub use placement::ActorPlacement;
 pub use shutdown::INTERRUPT_GRACE;
 pub use ticket::{HoldTicket, Resize, Settlement};
@@ -89,7 +92,7 @@ pub struct Engine {
 }
 
 struct Inner {
-    accounts: DashMap<AccountId, Arc<OnceCell<Addr<AccountActor>>>>,
+    accounts: DashMap<AccountId, Arc<OnceCell<Active>>>,
     /// Threads of the engine's own: every dedicated arbiter, or the fallback for
     /// [`ActorPlacement::Workers`] before any worker registered.
     own_arbiters: Vec<Arbiter>,
@@ -105,13 +108,19 @@ struct Inner {
     store: Arc<dyn LedgerStore>,
     flusher: FlusherHandle,
     config: EngineConfig,
-    /// Requests whose upstream work is still running (relays, drains, settles), so that a
-    /// graceful shutdown can wait for them.
+    /// Requests from the moment they are let in (before their body is read) until their
+    /// upstream work, relay and settle are done, so that a graceful shutdown can wait for
+    /// them. Closed when shutdown begins: new requests are refused so the drain can finish.
     in_flight: TaskTracker,
-    /// Set when shutdown begins: new requests are refused so the drain can finish.
-    draining: AtomicBool,
     /// Fired when the drain bound has passed: running relays stop and settle what they saw.
     interrupt: CancellationToken,
+}
+
+/// A running account actor and the gate it keeps current.
+#[derive(Clone)]
+struct Active {
+    addr: Addr<AccountActor>,
+    gate: Arc<AccountGate>,
 }
 
 /// What the HTTP layer knows about a request when it asks for a hold.
@@ -151,7 +160,6 @@ impl Engine {
                 flusher,
                 config,
                 in_flight: TaskTracker::new(),
-                draining: AtomicBool::new(false),
                 interrupt: CancellationToken::new(),
             }),
         }
@@ -199,23 +207,34 @@ impl Engine {
     /// The actor of an account, started on its arbiter on first use, and started again if the
     /// thread it ran on has stopped.
     async fn actor(&self, id: AccountId) -> Result<Addr<AccountActor>, EngineError> {
+        self.active(id).await.map(|active| active.addr)
+    }
+
+    /// The account's running actor and its gate ([`Engine::actor`]).
+    async fn active(&self, id: AccountId) -> Result<Active, EngineError> {
         // The common case, an active account, takes only a shard read lock.
-        if let Some(addr) = self
+        if let Some(active) = self
             .inner
             .accounts
             .get(&id)
             .and_then(|cell| cell.get().cloned())
         {
-            if addr.connected() {
-                return Ok(addr);
+            if active.addr.connected() {
+                return Ok(active);
             }
             tracing::error!(account_id = %id, "an account actor stopped; starting a new one");
             // Marked here, not only by the actor's own hand-over: the new actor must load
-            // after a flush even if this thread sees the closed mailbox first.
-            self.inner.orphaned.entry(id).or_default();
+            // after a flush even if this thread sees the closed mailbox first. The gate goes
+            // with it, so the slots of requests still running stay counted.
             self.inner
-                .accounts
-                .remove_if(&id, |_, cell| cell.get().is_some_and(|a| !a.connected()));
+                .orphaned
+                .entry(id)
+                .or_default()
+                .gate
+                .get_or_insert_with(|| active.gate.clone());
+            self.inner.accounts.remove_if(&id, |_, cell| {
+                cell.get().is_some_and(|a| !a.addr.connected())
+            });
         }
         let cell = self
             .inner
@@ -241,21 +260,29 @@ impl Engine {
                 let home = self.home_of(id)?;
                 let store = self.inner.store.clone();
                 let flusher = self.inner.flusher.clone();
-                let holds = self
+                let (holds, gate) = self
                     .inner
                     .orphaned
                     .remove(&id)
-                    .map(|(_, orphan)| orphan.holds)
+                    .map(|(_, orphan)| (orphan.holds, orphan.gate))
                     .unwrap_or_default();
+                let gate = gate.unwrap_or_default();
+                // Published before the gate can be seen: the actor starts on its arbiter a
+                // moment after `start_in_arbiter` returns.
+                let held: Decimal = holds.iter().map(|(_, amount)| *amount).sum();
+                gate.set_max_concurrent(record.limits.max_concurrent);
+                gate.publish(record.status, record.balance, record.balance - held);
                 let carried = CarriedHolds::new(id, holds, self.inner.orphaned.clone());
+                let actor_gate = gate.clone();
                 // Tracked by `accounts`: shutdown reaches every actor through it.
-                Ok::<_, EngineError>(AccountActor::start_in_arbiter(&home, |_| {
-                    AccountActor::new(record, carried, store, flusher)
-                }))
+                let addr = AccountActor::start_in_arbiter(&home, |_| {
+                    AccountActor::new(record, carried, actor_gate, store, flusher)
+                });
+                Ok::<_, EngineError>(Active { addr, gate })
             })
             .await;
         match loaded {
-            Ok(addr) => Ok(addr.clone()),
+            Ok(active) => Ok(active.clone()),
             Err(error) => {
                 if matches!(error, EngineError::AccountNotFound) {
                     self.inner.accounts.remove(&id);
@@ -284,51 +311,14 @@ impl Engine {
         }
     }
 
-    /// Reserves the worst-case cost of a request. On success the returned ticket must be
-    /// settled or released; dropping it releases the hold.
+    /// Lets a request in and reserves its worst-case cost, in one call: [`Engine::check_in`],
+    /// then [`Admission::pre_authorize`]. On success the returned ticket must be settled or
+    /// released; dropping it releases the hold.
     pub async fn pre_authorize(&self, request: HoldRequest) -> Result<HoldTicket, AdmitError> {
-        if self.inner.draining.load(Ordering::Acquire) {
-            return Err(EngineError::Stopped.into());
-        }
-        let flusher = self.inner.flusher.stats();
-        if flusher.failing && flusher.backlog >= self.inner.config.max_unflushed {
-            return Err(EngineError::LedgerUnavailable.into());
-        }
-        let addr = self.actor(request.account_id).await?;
-        let policy = &self.inner.config.hold_policy;
-        let amount = policy.initial_hold(&request.version, &request.shape);
-        let tokens = policy
-            .estimate_prompt_tokens(&request.shape)
-            .saturating_add(request.shape.max_tokens);
-        // From here on a hold may exist even if this future is dropped (the client went away,
-        // or the mailbox wait timed out just as the actor admitted the request): the ticket
-        // releases it on drop. A release of a hold that was never granted is a no-op, and the
-        // mailbox keeps it behind the admission.
-        let mut ticket = HoldTicket {
-            engine: self.clone(),
-            addr,
-            amount,
-            request,
-            done: false,
-        };
-        let admitted = ticket
-            .addr
-            .send(PreAuthorize {
-                request_id: ticket.request.request_id,
-                amount,
-                tokens,
-            })
-            .timeout(MAILBOX_WAIT)
-            .await;
-        match admitted {
-            Ok(Ok(())) => Ok(ticket),
-            Ok(Err(refusal)) => {
-                // Nothing was held.
-                ticket.done = true;
-                Err(refusal.into())
-            }
-            Err(error) => Err(mailbox_error(error).into()),
-        }
+        self.check_in(request.account_id)
+            .await?
+            .pre_authorize(request)
+            .await
     }
 
     /// Credits (or, for an adjustment, possibly debits) an account through its actor. Returns

@@ -1,7 +1,6 @@
 //! Graceful shutdown: drain the requests in flight, then make sure every settle reached the
 //! ledger.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Engine;
@@ -24,7 +23,7 @@ impl Engine {
     /// Call it while the runtimes the requests run on are still up (before stopping the HTTP
     /// server's workers). Returns whether every request finished and everything was flushed.
     pub async fn shutdown(&self, drain: Duration, flush_deadline: Duration) -> bool {
-        self.inner.draining.store(true, Ordering::Release);
+        // Closing the tracker is what refuses new requests (`Engine::check_in`).
         self.inner.in_flight.close();
         let drained = tokio::time::timeout(drain, self.inner.in_flight.wait())
             .await
@@ -51,7 +50,7 @@ impl Engine {
             .inner
             .accounts
             .iter()
-            .filter_map(|entry| entry.value().get().cloned())
+            .filter_map(|entry| entry.value().get().map(|active| active.addr.clone()))
             .collect();
         for addr in actors {
             if addr.send(Snapshot).await.is_err() {

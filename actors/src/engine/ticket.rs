@@ -5,6 +5,7 @@ use chrono::Utc;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use super::admission::Passes;
 use super::{Engine, HoldRequest, MAILBOX_WAIT};
 use crate::account::actor::{AccountActor, Release, ResizeHold, Settle};
 use crate::account::AccountId;
@@ -24,6 +25,9 @@ pub struct HoldTicket {
     pub(super) request: HoldRequest,
     /// Set once nothing is left to release: settled, released, or never granted.
     pub(super) done: bool,
+    /// The concurrency slot and the shutdown's tracking, given back when the ticket is
+    /// dropped: after its settle or release is queued.
+    pub(super) _passes: Passes,
 }
 
 /// Whether the account covers a re-sized hold.

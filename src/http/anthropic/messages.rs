@@ -1,13 +1,14 @@
 //! `POST /v1/messages`, the billed route. The handler reads as the request's life: the key
-//! was authenticated by the [`KeyOwner`] extractor; then read, parse and price, admit, and
-//! hand the upstream half to a tracked task (`Exchange`) whose first reply is answered.
+//! was authenticated by the [`KeyOwner`] extractor; then check in (before the body is read),
+//! read, parse and price, take the hold, and hand the upstream half to a tracked task
+//! (`Exchange`) whose first reply is answered.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_actors::hold::RequestShape;
-use tollgate_actors::{Engine, HoldRequest, HoldTicket};
+use tollgate_actors::{Admission, Engine, HoldRequest, HoldTicket};
 use tracing::Instrument;
 
 use super::exchange::{Exchange, Reply};
@@ -27,6 +28,9 @@ pub async fn messages(
     upstreams: web::Data<UpstreamPool>,
     rid: RequestId,
 ) -> Result<HttpResponse, AnthropicError> {
+    let admission = check_in(&state.engine, owner, rid)
+        .await
+        .map_err(|e| e.at(rid))?;
     let limit = state.settings.server.max_body_bytes;
     let body = read_body(&req, payload, limit)
         .await
@@ -45,7 +49,7 @@ pub async fn messages(
     );
     let model = priced.model.clone();
     let span = tracing::debug_span!("messages", %rid, account_id = %owner.account_id);
-    let ticket = admit(&state.engine, owner, priced, shape, rid)
+    let ticket = admit(admission, owner, priced, shape, rid)
         .await
         .map_err(|e| e.at(rid))?;
     let exchange = Exchange {
@@ -69,9 +73,23 @@ pub async fn messages(
     respond(reply).map_err(|e| e.at(rid))
 }
 
+/// Lets the request in before its body is read: a suspended account (403), one with nothing
+/// available (402) or with every concurrency slot taken (429) is answered at once, and the
+/// request is tracked for shutdown from here on (docs/adr/0013-check-before-reading.md).
+async fn check_in(
+    engine: &Engine,
+    owner: KeyOwner,
+    rid: RequestId,
+) -> Result<Admission, ProxyError> {
+    engine
+        .check_in(owner.account_id)
+        .await
+        .map_err(|error| ProxyError::engine(error, rid))
+}
+
 /// Asks the account's actor for a hold that covers the request's worst case.
 async fn admit(
-    engine: &Engine,
+    admission: Admission,
     owner: KeyOwner,
     priced: Priced,
     shape: RequestShape,
@@ -86,7 +104,7 @@ async fn admit(
         shape,
         started_at: priced.started_at,
     };
-    engine
+    admission
         .pre_authorize(request)
         .await
         .map_err(|error| ProxyError::engine(error, rid))

@@ -21,6 +21,9 @@ pub enum ProxyError {
         required: Decimal,
         available: Decimal,
     },
+    /// Found before the body was read: nothing of the balance is available (at or below zero,
+    /// or all of it held by requests in flight).
+    NothingAvailable,
     /// A limit is spent; it allows the next request after `retry_after`.
     Throttled {
         limit: Limit,
@@ -164,7 +167,9 @@ impl ProxyError {
         use ErrorKind as K;
         let (status, kind, retry) = match self {
             ProxyError::InvalidKey => (401, K::Authentication, Retry::Never),
-            ProxyError::InsufficientBalance { .. } => (402, K::Billing, Retry::Never),
+            ProxyError::InsufficientBalance { .. } | ProxyError::NothingAvailable => {
+                (402, K::Billing, Retry::Never)
+            }
             ProxyError::Suspended => (403, K::Permission, Retry::Never),
             ProxyError::Throttled { retry_after, .. } => {
                 (429, K::RateLimit, Retry::After(*retry_after))
@@ -205,6 +210,9 @@ impl ProxyError {
                 required.normalize(),
                 available.normalize()
             ),
+            ProxyError::NothingAvailable => {
+                "insufficient balance: nothing is available to spend on this account (its balance is used up, or held by requests in progress); recharge".into()
+            }
             ProxyError::Throttled { limit, .. } => match limit {
                 Limit::Account(which) => {
                     format!("rate limit exceeded: {} for this account", which.as_str())
@@ -273,6 +281,7 @@ impl From<Refusal> for ProxyError {
     fn from(refusal: Refusal) -> ProxyError {
         match refusal {
             Refusal::Suspended => ProxyError::Suspended,
+            Refusal::NothingAvailable => ProxyError::NothingAvailable,
             Refusal::InsufficientBalance {
                 required,
                 available,
