@@ -45,6 +45,10 @@ pub struct ServerSettings {
     pub workers: usize,
     /// Largest request body accepted, in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// How long a client may take to send a whole request body; slower ones get 408.
+    pub body_read_timeout_ms: u64,
+    /// Request bodies one API key may be uploading at once; more get 429. 0 for no cap.
+    pub max_uploads_per_key: u32,
     /// On SIGTERM/SIGINT, how long open connections and streams may take to finish.
     pub shutdown_drain_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed: addresses or CIDR networks.
@@ -229,6 +233,8 @@ impl Default for Settings {
                 listen: "127.0.0.1:8080".into(),
                 workers: 0,
                 max_body_bytes: 32 * 1024 * 1024,
+                body_read_timeout_ms: 30_000,
+                max_uploads_per_key: 16,
                 shutdown_drain_ms: 30_000,
                 trusted_proxies: Vec::new(),
             },
@@ -447,6 +453,9 @@ impl Settings {
         }
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
+        }
+        if self.server.body_read_timeout_ms == 0 {
+            return invalid("server.body_read_timeout_ms", "must be greater than 0");
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
 use crate::config::Settings;
+use crate::http::anthropic::body::BodyReader;
 use crate::http::anthropic::PriceOptions;
 use crate::http::{self, AppState};
 use crate::store::{InstanceLock, PgStore};
@@ -186,6 +187,7 @@ impl Application {
                 max_stream: Duration::from_millis(settings.metering.max_stream_ms),
                 at_least: Duration::from_millis(settings.metering.stream_drain_ms),
             },
+            bodies: BodyReader::new(&settings.server, engine.interrupted()),
             count_tokens_limiter: NonZeroU32::new(settings.limits.count_tokens_per_minute)
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics,

@@ -27,6 +27,7 @@ use tollgate_actors::pricing::RateCard;
 use tollgate_actors::Engine;
 use uuid::Uuid;
 
+use self::anthropic::body::BodyReader;
 use self::anthropic::{count_tokens, messages, models, probes};
 use self::error::ProxyError;
 use crate::auth::KeyRing;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub store: PgStore,
     /// How long a stream whose client went away is still read (`metering.*`).
     pub stream_drain: tollgate_actors::relay::Drain,
+    /// Reads request bodies within their size, time and per-key limits.
+    pub bodies: BodyReader,
     pub count_tokens_limiter: Option<DefaultKeyedRateLimiter<Uuid>>,
     pub metrics: PrometheusHandle,
     /// The refused entries of `metering.price_options`, as each request checks them.

@@ -1,6 +1,7 @@
 //! Checked before reading: a request's account is checked for its status, its balance and a
-//! concurrency slot before its body is read; the rate limits spend their allowance only for a
-//! request admitted; a request let in just before shutdown is billed and flushed.
+//! concurrency slot before its body is read; bodies are read within a deadline and a per-key
+//! cap; the rate limits spend their allowance only for a request admitted; a request let in
+//! just before shutdown is billed and flushed.
 
 use std::time::{Duration, Instant};
 
@@ -177,6 +178,78 @@ async fn an_empty_accounts_upload_is_refused_before_its_body_is_read() {
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["type"], "billing_error");
     assert_eq!(app.mock_stats().await.messages, 0);
+}
+
+#[actix_web::test]
+async fn a_body_not_received_within_the_read_deadline_is_answered_408() {
+    let app = spawn_app_with(MockConfig::default(), |s| {
+        s.server.body_read_timeout_ms = 500
+    })
+    .await;
+    let customer = app.customer("1").await;
+    let mut stream = upload_head(&app.base, &customer.key, 100_000).await;
+    send_body(&mut stream, 1_000).await;
+    let started = Instant::now();
+    let (status, body) = response_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("answered at the deadline");
+    assert_eq!(status, 408, "{body}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["type"], "error");
+    assert_eq!(body["error"]["type"], "timeout_error");
+    let view = app.wait_settled(&customer.id).await;
+    assert_eq!(view["balance"], "1");
+}
+
+#[actix_web::test]
+async fn a_key_uploading_more_bodies_than_its_cap_is_answered_429() {
+    let app = spawn_app_with(MockConfig::default(), |s| s.server.max_uploads_per_key = 2).await;
+    let customer = app.customer("1").await;
+    let other = app.customer("1").await;
+    let mut first = upload_head(&app.base, &customer.key, 100_000).await;
+    let mut second = upload_head(&app.base, &customer.key, 100_000).await;
+    send_body(&mut first, 1_000).await;
+    send_body(&mut second, 1_000).await;
+    let body = message_body("claude-opus-5-5", 10, false, json!({}));
+    // Until both uploads are in progress the third may still pass; then it is refused.
+    let mut refused = None;
+    for _ in 0..100 {
+        let response = app.messages(&customer.key, &body).send().await.unwrap();
+        if response.status() == 429 {
+            refused = Some(response.json::<Value>().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = refused.expect("the third upload is refused");
+    assert_eq!(refused["error"]["type"], "rate_limit_error");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("uploading"),
+        "{refused}"
+    );
+    // Another key of its own is not held up.
+    let response = app.messages(&other.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // A stalled upload that goes away gives its slot back.
+    drop(first);
+    let mut admitted = false;
+    for _ in 0..100 {
+        let response = app.messages(&customer.key, &body).send().await.unwrap();
+        if response.status() == 200 {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        admitted,
+        "the slot of the upload that went away is free again"
+    );
+    drop(second);
 }
 
 #[actix_web::test]

@@ -6,7 +6,6 @@ use tollgate_actors::AccountStatus;
 
 use super::exchange::{body_failed, relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;
-use super::request::read_body;
 use crate::auth::KeyOwner;
 use crate::http::error::{rewrite_upstream_error, AnthropicError, Limit, ProxyError};
 use crate::http::request_id::RequestId;
@@ -54,7 +53,7 @@ async fn forward(
     if view.status == AccountStatus::Suspended {
         return Err(ProxyError::Suspended);
     }
-    let body = read_body(&req, payload, state.settings.server.max_body_bytes).await?;
+    let body = state.bodies.read(owner.key_id, &req, payload).await?;
     // count_tokens names a model too, but is not priced: any upstream that serves messages
     // serves it.
     let upstream = upstreams.pick("").ok_or(ProxyError::UpstreamUnreachable)?;

@@ -12,7 +12,7 @@ use tollgate_actors::{Admission, Engine, HoldRequest, HoldTicket};
 use tracing::Instrument;
 
 use super::exchange::{Exchange, Reply};
-use super::request::{parse_and_price, read_body, Priced};
+use super::request::{parse_and_price, Priced};
 use crate::auth::KeyOwner;
 use crate::http::error::{AnthropicError, ProxyError};
 use crate::http::request_id::RequestId;
@@ -31,8 +31,9 @@ pub async fn messages(
     let admission = check_in(&state.engine, owner, rid)
         .await
         .map_err(|e| e.at(rid))?;
-    let limit = state.settings.server.max_body_bytes;
-    let body = read_body(&req, payload, limit)
+    let body = state
+        .bodies
+        .read(owner.key_id, &req, payload)
         .await
         .map_err(|e| e.at(rid))?;
     state

@@ -1,39 +1,13 @@
-//! Reading a request body and parsing and pricing a Messages request: the steps between
-//! authentication and admission.
+//! Parsing and pricing a Messages request: the step between reading its body (`body`) and
+//! taking its hold.
 
 use actix_web::http::header::HeaderMap;
-use actix_web::{web, HttpRequest};
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tollgate_actors::pricing::{PriceVersion, RateCard};
 use tollgate_actors::probe::{MediaCount, OptionValue, RequestProbe, ServerTool};
 
 use crate::config::{PriceAction, PriceOption};
 use crate::http::error::ProxyError;
-
-/// Reads the whole body, refusing one larger than `limit` before reading it where the client
-/// declared its length.
-pub(super) async fn read_body(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<Bytes, ProxyError> {
-    let declared = req
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ProxyError::BodyTooLarge { limit });
-    }
-    match payload.to_bytes_limited(limit).await {
-        Err(_) => Err(ProxyError::BodyTooLarge { limit }),
-        Ok(Err(error)) => Err(ProxyError::bad_request(format!(
-            "could not read the request body: {error}"
-        ))),
-        Ok(Ok(body)) => Ok(body),
-    }
-}
 
 /// Parsed and checked: what the hold and the relay need to know.
 #[derive(Debug)]

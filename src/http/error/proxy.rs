@@ -37,6 +37,10 @@ pub enum ProxyError {
     BodyTooLarge {
         limit: usize,
     },
+    /// The client did not send its whole body within the read deadline.
+    BodyReadTimeout {
+        deadline: Duration,
+    },
     /// The model is not on the rate card, so it cannot be billed.
     UnknownModel {
         model: String,
@@ -84,6 +88,8 @@ pub enum Limit {
     FailedAuthentication,
     /// The key's `count_tokens` calls per minute.
     CountTokens,
+    /// The key's request bodies being uploaded at once (`server.max_uploads_per_key`).
+    UploadsInProgress,
 }
 
 /// The class of a failure, independent of any wire format's spelling of it.
@@ -178,6 +184,7 @@ impl ProxyError {
             | ProxyError::UnknownModel { .. }
             | ProxyError::NoPriceInForce { .. } => (400, K::InvalidRequest, Retry::Unspecified),
             ProxyError::BodyTooLarge { .. } => (413, K::RequestTooLarge, Retry::Unspecified),
+            ProxyError::BodyReadTimeout { .. } => (408, K::Timeout, Retry::Unspecified),
             ProxyError::NotFound { .. } => (404, K::NotFound, Retry::Unspecified),
             ProxyError::UpstreamUnreachable
             | ProxyError::UpstreamTimedOut
@@ -221,6 +228,10 @@ impl ProxyError {
                     "too many failed authentication attempts from this address".into()
                 }
                 Limit::CountTokens => "rate limit exceeded: count_tokens calls for this key".into(),
+                Limit::UploadsInProgress => {
+                    "rate limit exceeded: too many request bodies uploading at once for this key"
+                        .into()
+                }
             },
             ProxyError::BadRequest {
                 field: Some(field),
@@ -233,6 +244,10 @@ impl ProxyError {
             ProxyError::BodyTooLarge { limit } => {
                 format!("request body is larger than the {limit}-byte limit")
             }
+            ProxyError::BodyReadTimeout { deadline } => format!(
+                "the request body was not received within {} seconds",
+                deadline.as_secs_f64()
+            ),
             ProxyError::UnknownModel { model } => {
                 format!("model: {model} is not a model this service offers")
             }

@@ -1,0 +1,103 @@
+//! Reading a request body, bounded three ways: in size (`server.max_body_bytes`, 413), in
+//! time (`server.body_read_timeout_ms`, 408), and in how many bodies one key may be uploading
+//! at once (`server.max_uploads_per_key`, 429). A client that declares a large body and then
+//! sends it slowly, or not at all, holds memory and a connection only that long, and one key
+//! can hold only so many (docs/adr/0013-check-before-reading.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest};
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tollgate_actors::limits::{Slot, Slots};
+use uuid::Uuid;
+
+use crate::config::ServerSettings;
+use crate::http::error::{Limit, ProxyError};
+
+/// When an upload slot frees up is unknown; clients are told to come back after this.
+const UPLOAD_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Reads request bodies within their limits. Shared by every worker.
+pub struct BodyReader {
+    limit: usize,
+    deadline: Duration,
+    per_key: u32,
+    /// Uploads in progress, per key id. An entry is a few dozen bytes and is kept once made:
+    /// there are as many as keys that ever uploaded, which the key table bounds.
+    uploads: DashMap<Uuid, Arc<Slots>>,
+    /// Fired when shutdown's drain bound has passed: a body still arriving is not waited for.
+    interrupt: CancellationToken,
+}
+
+impl BodyReader {
+    pub fn new(settings: &ServerSettings, interrupt: CancellationToken) -> BodyReader {
+        BodyReader {
+            limit: settings.max_body_bytes,
+            deadline: Duration::from_millis(settings.body_read_timeout_ms),
+            per_key: settings.max_uploads_per_key,
+            uploads: DashMap::new(),
+            interrupt,
+        }
+    }
+
+    /// Reads the whole body of a request authenticated as `key_id`. A body declared larger
+    /// than the limit is refused before anything is read.
+    pub async fn read(
+        &self,
+        key_id: Uuid,
+        req: &HttpRequest,
+        payload: web::Payload,
+    ) -> Result<Bytes, ProxyError> {
+        let limit = self.limit;
+        let declared = req
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let _upload = self.start_upload(key_id)?;
+        let read = tokio::time::timeout(self.deadline, payload.to_bytes_limited(limit));
+        // The read first: a body that has already arrived (the usual case) is taken without
+        // registering with the timer or the interrupt.
+        let read = tokio::select! {
+            biased;
+            read = read => read,
+            () = self.interrupt.cancelled() => return Err(ProxyError::ShuttingDown),
+        };
+        match read {
+            Err(_) => Err(ProxyError::BodyReadTimeout {
+                deadline: self.deadline,
+            }),
+            Ok(Err(_)) => Err(ProxyError::BodyTooLarge { limit }),
+            Ok(Ok(Err(error))) => Err(ProxyError::bad_request(format!(
+                "could not read the request body: {error}"
+            ))),
+            Ok(Ok(Ok(body))) => Ok(body),
+        }
+    }
+
+    /// Takes one of the key's upload slots, for as long as its body is being read.
+    fn start_upload(&self, key_id: Uuid) -> Result<Option<Slot>, ProxyError> {
+        if self.per_key == 0 {
+            return Ok(None);
+        }
+        let slots = match self.uploads.get(&key_id) {
+            Some(slots) => Arc::clone(&slots),
+            None => Arc::clone(
+                &self
+                    .uploads
+                    .entry(key_id)
+                    .or_insert_with(|| Arc::new(Slots::new(self.per_key))),
+            ),
+        };
+        slots.try_take().map(Some).ok_or(ProxyError::Throttled {
+            limit: Limit::UploadsInProgress,
+            retry_after: UPLOAD_RETRY_AFTER,
+        })
+    }
+}
