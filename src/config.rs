@@ -73,6 +73,10 @@ pub struct DatabaseSettings {
 pub struct AdminSettings {
     /// Bearer token for `/admin/v1`. Empty disables the admin API.
     pub token: String,
+    /// Serve the admin API on this address of its own (`host:port`, loopback say), and not on
+    /// `server.listen`. Unset: the admin API is served on `server.listen`.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -245,6 +249,7 @@ impl Default for Settings {
             },
             admin: AdminSettings {
                 token: String::new(),
+                listen: None,
             },
             auth: AuthSettings {
                 key_secret: String::new(),
@@ -456,6 +461,17 @@ impl Settings {
         }
         if self.server.body_read_timeout_ms == 0 {
             return invalid("server.body_read_timeout_ms", "must be greater than 0");
+        }
+        if self
+            .admin
+            .listen
+            .as_deref()
+            .is_some_and(|admin| admin == self.server.listen)
+        {
+            return invalid(
+                "admin.listen",
+                "must differ from server.listen (unset it to serve the admin API there)",
+            );
         }
         Ok(())
     }

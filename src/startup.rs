@@ -33,7 +33,11 @@ const FAILURE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Application {
     port: u16,
+    /// The admin API's own port, when `admin.listen` is set.
+    admin_port: Option<u16>,
     server: Server,
+    /// The admin API's own server, when `admin.listen` is set.
+    admin_server: Option<Server>,
     /// Fired to shut down as SIGTERM would (tests, embedding).
     shutdown: CancellationToken,
     engine: Engine,
@@ -120,6 +124,22 @@ fn cpus() -> usize {
         .unwrap_or(2)
 }
 
+/// The admin API on a listener of its own (`admin.listen`): one worker, since operators'
+/// calls are few, and no account actors on it.
+fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(middleware::from_fn(http::request_id::assign))
+            .configure(http::admin_routes)
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1)
+    .listen(listener)?
+    .run())
+}
+
 impl Application {
     /// Connects, migrates, loads keys and binds the listener. Must run inside an actix
     /// `System` (`#[actix_web::main]`, `#[actix_web::test]`).
@@ -164,6 +184,17 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("binding {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
+        let admin_listener = match &settings.admin.listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .with_context(|| format!("binding admin.listen {address}"))?,
+            ),
+            None => None,
+        };
+        let admin_port = match &admin_listener {
+            Some(listener) => Some(listener.local_addr()?.port()),
+            None => None,
+        };
         let placement = match settings.metering.account_arbiters {
             0 => ActorPlacement::Workers,
             n => ActorPlacement::Dedicated(n),
@@ -193,6 +224,11 @@ impl Application {
             metrics,
             price_options: PriceOptions::new(&settings.metering.price_options),
         });
+        let admin_server = match admin_listener {
+            Some(listener) => Some(admin_server(state.clone(), listener)?),
+            None => None,
+        };
+        let separate_admin = admin_server.is_some();
         let workers = match settings.server.workers {
             0 => cpus(),
             n => n,
@@ -211,7 +247,11 @@ impl Application {
                 .app_data(state.clone())
                 .app_data(web::Data::new(UpstreamPool::new(vec![upstream])))
                 .wrap(middleware::from_fn(http::request_id::assign))
-                .configure(http::routes)
+                .configure(if separate_admin {
+                    http::proxy_routes
+                } else {
+                    http::routes
+                })
         })
         .workers(workers)
         // SSE events are small writes; with Nagle's algorithm on, one waits for the client's
@@ -230,7 +270,9 @@ impl Application {
         background.spawn(|stop| prune_failed_auth(keys.clone(), stop));
         Ok(Application {
             port,
+            admin_port,
             server,
+            admin_server,
             shutdown: CancellationToken::new(),
             background,
             instance,
@@ -243,6 +285,11 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port the admin API listens on: `admin.listen`'s, or the main one's when unset.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port.unwrap_or(self.port)
     }
 
     pub fn engine(&self) -> &Engine {
@@ -282,6 +329,10 @@ impl Application {
         let mut interrupt = signal(SignalKind::interrupt())?;
         let handle = self.server.handle();
         let mut server = actix_web::rt::spawn(self.server);
+        let admin = self.admin_server.map(|admin| {
+            let handle = admin.handle();
+            (handle, actix_web::rt::spawn(admin))
+        });
         let server_ended = tokio::select! {
             _ = terminate.recv() => false,
             _ = interrupt.recv() => false,
@@ -296,6 +347,9 @@ impl Application {
         tracing::info!("shutting down: draining in-flight requests, then flushing usage");
         if !server_ended {
             handle.pause().await;
+        }
+        if let Some((admin, _)) = &admin {
+            admin.pause().await;
         }
         let drain = Duration::from_millis(self.settings.server.shutdown_drain_ms);
         let clean = self.engine.shutdown(drain, FINAL_FLUSH_DEADLINE).await;
@@ -313,6 +367,10 @@ impl Application {
         }
         self.background.stop().await;
         if !server_ended {
+            handle.stop(true).await;
+            let _ = server.await;
+        }
+        if let Some((handle, server)) = admin {
             handle.stop(true).await;
             let _ = server.await;
         }

@@ -51,8 +51,15 @@ pub struct AppState {
     pub price_options: anthropic::PriceOptions,
 }
 
-/// The route table: every route tollgate serves.
+/// The route table: every route tollgate serves, on one listener.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    proxy_routes(cfg);
+    admin_routes(cfg);
+}
+
+/// Every route but the admin API's: what the main listener serves when `admin.listen` gives
+/// the admin API an address of its own.
+pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::head().to(probes::root))
         .route("/", web::get().to(probes::root))
         .route("/healthz", web::get().to(ops::healthz))
@@ -77,38 +84,42 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route("/models", web::get().to(models::list_models))
                 .route("/models/{id}", web::get().to(models::get_model))
                 .default_service(web::to(probes::not_found)),
-        )
-        .service(
-            web::scope("/admin/v1")
-                .wrap(middleware::from_fn(extract::require_admin))
-                .route("/accounts", web::post().to(admin::accounts::create))
-                .route("/accounts/{id}", web::get().to(admin::accounts::get))
-                .route(
-                    "/accounts/{id}/credit",
-                    web::post().to(admin::balance::credit),
-                )
-                .route(
-                    "/accounts/{id}/adjust",
-                    web::post().to(admin::balance::adjust),
-                )
-                .route("/accounts/{id}/keys", web::post().to(admin::keys::create))
-                .route("/accounts/{id}/keys", web::get().to(admin::keys::list))
-                .route(
-                    "/accounts/{id}/keys/{key_id}",
-                    web::delete().to(admin::keys::revoke),
-                )
-                .route(
-                    "/accounts/{id}/suspend",
-                    web::post().to(admin::accounts::suspend),
-                )
-                .route(
-                    "/accounts/{id}/unsuspend",
-                    web::post().to(admin::accounts::unsuspend),
-                )
-                .route(
-                    "/accounts/{id}/limits",
-                    web::put().to(admin::accounts::set_limits),
-                )
-                .route("/flush", web::post().to(admin::flush::flush)),
         );
+}
+
+/// The admin API, `/admin/v1`: on the main listener, or on `admin.listen` when it is set.
+pub fn admin_routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/admin/v1")
+            .wrap(middleware::from_fn(extract::require_admin))
+            .route("/accounts", web::post().to(admin::accounts::create))
+            .route("/accounts/{id}", web::get().to(admin::accounts::get))
+            .route(
+                "/accounts/{id}/credit",
+                web::post().to(admin::balance::credit),
+            )
+            .route(
+                "/accounts/{id}/adjust",
+                web::post().to(admin::balance::adjust),
+            )
+            .route("/accounts/{id}/keys", web::post().to(admin::keys::create))
+            .route("/accounts/{id}/keys", web::get().to(admin::keys::list))
+            .route(
+                "/accounts/{id}/keys/{key_id}",
+                web::delete().to(admin::keys::revoke),
+            )
+            .route(
+                "/accounts/{id}/suspend",
+                web::post().to(admin::accounts::suspend),
+            )
+            .route(
+                "/accounts/{id}/unsuspend",
+                web::post().to(admin::accounts::unsuspend),
+            )
+            .route(
+                "/accounts/{id}/limits",
+                web::put().to(admin::accounts::set_limits),
+            )
+            .route("/flush", web::post().to(admin::flush::flush)),
+    );
 }

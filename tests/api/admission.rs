@@ -1,7 +1,8 @@
 //! Checked before reading: a request's account is checked for its status, its balance and a
 //! concurrency slot before its body is read; bodies are read within a deadline and a per-key
-//! cap; the rate limits spend their allowance only for a request admitted; a request let in
-//! just before shutdown is billed and flushed.
+//! cap; `admin.listen` moves the admin API off the main listener; the rate limits spend their
+//! allowance only for a request admitted; a request let in just before shutdown is billed and
+//! flushed.
 
 use std::time::{Duration, Instant};
 
@@ -250,6 +251,42 @@ async fn a_key_uploading_more_bodies_than_its_cap_is_answered_429() {
         "the slot of the upload that went away is free again"
     );
     drop(second);
+}
+
+#[actix_web::test]
+async fn admin_listen_serves_the_admin_api_on_its_own_address_and_not_on_the_main_one() {
+    let app = spawn_app_with(MockConfig::default(), |s| {
+        s.admin.listen = Some("127.0.0.1:0".into())
+    })
+    .await;
+    assert_ne!(app.admin_base, app.base);
+    // The helpers reach the admin API on its own address.
+    let customer = app.customer("1").await;
+    assert_eq!(app.view(&customer.id).await["balance"], "1");
+    // The main listener does not serve it, even with the token, and still serves the proxy.
+    let refused = app
+        .http
+        .get(format!("{}/admin/v1/accounts/{}", app.base, customer.id))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 404);
+    let body = message_body("claude-opus-5-5", 10, false, json!({}));
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    // The admin address serves only the admin API.
+    let proxied = app
+        .http
+        .post(format!("{}/v1/messages", app.admin_base))
+        .header("x-api-key", &customer.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 404);
+    app.wait_settled(&customer.id).await;
+    app.shut_down().await;
 }
 
 #[actix_web::test]

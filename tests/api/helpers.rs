@@ -90,6 +90,8 @@ impl Drop for TestDatabase {
 
 pub struct TestApp {
     pub base: String,
+    /// Where the admin API answers: `base`, unless `admin.listen` gives it its own address.
+    pub admin_base: String,
     pub http: reqwest::Client,
     pub mock: MockServer,
     pub server: ServerHandle,
@@ -187,12 +189,14 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
         .await
         .expect("tollgate starts");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
     let server = app.server_handle();
     let shutdown = app.shutdown_trigger();
     let engine = app.engine().clone();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(512)
             .build()
@@ -251,7 +255,7 @@ impl TestApp {
 
     pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
-            .request(method, format!("{}/admin/v1{}", self.base, path))
+            .request(method, format!("{}/admin/v1{}", self.admin_base, path))
             .bearer_auth(ADMIN_TOKEN)
     }
 
