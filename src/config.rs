@@ -3,6 +3,7 @@
 //! serde_norway (docs/adr/0007-yaml-parser.md).
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized};
 use figment::Figment;
@@ -49,8 +50,11 @@ pub struct ServerSettings {
     pub body_read_timeout_ms: u64,
     /// Request bodies one API key may be uploading at once; more get 429. 0 for no cap.
     pub max_uploads_per_key: u32,
-    /// On SIGTERM/SIGINT, how long open connections and streams may take to finish.
+    /// On SIGTERM/SIGINT, how long requests in flight (streams included) may take to finish
+    /// before the rest are interrupted and billed what they produced.
     pub shutdown_drain_ms: u64,
+    /// At shutdown, how long the final flush of settled usage may take.
+    pub shutdown_flush_ms: u64,
     /// Reverse proxies whose `X-Forwarded-For` is believed: addresses or CIDR networks.
     /// Empty (the default): the peer's address is the client's, whatever the header says.
     /// The client is the right-most forwarded address that is not one of these; it is what
@@ -239,7 +243,10 @@ impl Default for Settings {
                 max_body_bytes: 32 * 1024 * 1024,
                 body_read_timeout_ms: 30_000,
                 max_uploads_per_key: 16,
-                shutdown_drain_ms: 30_000,
+                // With the flush's 5 s and the fixed steps after the drain, a shutdown fits an
+                // orchestrator's default 30 s grace period (Settings::worst_case_shutdown).
+                shutdown_drain_ms: 17_000,
+                shutdown_flush_ms: 5_000,
                 trusted_proxies: Vec::new(),
             },
             database: DatabaseSettings {
@@ -365,6 +372,10 @@ impl Format for YamlFile {
         serde_norway::from_str(text)
     }
 }
+
+/// How long the HTTP server may take to stop once every request has settled and been
+/// flushed: only responses still being written to slow clients are left by then.
+pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The key secret `config.yaml` ships with: good enough for `tollgate demo`, refused by
 /// `tollgate serve`, since anyone can read it and forge the keyed hashes of API keys.
@@ -510,6 +521,17 @@ impl Settings {
         }
     }
 
+    /// The longest a graceful shutdown can take with these settings: the drain, the grace
+    /// interrupted requests get to settle, the final flush, and the HTTP server's stop. An
+    /// orchestrator's grace period (Kubernetes' `terminationGracePeriodSeconds`, 30 s by
+    /// default) must be longer, or the process is killed before its final flush.
+    pub fn worst_case_shutdown(&self) -> Duration {
+        Duration::from_millis(self.server.shutdown_drain_ms)
+            + tollgate_actors::engine::INTERRUPT_GRACE
+            + Duration::from_millis(self.server.shutdown_flush_ms)
+            + SERVER_STOP_TIMEOUT
+    }
+
     pub fn hold_policy(&self) -> HoldPolicy {
         HoldPolicy {
             bytes_per_token: self.metering.hold_bytes_per_token,
@@ -637,6 +659,20 @@ mod tests {
         assert!(
             settings.validate_for_serving().is_ok(),
             "an empty token disables the admin API"
+        );
+    }
+
+    #[test]
+    fn the_default_shutdown_fits_a_30_second_grace_period() {
+        let settings = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert!(
+            settings.worst_case_shutdown() <= Duration::from_secs(28),
+            "{:?}",
+            settings.worst_case_shutdown()
+        );
+        assert_eq!(
+            Settings::default().worst_case_shutdown(),
+            settings.worst_case_shutdown()
         );
     }
 

@@ -19,15 +19,13 @@ use tollgate_actors::relay::Drain;
 use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
-use crate::config::Settings;
+use crate::config::{Settings, SERVER_STOP_TIMEOUT};
 use crate::http::anthropic::body::BodyReader;
 use crate::http::anthropic::PriceOptions;
 use crate::http::{self, AppState};
 use crate::store::{InstanceLock, PgStore};
 use crate::upstream::{without_credentials, Upstream, UpstreamPool};
 
-/// How long the final flush may take at shutdown.
-const FINAL_FLUSH_DEADLINE: Duration = Duration::from_secs(30);
 /// How often the failed-authentication limiter forgets recovered addresses.
 const FAILURE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -135,7 +133,7 @@ fn admin_server(state: web::Data<AppState>, listener: TcpListener) -> std::io::R
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(1)
+    .shutdown_timeout(SERVER_STOP_TIMEOUT.as_secs())
     .listen(listener)?
     .run())
 }
@@ -262,7 +260,8 @@ impl Application {
         // Signals are handled in `run_until_stopped`: in-flight requests must settle while the
         // workers they run on are still up, before the server is stopped.
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_drain_ms.div_ceil(1000))
+        // Stopped only after every request has settled and been flushed (run_until_stopped).
+        .shutdown_timeout(SERVER_STOP_TIMEOUT.as_secs())
         .listen(listener)?
         .run();
         // Started last, once nothing can fail: a failed build leaves no loop behind.
@@ -351,8 +350,10 @@ impl Application {
         if let Some((admin, _)) = &admin {
             admin.pause().await;
         }
+        // Sized to fit an orchestrator's grace period (Settings::worst_case_shutdown).
         let drain = Duration::from_millis(self.settings.server.shutdown_drain_ms);
-        let clean = self.engine.shutdown(drain, FINAL_FLUSH_DEADLINE).await;
+        let flush = Duration::from_millis(self.settings.server.shutdown_flush_ms);
+        let clean = self.engine.shutdown(drain, flush).await;
         let stats = self.engine.flusher_stats();
         if clean {
             tracing::info!(
