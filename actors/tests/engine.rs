@@ -297,6 +297,35 @@ async fn shutdown_applies_every_queued_settle_before_the_final_flush() {
 }
 
 #[actix_rt::test]
+async fn a_request_checked_in_before_shutdown_is_waited_for_and_its_settle_flushed() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    let engine = engine(ledger.clone(), 1000);
+    let account = Uuid::now_v7();
+    // Let in (its body not read yet), but holding nothing.
+    let admission = engine.check_in(account).await.unwrap();
+    let stopping = engine.clone();
+    let shutdown = actix_rt::spawn(async move {
+        stopping
+            .shutdown(Duration::from_secs(5), Duration::from_secs(5))
+            .await
+    });
+    // Shutdown has begun: a new request is refused, and this one is still waited for.
+    while !matches!(
+        engine.check_in(account).await,
+        Err(AdmitError::Engine(EngineError::Stopped))
+    ) {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!shutdown.is_finished());
+    let ticket = admission.pre_authorize(request(account)).await.unwrap();
+    let cost = ticket.settle(usage(), Outcome::Completed).cost;
+    assert!(shutdown.await.unwrap(), "drained and flushed");
+    assert_eq!(ledger.rows.lock().unwrap().len(), 1);
+    assert_eq!(ledger.balance_of(account), dec!(10) - cost);
+}
+
+#[actix_rt::test]
 async fn actors_start_on_the_threads_that_offered_to_host_them_and_never_on_a_stopped_one() {
     let ledger = MemoryLedger::opening_with(dec!(10));
     let (engine, host) = engine_with_a_host(ledger.clone()).await;
