@@ -371,6 +371,27 @@ mod tests {
     }
 
     #[test]
+    fn a_sonnet_4_5_hold_takes_the_long_tier_only_under_the_1m_beta() {
+        let card = version("claude-sonnet-4-5");
+        let policy = HoldPolicy::default();
+        let big = shape(300_000, 0, 1_000);
+        let started = Usage {
+            input_tokens: 250_000,
+            ..Usage::default()
+        };
+        // Without the beta: base, max prompt price 6, output 15. 300,000 * 6 + 1,000 * 15 =
+        // 1,815,000; re-sized: 250,000 * 3 + 1,000 * 15 = 765,000.
+        let base = card.for_betas([].into_iter());
+        assert_eq!(policy.initial_hold(&base, &big), dec!(1.815));
+        assert_eq!(resized_hold(&base, &started, &big), dec!(0.765));
+        // With it: long, max prompt price 12, output 22.50. 300,000 * 12 + 1,000 * 22.50 =
+        // 3,622,500; re-sized: 250,000 * 6 + 1,000 * 22.50 = 1,522,500.
+        let long = card.for_betas(["context-1m-2025-08-07"].into_iter());
+        assert_eq!(policy.initial_hold(&long, &big), dec!(3.6225));
+        assert_eq!(resized_hold(&long, &started, &big), dec!(1.5225));
+    }
+
+    #[test]
     fn initial_hold_takes_the_dearer_tier_if_long_is_cheaper() {
         let mut v = version("claude-haiku-5-5");
         let tier = v.long_prompt.as_mut().unwrap();

@@ -208,42 +208,91 @@ async fn a_prompt_the_balance_cannot_cover_ends_the_stream_at_message_start() {
     app.books(&customer.id).await.assert_reconciled();
 }
 
-#[actix_web::test]
-async fn a_long_context_sonnet_4_5_request_is_billed_at_the_long_tier() {
-    let app = spawn_app().await;
-    let customer = app.customer("20").await;
-    let body = message_body(
+/// A Sonnet 4.5 body that the upstream reports as a 250,000-token prompt with 16 output
+/// tokens, its content `padding` bytes long.
+fn sonnet_4_5_body(padding: usize) -> Value {
+    let mut body = message_body(
         "claude-sonnet-4-5",
         100,
         true,
         json!({"input_tokens": 250_000, "output_tokens": 16}),
     );
+    body["messages"][0]["content"] = json!("x".repeat(padding));
+    body
+}
+
+/// Streams `body` with the `anthropic-beta` header `beta`; the usage it reported, settled.
+async fn stream_settled(app: &TestApp, customer: &Customer, body: &Value, beta: &str) -> SeenUsage {
     let response = app
-        .messages(&customer.key, &body)
-        .header("anthropic-beta", "context-1m-2025-08-07")
+        .messages(&customer.key, body)
+        .header("anthropic-beta", beta)
         .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let seen = usage_of_stream(&response.text().await.unwrap());
     assert_eq!((seen.input, seen.output), (250_000, 16));
-    // Every token at the long tier: 250,000 * 6 + 16 * 22.50, per million.
-    let cost = expected_cost(&SONNET_4_5_LONG, &seen);
-    assert_eq!(cost, dec("1.50036"));
     app.wait_settled(&customer.id).await;
-    assert_eq!(app.balance(&customer.id).await, dec("20") - cost);
+    seen
+}
+
+/// The cost and the long-prompt marker of the customer's only usage row, flushed.
+async fn billed_row(app: &TestApp, customer: &Customer) -> (Decimal, bool) {
     app.flush().await;
-    let db = app.db().await;
     let account = Uuid::parse_str(&customer.id).unwrap();
-    let row = db
+    let row = app
+        .db()
+        .await
         .query_one(
             "SELECT cost, long_prompt_tier FROM usage WHERE account_id = $1",
             &[&account],
         )
         .await
         .unwrap();
-    assert_eq!(row.get::<_, Decimal>(0), cost);
-    assert!(row.get::<_, bool>(1));
+    (row.get(0), row.get(1))
+}
+
+#[actix_web::test]
+async fn a_long_context_sonnet_4_5_request_is_billed_at_the_long_tier() {
+    let app = spawn_app().await;
+    let customer = app.customer("20").await;
+    let seen = stream_settled(
+        &app,
+        &customer,
+        &sonnet_4_5_body(10),
+        "context-1m-2025-08-07",
+    )
+    .await;
+    // Every token at the long tier: 250,000 * 6 + 16 * 22.50, per million.
+    let cost = expected_cost(&SONNET_4_5_LONG, &seen);
+    assert_eq!(cost, dec("1.50036"));
+    assert_eq!(app.balance(&customer.id).await, dec("20") - cost);
+    assert_eq!(billed_row(&app, &customer).await, (cost, true));
+}
+
+#[actix_web::test]
+async fn a_long_sonnet_4_5_request_without_the_1m_beta_holds_and_bills_at_base() {
+    let app = spawn_app().await;
+    // A Claude Code-sized body: 300 KB, so its estimate crosses 200,000 tokens. The balance
+    // covers its base hold (about 300,000 * 6 / 1e6 = 1.80) but not the long tier's (3.60).
+    let customer = app.customer("2.5").await;
+    let body = sonnet_4_5_body(300_000);
+    let seen = stream_settled(&app, &customer, &body, "interleaved-thinking-2025-05-14").await;
+    // What Anthropic bills without the beta: the base prices. 250,000 * 3 + 16 * 15.
+    let cost = expected_cost(&SONNET_4_5, &seen);
+    assert_eq!(cost, dec("0.75024"));
+    assert_eq!(app.balance(&customer.id).await, dec("2.5") - cost);
+    assert_eq!(billed_row(&app, &customer).await, (cost, false));
+    // The same body under the beta holds at the long tier, which the rest cannot cover.
+    let long = app
+        .messages(&customer.key, &body)
+        .header("anthropic-beta", "Context-1M-2025-08-07")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 402);
+    app.wait_settled(&customer.id).await;
+    assert_eq!(app.balance(&customer.id).await, dec("2.5") - cost);
 }
 
 #[actix_web::test]

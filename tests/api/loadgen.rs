@@ -86,6 +86,7 @@ fn loadgens_shipped_prices_agree_with_the_rate_card_today() {
                 (None, None) => {}
                 (Some(loadgen), Some(tollgate)) => {
                     assert_eq!(loadgen.above_tokens, tollgate.threshold_tokens, "{id}");
+                    assert_eq!(loadgen.requires_beta, tollgate.requires_beta, "{id}");
                     assert!(same_prices(&loadgen.usd_per_mtok, &tollgate.prices), "{id}");
                 }
                 _ => panic!("{id}: only one side has a long-prompt tier"),

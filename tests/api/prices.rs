@@ -38,6 +38,7 @@ fn the_built_in_card_and_loadgens_prices_agree_model_for_model() {
                 (None, None) => {}
                 (Some(tier), Some(long)) => {
                     assert_eq!(tier.threshold_tokens, long.above_tokens, "{id}");
+                    assert_eq!(tier.requires_beta, long.requires_beta, "{id}");
                     let (p, q) = (&tier.prices, &long.usd_per_mtok);
                     assert_eq!(
                         [

@@ -82,6 +82,7 @@ struct Version {
 struct Tier {
     threshold_tokens: u64,
     prices: FilePrices,
+    requires_beta: Option<String>,
 }
 
 /// Strings, not numbers: a TOML float would be read through `f64`, and `0.1` is not exact
@@ -103,6 +104,7 @@ impl Version {
             Some(tier) => Some(LongPromptTier {
                 threshold_tokens: tier.threshold_tokens,
                 prices: tier.prices.read(model)?,
+                requires_beta: tier.requires_beta.clone(),
             }),
         };
         Ok(PriceVersion {

@@ -76,13 +76,30 @@ pub(crate) fn per_million(amount: Decimal) -> Decimal {
 }
 
 /// A higher price tier for requests with long prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LongPromptTier {
     /// A request whose prompt ([`Usage::prompt_tokens`]) is strictly greater than this is billed
     /// entirely, output included, at [`LongPromptTier::prices`].
     pub threshold_tokens: u64,
     /// The prices of the whole request above the threshold.
     pub prices: Prices,
+    /// The `anthropic-beta` flag without which the tier never applies (Sonnet 4 and 4.5's
+    /// `context-1m-2025-08-07`): a request without it is billed at the base prices whatever
+    /// its prompt. `None`: the tier applies to every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_beta: Option<String>,
+}
+
+impl LongPromptTier {
+    /// Whether the tier can apply to a request that sent the `anthropic-beta` flags `sent`
+    /// (each one flag of the header's comma-separated lists; compared trimmed and
+    /// case-insensitively).
+    pub fn applies_with<'a>(&self, mut sent: impl Iterator<Item = &'a str>) -> bool {
+        match &self.requires_beta {
+            None => true,
+            Some(beta) => sent.any(|flag| flag.trim().eq_ignore_ascii_case(beta)),
+        }
+    }
 }
 
 /// The prices of one model from a moment on, until the next version takes over.
@@ -101,6 +118,21 @@ pub struct PriceVersion {
 }
 
 impl PriceVersion {
+    /// This version as it applies to one request that sent the `anthropic-beta` flags `sent`:
+    /// without its long-prompt tier when the tier requires a beta the request did not send,
+    /// so that its hold, its re-sized hold and its bill all see the same tiers.
+    pub fn for_betas<'a>(&self, sent: impl Iterator<Item = &'a str>) -> PriceVersion {
+        let mut version = self.clone();
+        if version
+            .long_prompt
+            .as_ref()
+            .is_some_and(|tier| !tier.applies_with(sent))
+        {
+            version.long_prompt = None;
+        }
+        version
+    }
+
     /// Prices for a request whose prompt is `prompt_tokens` long (applies the tier rule).
     pub fn prices_for(&self, prompt_tokens: u64) -> &Prices {
         match &self.long_prompt {

@@ -357,6 +357,7 @@ fn table_rows_match_the_reference() {
     }
     let long = price("claude-haiku-5-5").long_prompt.unwrap();
     assert_eq!(long.threshold_tokens, 100_000);
+    assert_eq!(long.requires_beta, None);
     assert_eq!(
         long.prices,
         prices(dec!(0.50), dec!(0.625), dec!(1.00), dec!(0.05), dec!(2.50))
@@ -371,6 +372,11 @@ fn table_rows_match_the_reference() {
     for id in sonnet_long {
         let long = price(id).long_prompt.unwrap();
         assert_eq!(long.threshold_tokens, 200_000, "{id}");
+        assert_eq!(
+            long.requires_beta.as_deref(),
+            Some("context-1m-2025-08-07"),
+            "{id}"
+        );
         assert_eq!(
             long.prices,
             prices(dec!(6), dec!(7.50), dec!(12), dec!(0.60), dec!(22.50)),
@@ -475,7 +481,7 @@ fn haiku_5_5_tier_boundary() {
 }
 
 #[test]
-fn sonnet_4_5_long_context_bills_every_token_at_the_long_tier() {
+fn sonnet_4_5_bills_every_token_at_the_long_tier_only_under_the_1m_beta() {
     let v = price("claude-sonnet-4-5");
     // 200,000 prompt tokens: base. 200,000 * 3 + 1,000 * 15 = 615,000.
     let base = Usage {
@@ -492,6 +498,21 @@ fn sonnet_4_5_long_context_bills_every_token_at_the_long_tier() {
         ..Usage::default()
     };
     assert_eq!(v.cost(&long), dec!(1.4685));
+    // But only for a request that sent the 1M-context beta. Without it (no flag, or others):
+    // base. 240,000 * 3 + 10,000 * 0.30 + 1,000 * 15.
+    for sent in [&[][..], &["interleaved-thinking-2025-05-14"][..]] {
+        let without = v.for_betas(sent.iter().copied());
+        assert_eq!(without.long_prompt, None);
+        assert_eq!(without.cost(&long), dec!(0.738));
+    }
+    // With it, among others and in any case: every token at the long tier.
+    let sent = ["interleaved-thinking-2025-05-14", " Context-1M-2025-08-07"];
+    let with = v.for_betas(sent.into_iter());
+    assert_eq!(with, v);
+    assert_eq!(with.cost(&long), dec!(1.4685));
+    // A tier without a beta condition (Haiku 5.5's) applies whatever the request sent.
+    let haiku = price("claude-haiku-5-5");
+    assert_eq!(haiku.for_betas([].into_iter()), haiku);
 }
 
 #[test]

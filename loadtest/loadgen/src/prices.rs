@@ -110,13 +110,17 @@ impl TokenPrices {
 }
 
 /// A higher price for requests with long prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LongPrompt {
     /// A request whose prompt (input, cache reads and cache writes) is longer than this many
     /// tokens is priced at `usd_per_mtok` as a whole, output included.
     pub above_tokens: u64,
     pub usd_per_mtok: TokenPrices,
+    /// The `anthropic-beta` flag without which the tier never applies. loadgen sends no beta
+    /// flags, so it prices such a tier's requests at the base prices, as tollgate bills them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires_beta: Option<String>,
 }
 
 /// The prices of one or more model ids that cost the same.
@@ -135,10 +139,13 @@ pub struct ModelPrices {
 }
 
 impl ModelPrices {
-    /// The token prices of a request whose prompt is `prompt_tokens` long.
+    /// The token prices of a request whose prompt is `prompt_tokens` long, sent without beta
+    /// flags (a tier that requires one never applies).
     pub fn token_prices(&self, prompt_tokens: u64) -> &TokenPrices {
         match &self.long_prompt {
-            Some(tier) if prompt_tokens > tier.above_tokens => &tier.usd_per_mtok,
+            Some(tier) if prompt_tokens > tier.above_tokens && tier.requires_beta.is_none() => {
+                &tier.usd_per_mtok
+            }
             _ => &self.usd_per_mtok,
         }
     }
@@ -387,6 +394,19 @@ mod tests {
             error.to_string(),
             "model claude-nope is not in loadgen's price table"
         );
+    }
+
+    #[test]
+    fn a_tier_that_requires_a_beta_never_prices_loadgens_requests() {
+        let table = shipped();
+        let sonnet = table.model("claude-sonnet-4-5").unwrap();
+        let tier = sonnet.long_prompt.as_ref().unwrap();
+        assert_eq!(tier.requires_beta.as_deref(), Some("context-1m-2025-08-07"));
+        // loadgen sends no beta: 250,000 * 3 + 16 * 15 at the base, as tollgate bills it.
+        let cost = table
+            .cost("claude-sonnet-4-5", &usage(250_000, 16))
+            .unwrap();
+        assert_eq!(cost, dec!(0.75024));
     }
 
     const ONE: &str = r#"

@@ -40,8 +40,8 @@ pub async fn messages(
         .price_options
         .check_headers(req.headers())
         .map_err(|e| e.at(rid))?;
-    let priced =
-        parse_and_price(&state.card, &state.price_options, &body).map_err(|e| e.at(rid))?;
+    let priced = parse_and_price(&state.card, &state.price_options, req.headers(), &body)
+        .map_err(|e| e.at(rid))?;
     let shape = state.engine.hold_policy().shape(
         body.len(),
         priced.max_tokens,

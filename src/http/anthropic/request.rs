@@ -82,12 +82,7 @@ impl PriceOptions {
         if self.betas.is_empty() {
             return Ok(());
         }
-        let sent = headers
-            .get_all("anthropic-beta")
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(','))
-            .map(str::trim);
-        for flag in sent {
+        for flag in sent_betas(headers) {
             if self.betas.iter().any(|refused| refused == flag) {
                 return Err(refused_option(format!("the anthropic-beta flag `{flag}`")));
             }
@@ -117,6 +112,15 @@ impl PriceOptions {
     }
 }
 
+/// Every flag of the request's `anthropic-beta` headers (comma-separated lists), trimmed.
+fn sent_betas(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all("anthropic-beta")
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+}
+
 fn refused_option(what: String) -> ProxyError {
     ProxyError::bad_request(format!(
         "{what} changes the price of a request, and this service does not sell it; send the request without it"
@@ -135,10 +139,13 @@ pub(super) struct Priced {
     pub server_tools: Vec<ServerTool>,
 }
 
-/// Parses the body and finds the price in force now for its model.
+/// Parses the body and finds the price in force now for its model, as it applies to a request
+/// with the `anthropic-beta` flags of `headers` (a long-prompt tier that requires a beta the
+/// request did not send is left out: [`PriceVersion::for_betas`]).
 pub(super) fn parse_and_price(
     card: &RateCard,
     options: &PriceOptions,
+    headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Priced, ProxyError> {
     let checked = check_messages_body(body, options)?;
@@ -154,7 +161,7 @@ pub(super) fn parse_and_price(
     Ok(Priced {
         model: model.id.clone(),
         max_tokens: checked.max_tokens,
-        version: version.clone(),
+        version: version.for_betas(sent_betas(headers)),
         started_at,
         media: checked.media,
         server_tools: checked.server_tools,
@@ -164,7 +171,31 @@ pub(super) fn parse_and_price(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use actix_web::http::header::{HeaderName, HeaderValue};
     use actix_web::http::StatusCode;
+
+    fn betas(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            HeaderName::from_static("anthropic-beta"),
+            HeaderValue::from_static(value),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_long_tier_that_requires_a_beta_is_kept_only_when_it_was_sent() {
+        let card = RateCard::builtin().unwrap();
+        let none = PriceOptions::default();
+        let body = br#"{"model":"claude-sonnet-4-5","max_tokens":5}"#;
+        let without = parse_and_price(&card, &none, &betas("other"), body).unwrap();
+        assert_eq!(without.version.long_prompt, None);
+        let with = parse_and_price(&card, &none, &betas("other, CONTEXT-1M-2025-08-07"), body);
+        assert!(with.unwrap().version.long_prompt.is_some());
+        let haiku = br#"{"model":"claude-haiku-5-5","max_tokens":5}"#;
+        let tier = parse_and_price(&card, &none, &HeaderMap::new(), haiku).unwrap();
+        assert!(tier.version.long_prompt.is_some());
+    }
 
     #[test]
     fn a_messages_body_needs_a_model_and_a_positive_max_tokens() {
