@@ -164,7 +164,7 @@ pub struct MeteringSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceOption {
-    /// The `anthropic-beta` flag, exactly as sent (one of a comma-separated list).
+    /// The `anthropic-beta` flag (one of a comma-separated list; compared case-insensitively).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub beta: Option<String>,
     /// Or the top-level body field.

@@ -83,7 +83,11 @@ impl PriceOptions {
             return Ok(());
         }
         for flag in sent_betas(headers) {
-            if self.betas.iter().any(|refused| refused == flag) {
+            if self
+                .betas
+                .iter()
+                .any(|refused| refused.eq_ignore_ascii_case(flag))
+            {
                 return Err(refused_option(format!("the anthropic-beta flag `{flag}`")));
             }
         }
@@ -181,6 +185,15 @@ mod tests {
             HeaderValue::from_static(value),
         );
         headers
+    }
+
+    #[test]
+    fn a_refused_beta_is_refused_in_any_case_among_others() {
+        let options = PriceOptions::new(&crate::config::default_price_options());
+        let refused = betas("interleaved-thinking-2025-05-14, Fast-Mode-2026-02-01");
+        assert!(options.check_headers(&refused).is_err());
+        let priced = betas("context-1m-2025-08-07,interleaved-thinking-2025-05-14");
+        assert!(options.check_headers(&priced).is_ok());
     }
 
     #[test]
