@@ -371,6 +371,26 @@ mod tests {
     }
 
     #[test]
+    fn a_server_tool_of_absurd_max_uses_saturates_the_hold_without_panicking() {
+        let tools = [ServerTool {
+            kind: ServerToolKind::WebSearch,
+            max_uses: Some(u64::MAX),
+        }];
+        let policy = HoldPolicy::default();
+        let s = policy.shape(100, 1_000, MediaCount::default(), &tools);
+        assert_eq!((s.tool_tokens, s.web_searches), (u64::MAX, u64::MAX));
+        let v = version("claude-opus-5-5");
+        // More than any balance: the request is refused, never admitted on a wrapped hold.
+        let hold = policy.initial_hold(&v, &s);
+        assert!(hold > dec!(1_000_000_000_000), "{hold}");
+        let started = Usage {
+            input_tokens: 10,
+            ..Usage::default()
+        };
+        assert!(resized_hold(&v, &started, &s) >= hold / dec!(2));
+    }
+
+    #[test]
     fn a_sonnet_4_5_hold_takes_the_long_tier_only_under_the_1m_beta() {
         let card = version("claude-sonnet-4-5");
         let policy = HoldPolicy::default();

@@ -188,3 +188,54 @@ proptest! {
         prop_assert_eq!(p.server_tools, reference::server_tools(&request));
     }
 }
+
+#[test]
+fn hostile_nesting_neither_overflows_nor_counts_anything() {
+    // A million nested arrays wherever the probe reads, skips or captures. What the walk
+    // descends into (`messages`, `system`) is refused at serde_json's recursion limit (128)
+    // before its own recursion goes deep; what is skipped as `IgnoredAny` is skipped by
+    // serde_json without recursion (one byte of memory a level, bounded by the body limit),
+    // and the upstream judges it.
+    let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+    let watched = ["speed".to_string()];
+    let read = |body: String| {
+        RequestProbe::read(body.as_bytes(), &watched).map(|p| (p.media, p.server_tools))
+    };
+    for key in ["messages", "system"] {
+        assert!(read(format!("{{\"{key}\":{deep}}}")).is_err(), "{key}");
+    }
+    let in_block = format!("{{\"messages\":[{{\"content\":[{{\"source\":{deep}}}]}}]}}");
+    assert!(read(in_block).is_err());
+    for key in ["tools", "mcp_servers", "metadata", "speed"] {
+        if let Ok((media, tools)) = read(format!("{{\"{key}\":{deep}}}")) {
+            assert_eq!(media, MediaCount::default(), "{key}");
+            assert!(tools.len() <= 1, "{key}");
+        }
+    }
+    let opaque = format!("{{\"messages\":[{{\"content\":[{{\"text\":{deep}}}]}}]}}");
+    assert_eq!(read(opaque).map(|r| r.0).ok(), Some(MediaCount::default()));
+    // Nesting within the limit is read, and the media inside counted.
+    let nested = format!(
+        "{{\"messages\":{}{{\"type\":\"image\"}}{}}}",
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert_eq!(probe(nested.as_bytes()).media, media(1, 0, 0));
+}
+
+#[test]
+fn an_absurd_max_uses_is_read_as_given_or_not_at_all() {
+    let body = br#"{"tools":[
+        {"type":"web_search_1","max_uses":18446744073709551615},
+        {"type":"web_search_1","max_uses":1e300},
+        {"type":"web_search_1","max_uses":"5"},
+        {"type":"web_search_1","max_uses":99999999999999999999999}]}"#;
+    let uses: Vec<_> = probe(body)
+        .server_tools
+        .iter()
+        .map(|t| t.max_uses)
+        .collect();
+    // u64::MAX is kept (the hold saturates and refuses it); the rest are not counts, so the
+    // tool holds the default uses.
+    assert_eq!(uses, [Some(u64::MAX), None, None, None]);
+}
