@@ -150,9 +150,17 @@ where
                         }
                     }
                     if let Some(client) = &self.client {
-                        let sent =
-                            tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(chunk)))
-                                .await;
+                        // A client that stops reading must not hold the relay past shutdown's
+                        // interrupt: its settle would come after the final flush.
+                        let sent = tokio::select! {
+                            biased;
+                            _ = self.interrupt.cancelled() => {
+                                tracing::warn!(%request_id, "interrupted by shutdown while the client stalled; billing the output relayed");
+                                interrupted = true;
+                                break;
+                            }
+                            sent = tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(chunk))) => sent,
+                        };
                         if !matches!(sent, Ok(Ok(()))) {
                             tracing::info!(%request_id, "client disconnected or stalled mid-stream; draining the upstream");
                             self.client = None;

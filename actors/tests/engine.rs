@@ -582,3 +582,49 @@ async fn a_hold_that_grows_past_the_balance_is_recorded_and_reported_uncovered()
     assert_eq!(resized, tollgate_actors::Resize::Covered);
     drop(ticket);
 }
+
+/// An upstream that sends a message_start and `deltas` content deltas, then stays open.
+fn endless_upstream(
+    deltas: usize,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, String>> + Unpin {
+    use futures_util::StreamExt;
+    let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n";
+    let delta = "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"word\"}}\n\n";
+    let chunks = std::iter::once(start)
+        .chain(std::iter::repeat_n(delta, deltas))
+        .map(|chunk| Ok(bytes::Bytes::from_static(chunk.as_bytes())));
+    futures_util::stream::iter(chunks)
+        .chain(futures_util::stream::pending())
+        .boxed()
+}
+
+#[actix_rt::test]
+async fn a_client_that_stops_reading_does_not_hold_the_relay_past_the_interrupt() {
+    let ledger = MemoryLedger::opening_with(dec!(1));
+    let engine = engine(ledger, 1000);
+    let ticket = engine.pre_authorize(request(Uuid::now_v7())).await.unwrap();
+    let interrupt = tokio_util::sync::CancellationToken::new();
+    let drain = tollgate_actors::relay::Drain {
+        max_stream: Duration::from_secs(600),
+        at_least: Duration::from_secs(30),
+    };
+    // More deltas than the client's buffer holds, and a client that never reads one.
+    let deltas = tollgate_actors::relay::CLIENT_BUFFER_CHUNKS * 2;
+    let (relay, _unread) = tollgate_actors::relay::RelayTask::new(
+        endless_upstream(deltas),
+        ticket,
+        drain,
+        interrupt.clone(),
+    );
+    let relay = tokio::spawn(relay.run());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    interrupt.cancel();
+    let settled = tokio::time::timeout(Duration::from_secs(2), relay)
+        .await
+        .expect("the interrupt ends a relay stuck on a stalled client")
+        .unwrap()
+        .expect("the relayed output is billed");
+    assert_eq!(settled.outcome, Outcome::Interrupted);
+    assert!(settled.estimated);
+    assert!(settled.usage.output_tokens > 1, "{settled:?}");
+}
