@@ -377,6 +377,10 @@ impl Format for YamlFile {
 /// flushed: only responses still being written to slow clients are left by then.
 pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The most `metering.max_stream_ms` and `metering.stream_drain_ms` may be: a week. No stream
+/// runs that long, and a larger value only risks a deadline the clock cannot count to.
+const MAX_STREAM_BOUND_MS: u64 = 7 * 24 * 3_600_000;
+
 /// The key secret `config.yaml` ships with: good enough for `tollgate demo`, refused by
 /// `tollgate serve`, since anyone can read it and forge the keyed hashes of API keys.
 pub const SAMPLE_KEY_SECRET: &str = "development-only-key-secret-change-me";
@@ -465,6 +469,14 @@ impl Settings {
             }
             if option.value.is_some() && option.body.is_none() {
                 return invalid("metering.price_options", "`value` goes with `body`");
+            }
+        }
+        for (field, ms) in [
+            ("metering.max_stream_ms", self.metering.max_stream_ms),
+            ("metering.stream_drain_ms", self.metering.stream_drain_ms),
+        ] {
+            if ms > MAX_STREAM_BOUND_MS {
+                return invalid(field, "must be at most 604800000 (a week)");
             }
         }
         if self.server.max_body_bytes == 0 {
@@ -604,6 +616,17 @@ mod tests {
             settings.metering.price_options = vec![bad];
             assert!(settings.validate().is_err());
         }
+    }
+
+    #[test]
+    fn stream_bounds_past_a_week_are_refused() {
+        let mut settings = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert!(settings.validate().is_ok());
+        settings.metering.max_stream_ms = u64::MAX;
+        assert!(settings.validate().is_err());
+        settings.metering.max_stream_ms = MAX_STREAM_BOUND_MS;
+        settings.metering.stream_drain_ms = MAX_STREAM_BOUND_MS + 1;
+        assert!(settings.validate().is_err());
     }
 
     #[test]

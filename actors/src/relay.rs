@@ -51,8 +51,37 @@ pub struct Drain {
 
 impl Drain {
     /// When the drain of a stream that started at `started` ends, if its client left `now`.
+    ///
+    /// A bound too far off for the clock to count to (an absurd setting) stands for "no
+    /// bound": a far-off deadline, never a panic.
     fn deadline(&self, started: Instant, now: Instant) -> Instant {
-        (started + self.max_stream).max(now + self.at_least)
+        let far_off = || now + FAR_OFF;
+        let by_max = started.checked_add(self.max_stream).unwrap_or_else(far_off);
+        let by_least = now.checked_add(self.at_least).unwrap_or_else(far_off);
+        by_max.max(by_least)
+    }
+}
+
+/// A deadline no stream reaches (about 30 years), for bounds beyond what the clock can add.
+const FAR_OFF: Duration = Duration::from_secs(86_400 * 365 * 30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_bound_beyond_the_clock_is_far_off_not_a_panic() {
+        let now = Instant::now();
+        let huge = Drain {
+            max_stream: Duration::MAX,
+            at_least: Duration::MAX,
+        };
+        assert!(huge.deadline(now, now) >= now + FAR_OFF);
+        let usual = Drain {
+            max_stream: Duration::from_secs(10),
+            at_least: Duration::from_secs(1),
+        };
+        assert_eq!(usual.deadline(now, now), now + Duration::from_secs(10));
     }
 }
 
