@@ -10,7 +10,9 @@
 //!
 //! The data of `content_block_delta` events is not read, only measured: [`DELTA_ENVELOPE`]
 //! bytes less than its length is the output it relayed, for the estimate of a stream whose
-//! final usage never came (docs/adr/0009-estimate-unreported-output.md).
+//! final usage never came (docs/adr/0009-estimate-unreported-output.md). A delta without an
+//! `event:` line is read, as every untyped event must be to learn its type, and measured the
+//! same way.
 
 use serde::Deserialize;
 
@@ -84,12 +86,16 @@ impl StreamReport {
                 // No `event:` line: the SDKs would drop this event, but the upstream still
                 // reported what it reports, so the JSON's own type decides.
                 if let Some(Obj(event)) = parse_wire::<Obj<WireEvent>>(data) {
-                    let kind = match &event.kind {
-                        Loose::Got(name) => EventKind::from_name(name.as_bytes()),
-                        _ => None,
+                    let Loose::Got(name) = &event.kind else {
+                        return;
                     };
-                    if let Some(kind) = kind {
-                        self.apply(kind, Some(event), feed);
+                    match EventKind::from_name(name.as_bytes()) {
+                        Some(kind) => self.apply(kind, Some(event), feed),
+                        // Output all the same: measured as if it had its `event:` line.
+                        None if name.as_bytes() == CONTENT_BLOCK_DELTA => {
+                            self.content_delta(data.len())
+                        }
+                        None => {}
                     }
                 }
             }
@@ -689,6 +695,30 @@ mod tests {
         assert_eq!(p.stop_reason(), Some("max_tokens"));
         assert_eq!(p.model(), Some("m"));
         assert!(p.completed());
+    }
+
+    #[test]
+    fn content_deltas_without_an_event_line_are_measured_wherever_the_stream_is_cut() {
+        let text = |text: &str| {
+            json!({"type":"content_block_delta","index":0,
+                "delta":{"type":"text_delta","text":text}})
+        };
+        let typed = start(json!({"input_tokens":7,"output_tokens":1}))
+            + &event("content_block_delta", &text("Hello"))
+            + &event("content_block_delta", &text("world!"));
+        let untyped = start(json!({"input_tokens":7,"output_tokens":1}))
+            + &format!("data: {}\n\n", text("Hello"))
+            + &format!("data: {}\n\n", text("world!"));
+        let whole = parse(typed.as_bytes()).report().relayed_output_bytes;
+        assert_eq!(whole, 11);
+        let bytes = untyped.as_bytes();
+        for cut in 0..=bytes.len() {
+            let (head, tail) = bytes.split_at(cut);
+            let mut p = UsageParser::new();
+            p.feed(head);
+            p.feed(tail);
+            assert_eq!(p.report().relayed_output_bytes, whole, "cut at {cut}");
+        }
     }
 
     #[test]
