@@ -246,6 +246,9 @@ struct Tally {
     cache_creation_total: Option<u64>,
     breakdown_5m: Option<u64>,
     breakdown_1h: Option<u64>,
+    /// The largest 5-minute plus 1-hour sum one usage object reported: the two classes keep
+    /// their largest values separately, and together they never pass a total really reported.
+    breakdown_sum: Option<u64>,
     web_search: Option<u64>,
     web_fetch: Option<u64>,
     /// Some count was negative, beyond a `u64`, or above [`MAX_COUNT_PER_CLASS`].
@@ -284,6 +287,14 @@ fn fold(slot: &mut Option<u64>, count: Count, absurd: &mut bool) -> bool {
     }
 }
 
+/// A count's usable value, capped as [`fold`] caps it; 0 when absent or absurd.
+fn capped(count: Count) -> u64 {
+    match count {
+        Count::Got(n) => n.min(MAX_COUNT_PER_CLASS),
+        Count::Absent | Count::Absurd => 0,
+    }
+}
+
 impl Tally {
     fn apply(&mut self, usage: &WireUsage) -> Seen {
         let absurd = &mut self.absurd;
@@ -306,6 +317,9 @@ impl Tally {
                 breakdown.ephemeral_1h_input_tokens,
                 absurd,
             );
+            let sum = capped(breakdown.ephemeral_5m_input_tokens)
+                .saturating_add(capped(breakdown.ephemeral_1h_input_tokens));
+            self.breakdown_sum = Some(self.breakdown_sum.map_or(sum, |seen| seen.max(sum)));
         }
         let output = fold(&mut self.output, usage.output_tokens, absurd);
         let mut tools = false;
@@ -336,14 +350,19 @@ impl Tally {
                 (None, None) => (self.cache_creation_total.unwrap_or(0), 0),
                 (five, one) => {
                     let (five, one) = (five.unwrap_or(0), one.unwrap_or(0));
-                    match self.cache_creation_total {
-                        // A larger total than the breakdown's sum wins; the 1-hour part is
-                        // known, so the difference must be 5-minute writes. (A smaller total
-                        // would lower the bill, and a class never goes down.)
-                        Some(total) if total > five.saturating_add(one) => {
-                            (total.saturating_sub(one), one)
-                        }
-                        _ => (five, one),
+                    // The largest total actually reported, by a total or by one breakdown.
+                    let reported = self
+                        .cache_creation_total
+                        .unwrap_or(0)
+                        .max(self.breakdown_sum.unwrap_or(0));
+                    // A larger total than the breakdown's sum wins, and a smaller one caps it
+                    // (two reports' separate maxima, 5m from one and 1h from another, would
+                    // bill writes nobody reported). Either way the 1-hour part is known, and
+                    // the rest must be 5-minute writes.
+                    if reported == five.saturating_add(one) {
+                        (five, one)
+                    } else {
+                        (reported.saturating_sub(one), one.min(reported))
                     }
                 }
             };
@@ -640,6 +659,16 @@ mod tests {
         assert_eq!(
             (u.cache_write_5m_tokens, u.cache_write_1h_tokens),
             (300, 400)
+        );
+        // Two breakdowns' separate maxima never pass the largest total reported.
+        let moved = start(json!({"input_tokens":5,"output_tokens":1,
+            "cache_creation":{"ephemeral_5m_input_tokens":1000,"ephemeral_1h_input_tokens":0}}))
+            + &delta(json!({"output_tokens":2,
+                "cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":1000}}));
+        let u = parse(moved.as_bytes()).usage();
+        assert_eq!(
+            (u.cache_write_5m_tokens, u.cache_write_1h_tokens),
+            (0, 1000)
         );
         // A breakdown without a total stands on its own.
         let only = start(json!({"input_tokens":1,"output_tokens":1,
