@@ -114,6 +114,7 @@ mod tests {
             final_usage: true,
             relayed_output_bytes: 0,
             absurd_count: false,
+            thinking_seen: false,
         }
     }
 

@@ -72,6 +72,9 @@ pub struct UsageReport {
     /// Some count was negative, beyond a `u64`, or above [`MAX_COUNT_PER_CLASS`]: an
     /// upstream fault.
     pub absurd_count: bool,
+    /// A thinking block began: its output may be summarized, far shorter than what it is
+    /// billed for, so relayed bytes say little about it.
+    pub thinking_seen: bool,
 }
 
 impl UsageReport {
@@ -83,6 +86,7 @@ impl UsageReport {
             final_usage: true,
             relayed_output_bytes: 0,
             absurd_count: false,
+            thinking_seen: false,
         }
     }
 

@@ -27,10 +27,19 @@ use crate::Usage;
 pub(super) const DELTA_ENVELOPE: &str =
     r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}"#;
 
+/// The output in a content delta of `data_bytes` bytes of data (complete or not): all but
+/// [`DELTA_ENVELOPE`].
+pub(super) fn delta_payload(data_bytes: usize) -> u64 {
+    u64::try_from(data_bytes.saturating_sub(DELTA_ENVELOPE.len())).unwrap_or(u64::MAX)
+}
+
 /// The event types billing reads; every other type is skipped unread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum EventKind {
     MessageStart,
+    /// Read for the blocks that carry output in it (`redacted_thinking`'s data), and to know
+    /// a thinking block began. One per block, so rare beside the deltas.
+    ContentBlockStart,
     MessageDelta,
     MessageStop,
     Error,
@@ -45,6 +54,7 @@ impl EventKind {
     pub(super) fn from_name(name: &[u8]) -> Option<EventKind> {
         match name {
             b"message_start" => Some(EventKind::MessageStart),
+            b"content_block_start" => Some(EventKind::ContentBlockStart),
             b"message_delta" => Some(EventKind::MessageDelta),
             b"message_stop" => Some(EventKind::MessageStop),
             b"error" => Some(EventKind::Error),
@@ -60,8 +70,11 @@ pub(super) struct StreamReport {
     saw_start: bool,
     /// A `message_delta` with a stop reason and an output count arrived: the usage is final.
     final_usage: bool,
-    /// Payload bytes of the content deltas so far (each event's length less the envelope).
+    /// Payload bytes of the content deltas so far (each event's length less the envelope),
+    /// and of redacted thinking blocks.
     relayed_output_bytes: u64,
+    /// A thinking or redacted thinking block began.
+    thinking_seen: bool,
     completed: bool,
     errored: bool,
     stop_reason: Option<String>,
@@ -104,10 +117,9 @@ impl StreamReport {
 
     /// A complete `content_block_delta` event carried `data_bytes` bytes of data.
     pub(super) fn content_delta(&mut self, data_bytes: usize) {
-        let payload = data_bytes.saturating_sub(DELTA_ENVELOPE.len());
         self.relayed_output_bytes = self
             .relayed_output_bytes
-            .saturating_add(u64::try_from(payload).unwrap_or(u64::MAX));
+            .saturating_add(delta_payload(data_bytes));
     }
 
     /// Cumulative usage as of the last complete event.
@@ -123,6 +135,7 @@ impl StreamReport {
             final_usage: self.final_usage,
             relayed_output_bytes: self.relayed_output_bytes,
             absurd_count: self.tally.absurd,
+            thinking_seen: self.thinking_seen,
         }
     }
 
@@ -187,6 +200,24 @@ impl StreamReport {
                     self.final_usage |= seen.output;
                 }
             }
+            EventKind::ContentBlockStart => {
+                let Some(WireEvent {
+                    content_block: Loose::Got(Obj(block)),
+                    ..
+                }) = event
+                else {
+                    return;
+                };
+                if let Loose::Got(kind) = &block.kind {
+                    self.thinking_seen |= kind == "thinking" || kind == "redacted_thinking";
+                }
+                if let Loose::Got(data) = &block.data {
+                    // Redacted thinking comes whole here, with no delta after it.
+                    self.relayed_output_bytes = self
+                        .relayed_output_bytes
+                        .saturating_add(u64::try_from(data.len()).unwrap_or(u64::MAX));
+                }
+            }
             EventKind::MessageStop => self.completed = true,
             EventKind::Error => {
                 self.errored = true;
@@ -234,6 +265,7 @@ pub fn report_from_message(body: &[u8]) -> UsageReport {
         final_usage: seen.any,
         relayed_output_bytes: 0,
         absurd_count: tally.absurd,
+        thinking_seen: false,
     }
 }
 
@@ -390,6 +422,16 @@ struct WireEvent {
     delta: Loose<Obj<WireDelta>>,
     usage: Loose<Obj<WireUsage>>,
     error: Loose<Obj<WireError>>,
+    content_block: Loose<Obj<WireBlock>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct WireBlock {
+    #[serde(rename = "type")]
+    kind: Loose<String>,
+    /// A `redacted_thinking` block's encrypted thinking.
+    data: Loose<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -605,12 +647,43 @@ mod tests {
         // towards billing: "hmm" is 3 + 8 ("thinking" is longer than "text", twice), the
         // escaped JSON 9 + 14 ("input_json" and "partial_json").
         assert_eq!(report.relayed_output_bytes, 5 + (3 + 8) + (9 + 14));
-        // A delta cut before its blank line was never a whole event for the client either.
-        let cut = stream + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"";
+        // A delta cut before its blank line still reached a client that reads raw bytes:
+        // its payload so far counts.
+        let cut =
+            stream.clone() + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"";
         assert_eq!(
             parse(cut.as_bytes()).report().relayed_output_bytes,
-            report.relayed_output_bytes
+            report.relayed_output_bytes,
+            "nothing past the envelope yet"
         );
+        let partial = cut + r#","index":0,"delta":{"type":"text_delta","text":"Half a sentence"#;
+        assert_eq!(
+            parse(partial.as_bytes()).report().relayed_output_bytes,
+            report.relayed_output_bytes + "Half a sentence".len() as u64 - 3,
+            "all but the envelope's closing bytes"
+        );
+    }
+
+    #[test]
+    fn redacted_thinking_is_measured_and_thinking_blocks_are_noted() {
+        let block = |block: serde_json::Value| {
+            event(
+                "content_block_start",
+                &json!({"type":"content_block_start","index":0,"content_block":block}),
+            )
+        };
+        let text = start(json!({"input_tokens":10,"output_tokens":1}))
+            + &block(json!({"type":"text","text":""}));
+        let report = parse(text.as_bytes()).report();
+        assert_eq!(report.relayed_output_bytes, 0);
+        assert!(!report.thinking_seen);
+        let redacted = text + &block(json!({"type":"redacted_thinking","data":"EmwKAhgBEgy3va"}));
+        let report = parse(redacted.as_bytes()).report();
+        assert_eq!(report.relayed_output_bytes, 14);
+        assert!(report.thinking_seen);
+        let thinking = start(json!({"input_tokens":10,"output_tokens":1}))
+            + &block(json!({"type":"thinking","thinking":"","signature":""}));
+        assert!(parse(thinking.as_bytes()).report().thinking_seen);
     }
 
     #[test]

@@ -330,6 +330,15 @@ impl<K: Copy> Framer<K> {
         self.after_cr = terminator == b'\r';
     }
 
+    /// Bytes of data counted so far for a measured event not yet complete: a stream cut
+    /// mid-delta relayed them all the same, to a client that reads raw bytes.
+    pub(super) fn measuring(&self) -> usize {
+        match self.event {
+            EventName::Measured => self.measured.saturating_add(self.data.len()),
+            _ => 0,
+        }
+    }
+
     /// A blank line ends the event: hand it over and start the next.
     fn dispatch<D: Dispatch<Kind = K>>(&mut self, dispatch: &mut D) {
         let event = std::mem::replace(&mut self.event, EventName::Untyped);

@@ -3,8 +3,8 @@
 //!
 //! [`UsageParser`] is pure, synchronous code fed the same chunks the relay forwards, cut
 //! wherever the network cut them. It never re-serializes anything and keeps only what billing
-//! needs: it buffers the `data:` of `message_start`, `message_delta`, `message_stop` and
-//! `error` events, and skips the data of every other event (the content deltas that make up
+//! needs: it buffers the `data:` of `message_start`, `content_block_start` (one per block),
+//! `message_delta`, `message_stop` and `error` events, and skips the data of every other event (the content deltas that make up
 //! nearly all of a long stream) without copying it.
 //!
 //! Usage counts in the stream are cumulative: a field a report omits keeps its value, and
@@ -109,7 +109,11 @@ impl UsageParser {
     /// What billing needs to know of the stream so far: the usage, whether it is final, the
     /// output the content deltas relayed, and any absurd count.
     pub fn report(&self) -> UsageReport {
-        self.report.report()
+        let mut report = self.report.report();
+        report.relayed_output_bytes = report
+            .relayed_output_bytes
+            .saturating_add(anthropic::delta_payload(self.framer.measuring()));
+        report
     }
 
     /// A `message_start` event carrying the prompt's usage has been read.
