@@ -7,7 +7,9 @@
 //! - **It never came** (the drain ended, shutdown interrupted, the stream was cut or fell
 //!   silent): the prompt as reported, and at least the output the content deltas relayed, at
 //!   one token per `bytes_per_token` bytes of their payload, never more than `max_tokens`
-//!   (docs/adr/0009-estimate-unreported-output.md). The row is marked estimated.
+//!   (docs/adr/0009-estimate-unreported-output.md). If a thinking block began, `max_tokens`
+//!   of output: summarized thinking relays far fewer bytes than it is charged. The row is
+//!   marked estimated.
 //! - **The upstream reported no usage at all** for an answer it gave: the hold's estimate,
 //!   its prompt estimate as uncached input and `max_tokens` of output. An upstream fault,
 //!   marked and alerted (docs/adr/0010-usage-faults-billed-from-the-hold.md).
@@ -78,6 +80,11 @@ pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
         let per_token = u64::from(request.bytes_per_token.max(1));
         let relayed = report.relayed_output_bytes.div_ceil(per_token);
         usage.output_tokens = usage.output_tokens.max(relayed);
+        if report.thinking_seen {
+            // Summarized thinking relays far fewer bytes than the thinking tokens it is
+            // charged for: the relayed output says nothing of it (ADR 0009).
+            usage.output_tokens = request.max_tokens;
+        }
         estimated = true;
     }
     if report.usage.output_tokens > request.max_tokens {
@@ -169,6 +176,26 @@ mod tests {
         let billed = bill(&long, &FACTS);
         assert_eq!(billed.usage.output_tokens, 1000);
         assert_eq!(billed.fault, None);
+    }
+
+    #[test]
+    fn without_the_final_usage_a_stream_that_thought_bills_max_tokens() {
+        let thought = UsageReport {
+            final_usage: false,
+            relayed_output_bytes: 40,
+            thinking_seen: true,
+            ..reported(100, 1)
+        };
+        let billed = bill(&thought, &FACTS);
+        assert_eq!(billed.usage.output_tokens, FACTS.max_tokens);
+        assert!(billed.estimated);
+        assert_eq!(billed.fault, None);
+        // The final usage, when it comes, is billed as reported.
+        let finished = UsageReport {
+            final_usage: true,
+            ..thought
+        };
+        assert_eq!(bill(&finished, &FACTS).usage.output_tokens, 1);
     }
 
     #[test]
