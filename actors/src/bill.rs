@@ -87,6 +87,10 @@ pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
         }
         estimated = true;
     }
+    let bound = prompt_bound(request, &usage);
+    if cap_prompt(&mut usage, bound) {
+        fault = fault.or(Some(UsageFault::AbsurdCount));
+    }
     if report.usage.output_tokens > request.max_tokens {
         // No model writes past max_tokens; an estimate may, and is only capped.
         fault = fault.or(Some(UsageFault::AbsurdCount));
@@ -97,6 +101,52 @@ pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
         estimated,
         fault,
     }
+}
+
+/// Prompt tokens a server tool may add beyond the request's own prompt: the longest context
+/// of any model. Search and fetch results enter the prompt, and the hold does not count them.
+pub const SERVER_TOOL_PROMPT_MARGIN: u64 = 1_000_000;
+
+/// Prompt tokens the upstream adds of its own beyond the body: the system prompt it writes for
+/// tool use is a few hundred tokens.
+pub const PROMPT_SLACK: u64 = 4_096;
+
+/// The most prompt the upstream may report for this request before it is an absurd count: the
+/// hold's prompt estimate at one byte a token (the estimate itself with the default
+/// `bytes_per_token` of 1, which bounds any text prompt) plus [`PROMPT_SLACK`], and
+/// [`SERVER_TOOL_PROMPT_MARGIN`] more when a server tool ran (docs/adr/0010-usage-faults-billed-from-the-hold.md).
+fn prompt_bound(request: &HoldFacts, usage: &Usage) -> u64 {
+    let prompt = request
+        .prompt_estimate
+        .saturating_mul(u64::from(request.bytes_per_token.max(1)))
+        .saturating_add(PROMPT_SLACK);
+    if usage.server_tools_ran() {
+        prompt.saturating_add(SERVER_TOOL_PROMPT_MARGIN)
+    } else {
+        prompt
+    }
+}
+
+/// Caps the prompt classes of `usage` at `bound` tokens in all, taking the excess off the
+/// largest class first (the likeliest to be the bogus one). Returns whether it had to.
+fn cap_prompt(usage: &mut Usage, bound: u64) -> bool {
+    let mut excess = usage.prompt_tokens().saturating_sub(bound);
+    if excess == 0 {
+        return false;
+    }
+    let mut classes = [
+        &mut usage.input_tokens,
+        &mut usage.cache_read_tokens,
+        &mut usage.cache_write_5m_tokens,
+        &mut usage.cache_write_1h_tokens,
+    ];
+    classes.sort_by_key(|class| std::cmp::Reverse(**class));
+    for class in classes {
+        let cut = excess.min(*class);
+        *class = class.saturating_sub(cut);
+        excess = excess.saturating_sub(cut);
+    }
+    true
 }
 
 #[cfg(test)]
@@ -231,14 +281,53 @@ mod tests {
     }
 
     #[test]
-    fn absurd_counts_are_a_fault_and_output_never_passes_max_tokens() {
+    fn a_prompt_past_the_holds_estimate_is_a_fault_capped_there() {
         let flagged = UsageReport {
             absurd_count: true,
             ..reported(MAX_COUNT_PER_CLASS, 10)
         };
         let billed = bill(&flagged, &FACTS);
         assert_eq!(billed.fault, Some(UsageFault::AbsurdCount));
-        assert_eq!(billed.usage.input_tokens, MAX_COUNT_PER_CLASS);
+        let bound = FACTS.prompt_estimate + PROMPT_SLACK;
+        assert_eq!(billed.usage.input_tokens, bound);
+        // Below the per-class cap, but four classes of 9,999,999 are no prompt of 900 bytes:
+        // the excess comes off the largest class first.
+        let four = UsageReport {
+            usage: Usage {
+                input_tokens: 9_999_999,
+                cache_read_tokens: 500,
+                cache_write_5m_tokens: 9_999_999,
+                cache_write_1h_tokens: 300,
+                ..Usage::default()
+            },
+            ..reported(0, 10)
+        };
+        let billed = bill(&four, &FACTS);
+        assert_eq!(billed.fault, Some(UsageFault::AbsurdCount));
+        assert_eq!(billed.usage.prompt_tokens(), bound);
+        assert_eq!(
+            (
+                billed.usage.cache_read_tokens,
+                billed.usage.cache_write_1h_tokens
+            ),
+            (500, 300)
+        );
+        // A prompt within the estimate is no fault; a server tool's results get a margin.
+        assert_eq!(bill(&reported(bound, 10), &FACTS).fault, None);
+        let searched = UsageReport {
+            usage: Usage {
+                input_tokens: 50_000,
+                web_search_requests: 2,
+                ..Usage::default()
+            },
+            ..reported(0, 10)
+        };
+        assert_eq!(bill(&searched, &FACTS).fault, None);
+        assert_eq!(bill(&searched, &FACTS).usage.input_tokens, 50_000);
+    }
+
+    #[test]
+    fn absurd_counts_are_a_fault_and_output_never_passes_max_tokens() {
         let too_long = bill(&reported(100, 5_000), &FACTS);
         assert_eq!(too_long.usage.output_tokens, 1000);
         assert_eq!(too_long.fault, Some(UsageFault::AbsurdCount));

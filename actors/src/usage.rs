@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 /// capped here so that it never reaches the books raw, and alerted.
 pub const MAX_COUNT_PER_CLASS: u64 = 10_000_000;
 
+/// The most server-tool uses (web searches, web fetches) one request may count. The request's
+/// own `max_uses` is not known here; no real request comes near a thousand, and at the web
+/// search price it bounds a lying upstream to $10 of searches
+/// (docs/adr/0010-usage-faults-billed-from-the-hold.md).
+pub const MAX_SERVER_TOOL_USES: u64 = 1_000;
+
 /// What one request consumed, class by class. The counts are the upstream's, except when its
 /// final usage never came: then `crate::bill` estimates what it must
 /// (docs/adr/0009-estimate-unreported-output.md) and the usage row says so.
@@ -48,6 +54,11 @@ impl Usage {
             .saturating_add(self.output_tokens)
     }
 
+    /// Some server tool ran (a web search or fetch), whose results the prompt grew by.
+    pub fn server_tools_ran(&self) -> bool {
+        self.web_search_requests > 0 || self.web_fetch_requests > 0
+    }
+
     /// True when the upstream reported no consumption at all.
     pub fn is_zero(&self) -> bool {
         *self == Usage::default()
@@ -59,7 +70,7 @@ impl Usage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UsageReport {
     /// The counts reported: each class at the largest value seen, capped at
-    /// [`MAX_COUNT_PER_CLASS`].
+    /// [`MAX_COUNT_PER_CLASS`] (server-tool uses at [`MAX_SERVER_TOOL_USES`]).
     pub usage: Usage,
     /// Some prompt class (input, cache read, cache write) was counted.
     pub prompt_reported: bool,
@@ -69,8 +80,7 @@ pub struct UsageReport {
     /// Bytes of output the stream's content deltas carried (text, thinking, tool input JSON,
     /// as relayed, JSON escapes included), beyond each event's envelope.
     pub relayed_output_bytes: u64,
-    /// Some count was negative, beyond a `u64`, or above [`MAX_COUNT_PER_CLASS`]: an
-    /// upstream fault.
+    /// Some count was negative, beyond a `u64`, or above its cap: an upstream fault.
     pub absurd_count: bool,
     /// A thinking block began: its output may be summarized, far shorter than what it is
     /// billed for, so relayed bytes say little about it.

@@ -92,12 +92,13 @@ async fn two_hundred_parallel_requests_against_ten_holds_admit_at_most_ten() {
 async fn a_negative_balance_admits_nothing() {
     let app = spawn_app().await;
     let customer = app.customer("0.01").await;
-    // max_tokens small enough for the hold to fit; usage far larger than the hold.
+    // max_tokens small enough for the hold to fit; usage far larger than the hold: the
+    // hold does not count server-tool uses, and a thousand searches cost $10.
     let body = message_body(
         "claude-opus-5-5",
         1,
         false,
-        json!({"input_tokens": 10, "output_tokens": 1, "cache_write_1h_tokens": 1000000}),
+        json!({"input_tokens": 10, "output_tokens": 1, "web_search_requests": 1000}),
     );
     let first = app.messages(&customer.key, &body).send().await.unwrap();
     assert_eq!(first.status(), 200);

@@ -232,12 +232,25 @@ pub fn dec(s: &str) -> Decimal {
 }
 
 /// A minimal Messages body for `model`, with the mock's per-request overrides.
+///
+/// The prompt is padded to as many bytes as the mock is told to report prompt tokens: a prompt
+/// count past the body's length is an upstream fault that billing caps (ADR 0010).
 pub fn message_body(model: &str, max_tokens: u64, stream: bool, mock: Value) -> Value {
+    let prompt: u64 = [
+        "input_tokens",
+        "cache_read_tokens",
+        "cache_write_5m_tokens",
+        "cache_write_1h_tokens",
+    ]
+    .iter()
+    .filter_map(|class| mock.get(class)?.as_u64())
+    .sum();
+    let content = format!("Say hello.{}", " ".repeat(prompt as usize));
     json!({
         "model": model,
         "max_tokens": max_tokens,
         "stream": stream,
-        "messages": [{"role": "user", "content": "Say hello."}],
+        "messages": [{"role": "user", "content": content}],
         "mock": mock,
     })
 }

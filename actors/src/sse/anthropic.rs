@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use super::lenient::{parse_wire, Count, Loose, Obj};
 use super::Feed;
-use crate::usage::{UsageReport, MAX_COUNT_PER_CLASS};
+use crate::usage::{UsageReport, MAX_COUNT_PER_CLASS, MAX_SERVER_TOOL_USES};
 use crate::Usage;
 
 /// The smallest JSON around a content delta's payload. Anthropic's other delta types
@@ -298,10 +298,15 @@ struct Seen {
     output: bool,
 }
 
-/// Folds one reported count into its class: the class keeps the largest value seen, capped at
-/// [`MAX_COUNT_PER_CLASS`]. Returns whether a usable count was carried; an absurd one is not
-/// (it is ignored, or capped) and marks the tally.
+/// Folds one reported token count into its class: see [`fold_capped`].
 fn fold(slot: &mut Option<u64>, count: Count, absurd: &mut bool) -> bool {
+    fold_capped(slot, count, MAX_COUNT_PER_CLASS, absurd)
+}
+
+/// Folds one reported count into its class: the class keeps the largest value seen, capped at
+/// `cap`. Returns whether a usable count was carried; an absurd one is not (it is ignored, or
+/// capped) and marks the tally.
+fn fold_capped(slot: &mut Option<u64>, count: Count, cap: u64, absurd: &mut bool) -> bool {
     match count {
         Count::Absent => false,
         Count::Absurd => {
@@ -309,10 +314,10 @@ fn fold(slot: &mut Option<u64>, count: Count, absurd: &mut bool) -> bool {
             false
         }
         Count::Got(n) => {
-            if n > MAX_COUNT_PER_CLASS {
+            if n > cap {
                 *absurd = true;
             }
-            let n = n.min(MAX_COUNT_PER_CLASS);
+            let n = n.min(cap);
             *slot = Some(slot.map_or(n, |seen| seen.max(n)));
             true
         }
@@ -356,8 +361,9 @@ impl Tally {
         let output = fold(&mut self.output, usage.output_tokens, absurd);
         let mut tools = false;
         if let Loose::Got(Obj(used)) = &usage.server_tool_use {
-            tools |= fold(&mut self.web_search, used.web_search_requests, absurd);
-            tools |= fold(&mut self.web_fetch, used.web_fetch_requests, absurd);
+            let cap = MAX_SERVER_TOOL_USES;
+            tools |= fold_capped(&mut self.web_search, used.web_search_requests, cap, absurd);
+            tools |= fold_capped(&mut self.web_fetch, used.web_fetch_requests, cap, absurd);
         }
         Seen {
             any: prompt || output || tools,
@@ -588,8 +594,16 @@ mod tests {
                 expected,
                 "{usage}"
             );
-            assert!(report.usage.web_search_requests <= MAX_COUNT_PER_CLASS);
+            assert!(report.usage.web_search_requests <= MAX_SERVER_TOOL_USES);
         }
+        // Server-tool uses have a cap of their own, far below the tokens'.
+        let searches = stream.clone()
+            + &delta(
+                json!({"output_tokens":12,"server_tool_use":{"web_search_requests":9_999_999}}),
+            );
+        let report = parse(searches.as_bytes()).report();
+        assert!(report.absurd_count);
+        assert_eq!(report.usage.web_search_requests, MAX_SERVER_TOOL_USES);
         let message = report_from_message(br#"{"usage":{"input_tokens":-3,"output_tokens":5}}"#);
         assert!(message.absurd_count);
         assert!(!message.prompt_reported);
