@@ -191,6 +191,11 @@ pub(crate) struct Overrides {
     pub delta_input_tokens: Option<i64>,
     /// Streaming: the final `message_delta` reports this `output_tokens` instead.
     pub final_output_tokens: Option<i64>,
+    /// Non-streaming: the Message's `usage` names the prompt but no `output_tokens`.
+    pub omit_output_usage: bool,
+    /// Non-streaming: answer 200 with an error object instead of a Message, as a broken proxy
+    /// in front of the upstream might.
+    pub error_body_with_200: bool,
 }
 
 #[cfg(test)]

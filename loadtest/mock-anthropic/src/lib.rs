@@ -50,6 +50,8 @@
 //! | `omit_usage: bool` | report no usage at all (no `usage` in `message_start`, `message_delta` or the Message) |
 //! | `delta_input_tokens: n` | stream: every `message_delta.usage` reports `input_tokens: n` (may be smaller, negative or absurd) |
 //! | `final_output_tokens: n` | stream: the final `message_delta` reports `output_tokens: n` (may be negative or absurd) |
+//! | `omit_output_usage: bool` | non-streaming: the Message's `usage` has `input_tokens` only |
+//! | `error_body_with_200: bool` | non-streaming: answer 200 with an error object, not a Message |
 //!
 //! Failure thresholds beyond the output length fire right after the last token; a threshold of
 //! 0 fires right after `message_start`. Naming any of `status`, `error_after_tokens` or

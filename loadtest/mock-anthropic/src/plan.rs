@@ -101,6 +101,10 @@ pub(crate) struct Plan {
     pub delta_input_tokens: Option<i64>,
     /// Streaming: the `output_tokens` the final `message_delta` reports instead.
     pub final_output_tokens: Option<i64>,
+    /// Non-streaming: no `output_tokens` in the Message's usage.
+    pub omit_output_usage: bool,
+    /// Non-streaming: a 200 whose body is an error object, not a Message.
+    pub error_body_with_200: bool,
     pub ttft: Duration,
     pub inter_token: Duration,
     pub tokens_per_chunk: u64,
@@ -395,6 +399,8 @@ impl Plan {
             omit_usage: overrides.omit_usage,
             delta_input_tokens: overrides.delta_input_tokens,
             final_output_tokens: overrides.final_output_tokens,
+            omit_output_usage: overrides.omit_output_usage,
+            error_body_with_200: overrides.error_body_with_200,
             ttft: Duration::from_millis(overrides.ttft_ms.unwrap_or(config.ttft_ms)),
             inter_token: Duration::from_millis(
                 overrides.inter_token_ms.unwrap_or(config.inter_token_ms),

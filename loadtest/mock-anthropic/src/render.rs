@@ -153,6 +153,11 @@ pub(crate) fn overloaded_event(request_id: &str) -> Bytes {
 
 /// A complete non-streaming Message.
 pub(crate) fn message_json(message_id: &str, model_json: &str, plan: &Plan) -> Bytes {
+    if plan.error_body_with_200 {
+        return Bytes::from_static(
+            br#"{"type":"error","error":{"type":"api_error","message":"proxy error"}}"#,
+        );
+    }
     let mut text = Vec::with_capacity(8 * plan.output_tokens as usize);
     push_tokens(&mut text, plan.text_key, 0, plan.output_tokens);
     // The words are plain ASCII, so the bytes are valid UTF-8 needing no escaping.
@@ -168,7 +173,11 @@ pub(crate) fn message_json(message_id: &str, model_json: &str, plan: &Plan) -> B
     out.push_str("\"}],\"stop_reason\":\"");
     out.push_str(plan.stop_reason());
     out.push_str("\",\"stop_sequence\":null");
-    if !plan.omit_usage {
+    if plan.omit_output_usage {
+        out.push_str(",\"usage\":{\"input_tokens\":");
+        out.push_str(&plan.input_tokens.to_string());
+        out.push('}');
+    } else if !plan.omit_usage {
         out.push_str(",\"usage\":");
         out.push_str(&usage_object(plan, plan.output_tokens));
     }
