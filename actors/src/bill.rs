@@ -80,6 +80,10 @@ pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
         let per_token = u64::from(request.bytes_per_token.max(1));
         let relayed = report.relayed_output_bytes.div_ceil(per_token);
         usage.output_tokens = usage.output_tokens.max(relayed);
+        if report.answer_complete {
+            // The answer is whole, yet its output was never counted.
+            fault = fault.or(Some(UsageFault::MissingUsage));
+        }
         if report.thinking_seen {
             // Summarized thinking relays far fewer bytes than the thinking tokens it is
             // charged for: the relayed output says nothing of it (ADR 0009).
@@ -171,6 +175,7 @@ mod tests {
             final_usage: true,
             relayed_output_bytes: 0,
             absurd_count: false,
+            answer_complete: true,
             thinking_seen: false,
         }
     }
@@ -195,6 +200,7 @@ mod tests {
     fn without_the_final_usage_the_relayed_output_is_billed_up_to_max_tokens() {
         let cut = UsageReport {
             final_usage: false,
+            answer_complete: false,
             relayed_output_bytes: 701,
             ..reported(100, 1)
         };
@@ -232,6 +238,7 @@ mod tests {
     fn without_the_final_usage_a_stream_that_thought_bills_max_tokens() {
         let thought = UsageReport {
             final_usage: false,
+            answer_complete: false,
             relayed_output_bytes: 40,
             thinking_seen: true,
             ..reported(100, 1)
@@ -246,6 +253,25 @@ mod tests {
             ..thought
         };
         assert_eq!(bill(&finished, &FACTS).usage.output_tokens, 1);
+    }
+
+    #[test]
+    fn a_whole_answer_without_an_output_count_is_a_fault() {
+        let prompt_only = UsageReport {
+            final_usage: false,
+            relayed_output_bytes: 70,
+            ..reported(100, 0)
+        };
+        let billed = bill(&prompt_only, &FACTS);
+        assert_eq!(billed.fault, Some(UsageFault::MissingUsage));
+        assert_eq!(billed.usage.output_tokens, 70);
+        assert!(billed.estimated);
+        // A stream cut before its end is no fault: its usage just never came.
+        let cut = UsageReport {
+            answer_complete: false,
+            ..prompt_only
+        };
+        assert_eq!(bill(&cut, &FACTS).fault, None);
     }
 
     #[test]

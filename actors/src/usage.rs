@@ -82,6 +82,9 @@ pub struct UsageReport {
     pub relayed_output_bytes: u64,
     /// Some count was negative, beyond a `u64`, or above its cap: an upstream fault.
     pub absurd_count: bool,
+    /// The upstream said the answer is complete (a whole Message, or a stream's
+    /// `message_stop`): a final usage missing then is its fault, not a cut's.
+    pub answer_complete: bool,
     /// A thinking block began: its output may be summarized, far shorter than what it is
     /// billed for, so relayed bytes say little about it.
     pub thinking_seen: bool,
@@ -96,6 +99,7 @@ impl UsageReport {
             final_usage: true,
             relayed_output_bytes: 0,
             absurd_count: false,
+            answer_complete: true,
             thinking_seen: false,
         }
     }

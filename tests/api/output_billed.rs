@@ -387,3 +387,55 @@ async fn a_non_streaming_request_in_flight_at_sigterm_is_answered_and_billed() {
     );
     app.books(&customer.id).await.assert_reconciled();
 }
+
+#[actix_web::test]
+async fn a_message_without_an_output_count_is_a_fault_and_a_200_that_is_no_message_is_a_502() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let before = fault_count(&app, "missing_usage").await;
+    let prompt_only = message_body(
+        "claude-opus-5-5",
+        500,
+        false,
+        json!({"input_tokens": 100, "output_tokens": 40, "omit_output_usage": true}),
+    );
+    let response = app
+        .messages(&customer.key, &prompt_only)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let message = response.text().await.unwrap();
+    assert!(!message.contains("output_tokens"), "{message}");
+    let not_a_message = message_body(
+        "claude-opus-5-5",
+        500,
+        false,
+        json!({"error_body_with_200": true}),
+    );
+    let response = app
+        .messages(&customer.key, &not_a_message)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        502,
+        "a 200 that is not a Message is no answer"
+    );
+    let rows = settled_rows(&app, &customer).await;
+    assert_eq!(
+        rows.len(),
+        1,
+        "the body that is not a Message is not billed: {rows:?}"
+    );
+    assert_eq!(rows[0].input, 100);
+    assert_eq!(
+        rows[0].output as usize,
+        message.len().min(500),
+        "the output is estimated from the body"
+    );
+    assert!(rows[0].estimated);
+    assert_eq!(rows[0].fault.as_deref(), Some("missing_usage"));
+    assert!(fault_count(&app, "missing_usage").await > before);
+}

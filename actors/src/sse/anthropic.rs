@@ -135,6 +135,7 @@ impl StreamReport {
             final_usage: self.final_usage,
             relayed_output_bytes: self.relayed_output_bytes,
             absurd_count: self.tally.absurd,
+            answer_complete: self.completed,
             thinking_seen: self.thinking_seen,
         }
     }
@@ -236,37 +237,69 @@ impl StreamReport {
     }
 }
 
-/// Usage of a non-streaming response body (a complete Message JSON); None if it has no usable
-/// `usage` object.
+/// Usage of a non-streaming response body (a complete Message JSON, or an error body); None if
+/// it has no usable `usage` object.
 ///
 /// "Usable" means an object with at least one count in it; the counts follow the same rules
 /// as in a stream (null is absent, a missing breakdown bills cache writes at the 5-minute
 /// rate).
 pub fn usage_from_message(body: &[u8]) -> Option<Usage> {
-    let report = report_from_message(body);
-    report.final_usage.then_some(report.usage)
+    let read = read_message(body)?;
+    read.any.then_some(read.report.usage)
 }
 
-/// What a non-streaming response body (a complete Message JSON) reports, read in one pass:
-/// its usage is final if its `usage` object carries any count (see [`usage_from_message`]).
-/// A body without one reports nothing, which billing treats as an upstream fault.
-pub fn report_from_message(body: &[u8]) -> UsageReport {
-    let Some(Obj(message)) = parse_wire::<Obj<WireMessage>>(body) else {
-        return UsageReport::default();
-    };
+/// What a successful non-streaming response body reports, read in one pass; `None` when it is
+/// not a Message (`"type":"message"`): an HTML page, or a proxy's error object sent with a
+/// 200, is no answer to bill. The usage is final only with an output count; a Message without
+/// one is an upstream fault, and its output is estimated from the body's length, which is
+/// longer than any output it holds.
+pub fn report_from_message(body: &[u8]) -> Option<UsageReport> {
+    let read = read_message(body)?;
+    if !read.message {
+        return None;
+    }
+    let mut report = read.report;
+    report.answer_complete = true;
+    if !report.final_usage {
+        report.relayed_output_bytes = u64::try_from(body.len()).unwrap_or(u64::MAX);
+    }
+    Some(report)
+}
+
+/// A response body read as a Message.
+struct ReadMessage {
+    report: UsageReport,
+    /// Its `type` is `message`.
+    message: bool,
+    /// Its usage carried some count.
+    any: bool,
+}
+
+fn read_message(body: &[u8]) -> Option<ReadMessage> {
+    let Obj(message) = parse_wire::<Obj<WireMessage>>(body)?;
+    let is_message = matches!(&message.kind, Loose::Got(kind) if kind == "message");
     let Loose::Got(Obj(usage)) = message.usage else {
-        return UsageReport::default();
+        return Some(ReadMessage {
+            report: UsageReport::default(),
+            message: is_message,
+            any: false,
+        });
     };
     let mut tally = Tally::default();
     let seen = tally.apply(&usage);
-    UsageReport {
-        usage: tally.usage(),
-        prompt_reported: tally.prompt_reported(),
-        final_usage: seen.any,
-        relayed_output_bytes: 0,
-        absurd_count: tally.absurd,
-        thinking_seen: false,
-    }
+    Some(ReadMessage {
+        report: UsageReport {
+            usage: tally.usage(),
+            prompt_reported: tally.prompt_reported(),
+            final_usage: seen.output,
+            relayed_output_bytes: 0,
+            absurd_count: tally.absurd,
+            answer_complete: true,
+            thinking_seen: false,
+        },
+        message: is_message,
+        any: seen.any,
+    })
 }
 
 /// The cumulative counts seen so far, each `None` until some event carried it.
@@ -443,6 +476,8 @@ struct WireBlock {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct WireMessage {
+    #[serde(rename = "type")]
+    kind: Loose<String>,
     model: Loose<String>,
     usage: Loose<Obj<WireUsage>>,
 }
@@ -604,7 +639,10 @@ mod tests {
         let report = parse(searches.as_bytes()).report();
         assert!(report.absurd_count);
         assert_eq!(report.usage.web_search_requests, MAX_SERVER_TOOL_USES);
-        let message = report_from_message(br#"{"usage":{"input_tokens":-3,"output_tokens":5}}"#);
+        let message = report_from_message(
+            br#"{"type":"message","usage":{"input_tokens":-3,"output_tokens":5}}"#,
+        )
+        .unwrap();
         assert!(message.absurd_count);
         assert!(!message.prompt_reported);
         assert_eq!(message.usage.output_tokens, 5);
@@ -853,6 +891,24 @@ mod tests {
         assert!(feed.message_started);
         assert_eq!(p.usage().input_tokens, 8);
         assert_eq!(p.usage().output_tokens, 1);
+    }
+
+    #[test]
+    fn only_a_message_is_billed_and_its_usage_is_final_with_an_output_count() {
+        let prompt_only = br#"{"type":"message","content":[],"usage":{"input_tokens":100}}"#;
+        let report = report_from_message(prompt_only).unwrap();
+        assert!(!report.final_usage);
+        assert!(report.answer_complete && report.prompt_reported);
+        assert_eq!(report.relayed_output_bytes, prompt_only.len() as u64);
+        let whole = br#"{"type":"message","usage":{"input_tokens":100,"output_tokens":4}}"#;
+        assert!(report_from_message(whole).unwrap().final_usage);
+        for not_a_message in [
+            &br#"{"type":"error","error":{"type":"api_error","message":"x"}}"#[..],
+            b"<html><body>502 Bad Gateway</body></html>",
+            br#"{"usage":{"input_tokens":100,"output_tokens":4}}"#,
+        ] {
+            assert_eq!(report_from_message(not_a_message), None);
+        }
     }
 
     #[test]

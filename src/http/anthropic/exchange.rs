@@ -286,7 +286,13 @@ impl Exchange {
                 return;
             }
         };
-        let report = report_from_message(&body);
+        let Some(report) = report_from_message(&body) else {
+            // A 2xx that is not a Message is no answer: nothing to bill, nothing to relay.
+            tracing::warn!(rid = %self.rid, status = status.as_u16(), "upstream success body is not a Message; answered 502");
+            ticket.release();
+            let _ = reply.send(Reply::Failed(ProxyError::UpstreamNotAMessage));
+            return;
+        };
         let delivered = reply
             .send(Reply::Full {
                 status,

@@ -64,6 +64,9 @@ pub enum ProxyError {
     },
     /// The upstream's response body broke off before it was complete.
     UpstreamCut,
+    /// A successful upstream answer to a non-streaming request was not a Message (an HTML
+    /// page, or a proxy's error object with a 200).
+    UpstreamNotAMessage,
     /// The upstream's response body (an error or a whole Message) was larger than tollgate
     /// reads (`crate::upstream::MAX_ERROR_BODY_BYTES`, `MAX_MESSAGE_BODY_BYTES`).
     UpstreamTooLarge {
@@ -190,6 +193,7 @@ impl ProxyError {
             | ProxyError::UpstreamTimedOut
             | ProxyError::UpstreamRefusedCredentials { .. }
             | ProxyError::UpstreamCut
+            | ProxyError::UpstreamNotAMessage
             | ProxyError::UpstreamTooLarge { .. } => (502, K::Api, Retry::Unspecified),
             ProxyError::Overloaded | ProxyError::ShuttingDown => {
                 (529, K::Overloaded, Retry::After(DEFAULT_RETRY_AFTER))
@@ -263,6 +267,9 @@ impl ProxyError {
                 "the upstream provider refused this service's request (HTTP {status}); the operator must check the upstream account"
             ),
             ProxyError::UpstreamCut => "the upstream provider's response was cut".into(),
+            ProxyError::UpstreamNotAMessage => {
+                "the upstream provider's response was not a message".into()
+            }
             ProxyError::UpstreamTooLarge { limit } => format!(
                 "the upstream provider's response was larger than the {limit} bytes tollgate reads"
             ),
