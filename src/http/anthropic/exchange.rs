@@ -60,22 +60,46 @@ pub(super) struct Exchange {
 /// before the final flush.
 const FINISH_AFTER_INTERRUPT: Duration = INTERRUPT_GRACE.saturating_sub(Duration::from_secs(1));
 
-/// `work`, unless shutdown interrupts it and it does not finish within
-/// [`FINISH_AFTER_INTERRUPT`] after that. The upstream is already working on the request:
-/// abandoning it would answer 529 for work the upstream did, and bill none of it.
-pub(super) async fn unless_interrupted<F: std::future::Future>(
-    interrupt: &CancellationToken,
-    work: F,
-) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
-    tokio::select! {
-        biased;
-        output = &mut work => return Some(output),
-        _ = interrupt.cancelled() => {}
+/// Shutdown's interrupt as one upstream call sees it, across its steps (headers, then body):
+/// the grace after the interrupt is granted once, from when the interrupt is first seen, not
+/// again for each step.
+pub(super) struct Grace {
+    interrupt: CancellationToken,
+    /// Set when the interrupt is first seen: every step under way must end by then.
+    finish_by: Option<tokio::time::Instant>,
+}
+
+impl Grace {
+    pub(super) fn new(interrupt: CancellationToken) -> Grace {
+        Grace {
+            interrupt,
+            finish_by: None,
+        }
     }
-    tokio::time::timeout(FINISH_AFTER_INTERRUPT, work)
-        .await
-        .ok()
+
+    /// `work`, unless shutdown interrupts it and it does not finish within
+    /// [`FINISH_AFTER_INTERRUPT`] of the interrupt. The upstream is already working on the
+    /// request: abandoning it would answer 529 for work the upstream did, and bill none of it.
+    pub(super) async fn unless_interrupted<F: std::future::Future>(
+        &mut self,
+        work: F,
+    ) -> Option<F::Output> {
+        let mut work = std::pin::pin!(work);
+        let finish_by = match self.finish_by {
+            Some(finish_by) => finish_by,
+            None => {
+                tokio::select! {
+                    biased;
+                    output = &mut work => return Some(output),
+                    _ = self.interrupt.cancelled() => {}
+                }
+                *self
+                    .finish_by
+                    .insert(tokio::time::Instant::now() + FINISH_AFTER_INTERRUPT)
+            }
+        };
+        tokio::time::timeout_at(finish_by, work).await.ok()
+    }
 }
 
 /// An upstream status in actix's type.
@@ -125,10 +149,11 @@ impl Exchange {
     /// Runs the request's upstream half to its end. The ticket is held here, across every
     /// step, so that whatever happens upstream the hold is settled or released exactly once.
     pub(super) async fn run(mut self, ticket: HoldTicket, reply: oneshot::Sender<Reply>) {
+        let mut grace = Grace::new(self.interrupt.clone());
         // Until the upstream answers, nothing has been seen that could be billed: an upstream
         // that does not answer within shutdown's grace after the interrupt releases the hold
         // and is answered 529.
-        let response = match self.forward().await {
+        let response = match self.forward(&mut grace).await {
             Ok(response) => response,
             Err(error) => {
                 ticket.release();
@@ -137,7 +162,8 @@ impl Exchange {
             }
         };
         if !response.status.is_success() {
-            self.answer_upstream_error(response, ticket, reply).await;
+            self.answer_upstream_error(response, ticket, reply, grace)
+                .await;
         } else if response.is_event_stream() && self.interrupt.is_cancelled() {
             // A stream that only began after shutdown's interrupt would be cut at once; the
             // client is better told to retry elsewhere.
@@ -148,14 +174,14 @@ impl Exchange {
             // relayed and parsed as one, a JSON answer to a streaming request as a message.
             self.relay(response, ticket, reply).await;
         } else {
-            self.read_message(response, ticket, reply).await;
+            self.read_message(response, ticket, reply, grace).await;
         }
     }
 
     /// Picks an upstream and sends the request, reporting how the attempt went. The headers
     /// and body are moved into the one attempt made today, not copied; a retry policy that
     /// makes several must keep them.
-    async fn forward(&mut self) -> Result<UpstreamResponse, ProxyError> {
+    async fn forward(&mut self, grace: &mut Grace) -> Result<UpstreamResponse, ProxyError> {
         let upstream = self.upstreams.pick(&self.model).ok_or_else(|| {
             tracing::error!(rid = %self.rid, model = %self.model, "no upstream can take this model");
             ProxyError::UpstreamUnreachable
@@ -167,7 +193,7 @@ impl Exchange {
             std::mem::take(&mut self.headers),
             std::mem::take(&mut self.body),
         );
-        match unless_interrupted(&self.interrupt, sent).await {
+        match grace.unless_interrupted(sent).await {
             None => Err(ProxyError::ShuttingDown),
             Some(Ok(response)) => {
                 let latency = started.elapsed();
@@ -195,11 +221,12 @@ impl Exchange {
         response: UpstreamResponse,
         ticket: HoldTicket,
         reply: oneshot::Sender<Reply>,
+        mut grace: Grace,
     ) {
         let status = status_of(response.status);
         let mut headers = relayed_headers(&response.headers);
         let read = response.bytes(MAX_ERROR_BODY_BYTES);
-        let Some(body) = unless_interrupted(&self.interrupt, read).await else {
+        let Some(body) = grace.unless_interrupted(read).await else {
             let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
             return;
         };
@@ -270,11 +297,12 @@ impl Exchange {
         response: UpstreamResponse,
         ticket: HoldTicket,
         reply: oneshot::Sender<Reply>,
+        mut grace: Grace,
     ) {
         let status = status_of(response.status);
         let headers = relayed_headers(&response.headers);
         let read = response.bytes(MAX_MESSAGE_BODY_BYTES);
-        let Some(read) = unless_interrupted(&self.interrupt, read).await else {
+        let Some(read) = grace.unless_interrupted(read).await else {
             let _ = reply.send(Reply::Failed(ProxyError::ShuttingDown));
             return;
         };
@@ -308,5 +336,30 @@ impl Exchange {
         // An answer without usage is billed from the hold's estimate, as an upstream fault
         // (the ticket logs it; `record` counts it).
         record(&ticket.settle_report(report, outcome));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_grace_after_an_interrupt_is_granted_once_across_steps() {
+        let interrupt = CancellationToken::new();
+        let mut grace = Grace::new(interrupt.clone());
+        let started = tokio::time::Instant::now();
+        interrupt.cancel();
+        // The headers come within the grace; the body, slower, would take it past.
+        let headers = grace
+            .unless_interrupted(tokio::time::sleep(
+                FINISH_AFTER_INTERRUPT - Duration::from_secs(1),
+            ))
+            .await;
+        assert!(headers.is_some());
+        let body = grace
+            .unless_interrupted(tokio::time::sleep(Duration::from_secs(2)))
+            .await;
+        assert!(body.is_none(), "the body got a second grace");
+        assert!(started.elapsed() < FINISH_AFTER_INTERRUPT + Duration::from_millis(500));
     }
 }
