@@ -239,6 +239,11 @@ impl StreamReader {
     /// What tollgate bills for the stream read so far: the usage reported, and, until the
     /// final usage arrived, at least one output token per byte of the content deltas (its
     /// estimate of output whose count never came), never more than `max_tokens`.
+    ///
+    /// Limits: this assumes tollgate's `metering.hold_bytes_per_token` is 1 (the default and
+    /// the shipped config); against a tollgate with a larger divisor it over-predicts the bill
+    /// of a cut stream. It also ignores tollgate's `max_tokens` rule for streams that began
+    /// a thinking block (the mock sends none).
     pub fn billed_usage(&self, max_tokens: u64) -> Usage {
         let mut usage = self.usage();
         if !self.final_usage {
