@@ -13,8 +13,10 @@
 //! - **The upstream reported no usage at all** for an answer it gave: the hold's estimate,
 //!   its prompt estimate as uncached input and `max_tokens` of output. An upstream fault,
 //!   marked and alerted (docs/adr/0010-usage-faults-billed-from-the-hold.md).
-//! - **Absurd counts** (negative, above [`crate::usage::MAX_COUNT_PER_CLASS`], output above `max_tokens`)
-//!   are capped or ignored, never billed raw: an upstream fault too.
+//! - **Absurd counts** (negative, above [`crate::usage::MAX_COUNT_PER_CLASS`], server-tool
+//!   uses above [`crate::usage::MAX_SERVER_TOOL_USES`], output above `max_tokens`, a prompt
+//!   above the hold's estimate plus its slack) are capped or ignored, never billed raw: an
+//!   upstream fault too.
 
 use serde::{Deserialize, Serialize};
 
