@@ -52,6 +52,9 @@ pub struct HoldFacts {
     pub max_tokens: u64,
     /// Bytes counted as one token (the hold's `bytes_per_token`; 0 is taken as 1).
     pub bytes_per_token: u32,
+    /// The request carries media or server tools: part of its prompt is not in its body (a
+    /// document fetched by URL, a search's results), so the estimate does not bound it.
+    pub unseen_prompt: bool,
 }
 
 /// A request's bill: the usage it is charged for, and how much of it is tollgate's.
@@ -109,8 +112,10 @@ pub fn bill(report: &UsageReport, request: &HoldFacts) -> Bill {
     }
 }
 
-/// Prompt tokens a server tool may add beyond the request's own prompt: the longest context
-/// of any model. Search and fetch results enter the prompt, and the hold does not count them.
+/// Prompt tokens that media or a server tool may add beyond what the body shows: the longest
+/// context of any model. A document fetched by URL, or search and fetch results, enter the
+/// prompt at a size the hold only guesses (its allowances; ADR 0012 resizes the hold when
+/// `message_start` tells).
 pub const SERVER_TOOL_PROMPT_MARGIN: u64 = 1_000_000;
 
 /// Prompt tokens the upstream adds of its own beyond the body: the system prompt it writes for
@@ -120,13 +125,14 @@ pub const PROMPT_SLACK: u64 = 4_096;
 /// The most prompt the upstream may report for this request before it is an absurd count: the
 /// hold's prompt estimate at one byte a token (the estimate itself with the default
 /// `bytes_per_token` of 1, which bounds any text prompt) plus [`PROMPT_SLACK`], and
-/// [`SERVER_TOOL_PROMPT_MARGIN`] more when a server tool ran (docs/adr/0010-usage-faults-billed-from-the-hold.md).
+/// [`SERVER_TOOL_PROMPT_MARGIN`] more when the request carries media or server tools, or a
+/// server tool ran (docs/adr/0010-usage-faults-billed-from-the-hold.md).
 fn prompt_bound(request: &HoldFacts, usage: &Usage) -> u64 {
     let prompt = request
         .prompt_estimate
         .saturating_mul(u64::from(request.bytes_per_token.max(1)))
         .saturating_add(PROMPT_SLACK);
-    if usage.server_tools_ran() {
+    if request.unseen_prompt || usage.server_tools_ran() {
         prompt.saturating_add(SERVER_TOOL_PROMPT_MARGIN)
     } else {
         prompt
@@ -164,6 +170,7 @@ mod tests {
         prompt_estimate: 900,
         max_tokens: 1000,
         bytes_per_token: 1,
+        unseen_prompt: false,
     };
 
     fn reported(input: u64, output: u64) -> UsageReport {
@@ -352,6 +359,14 @@ mod tests {
         };
         assert_eq!(bill(&searched, &FACTS).fault, None);
         assert_eq!(bill(&searched, &FACTS).usage.input_tokens, 50_000);
+        // So does a request whose media the body does not hold (a document by URL).
+        let fetched = HoldFacts {
+            unseen_prompt: true,
+            ..FACTS
+        };
+        let document = reported(1_000_000, 10);
+        assert_eq!(bill(&document, &FACTS).fault, Some(UsageFault::AbsurdCount));
+        assert_eq!(bill(&document, &fetched).fault, None);
     }
 
     #[test]

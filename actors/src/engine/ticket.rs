@@ -122,6 +122,8 @@ impl HoldTicket {
             prompt_estimate: policy.estimate_prompt_tokens(&self.request.shape),
             max_tokens: self.request.shape.max_tokens,
             bytes_per_token: policy.bytes_per_token,
+            unseen_prompt: self.request.shape.media_tokens > 0
+                || self.request.shape.tool_tokens > 0,
         };
         let billed = bill(&report, &facts);
         let request_id = self.request.request_id;
