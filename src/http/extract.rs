@@ -12,7 +12,7 @@ use actix_web::{web, FromRequest, HttpRequest, ResponseError};
 use sha2::{Digest, Sha256};
 
 use super::error::{AnthropicError, ApiError, Limit, ProxyError};
-use super::forwarded::{client_address, TrustedProxy};
+use super::forwarded::{client_address, Client, TrustedProxy};
 use super::request_id::RequestId;
 use super::AppState;
 use crate::auth::{AuthFailure, KeyOwner};
@@ -34,7 +34,7 @@ pub(super) fn bearer_token(headers: &actix_web::http::header::HeaderMap) -> Opti
 
 /// The client's address: the peer's, or the one a trusted proxy forwarded
 /// (`server.trusted_proxies`, [`client_address`]).
-pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option<IpAddr> {
+pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option<Client> {
     let peer = req.peer_addr()?.ip();
     Some(client_address(peer, req.headers(), trusted))
 }
@@ -42,7 +42,7 @@ pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option
 /// The address failed authentications are counted against.
 fn client_ip(req: &HttpRequest, trusted: &[TrustedProxy]) -> IpAddr {
     client_addr(req, trusted)
-        .map(limiter_bucket)
+        .map(|client| limiter_bucket(client.ip))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 

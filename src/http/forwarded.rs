@@ -58,9 +58,10 @@ fn is_trusted(ip: IpAddr, trusted: &[TrustedProxy]) -> bool {
 }
 
 /// One `X-Forwarded-For` entry: an address, possibly with a port (`203.0.113.7:4711`,
-/// `[2001:db8::1]:4711`), as some proxies write it.
-fn forwarded_address(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+/// `[2001:db8::1]:4711`), as some proxies write it. Bytes that are not visible ASCII are no
+/// address.
+fn forwarded_address(entry: &[u8]) -> Option<IpAddr> {
+    let entry = std::str::from_utf8(entry).ok()?.trim();
     entry
         .parse::<IpAddr>()
         .or_else(|_| entry.parse::<SocketAddr>().map(|socket| socket.ip()))
@@ -68,31 +69,56 @@ fn forwarded_address(entry: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
+/// Who sent a request, as [`client_address`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Client {
+    /// The address failures are counted against.
+    pub ip: IpAddr,
+    /// Whether `ip` is an address no trusted proxy owns: the peer itself when it is not a
+    /// trusted proxy, or the forwarded hop where the walk found one. When false, `ip` is a
+    /// trusted proxy's (no forwarded address, or the walk stopped at an entry it could not
+    /// read), which says nothing about where the request came from; `/metrics` does not
+    /// count it as private.
+    pub seen: bool,
+}
+
 /// The client's address: the peer's, unless the peer is a trusted proxy; then the right-most
 /// `X-Forwarded-For` address that is not a trusted proxy. If every forwarded address is a
-/// trusted proxy, the left-most is the client. An entry that is not an address ends the walk
-/// at the hop that forwarded it, since nothing to its left can be believed.
-pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> IpAddr {
+/// trusted proxy, the left-most is the client. An entry that is not an address (including
+/// one that is not visible ASCII) ends the walk at the hop that forwarded it, since nothing
+/// to its left can be believed.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) -> Client {
     let peer = canonical(peer);
     if trusted.is_empty() || !is_trusted(peer, trusted) {
-        return peer;
+        return Client {
+            ip: peer,
+            seen: true,
+        };
     }
-    // Several headers are one list, in the order they arrived.
-    let entries = headers
-        .get_all("x-forwarded-for")
-        .filter_map(|value| value.to_str().ok())
-        .collect::<Vec<_>>();
+    // Several headers are one list, in the order they arrived. Each entry is decoded alone,
+    // so one unreadable entry cannot hide the others or the whole header.
     let mut client = peer;
-    for entry in entries.iter().rev().flat_map(|value| value.rsplit(',')) {
+    let values = headers.get_all("x-forwarded-for").collect::<Vec<_>>();
+    for entry in values
+        .iter()
+        .rev()
+        .flat_map(|value| value.as_bytes().rsplit(|&byte| byte == b','))
+    {
         let Some(hop) = forwarded_address(entry) else {
-            return client;
+            break;
         };
         client = hop;
         if !is_trusted(hop, trusted) {
-            return hop;
+            return Client {
+                ip: hop,
+                seen: true,
+            };
         }
     }
-    client
+    Client {
+        ip: client,
+        seen: false,
+    }
 }
 
 #[cfg(test)]
@@ -115,7 +141,9 @@ mod tests {
                 HeaderValue::from_str(value).unwrap(),
             );
         }
-        client_address(peer.parse().unwrap(), &headers, &proxies(trusted)).to_string()
+        client_address(peer.parse().unwrap(), &headers, &proxies(trusted))
+            .ip
+            .to_string()
     }
 
     #[test]
@@ -177,6 +205,34 @@ mod tests {
             client("10.0.0.2", &["203.0.113.7:80"], &trusted),
             "203.0.113.7"
         );
+    }
+
+    #[test]
+    fn an_unreadable_entry_ends_the_walk_without_hiding_the_entries_to_its_right() {
+        let trusted = proxies(&["10.0.0.0/8"]);
+        let walk = |value: &[u8]| {
+            let mut headers = HeaderMap::new();
+            headers.append(
+                HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_bytes(value).unwrap(),
+            );
+            let found = client_address("10.0.0.2".parse().unwrap(), &headers, &trusted);
+            (found.ip.to_string(), found.seen)
+        };
+        // The client wrote a byte that is not visible ASCII; the proxy appended its address.
+        assert_eq!(walk(b"\x80, 203.0.113.7"), ("203.0.113.7".into(), true));
+        assert_eq!(walk(b"\x80\xff,203.0.113.7"), ("203.0.113.7".into(), true));
+        // Nothing readable, or garbage before any untrusted hop: a trusted proxy's address,
+        // not one anybody vouched for.
+        assert_eq!(walk(b"\x80"), ("10.0.0.2".into(), false));
+        assert_eq!(
+            walk(b"203.0.113.7, \x80, 10.0.0.3"),
+            ("10.0.0.3".into(), false)
+        );
+        assert_eq!(walk(b"10.0.0.3"), ("10.0.0.3".into(), false));
+        // A peer that is not a trusted proxy is seen as itself.
+        let direct = client_address("10.0.0.2".parse().unwrap(), &HeaderMap::new(), &[]);
+        assert!(direct.seen);
     }
 
     #[test]

@@ -27,13 +27,16 @@ fn is_private(peer: IpAddr) -> bool {
 
 /// Whether this request may read `/metrics` (`metrics.allow_private`, `metrics.token`). The
 /// client's address is the one a trusted proxy forwarded, if any (`server.trusted_proxies`):
-/// behind a reverse proxy on the private network, the peer is always private.
+/// behind a reverse proxy on the private network, the peer is always private. An address the
+/// walk could not get past a trusted proxy's is not counted as private: the client may have
+/// hidden behind an unreadable entry or sent none.
 fn may_read_metrics(
     req: &HttpRequest,
     settings: &MetricsSettings,
     trusted: &[TrustedProxy],
 ) -> bool {
-    let private = client_addr(req, trusted).is_some_and(is_private);
+    let private =
+        client_addr(req, trusted).is_some_and(|client| client.seen && is_private(client.ip));
     if settings.allow_private && private {
         return true;
     }
