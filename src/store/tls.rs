@@ -4,11 +4,11 @@
 //! |---|---|
 //! | unset, `disable`, `allow`, `prefer` | plain: tollgate does not try TLS |
 //! | `require` | encrypted; the server's certificate is not checked, as libpq does: this stops a listener on the wire, not an impostor. With `sslrootcert`, as `verify-ca` (libpq does the same) |
-//! | `verify-ca` | encrypted; the certificate must chain to the CA |
+//! | `verify-ca` | encrypted; the certificate must chain to the CA, which must be a file (refused without one) |
 //! | `verify-full` | `verify-ca`, and the certificate must name the host of the URL |
 //!
-//! The CA is `sslrootcert=<PEM file>` in the URL, or the system's roots when it is unset or
-//! `system` (libpq would read `~/.postgresql/root.crt`). With `hostaddr`, the certificate is
+//! The CA is `sslrootcert=<PEM file>` in the URL, or, for `verify-full` only, the system's
+//! roots when it is unset or `system` (libpq would read `~/.postgresql/root.crt`). With `hostaddr`, the certificate is
 //! checked against `host` while the connection goes to `hostaddr`
 //! (docs/adr/0018-postgres-over-tls-with-rustls.md).
 
@@ -69,11 +69,30 @@ impl PgTarget {
     /// libpq reads them (tokio-postgres knows neither `verify-ca` nor `verify-full`).
     pub(super) fn from_url(url: &str) -> Result<PgTarget, DbError> {
         let (rest, ssl) = take_ssl_parameters(url);
-        let mut config = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| DbError::Config(format!("database.url: {e}")))?;
-        let transport = match (ssl.mode.as_deref(), ssl.rootcert.is_some()) {
+        let mut config = tokio_postgres::Config::from_str(&rest).map_err(|e| {
+            // The driver's message alone is "invalid connection string"; the cause says which
+            // part (an unknown option, a bad port). It never holds the password.
+            let cause = std::error::Error::source(&e).map_or(String::new(), |c| format!(": {c}"));
+            DbError::Config(format!("database.url: {e}{cause}"))
+        })?;
+        // The driver's default. Anything else means an `sslmode` this parser missed reached
+        // the driver, and the connection would silently be what the URL did not ask for.
+        if config.get_ssl_mode() != SslMode::Prefer {
+            return Err(DbError::Config(
+                "database.url: sslmode is written in a form tollgate cannot read (spaces around '=', or a '?' left unencoded before the query); write it as sslmode=<mode>".into(),
+            ));
+        }
+        let file = ssl.rootcert.as_deref().filter(|path| *path != "system");
+        let transport = match (ssl.mode.as_deref(), ssl.rootcert.as_deref()) {
             (None | Some("disable" | "allow" | "prefer"), _) => Transport::Plain,
-            (Some("require"), false) => Transport::Encrypted,
+            (Some("require"), None) => Transport::Encrypted,
+            // As libpq: only verify-full may trust the system's roots, since any public CA
+            // issues certificates for names of its customers' choosing.
+            (Some("require" | "verify-ca"), _) if file.is_none() => {
+                return Err(DbError::Config(
+                    "database.url: verifying the server's certificate chain without its name (sslmode=verify-ca, or require with sslrootcert) needs sslrootcert=<PEM file> of your own CA; with the system's roots, use sslmode=verify-full".into(),
+                ))
+            }
             (Some("require" | "verify-ca"), _) => Transport::VerifiedCa,
             (Some("verify-full"), _) => Transport::VerifiedFull,
             (Some(other), _) => {
@@ -142,7 +161,13 @@ fn take_ssl_parameters(url: &str) -> (String, SslParameters) {
     };
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let rest = if is_url {
-        match url.split_once('?') {
+        // The query starts at the first '?' after the user info: a password may hold a '?'.
+        let authority = url.rfind('@').map_or(0, |at| at + 1);
+        let split = url
+            .get(authority..)
+            .and_then(|tail| tail.find('?'))
+            .and_then(|at| url.get(..authority + at).zip(url.get(authority + at + 1..)));
+        match split {
             Some((base, query)) => {
                 let kept: Vec<&str> = query
                     .split('&')
@@ -338,8 +363,11 @@ mod tests {
             ("?sslmode=disable", Transport::Plain),
             ("?sslmode=prefer", Transport::Plain),
             ("?sslmode=require", Transport::Encrypted),
-            ("?sslmode=verify-ca", Transport::VerifiedCa),
             ("?sslmode=verify-full", Transport::VerifiedFull),
+            (
+                "?sslmode=verify-full&sslrootcert=system",
+                Transport::VerifiedFull,
+            ),
         ] {
             assert_eq!(
                 transport(&format!("postgres://db/tg{query}")).unwrap(),
@@ -356,5 +384,63 @@ mod tests {
             missing.to_string().contains("sslrootcert /nonexistent.pem"),
             "{missing}"
         );
+    }
+
+    /// A CA certificate in a file, for the transports that need one.
+    const CA_FILE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/unrelated-ca.pem"
+    );
+
+    #[test]
+    fn checking_the_chain_without_the_name_needs_a_ca_of_ones_own() {
+        let transport = |url: &str| PgTarget::from_url(url).map(|t| t.transport);
+        for query in [
+            "?sslmode=verify-ca",
+            "?sslmode=verify-ca&sslrootcert=system",
+            "?sslmode=require&sslrootcert=system",
+        ] {
+            let refused = transport(&format!("postgres://db/tg{query}")).unwrap_err();
+            assert!(
+                refused.to_string().contains("verify-full"),
+                "{query}: {refused}"
+            );
+        }
+        let path = CA_FILE;
+        for mode in ["verify-ca", "require"] {
+            assert_eq!(
+                transport(&format!(
+                    "postgres://db/tg?sslmode={mode}&sslrootcert={path}"
+                ))
+                .unwrap(),
+                Transport::VerifiedCa,
+                "{mode}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_sslmode_the_parser_misses_is_refused_not_dropped_to_plain() {
+        let transport = |url: &str| PgTarget::from_url(url).map(|t| t.transport);
+        // A '?' in the password does not start the query.
+        assert_eq!(
+            transport("postgres://u:pa?ss@db/tg?sslmode=require").unwrap(),
+            Transport::Encrypted
+        );
+        assert_eq!(
+            split("postgres://u:pa?ss@db/tg?sslmode=require&application_name=x").0,
+            "postgres://u:pa?ss@db/tg?application_name=x"
+        );
+        // Spaces around '=': the driver reads it, this parser does not.
+        let refused = transport("host=db sslmode = require dbname=tg").unwrap_err();
+        assert!(refused.to_string().contains("sslmode"), "{refused}");
+    }
+
+    #[test]
+    fn a_malformed_url_says_what_is_wrong_with_it() {
+        let refused = PgTarget::from_url("host=db sslcert=/c.pem")
+            .map(|t| t.transport)
+            .unwrap_err();
+        assert!(refused.to_string().contains("sslcert"), "{refused}");
     }
 }
