@@ -45,4 +45,11 @@ pub trait LedgerStore: Send + Sync + 'static {
     /// Writes settled usage in one transaction: usage rows keyed by request id, the
     /// per-account debits, and their ledger entries. Idempotent per request id.
     async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError>;
+
+    /// As [`LedgerStore::write_batch`], for a batch with more records waiting behind it: at
+    /// once, not spread over the interval, so that a backlog drains at the database's pace
+    /// rather than one paced batch at a time (docs/adr/0017-bounded-flush-batches.md).
+    async fn write_batch_at_once(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        self.write_batch(batch).await
+    }
 }

@@ -10,7 +10,7 @@
     clippy::indexing_slicing
 )]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +52,11 @@ struct MemoryLedger {
     lose_next_answer: AtomicBool,
     /// The next balance change fails before anything is written.
     refuse_next_change: AtomicBool,
+    /// Each batch written, or tried, while up: its size, and whether it was written at once
+    /// (more waiting behind it) rather than paced.
+    writes: Mutex<Vec<(usize, bool)>>,
+    /// The write, counted from 1 in `writes`, that fails; 0 for none.
+    fail_write: AtomicU64,
 }
 
 impl MemoryLedger {
@@ -127,21 +132,54 @@ impl LedgerStore for MemoryLedger {
     }
 
     async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        self.write(batch, false).await
+    }
+
+    async fn write_batch_at_once(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        self.write(batch, true).await
+    }
+}
+
+impl MemoryLedger {
+    async fn write(
+        &self,
+        batch: &[UsageRecord],
+        at_once: bool,
+    ) -> Result<BatchOutcome, StoreError> {
         let delay = self.write_delay_ms.load(Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         if self.down.load(Ordering::SeqCst) {
             return Err(StoreError("the database is down".into()));
         }
+        let attempt = {
+            let mut writes = self.writes.lock().unwrap();
+            writes.push((batch.len(), at_once));
+            writes.len() as u64
+        };
+        if self.fail_write.load(Ordering::SeqCst) == attempt {
+            return Err(StoreError("the connection dropped".into()));
+        }
         let mut rows = self.rows.lock().unwrap();
+        let stored: HashSet<Uuid> = rows.iter().map(|r| r.request_id).collect();
         let mut inserted = 0;
         for record in batch {
-            if !rows.iter().any(|r| r.request_id == record.request_id) {
+            if !stored.contains(&record.request_id) {
                 self.add(record.account_id, -record.cost);
                 rows.push(record.clone());
                 inserted += 1;
             }
         }
         Ok(BatchOutcome { inserted })
+    }
+
+    /// The request ids stored, in the order they were.
+    fn stored_ids(&self) -> Vec<Uuid> {
+        self.rows
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.request_id)
+            .collect()
     }
 }
 
@@ -203,6 +241,32 @@ fn request(account_id: AccountId) -> HoldRequest {
         shape: HoldPolicy::default().shape(28, 10, MediaCount::default(), &[]),
         started_at: Utc::now(),
     }
+}
+
+/// Settles `n` requests of `account` while the ledger is down, so that they wait in the
+/// flusher's buffer; their request ids in the order they settled.
+async fn backlog(
+    engine: &Engine,
+    ledger: &MemoryLedger,
+    account: AccountId,
+    n: usize,
+) -> Vec<Uuid> {
+    ledger.down.store(true, Ordering::SeqCst);
+    let template = request(account);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let request = HoldRequest {
+            request_id: Uuid::now_v7(),
+            ..template.clone()
+        };
+        ids.push(request.request_id);
+        let ticket = engine.pre_authorize(request).await.unwrap();
+        ticket.settle(usage(), Outcome::Completed);
+    }
+    // A round trip through the same mailbox: every settle is with the flusher.
+    engine.view(account).await.unwrap();
+    assert_eq!(engine.flusher_stats().backlog, n as u64);
+    ids
 }
 
 fn usage() -> tollgate_actors::Usage {
@@ -627,4 +691,46 @@ async fn a_client_that_stops_reading_does_not_hold_the_relay_past_the_interrupt(
     assert_eq!(settled.outcome, Outcome::Interrupted);
     assert!(settled.estimated);
     assert!(settled.usage.output_tokens > 1, "{settled:?}");
+}
+
+#[actix_rt::test]
+async fn a_backlog_past_the_bound_is_refused_even_while_every_flush_succeeds() {
+    let ledger = MemoryLedger::opening_with(dec!(10));
+    // The ledger is up but slower than usage settles.
+    ledger.write_delay_ms.store(2_000, Ordering::SeqCst);
+    let engine = engine(ledger.clone(), 3);
+    let account = Uuid::now_v7();
+    for _ in 0..3 {
+        let ticket = engine.pre_authorize(request(account)).await.unwrap();
+        ticket.settle(usage(), Outcome::Completed);
+    }
+    engine.view(account).await.unwrap();
+    let stats = engine.flusher_stats();
+    assert!(!stats.failing && stats.backlog == 3, "{stats:?}");
+    let refused = engine.pre_authorize(request(account)).await;
+    assert!(
+        matches!(
+            refused,
+            Err(AdmitError::Engine(EngineError::LedgerUnavailable))
+        ),
+        "admitted with {} debits waiting for a slow ledger",
+        engine.flusher_stats().backlog
+    );
+    ledger.write_delay_ms.store(0, Ordering::SeqCst);
+    assert!(engine.flusher().flush_now().await);
+    assert!(engine.pre_authorize(request(account)).await.is_ok());
+}
+
+#[actix_rt::test]
+async fn a_backlog_drains_in_batches_written_at_once_and_only_the_last_is_paced() {
+    let ledger = MemoryLedger::opening_with(dec!(1000));
+    let engine = engine(ledger.clone(), 1_000_000);
+    let account = Uuid::now_v7();
+    backlog(&engine, &ledger, account, 11_000).await;
+    ledger.down.store(false, Ordering::SeqCst);
+    assert!(engine.flusher().flush_now().await);
+    assert_eq!(
+        *ledger.writes.lock().unwrap(),
+        [(5_000, true), (5_000, true), (1_000, false)]
+    );
 }

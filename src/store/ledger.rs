@@ -237,7 +237,12 @@ impl LedgerStore for PgStore {
     }
 
     async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
-        let inserted = self.write_usage(batch).await?;
+        let inserted = self.write_usage(batch, self.flush_spread).await?;
+        Ok(BatchOutcome { inserted })
+    }
+
+    async fn write_batch_at_once(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+        let inserted = self.write_usage(batch, std::time::Duration::ZERO).await?;
         Ok(BatchOutcome { inserted })
     }
 }

@@ -112,8 +112,12 @@ impl PgStore {
     /// the commit, say), fails the paced attempt's plain inserts with a unique violation,
     /// which rolls it back, and is then written again by the one statement that skips stored
     /// request ids.
-    pub(super) async fn write_usage(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
-        match self.write_usage_paced(batch).await {
+    pub(super) async fn write_usage(
+        &self,
+        batch: &[UsageRecord],
+        spread: std::time::Duration,
+    ) -> Result<u64, DbError> {
+        match self.write_usage_spread(batch, spread).await {
             Err(error) if error.is_unique_violation() => {
                 tracing::info!(
                     records = batch.len(),
@@ -135,6 +139,16 @@ impl PgStore {
     ///
     /// [`LedgerStore::write_batch`]: tollgate_actors::store::LedgerStore::write_batch
     pub async fn write_usage_paced(&self, batch: &[UsageRecord]) -> Result<u64, DbError> {
+        self.write_usage_spread(batch, self.flush_spread).await
+    }
+
+    /// The paced attempt, its parts spread over `spread` (zero for a batch with more waiting
+    /// behind it, docs/adr/0017-bounded-flush-batches.md).
+    async fn write_usage_spread(
+        &self,
+        batch: &[UsageRecord],
+        spread: std::time::Duration,
+    ) -> Result<u64, DbError> {
         let mut client = self.pool.get().await?;
         let insert = client.prepare_cached(INSERT_USAGE).await?;
         let debit = client.prepare_cached(DEBIT_FLUSHED_USAGE).await?;
@@ -145,7 +159,7 @@ impl PgStore {
             .clamp(1, MAX_FLUSH_PARTS);
         // A backlog (the ledger was down) may need more, bounded, parts.
         let part_len = batch.len().div_ceil(parts).clamp(1, FLUSH_CHUNK);
-        let pause = self.flush_spread / batch.len().div_ceil(part_len).max(1) as u32;
+        let pause = spread / batch.len().div_ceil(part_len).max(1) as u32;
         for (i, part) in batch.chunks(part_len).enumerate() {
             if i > 0 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;

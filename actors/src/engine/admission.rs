@@ -34,7 +34,7 @@ pub(crate) struct Passes {
 
 impl Engine {
     /// Lets a request of `account_id` in, before its body is read. Refuses it at once when
-    /// shutdown has begun, the ledger is failing with too much waiting, the account is
+    /// shutdown has begun, too much usage waits for the ledger, the account is
     /// suspended, nothing of its balance is available, or its concurrency slots are all taken.
     pub async fn check_in(&self, account_id: AccountId) -> Result<Admission, AdmitError> {
         // Tracked first, then checked for shutdown: closing the tracker and taking a token
@@ -45,7 +45,10 @@ impl Engine {
             return Err(EngineError::Stopped.into());
         }
         let flusher = self.inner.flusher.stats();
-        if flusher.failing && flusher.backlog >= self.inner.config.max_unflushed {
+        // A backlog past the bound is refused whether the last flush failed or not: a ledger
+        // written more slowly than requests settle grows it as surely as an outage
+        // (docs/adr/0017-bounded-flush-batches.md).
+        if flusher.backlog >= self.inner.config.max_unflushed {
             return Err(EngineError::LedgerUnavailable.into());
         }
         let active = self.active(account_id).await?;
