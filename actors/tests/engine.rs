@@ -734,3 +734,36 @@ async fn a_backlog_drains_in_batches_written_at_once_and_only_the_last_is_paced(
         [(5_000, true), (5_000, true), (1_000, false)]
     );
 }
+
+#[actix_rt::test]
+async fn a_backlog_drains_oldest_first_through_a_failed_batch_and_flush_now_waits_for_it() {
+    let ledger = MemoryLedger::opening_with(dec!(1000));
+    let engine = engine(ledger.clone(), 1_000_000);
+    let account = Uuid::now_v7();
+    let ids = backlog(&engine, &ledger, account, 12_000).await;
+    // The database comes back; its first batch is stored, the second fails.
+    ledger.fail_write.store(2, Ordering::SeqCst);
+    ledger.write_delay_ms.store(30, Ordering::SeqCst);
+    ledger.down.store(false, Ordering::SeqCst);
+    assert!(
+        !engine.flusher().flush_now().await,
+        "flush_now reported a backlog stored while one of its batches failed"
+    );
+    let stored = ledger.stored_ids();
+    assert!(
+        stored.len() >= 5_000 && ids.starts_with(&stored),
+        "{} stored, not the oldest first",
+        stored.len()
+    );
+    // The failed batch is retried, then the rest; flush_now answers once all is stored.
+    assert!(engine.flusher().flush_now().await);
+    assert!(
+        ledger.stored_ids() == ids,
+        "every record once, in the order settled"
+    );
+    let sizes: Vec<usize> = ledger.writes.lock().unwrap().iter().map(|w| w.0).collect();
+    assert_eq!(sizes, [5_000, 5_000, 5_000, 2_000]);
+    let view = engine.view(account).await.unwrap();
+    assert_eq!(ledger.balance_of(account), view.balance);
+    assert_eq!(engine.flusher_stats().backlog, 0);
+}
