@@ -36,6 +36,9 @@ const FLUSH_DEADLINE_PER_RECORD: Duration = Duration::from_millis(1);
 const FAILURE_LOG_FIRST_REPEAT: Duration = Duration::from_secs(1);
 /// ...doubling each time up to this, with the count of the failures not logged meanwhile.
 const FAILURE_LOG_MAX_REPEAT: Duration = Duration::from_secs(60);
+/// A run of failures ends only after this long without one: a database that flaps (one
+/// flush fails, the next succeeds) keeps its back-off instead of being logged anew each time.
+const FAILURE_LOG_QUIET: Duration = Duration::from_secs(60);
 
 /// Settled usage waiting for the ledger, and the state of the writer that drains it.
 #[derive(Clone)]
@@ -384,7 +387,9 @@ fn flush_deadline(interval: Duration, records: usize) -> Duration {
 /// When a run of failed flushes is logged: the first at once, the next after
 /// [`FAILURE_LOG_FIRST_REPEAT`], then at doubling delays up to [`FAILURE_LOG_MAX_REPEAT`],
 /// each line with the count of failures left unlogged since the last. A database down for an
-/// hour is about 70 lines, not 36,000; the first flush that succeeds after it says so once.
+/// hour is about 70 lines, not 36,000; the first flush that succeeds after a logged failure
+/// says so once. The run, and its back-off, ends only after [`FAILURE_LOG_QUIET`] without a
+/// failure, so a flapping database is logged no more often than one that stays down.
 #[derive(Debug, Default)]
 struct FailureLog {
     run: Option<FailureRun>,
@@ -398,6 +403,9 @@ struct FailureRun {
     suppressed: u64,
     next_line: Instant,
     delay: Duration,
+    last_failure: Instant,
+    /// A failure was logged since the last recovery line.
+    recovery_due: bool,
 }
 
 /// A line to log about a run of failures.
@@ -413,6 +421,13 @@ struct FailureReport {
 impl FailureLog {
     /// A flush failed at `now`: the line to log, if one is due.
     fn failed(&mut self, now: Instant) -> Option<FailureReport> {
+        if self
+            .run
+            .as_ref()
+            .is_some_and(|run| now.saturating_duration_since(run.last_failure) >= FAILURE_LOG_QUIET)
+        {
+            self.run = None;
+        }
         let Some(run) = &mut self.run else {
             self.run = Some(FailureRun {
                 since: now,
@@ -420,6 +435,8 @@ impl FailureLog {
                 suppressed: 0,
                 next_line: now + FAILURE_LOG_FIRST_REPEAT,
                 delay: FAILURE_LOG_FIRST_REPEAT,
+                last_failure: now,
+                recovery_due: true,
             });
             return Some(FailureReport {
                 failures: 1,
@@ -428,6 +445,7 @@ impl FailureLog {
             });
         };
         run.failures += 1;
+        run.last_failure = now;
         if now < run.next_line {
             run.suppressed += 1;
             return None;
@@ -438,14 +456,20 @@ impl FailureLog {
             failing_for: now - run.since,
         };
         run.suppressed = 0;
+        run.recovery_due = true;
         run.delay = (run.delay * 2).min(FAILURE_LOG_MAX_REPEAT);
         run.next_line = now + run.delay;
         Some(report)
     }
 
-    /// A flush succeeded at `now`: the run of failures it ends, if there was one.
+    /// A flush succeeded at `now`: the run of failures to report recovered from, if one was
+    /// logged since the last report. The run itself lasts until a quiet period has passed.
     fn succeeded(&mut self, now: Instant) -> Option<FailureReport> {
-        self.run.take().map(|run| FailureReport {
+        let run = self.run.as_mut()?;
+        if !std::mem::replace(&mut run.recovery_due, false) {
+            return None;
+        }
+        Some(FailureReport {
             failures: run.failures,
             suppressed: run.suppressed,
             failing_for: now - run.since,
@@ -493,6 +517,38 @@ mod tests {
         );
         // A new outage starts over: logged at once.
         assert_eq!(log.failed(at(400_000)).unwrap().failures, 1);
+    }
+
+    #[test]
+    fn a_flapping_database_keeps_the_back_off_across_single_successes() {
+        let start = Instant::now();
+        let mut log = FailureLog::default();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // For five minutes, every other flush fails.
+        let mut lines = 0;
+        let mut failure_lines = Vec::new();
+        for i in 0..1_500u64 {
+            if let Some(report) = log.failed(at(i * 200)) {
+                failure_lines.push((i * 200, report.failures));
+                lines += 1;
+            }
+            lines += usize::from(log.succeeded(at(i * 200 + 100)).is_some());
+        }
+        let times: Vec<u64> = failure_lines.iter().map(|(ms, _)| *ms).collect();
+        assert_eq!(
+            times,
+            [0, 1_000, 3_000, 7_000, 15_000, 31_000, 63_000, 123_000, 183_000, 243_000]
+        );
+        assert_eq!(
+            failure_lines.last().unwrap().1,
+            1_216,
+            "one run, counted whole"
+        );
+        // Each logged failure gets at most one recovery line.
+        assert_eq!(lines, 20);
+        // A quiet minute ends the run: the next failure is logged at once, as the first.
+        assert!(log.succeeded(at(299_950)).is_none());
+        assert_eq!(log.failed(at(360_000)).unwrap().failures, 1);
     }
 
     #[test]
