@@ -77,7 +77,8 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     metrics::gauge!("tollgate_unflushed_usage_records").set(flusher.backlog as f64);
     metrics::gauge!("tollgate_flushed_usage_records").set(flusher.flushed_records as f64);
     metrics::gauge!("tollgate_flushes").set(flusher.flushes as f64);
-    metrics::gauge!("tollgate_failed_flushes").set(flusher.failed_flushes as f64);
+    // Only ever grows: a counter, so that rate() and increase() apply.
+    metrics::counter!("tollgate_failed_flushes_total").absolute(flusher.failed_flushes);
     metrics::gauge!("tollgate_ledger_failing").set(if flusher.failing { 1.0 } else { 0.0 });
     metrics::gauge!("tollgate_active_accounts").set(state.engine.active_accounts() as f64);
     metrics::gauge!("tollgate_orphaned_accounts").set(state.engine.orphaned_accounts() as f64);

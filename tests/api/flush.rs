@@ -94,7 +94,7 @@ async fn a_million_row_backlog_drains_in_bounded_batches_each_row_billed_once() 
     let stats = app.engine.flusher_stats();
     assert!(stats.failing, "the ledger refuses writes: {stats:?}");
     assert!(stats.failed_flushes > 0, "{stats:?}");
-    assert!(app.metric("tollgate_failed_flushes").await > 0.0);
+    assert!(app.metric("tollgate_failed_flushes_total").await > 0.0);
     assert_eq!(stats.backlog, records as u64, "{stats:?}");
     let stored: i64 = db
         .query_one("SELECT count(*) FROM usage", &[])
@@ -161,4 +161,15 @@ async fn a_million_row_backlog_drains_in_bounded_batches_each_row_billed_once() 
          ({} failed flushes), drained in {drained:?}; largest flush {largest} rows",
         stats.failed_flushes
     );
+}
+
+#[actix_web::test]
+async fn failed_flushes_are_exported_as_a_counter() {
+    let app = spawn_app().await;
+    let text = app.metrics_text().await;
+    assert!(
+        text.contains("# TYPE tollgate_failed_flushes_total counter"),
+        "{text}"
+    );
+    assert_eq!(app.metric("tollgate_failed_flushes_total").await, 0.0);
 }
