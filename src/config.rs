@@ -153,8 +153,8 @@ pub struct MeteringSettings {
     /// workers instead, so a request that its account's own worker serves reaches the actor
     /// without waking another thread.
     pub account_arbiters: usize,
-    /// While Postgres cannot be written, refuse new requests once this many settled requests
-    /// are waiting to be flushed.
+    /// Refuse new requests once this many settled requests are waiting to be flushed, whether
+    /// Postgres cannot be written or only falls behind.
     pub max_unflushed: u64,
 }
 
