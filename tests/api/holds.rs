@@ -256,10 +256,12 @@ async fn billed_row(app: &TestApp, customer: &Customer) -> (Decimal, bool) {
 async fn a_long_context_sonnet_4_5_request_is_billed_at_the_long_tier() {
     let app = spawn_app().await;
     let customer = app.customer("20").await;
+    // A body as long as the prompt reported: a shorter one would make the 250,000 tokens an
+    // absurd count, capped at the hold's estimate (ADR 0010).
     let seen = stream_settled(
         &app,
         &customer,
-        &sonnet_4_5_body(10),
+        &sonnet_4_5_body(300_000),
         "context-1m-2025-08-07",
     )
     .await;
