@@ -117,10 +117,16 @@ pub(crate) struct Limiters {
     requests: Option<DefaultDirectRateLimiter>,
     tokens: Option<TokenLimiter>,
     tokens_burst: u32,
+    /// Nanoseconds the token limiter takes to refill one token.
+    tokens_interval: u64,
 }
 
 /// When a concurrency slot frees up is unknown; clients are told to come back after this.
 pub(crate) const CONCURRENCY_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// When requests admitted earlier settle is unknown too; a request whose estimate does not fit
+/// beside theirs is told to come back after this.
+const PENDING_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 fn per_minute(n: u32) -> Option<DefaultDirectRateLimiter> {
     NonZeroU32::new(n).map(|n| RateLimiter::direct(Quota::per_minute(n)))
@@ -135,8 +141,11 @@ type TokenLimiter = RateLimiter<TokenUse, TokenBucket, DefaultClock>;
 enum TokenUse {
     /// Only asks whether they fit: admission, before the real count is known.
     Ask,
-    /// Spends them: settlement, with the count the upstream reported.
-    Spend,
+    /// Charges the count the upstream reported, at settlement, as a debt when the bucket
+    /// holds fewer: the store sets the arrival time to `max(tat, now) + debt` (nanoseconds,
+    /// the tokens used times governor's interval per token). Checked as one cell, so that
+    /// governor computes `max(tat, now)` for the store.
+    Charge { debt: u64, interval: u64 },
 }
 
 /// The token limiter's GCRA state: the theoretical arrival time, in nanoseconds since the
@@ -153,11 +162,17 @@ impl StateStore for TokenBucket {
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
         let tat = NonZeroU64::new(self.0.load(Ordering::Relaxed)).map(|n| Nanos::from(n.get()));
-        let (outcome, next) = f(tat)?;
-        if *key == TokenUse::Spend {
-            self.0.store(next.as_u64(), Ordering::Relaxed);
+        let decided = f(tat);
+        if let TokenUse::Charge { debt, interval } = *key {
+            let next = match &decided {
+                // Allowed one cell: governor's next is `max(tat, now) + interval`.
+                Ok((_, next)) => next.as_u64().saturating_sub(interval),
+                // Refused even one cell: the arrival time is past now already.
+                Err(_) => tat.map_or(0, |tat| tat.as_u64()),
+            };
+            self.0.store(next.saturating_add(debt), Ordering::Relaxed);
         }
-        Ok(outcome)
+        decided.map(|(outcome, _)| outcome)
     }
 }
 
@@ -179,25 +194,37 @@ impl Limiters {
                 )
             }),
             tokens_burst: limits.tokens_per_minute,
+            tokens_interval: NonZeroU32::new(limits.tokens_per_minute).map_or(0, |n| {
+                u64::try_from(Quota::per_minute(n).replenish_interval().as_nanos())
+                    .unwrap_or(u64::MAX)
+            }),
         }
     }
 
     /// Admits one request whose every other check has passed (docs/adr/0014-limiter-order.md):
-    /// the token limit must have room for the request's own estimate, `tokens`, which it does
-    /// not spend (tokens are charged at settle, when the real count is known); then the
+    /// the token limit must have room for the request's own estimate, `tokens`, on top of
+    /// `pending`, the estimates of the account's requests admitted and not yet settled, so
+    /// that requests running at once cannot together pass the allowance. Nothing is spent
+    /// for tokens here (they are charged at settle, when the real count is known); then the
     /// request limit spends one cell. Refused by either, the request spends nothing.
     ///
     /// An estimate larger than the whole per-minute allowance is taken as the allowance: such a
-    /// request is admitted when the bucket is full, rather than never.
-    pub(crate) fn admit(&self, tokens: u64) -> Result<(), (Throttle, Duration)> {
+    /// request is admitted when the bucket is full and nothing else is pending, rather than
+    /// never.
+    pub(crate) fn admit(&self, tokens: u64, pending: u64) -> Result<(), (Throttle, Duration)> {
         if let Some(limiter) = &self.tokens {
-            let capped = tokens.clamp(1, u64::from(self.tokens_burst));
-            let n = NonZeroU32::new(u32::try_from(capped).unwrap_or(u32::MAX))
+            let burst = u64::from(self.tokens_burst);
+            let asked = pending.saturating_add(tokens.clamp(1, burst));
+            if asked > burst {
+                // More than the whole allowance is pending: wait for some of it to settle.
+                return Err((Throttle::Tokens, PENDING_RETRY_AFTER));
+            }
+            let n = NonZeroU32::new(u32::try_from(asked).unwrap_or(u32::MAX))
                 .unwrap_or(NonZeroU32::MIN);
             match limiter.check_key_n(&TokenUse::Ask, n) {
                 Ok(Ok(())) => {}
                 Ok(Err(not_until)) => return Err((Throttle::Tokens, wait(&not_until))),
-                // Not reachable with the estimate capped at the burst; refused all the same.
+                // Not reachable with the ask at most the burst; refused all the same.
                 Err(_) => return Err((Throttle::Tokens, Duration::from_secs(60))),
             }
         }
@@ -209,22 +236,21 @@ impl Limiters {
         Ok(())
     }
 
-    /// Charges the tokens a request really used. GCRA cannot go into debt, so when the bucket
-    /// holds fewer cells than were used it is drained to empty: the next request then waits
-    /// for the bucket to refill, which is what the limit promises.
+    /// Charges the tokens a request really used, in one step. When the bucket holds fewer
+    /// cells than were used, the rest is a debt: the next request waits until the bucket has
+    /// refilled past it, which is what the limit promises.
     pub(crate) fn charge_tokens(&self, used: u64) {
         let Some(tokens) = &self.tokens else { return };
-        let mut remaining = used.min(u64::from(self.tokens_burst));
-        let mut step = remaining;
-        while remaining > 0 && step > 0 {
-            let n = u32::try_from(step.min(remaining)).unwrap_or(u32::MAX);
-            let Some(n) = NonZeroU32::new(n) else { break };
-            match tokens.check_key_n(&TokenUse::Spend, n) {
-                Ok(Ok(())) => remaining -= u64::from(n.get()),
-                // Not that many cells left: try half as many.
-                _ => step /= 2,
-            }
+        if used == 0 {
+            return;
         }
+        let debt = used.saturating_mul(self.tokens_interval);
+        let charge = TokenUse::Charge {
+            debt,
+            interval: self.tokens_interval,
+        };
+        // The outcome is the store's to record; refused or not, the debt is stored.
+        let _ = tokens.check_key_n(&charge, NonZeroU32::MIN);
     }
 }
 
@@ -240,9 +266,9 @@ mod tests {
             max_concurrent: 0,
         });
         for _ in 0..3 {
-            assert!(limiters.admit(1).is_ok());
+            assert!(limiters.admit(1, 0).is_ok());
         }
-        let (which, retry_after) = limiters.admit(1).unwrap_err();
+        let (which, retry_after) = limiters.admit(1, 0).unwrap_err();
         assert_eq!(which, Throttle::Requests);
         assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(20));
     }
@@ -254,9 +280,9 @@ mod tests {
             tokens_per_minute: 1_000,
             max_concurrent: 0,
         });
-        assert!(limiters.admit(1).is_ok());
+        assert!(limiters.admit(1, 0).is_ok());
         limiters.charge_tokens(5_000);
-        let (which, _) = limiters.admit(1).unwrap_err();
+        let (which, _) = limiters.admit(1, 0).unwrap_err();
         assert_eq!(which, Throttle::Tokens);
     }
 
@@ -269,20 +295,36 @@ mod tests {
         });
         // Asking whether 1,000 fit spends none of them.
         for _ in 0..3 {
-            assert!(limiters.admit(1_000).is_ok());
+            assert!(limiters.admit(1_000, 0).is_ok());
         }
         limiters.charge_tokens(600);
-        let (which, retry_after) = limiters.admit(500).unwrap_err();
+        let (which, retry_after) = limiters.admit(500, 0).unwrap_err();
         assert_eq!(which, Throttle::Tokens);
         assert!(retry_after > Duration::ZERO);
-        assert!(limiters.admit(350).is_ok());
+        assert!(limiters.admit(350, 0).is_ok());
         // An estimate past the whole allowance waits for a full bucket, not forever.
         let fresh = Limiters::new(&AccountLimits {
             requests_per_minute: 0,
             tokens_per_minute: 1_000,
             max_concurrent: 0,
         });
-        assert!(fresh.admit(50_000).is_ok());
+        assert!(fresh.admit(50_000, 0).is_ok());
+    }
+
+    #[test]
+    fn tokens_used_past_the_bucket_are_a_debt_repaid_before_the_next_request() {
+        let limiters = Limiters::new(&AccountLimits {
+            requests_per_minute: 0,
+            tokens_per_minute: 1_000,
+            max_concurrent: 0,
+        });
+        // Three minutes' worth used at once: the bucket refills the two past the first
+        // before a single token fits again.
+        limiters.charge_tokens(3_000);
+        let (which, retry_after) = limiters.admit(1, 0).unwrap_err();
+        assert_eq!(which, Throttle::Tokens);
+        assert!(retry_after > Duration::from_secs(110), "{retry_after:?}");
+        assert!(retry_after <= Duration::from_secs(121), "{retry_after:?}");
     }
 
     #[test]
@@ -294,13 +336,13 @@ mod tests {
         });
         limiters.charge_tokens(900);
         for _ in 0..5 {
-            assert_eq!(limiters.admit(500).unwrap_err().0, Throttle::Tokens);
+            assert_eq!(limiters.admit(500, 0).unwrap_err().0, Throttle::Tokens);
         }
         assert!(
-            limiters.admit(50).is_ok(),
+            limiters.admit(50, 0).is_ok(),
             "the one request allowance is left"
         );
-        assert_eq!(limiters.admit(50).unwrap_err().0, Throttle::Requests);
+        assert_eq!(limiters.admit(50, 0).unwrap_err().0, Throttle::Requests);
     }
 
     #[test]
@@ -334,7 +376,7 @@ mod tests {
             max_concurrent: 0,
         });
         for _ in 0..10_000 {
-            assert!(limiters.admit(1).is_ok());
+            assert!(limiters.admit(1, 0).is_ok());
         }
         limiters.charge_tokens(u64::MAX);
     }

@@ -767,3 +767,48 @@ async fn a_backlog_drains_oldest_first_through_a_failed_batch_and_flush_now_wait
     assert_eq!(ledger.balance_of(account), view.balance);
     assert_eq!(engine.flusher_stats().backlog, 0);
 }
+
+#[actix_rt::test]
+async fn requests_running_at_once_cannot_together_pass_the_token_limit() {
+    let ledger = MemoryLedger::opening_with(dec!(1000));
+    let engine = engine(ledger, 1000);
+    let account = Uuid::now_v7();
+    engine.view(account).await.unwrap();
+    engine
+        .set_limits(
+            account,
+            AccountLimits {
+                requests_per_minute: 0,
+                tokens_per_minute: 100_000,
+                max_concurrent: 0,
+            },
+        )
+        .await
+        .unwrap();
+    let large = |account| HoldRequest {
+        shape: HoldPolicy::default().shape(28, 20_000, MediaCount::default(), &[]),
+        ..request(account)
+    };
+    // 32 requests of 20,000 tokens each at once, against a full bucket of 100,000: only as
+    // many as fit beside each other are admitted.
+    let mut running = Vec::new();
+    let mut refused = 0;
+    for _ in 0..32 {
+        match engine.pre_authorize(large(account)).await {
+            Ok(ticket) => running.push(ticket),
+            Err(AdmitError::Refused(_)) => refused += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        running.len(),
+        4,
+        "admitted {} x 20,000+ tokens against 100,000 a minute",
+        running.len()
+    );
+    assert_eq!(refused, 28);
+    // A released request gives its estimate back: one more fits.
+    running.pop().unwrap().release();
+    let again = engine.pre_authorize(large(account)).await;
+    assert!(again.is_ok(), "{:?}", again.err());
+}

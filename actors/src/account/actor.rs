@@ -29,6 +29,8 @@ pub(crate) const MAILBOX_CAPACITY: usize = 4096;
 /// One request's reservation.
 struct Hold {
     amount: Decimal,
+    /// Its token estimate, counted in `pending_tokens` until it settles or is released.
+    tokens: u64,
 }
 
 /// Accounts whose actor stopped (its thread did). The account's next actor takes the holds
@@ -122,6 +124,10 @@ pub(crate) struct AccountActor {
     holds: HashMap<Uuid, Hold>,
     /// Sum of `holds`, kept alongside so admission is O(1).
     held: Decimal,
+    /// Sum of the holds' token estimates: what the tokens-per-minute limit must leave room
+    /// for before admitting another request (docs/adr/0014-limiter-order.md). Holds carried
+    /// over from a stopped actor count none.
+    pending_tokens: u64,
     limits: AccountLimits,
     limiters: Limiters,
     /// What the HTTP side checks before reading a body; kept current after every change.
@@ -150,7 +156,7 @@ impl AccountActor {
         let held = carried.iter().map(|(_, amount)| amount).sum();
         let holds = carried
             .into_iter()
-            .map(|(request_id, amount)| (request_id, Hold { amount }))
+            .map(|(request_id, amount)| (request_id, Hold { amount, tokens: 0 }))
             .collect();
         gate.set_max_concurrent(record.limits.max_concurrent);
         let actor = AccountActor {
@@ -159,6 +165,7 @@ impl AccountActor {
             balance: record.balance,
             holds,
             held,
+            pending_tokens: 0,
             limiters: Limiters::new(&record.limits),
             limits: record.limits,
             gate,
@@ -184,9 +191,11 @@ impl AccountActor {
     fn remove_hold(&mut self, request_id: &Uuid) -> Option<Hold> {
         let hold = self.holds.remove(request_id)?;
         self.held -= hold.amount;
+        self.pending_tokens = self.pending_tokens.saturating_sub(hold.tokens);
         if self.holds.is_empty() {
             // Guard against drift: with no holds the sum is zero by definition.
             self.held = Decimal::ZERO;
+            self.pending_tokens = 0;
         }
         Some(hold)
     }
@@ -245,11 +254,15 @@ impl Handler<PreAuthorize> for AccountActor {
             });
         }
         self.limiters
-            .admit(msg.tokens)
+            .admit(msg.tokens, self.pending_tokens)
             .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
         self.held += msg.amount;
-        self.holds
-            .insert(msg.request_id, Hold { amount: msg.amount });
+        self.pending_tokens = self.pending_tokens.saturating_add(msg.tokens);
+        let hold = Hold {
+            amount: msg.amount,
+            tokens: msg.tokens,
+        };
+        self.holds.insert(msg.request_id, hold);
         self.publish();
         Ok(())
     }
