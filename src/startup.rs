@@ -26,7 +26,8 @@ use crate::http::{self, AppState};
 use crate::store::{InstanceLock, PgStore};
 use crate::upstream::{without_credentials, Upstream, UpstreamPool};
 
-/// How often the failed-authentication limiter forgets recovered addresses.
+/// How often the failed-authentication limiter forgets recovered addresses, and the body
+/// reader the keys with no upload in progress.
 const FAILURE_PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 pub struct Application {
@@ -48,8 +49,8 @@ pub struct Application {
     instance: InstanceLock,
 }
 
-/// Work the service runs beside its requests for as long as it runs (the failed-auth
-/// prune loop). Every task is tracked: a shutdown stops them and waits for them, and
+/// Work the service runs beside its requests for as long as it runs (the prune
+/// loop). Every task is tracked: a shutdown stops them and waits for them, and
 /// dropping an application that was never run stops them too, so none outlives its
 /// application (tests start many in one process).
 struct Background {
@@ -87,14 +88,15 @@ impl Drop for Background {
     }
 }
 
-/// Every [`FAILURE_PRUNE_INTERVAL`], lets the failed-authentication limiter forget the
-/// addresses that have recovered, until `stop` is cancelled.
-async fn prune_failed_auth(keys: KeyRing, stop: CancellationToken) {
+/// Every [`FAILURE_PRUNE_INTERVAL`], runs `prune` (the failed-authentication limiter forgets
+/// the addresses that have recovered, the body reader its idle keys), until `stop` is
+/// cancelled.
+async fn prune_loop(prune: impl Fn() + Send, stop: CancellationToken) {
     let mut every = tokio::time::interval(FAILURE_PRUNE_INTERVAL);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = every.tick() => keys.prune_failures(),
+            _ = every.tick() => prune(),
         }
     }
 }
@@ -222,6 +224,7 @@ impl Application {
             metrics,
             price_options: PriceOptions::new(&settings.metering.price_options),
         });
+        let pruned = state.clone();
         let admin_server = match admin_listener {
             Some(listener) => Some(admin_server(state.clone(), listener)?),
             None => None,
@@ -266,7 +269,16 @@ impl Application {
         .run();
         // Started last, once nothing can fail: a failed build leaves no loop behind.
         let background = Background::new();
-        background.spawn(|stop| prune_failed_auth(keys.clone(), stop));
+        let pruned_keys = keys.clone();
+        background.spawn(|stop| {
+            prune_loop(
+                move || {
+                    pruned_keys.prune_failures();
+                    pruned.bodies.prune_idle();
+                },
+                stop,
+            )
+        });
         Ok(Application {
             port,
             admin_port,
@@ -389,7 +401,7 @@ mod tests {
     async fn stopping_the_background_ends_the_prune_loop_and_waits_for_it() {
         let background = Background::new();
         let keys = KeyRing::new("a-test-secret-of-enough-length", 3);
-        background.spawn(|stop| prune_failed_auth(keys, stop));
+        background.spawn(|stop| prune_loop(move || keys.prune_failures(), stop));
         let tasks = background.tasks.clone();
         assert_eq!(tasks.len(), 1);
         tokio::time::timeout(Duration::from_secs(5), background.stop())
@@ -402,7 +414,7 @@ mod tests {
     async fn dropping_the_background_stops_its_tasks() {
         let background = Background::new();
         let keys = KeyRing::new("a-test-secret-of-enough-length", 3);
-        background.spawn(|stop| prune_failed_auth(keys, stop));
+        background.spawn(|stop| prune_loop(move || keys.prune_failures(), stop));
         let tasks = background.tasks.clone();
         tasks.close();
         drop(background);

@@ -25,8 +25,9 @@ pub struct BodyReader {
     limit: usize,
     deadline: Duration,
     per_key: u32,
-    /// Uploads in progress, per key id. An entry is a few dozen bytes and is kept once made:
-    /// there are as many as keys that ever uploaded, which the key table bounds.
+    /// Uploads in progress, per key id. An entry is a few dozen bytes; one with no upload in
+    /// progress is dropped by [`BodyReader::prune_idle`], so they follow the keys uploading
+    /// lately, not every key that ever did (nor every key id of a key since revoked).
     uploads: DashMap<Uuid, Arc<Slots>>,
     /// Fired when shutdown's drain bound has passed: a body still arriving is not waited for.
     interrupt: CancellationToken,
@@ -81,23 +82,57 @@ impl BodyReader {
         }
     }
 
-    /// Takes one of the key's upload slots, for as long as its body is being read.
+    /// Takes one of the key's upload slots, for as long as its body is being read. The slot
+    /// is taken while the map's entry is locked, so [`BodyReader::prune_idle`] never drops a
+    /// count between its lookup and its taking.
     fn start_upload(&self, key_id: Uuid) -> Result<Option<Slot>, ProxyError> {
         if self.per_key == 0 {
             return Ok(None);
         }
-        let slots = match self.uploads.get(&key_id) {
-            Some(slots) => Arc::clone(&slots),
-            None => Arc::clone(
-                &self
-                    .uploads
-                    .entry(key_id)
-                    .or_insert_with(|| Arc::new(Slots::new(self.per_key))),
-            ),
+        let taken = match self.uploads.get(&key_id) {
+            Some(slots) => slots.try_take(),
+            None => self
+                .uploads
+                .entry(key_id)
+                .or_insert_with(|| Arc::new(Slots::new(self.per_key)))
+                .try_take(),
         };
-        slots.try_take().map(Some).ok_or(ProxyError::Throttled {
+        taken.map(Some).ok_or(ProxyError::Throttled {
             limit: Limit::UploadsInProgress,
             retry_after: UPLOAD_RETRY_AFTER,
         })
+    }
+
+    /// Forgets the keys with no upload in progress (run by the service's prune loop).
+    pub fn prune_idle(&self) {
+        self.uploads.retain(|_, slots| slots.taken() > 0);
+        self.uploads.shrink_to_fit();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    #[test]
+    fn pruning_forgets_keys_with_no_upload_in_progress_and_keeps_the_others_counted() {
+        let settings = ServerSettings {
+            max_uploads_per_key: 1,
+            ..Settings::default().server
+        };
+        let bodies = BodyReader::new(&settings, CancellationToken::new());
+        let (idle, busy) = (Uuid::now_v7(), Uuid::now_v7());
+        drop(bodies.start_upload(idle).unwrap());
+        let uploading = bodies.start_upload(busy).unwrap();
+        assert_eq!(bodies.uploads.len(), 2);
+        bodies.prune_idle();
+        assert_eq!(bodies.uploads.len(), 1, "the idle key is forgotten");
+        assert!(
+            bodies.start_upload(busy).is_err(),
+            "the busy key's upload is still counted"
+        );
+        drop(uploading);
+        assert!(bodies.start_upload(busy).unwrap().is_some());
     }
 }
