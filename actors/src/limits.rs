@@ -93,9 +93,11 @@ impl Slots {
             if limit > 0 && taken >= limit {
                 return None;
             }
+            // With no limit, a count at u32::MAX refuses rather than counting one slot twice.
+            let next = taken.checked_add(1)?;
             match self.taken.compare_exchange_weak(
                 taken,
-                taken.saturating_add(1),
+                next,
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
@@ -343,6 +345,16 @@ mod tests {
             "the one request allowance is left"
         );
         assert_eq!(limiters.admit(50, 0).unwrap_err().0, Throttle::Requests);
+    }
+
+    #[test]
+    fn slots_without_a_limit_refuse_at_the_counts_end_rather_than_miscount() {
+        let slots = Arc::new(Slots {
+            taken: AtomicU32::new(u32::MAX),
+            limit: AtomicU32::new(0),
+        });
+        assert!(slots.try_take().is_none());
+        assert_eq!(slots.taken(), u32::MAX);
     }
 
     #[test]
