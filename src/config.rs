@@ -245,7 +245,7 @@ impl Default for Settings {
                 max_uploads_per_key: 16,
                 // With the flush's 5 s and the fixed steps after the drain, a shutdown fits an
                 // orchestrator's default 30 s grace period (Settings::worst_case_shutdown).
-                shutdown_drain_ms: 17_000,
+                shutdown_drain_ms: 15_000,
                 shutdown_flush_ms: 5_000,
                 trusted_proxies: Vec::new(),
             },
@@ -376,6 +376,10 @@ impl Format for YamlFile {
 /// How long the HTTP server may take to stop once every request has settled and been
 /// flushed: only responses still being written to slow clients are left by then.
 pub const SERVER_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long shutdown's last step may wait to release the instance lock; past it the process
+/// exits, and its session's end releases the lock.
+pub const INSTANCE_RELEASE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The most `metering.max_stream_ms` and `metering.stream_drain_ms` may be: a week. No stream
 /// runs that long, and a larger value only risks a deadline the clock cannot count to.
@@ -540,8 +544,10 @@ impl Settings {
     pub fn worst_case_shutdown(&self) -> Duration {
         Duration::from_millis(self.server.shutdown_drain_ms)
             + tollgate_actors::engine::INTERRUPT_GRACE
+            + tollgate_actors::engine::SNAPSHOT_DEADLINE
             + Duration::from_millis(self.server.shutdown_flush_ms)
             + SERVER_STOP_TIMEOUT
+            + INSTANCE_RELEASE_TIMEOUT
     }
 
     pub fn hold_policy(&self) -> HoldPolicy {

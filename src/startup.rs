@@ -19,7 +19,7 @@ use tollgate_actors::relay::Drain;
 use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
-use crate::config::{Settings, SERVER_STOP_TIMEOUT};
+use crate::config::{Settings, INSTANCE_RELEASE_TIMEOUT, SERVER_STOP_TIMEOUT};
 use crate::http::anthropic::body::BodyReader;
 use crate::http::anthropic::PriceOptions;
 use crate::http::{self, AppState};
@@ -379,16 +379,27 @@ impl Application {
             );
         }
         self.background.stop().await;
-        if !server_ended {
-            handle.stop(true).await;
-            let _ = server.await;
-        }
-        if let Some((handle, server)) = admin {
-            handle.stop(true).await;
-            let _ = server.await;
-        }
+        // Both listeners stop together, so that the admin one adds nothing to the worst case.
+        let main_stopped = async {
+            if !server_ended {
+                handle.stop(true).await;
+                let _ = server.await;
+            }
+        };
+        let admin_stopped = async {
+            if let Some((handle, server)) = admin {
+                handle.stop(true).await;
+                let _ = server.await;
+            }
+        };
+        tokio::join!(main_stopped, admin_stopped);
         // Last, once nothing more is written: the next instance may start at once.
-        self.instance.release().await;
+        if tokio::time::timeout(INSTANCE_RELEASE_TIMEOUT, self.instance.release())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the instance lock was not released in time; it ends with the session");
+        }
         Ok(())
     }
 }

@@ -40,7 +40,7 @@ mod ticket;
 
 pub use admission::Admission;
 pub use placement::ActorPlacement;
-pub use shutdown::INTERRUPT_GRACE;
+pub use shutdown::{INTERRUPT_GRACE, SNAPSHOT_DEADLINE};
 pub use ticket::{HoldTicket, Resize, Settlement};
 
 /// How long a request waits for room in a full account mailbox before it is told the service

@@ -10,6 +10,10 @@ use crate::account::actor::Snapshot;
 /// already under way for whole messages may still finish; this bounds how long that takes.
 pub const INTERRUPT_GRACE: Duration = Duration::from_secs(5);
 
+/// How long shutdown waits for every account actor to prove it has applied the settles queued
+/// to it, before the final flush.
+pub const SNAPSHOT_DEADLINE: Duration = Duration::from_secs(1);
+
 impl Engine {
     /// Graceful shutdown:
     /// 1. refuses new requests;
@@ -52,10 +56,21 @@ impl Engine {
             .iter()
             .filter_map(|entry| entry.value().get().map(|active| active.addr.clone()))
             .collect();
-        for addr in actors {
-            if addr.send(Snapshot).await.is_err() {
-                tracing::error!("an account actor stopped before shutdown finished");
+        // All at once and bounded: an actor waiting on a hung Postgres write must not hold up
+        // the others, nor the final flush, past the orchestrator's grace period.
+        let snapshots =
+            futures_util::future::join_all(actors.iter().map(|addr| addr.send(Snapshot)));
+        match tokio::time::timeout(SNAPSHOT_DEADLINE, snapshots).await {
+            Ok(answers) => {
+                let stopped = answers.iter().filter(|answer| answer.is_err()).count();
+                if stopped > 0 {
+                    tracing::error!(stopped, "account actors stopped before shutdown finished");
+                }
             }
+            Err(_) => tracing::error!(
+                "account actors did not all answer within the snapshot deadline; \
+                 their last settles may miss the final flush"
+            ),
         }
         let flushed = self.inner.flusher.shutdown(flush_deadline).await;
         drained && flushed
