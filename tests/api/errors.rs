@@ -166,15 +166,7 @@ async fn a_suspended_account_is_refused_before_the_upstream_is_called() {
     )
     .await;
     assert_eq!(app.mock_stats().await.messages, 0);
-    let unsuspend = app
-        .admin(
-            reqwest::Method::POST,
-            &format!("/accounts/{}/unsuspend", customer.id),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unsuspend.status(), 200);
+    app.unsuspend(&customer.id).await;
     assert_eq!(
         app.messages(&customer.key, &body)
             .send()
@@ -352,10 +344,10 @@ async fn an_upstream_that_stays_silent_or_cannot_be_reached_gets_502_and_bills_n
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(words), "{words:?} not in {body}");
         let counted = app
-            .http
-            .post(format!("{}/v1/messages/count_tokens", app.base))
-            .header("x-api-key", &customer.key)
-            .json(&json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}))
+            .count_tokens(
+                &customer.key,
+                &json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}),
+            )
             .send()
             .await
             .unwrap();
@@ -389,10 +381,10 @@ async fn upstream_error_answers(app: &TestApp, key: &str, mock: Value) -> Vec<re
         answers.push(app.messages(key, &body).send().await.unwrap());
     }
     let counted = app
-        .http
-        .post(format!("{}/v1/messages/count_tokens", app.base))
-        .header("x-api-key", key)
-        .json(&json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}))
+        .count_tokens(
+            key,
+            &json!({"model": "claude-opus-5-5", "messages": [], "mock": mock}),
+        )
         .send()
         .await
         .unwrap();

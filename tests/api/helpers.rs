@@ -414,6 +414,27 @@ impl TestApp {
             .json(body)
     }
 
+    /// Lifts an account's suspension through the admin API.
+    pub async fn unsuspend(&self, account: &str) {
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/accounts/{account}/unsuspend"),
+            )
+            .send()
+            .await
+            .expect("unsuspend sent");
+        assert_eq!(response.status(), 200);
+    }
+
+    pub fn count_tokens(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/messages/count_tokens", self.base))
+            .header("x-api-key", key)
+            .header("anthropic-version", "2023-06-01")
+            .json(body)
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
             .await
