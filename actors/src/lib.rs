@@ -47,7 +47,7 @@ pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal}
 pub use bill::{Bill, UsageFault};
 pub use engine::{
     ActorPlacement, Admission, AdmitError, Engine, EngineConfig, EngineError, HoldRequest,
-    HoldTicket, Resize, Settlement, INTERRUPT_GRACE,
+    HoldTicket, Resize, Settlement, UnbilledAdmission, INTERRUPT_GRACE,
 };
 pub use ledger::{
     BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,

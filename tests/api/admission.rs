@@ -1,5 +1,6 @@
 //! Checked before reading: a request's account is checked for its status, its balance and a
-//! concurrency slot before its body is read; bodies are read within a deadline and a per-key
+//! concurrency slot before its body is read (a `count_tokens` request's for its status and
+//! balance, and it takes no slot); bodies are read within a deadline and a per-key
 //! cap; `admin.listen` moves the admin API off the main listener; the rate limits spend their
 //! allowance only for a request admitted; a request let in just before shutdown is billed and
 //! flushed.
@@ -13,12 +14,15 @@ use tokio::net::TcpStream;
 
 use crate::helpers::*;
 
-/// A `POST /v1/messages` whose head declares `declared` body bytes, sent with none of them.
-async fn upload_head(base: &str, key: &str, declared: usize) -> TcpStream {
+const MESSAGES: &str = "/v1/messages";
+const COUNT_TOKENS: &str = "/v1/messages/count_tokens";
+
+/// A `POST` to `path` whose head declares `declared` body bytes, sent with none of them.
+async fn upload_head(base: &str, path: &str, key: &str, declared: usize) -> TcpStream {
     let address = base.trim_start_matches("http://");
     let mut stream = TcpStream::connect(address).await.unwrap();
     let head = format!(
-        "POST /v1/messages HTTP/1.1\r\nhost: {address}\r\nx-api-key: {key}\r\n\
+        "POST {path} HTTP/1.1\r\nhost: {address}\r\nx-api-key: {key}\r\n\
          anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n\
          content-length: {declared}\r\n\r\n"
     );
@@ -142,12 +146,12 @@ async fn stalled_uploads_of_a_suspended_key_are_answered_at_once_and_cost_no_mem
     let pid = served.0.id();
     let before = vm_rss_kib(pid);
 
-    // Twenty uploads that declare nearly 32 MiB, as an attacker would send them: the head,
-    // then (answered or not) 31 MiB of body, then nothing.
+    // Twenty uploads that declare nearly 32 MiB, as an attacker would send them, half to each
+    // route that reads a body: the head, then (answered or not) 31 MiB of body, then nothing.
     let mut uploads = Vec::new();
     let mut answered = Vec::new();
-    for _ in 0..20 {
-        let mut stream = upload_head(&base, &customer.key, 33_000_000).await;
+    for path in [MESSAGES, COUNT_TOKENS].repeat(10) {
+        let mut stream = upload_head(&base, path, &customer.key, 33_000_000).await;
         answered.push(response_within(&mut stream, Duration::from_secs(2)).await);
         send_body(&mut stream, 31 << 20).await;
         uploads.push(stream);
@@ -167,18 +171,97 @@ async fn stalled_uploads_of_a_suspended_key_are_answered_at_once_and_cost_no_mem
     drop(uploads);
 }
 
+/// The status and body (without its request id) of the answer to a `POST` to `path` whose
+/// body never comes, which must arrive before the body does.
+async fn answer_before_the_body(app: &TestApp, path: &str, key: &str) -> (u16, Value) {
+    // Most of what the test instance's `server.max_body_bytes` (1 MiB) allows.
+    let mut stream = upload_head(&app.base, path, key, 1_000_000).await;
+    let (status, body) = response_within(&mut stream, Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|| panic!("{path}: answered without the body"));
+    let mut body: Value = serde_json::from_str(&body).unwrap();
+    body["request_id"].take();
+    (status, body)
+}
+
 #[actix_web::test]
 async fn an_empty_accounts_upload_is_refused_before_its_body_is_read() {
     let app = spawn_app().await;
     let customer = app.customer("0").await;
-    let mut stream = upload_head(&app.base, &customer.key, 500_000).await;
-    let (status, body) = response_within(&mut stream, Duration::from_secs(2))
-        .await
-        .expect("answered without the body");
+    let (status, body) = answer_before_the_body(&app, MESSAGES, &customer.key).await;
     assert_eq!(status, 402, "{body}");
-    let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["error"]["type"], "billing_error");
-    assert_eq!(app.mock_stats().await.messages, 0);
+    // count_tokens is free, but an account with nothing to spend has no use for it: answered
+    // as /v1/messages is.
+    let counted = answer_before_the_body(&app, COUNT_TOKENS, &customer.key).await;
+    assert_eq!(counted, (status, body));
+    let stats = app.mock_stats().await;
+    assert_eq!((stats.messages, stats.count_tokens), (0, 0));
+}
+
+#[actix_web::test]
+async fn a_suspended_accounts_count_tokens_is_refused_before_its_body_and_spends_no_allowance() {
+    let app = spawn_app_with(MockConfig::default(), |s| {
+        s.limits.count_tokens_per_minute = 1
+    })
+    .await;
+    let customer = app.customer("1").await;
+    suspend(&app, &customer.id).await;
+    let refused = answer_before_the_body(&app, MESSAGES, &customer.key).await;
+    assert_eq!(refused.0, 403, "{}", refused.1);
+    assert_eq!(refused.1["error"]["type"], "permission_error");
+    let counted = answer_before_the_body(&app, COUNT_TOKENS, &customer.key).await;
+    assert_eq!(counted, refused);
+    app.unsuspend(&customer.id).await;
+    // The key's one count_tokens call a minute was not spent by the refusal.
+    let body = json!({"model": "claude-opus-5-5", "messages": [{"role": "user", "content": "hi"}]});
+    let response = app.count_tokens(&customer.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(app.mock_stats().await.count_tokens, 1);
+}
+
+#[actix_web::test]
+async fn count_tokens_is_answered_while_every_concurrency_slot_is_taken_and_takes_none() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    set_limits(
+        &app,
+        &customer.id,
+        json!({"requests_per_minute": 0, "tokens_per_minute": 0, "max_concurrent": 1}),
+    )
+    .await;
+    let slow = message_body("claude-opus-5-5", 10, false, json!({"ttft_ms": 1_000}));
+    let count =
+        json!({"model": "claude-opus-5-5", "messages": [{"role": "user", "content": "hi"}]});
+    let running = app.messages(&customer.key, &slow).send();
+    let counted = async {
+        app.wait_view(&customer.id, |view| view["active_requests"] == 1)
+            .await;
+        let response = app
+            .count_tokens(&customer.key, &count)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().await.unwrap())
+    };
+    let (running, (status, counted)) = tokio::join!(running, counted);
+    assert_eq!(status, 200, "{counted}");
+    assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
+    assert_eq!(running.unwrap().status(), 200);
+    // Nor did it keep one: the account's one slot is free for the next message.
+    app.wait_settled(&customer.id).await;
+    let small = message_body("claude-opus-5-5", 10, false, json!({}));
+    let response = app.messages(&customer.key, &small).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    app.wait_settled(&customer.id).await;
+    app.flush().await;
+    assert_eq!(
+        app.books(&customer.id).await.usage_rows,
+        2,
+        "count_tokens is not billed"
+    );
+    assert_eq!(app.mock_stats().await.count_tokens, 1);
 }
 
 #[actix_web::test]
@@ -188,7 +271,7 @@ async fn a_body_not_received_within_the_read_deadline_is_answered_408() {
     })
     .await;
     let customer = app.customer("1").await;
-    let mut stream = upload_head(&app.base, &customer.key, 100_000).await;
+    let mut stream = upload_head(&app.base, MESSAGES, &customer.key, 100_000).await;
     send_body(&mut stream, 1_000).await;
     let started = Instant::now();
     let (status, body) = response_within(&mut stream, Duration::from_secs(5))
@@ -208,8 +291,8 @@ async fn a_key_uploading_more_bodies_than_its_cap_is_answered_429() {
     let app = spawn_app_with(MockConfig::default(), |s| s.server.max_uploads_per_key = 2).await;
     let customer = app.customer("1").await;
     let other = app.customer("1").await;
-    let mut first = upload_head(&app.base, &customer.key, 100_000).await;
-    let mut second = upload_head(&app.base, &customer.key, 100_000).await;
+    let mut first = upload_head(&app.base, MESSAGES, &customer.key, 100_000).await;
+    let mut second = upload_head(&app.base, COUNT_TOKENS, &customer.key, 100_000).await;
     send_body(&mut first, 1_000).await;
     send_body(&mut second, 1_000).await;
     let body = message_body("claude-opus-5-5", 10, false, json!({}));

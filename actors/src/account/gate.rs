@@ -50,15 +50,21 @@ impl AccountGate {
         self.concurrency.set_limit(max_concurrent);
     }
 
-    /// Lets a request in, in the order the actor would refuse it: a suspended account, then
-    /// nothing available, then no concurrency slot free. The slot is held until the request
-    /// settles or releases its hold.
-    pub(crate) fn let_in(&self) -> Result<Slot, Refusal> {
+    /// Refuses a request of a suspended account, then one of an account with nothing
+    /// available, as the actor would; takes nothing.
+    pub(crate) fn check_standing(&self) -> Result<(), Refusal> {
         match self.standing.load(Ordering::Acquire) {
-            s if s == Standing::Suspended as u8 => return Err(Refusal::Suspended),
-            s if s == Standing::NothingAvailable as u8 => return Err(Refusal::NothingAvailable),
-            _ => {}
+            s if s == Standing::Suspended as u8 => Err(Refusal::Suspended),
+            s if s == Standing::NothingAvailable as u8 => Err(Refusal::NothingAvailable),
+            _ => Ok(()),
         }
+    }
+
+    /// Lets a request in, in the order the actor would refuse it: the standing
+    /// ([`AccountGate::check_standing`]), then no concurrency slot free. The slot is held until
+    /// the request settles or releases its hold.
+    pub(crate) fn let_in(&self) -> Result<Slot, Refusal> {
+        self.check_standing()?;
         self.concurrency.try_take().ok_or(Refusal::Throttled {
             which: Throttle::Concurrency,
             retry_after: CONCURRENCY_RETRY_AFTER,
@@ -92,5 +98,25 @@ mod tests {
         assert_eq!(gate.let_in().unwrap_err(), Refusal::Suspended);
         gate.publish(AccountStatus::Active, Decimal::ONE, Decimal::ONE);
         assert!(gate.let_in().is_ok());
+    }
+
+    #[test]
+    fn the_standing_alone_refuses_as_the_actor_would_and_takes_no_slot() {
+        let gate = AccountGate::default();
+        gate.set_max_concurrent(1);
+        gate.publish(AccountStatus::Active, Decimal::ONE, Decimal::ONE);
+        let slot = gate.let_in().unwrap();
+        assert_eq!(
+            gate.check_standing(),
+            Ok(()),
+            "every slot taken is no refusal"
+        );
+        drop(slot);
+        gate.publish(AccountStatus::Active, Decimal::ONE, Decimal::ZERO);
+        assert_eq!(gate.check_standing(), Err(Refusal::NothingAvailable));
+        gate.publish(AccountStatus::Suspended, Decimal::ONE, Decimal::ONE);
+        assert_eq!(gate.check_standing(), Err(Refusal::Suspended));
+        gate.publish(AccountStatus::Active, Decimal::ONE, Decimal::ONE);
+        assert!(gate.let_in().is_ok(), "checking took no slot");
     }
 }

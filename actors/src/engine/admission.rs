@@ -5,6 +5,9 @@
 //!    nothing available or has no concurrency slot free. Lock-free, no actor round trip.
 //! 2. [`Admission::pre_authorize`], once the body is priced: the account's actor takes the
 //!    hold, in one mailbox round trip, and the slot and the tracking go into the ticket.
+//!
+//! A request that is never billed (`count_tokens`) takes only the first step's tracking and
+//! standing, through [`Engine::check_in_unbilled`]: no concurrency slot, no hold.
 
 use tokio_util::task::task_tracker::TaskTrackerToken;
 
@@ -32,18 +35,18 @@ pub(crate) struct Passes {
     _tracked: TaskTrackerToken,
 }
 
+/// A request that is never billed (`count_tokens`), let in before its body was read: it
+/// keeps a graceful shutdown waiting until it is dropped, and holds no concurrency slot.
+pub struct UnbilledAdmission {
+    _tracked: TaskTrackerToken,
+}
+
 impl Engine {
     /// Lets a request of `account_id` in, before its body is read. Refuses it at once when
     /// shutdown has begun, too much usage waits for the ledger, the account is
     /// suspended, nothing of its balance is available, or its concurrency slots are all taken.
     pub async fn check_in(&self, account_id: AccountId) -> Result<Admission, AdmitError> {
-        // Tracked first, then checked for shutdown: closing the tracker and taking a token
-        // change the same atomic, so either shutdown sees this request and waits for it, or
-        // this request sees the tracker closed.
-        let tracked = self.inner.in_flight.token();
-        if self.inner.in_flight.is_closed() {
-            return Err(EngineError::Stopped.into());
-        }
+        let tracked = self.track()?;
         let flusher = self.inner.flusher.stats();
         // A backlog past the bound is refused whether the last flush failed or not: a ledger
         // written more slowly than requests settle grows it as surely as an outage
@@ -62,6 +65,32 @@ impl Engine {
                 _tracked: tracked,
             },
         })
+    }
+
+    /// Lets a request of `account_id` that is never billed in, before its body is read: as
+    /// [`Engine::check_in`], it is refused at once when shutdown has begun, the account is
+    /// suspended or nothing of its balance is available, but it takes no concurrency slot and
+    /// is not refused for a ledger backlog, to which it adds nothing
+    /// (docs/adr/0013-check-before-reading.md).
+    pub async fn check_in_unbilled(
+        &self,
+        account_id: AccountId,
+    ) -> Result<UnbilledAdmission, AdmitError> {
+        let tracked = self.track()?;
+        self.active(account_id).await?.gate.check_standing()?;
+        Ok(UnbilledAdmission { _tracked: tracked })
+    }
+
+    /// Tracks a request for shutdown's drain, or refuses it if shutdown has begun.
+    fn track(&self) -> Result<TaskTrackerToken, EngineError> {
+        // Tracked first, then checked for shutdown: closing the tracker and taking a token
+        // change the same atomic, so either shutdown sees this request and waits for it, or
+        // this request sees the tracker closed.
+        let tracked = self.inner.in_flight.token();
+        if self.inner.in_flight.is_closed() {
+            return Err(EngineError::Stopped);
+        }
+        Ok(tracked)
     }
 }
 

@@ -2,7 +2,8 @@
 //! requests with a hold, and hands back a [`HoldTicket`] that settles or releases it.
 //! Callers never see an actix type.
 //!
-//! - `admission`: letting a request in before its body is read ([`Admission`]), then its hold.
+//! - `admission`: letting a request in before its body is read ([`Admission`]), then its hold;
+//!   an unbilled one ([`UnbilledAdmission`]) with no slot and no hold.
 //! - `placement`: which thread a new account actor starts on ([`ActorPlacement`]).
 //! - `ticket`: the [`HoldTicket`] an admitted request carries until it settles or releases.
 //! - `redelivery`: the settles and releases a stopped actor dropped, sent to its successor.
@@ -38,7 +39,7 @@ mod redelivery;
 mod shutdown;
 mod ticket;
 
-pub use admission::Admission;
+pub use admission::{Admission, UnbilledAdmission};
 pub use placement::ActorPlacement;
 pub use shutdown::{INTERRUPT_GRACE, SNAPSHOT_DEADLINE};
 pub use ticket::{HoldTicket, Resize, Settlement};

@@ -1,8 +1,11 @@
-//! `POST /v1/messages/count_tokens`: forwarded, throttled per key, never billed.
+//! `POST /v1/messages/count_tokens`: forwarded, throttled per key, never billed. Like
+//! `/v1/messages`, it is checked in before its body is read: a suspended account (403) or one
+//! with nothing available (402) is answered at once, and the request is tracked for
+//! shutdown. It takes none of the account's concurrency slots
+//! (docs/adr/0013-check-before-reading.md).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
-use tollgate_actors::AccountStatus;
 
 use super::exchange::{body_failed, relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;
@@ -37,6 +40,14 @@ async fn forward(
     upstreams: &UpstreamPool,
     rid: RequestId,
 ) -> Result<HttpResponse, ProxyError> {
+    // Held to the end: shutdown's drain waits for the answer.
+    let _admission = state
+        .engine
+        .check_in_unbilled(owner.account_id)
+        .await
+        .map_err(|error| ProxyError::engine(error, rid))?;
+    // After the check-in, so that a refused call spends none of the key's allowance
+    // (docs/adr/0014-limiter-order.md).
     if let Some(limiter) = &state.count_tokens_limiter {
         limiter
             .check_key(&owner.key_id)
@@ -44,14 +55,6 @@ async fn forward(
                 limit: Limit::CountTokens,
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             })?;
-    }
-    let view = state
-        .engine
-        .view(owner.account_id)
-        .await
-        .map_err(|error| ProxyError::engine(error, rid))?;
-    if view.status == AccountStatus::Suspended {
-        return Err(ProxyError::Suspended);
     }
     let body = state.bodies.read(owner.key_id, &req, payload).await?;
     // count_tokens names a model too, but is not priced: any upstream that serves messages
