@@ -97,19 +97,6 @@ impl Drop for Served {
     }
 }
 
-async fn suspend(app: &TestApp, account: &str) {
-    let response = app
-        .admin(
-            reqwest::Method::POST,
-            &format!("/accounts/{account}/suspend"),
-        )
-        .json(&json!({"reason": "abuse"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
-
 async fn set_limits(app: &TestApp, account: &str, limits: Value) {
     let response = app
         .admin(reqwest::Method::PUT, &format!("/accounts/{account}/limits"))
@@ -124,7 +111,7 @@ async fn set_limits(app: &TestApp, account: &str, limits: Value) {
 async fn stalled_uploads_of_a_suspended_key_are_answered_at_once_and_cost_no_memory() {
     let mut app = spawn_app().await;
     let customer = app.customer("0").await;
-    suspend(&app, &customer.id).await;
+    app.suspend(&customer.id).await;
     // The database is handed over to a real `tollgate serve`, with its default 32 MiB limit.
     app.shutdown.cancel();
     (&mut app.stopped).await.unwrap().unwrap();
@@ -206,7 +193,7 @@ async fn a_suspended_accounts_count_tokens_is_refused_before_its_body_and_spends
     })
     .await;
     let customer = app.customer("1").await;
-    suspend(&app, &customer.id).await;
+    app.suspend(&customer.id).await;
     let refused = answer_before_the_body(&app, MESSAGES, &customer.key).await;
     assert_eq!(refused.0, 403, "{}", refused.1);
     assert_eq!(refused.1["error"]["type"], "permission_error");

@@ -414,6 +414,20 @@ impl TestApp {
             .json(body)
     }
 
+    /// Suspends an account through the admin API.
+    pub async fn suspend(&self, account: &str) {
+        let response = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/accounts/{account}/suspend"),
+            )
+            .json(&json!({"reason": "abuse"}))
+            .send()
+            .await
+            .expect("suspend sent");
+        assert_eq!(response.status(), 200);
+    }
+
     /// Lifts an account's suspension through the admin API.
     pub async fn unsuspend(&self, account: &str) {
         let response = self
