@@ -19,6 +19,7 @@ use crate::limits::Slot;
 
 /// A request let in before its body was read: it holds one of its account's concurrency
 /// slots and keeps a graceful shutdown waiting, until it is dropped or its hold's ticket is.
+#[must_use = "dropping it gives its slot back and stops shutdown waiting for the request"]
 pub struct Admission {
     engine: Engine,
     account_id: AccountId,
@@ -37,6 +38,7 @@ pub(crate) struct Passes {
 
 /// A request that is never billed (`count_tokens`), let in before its body was read: it
 /// keeps a graceful shutdown waiting until it is dropped, and holds no concurrency slot.
+#[must_use = "hold it until the request is answered: dropping it stops shutdown waiting for it"]
 pub struct UnbilledAdmission {
     _tracked: TaskTrackerToken,
 }
