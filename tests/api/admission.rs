@@ -3,7 +3,7 @@
 //! balance, and it takes no slot); bodies are read within a deadline and a per-key
 //! cap; `admin.listen` moves the admin API off the main listener; the rate limits spend their
 //! allowance only for a request admitted; a request let in just before shutdown is billed and
-//! flushed.
+//! flushed, and a `count_tokens` call in flight is waited for.
 
 use std::time::{Duration, Instant};
 
@@ -249,6 +249,70 @@ async fn count_tokens_is_answered_while_every_concurrency_slot_is_taken_and_take
         "count_tokens is not billed"
     );
     assert_eq!(app.mock_stats().await.count_tokens, 1);
+}
+
+/// A count_tokens body whose upstream answer the mock holds back `ttft_ms`.
+fn count_tokens_body(ttft_ms: u64) -> Value {
+    json!({
+        "model": "claude-opus-5-5",
+        "messages": [{"role": "user", "content": "hi"}],
+        "mock": {"ttft_ms": ttft_ms},
+    })
+}
+
+/// Waits until the engine refuses new requests, as it does once a graceful shutdown has
+/// begun (nothing over HTTP says so without being let in, and billed, when it has not).
+async fn wait_until_shutdown_has_begun(app: &TestApp, account: &str) {
+    let account = uuid::Uuid::parse_str(account).unwrap();
+    for _ in 0..400 {
+        let checked = app.engine.check_in_unbilled(account).await;
+        if matches!(
+            checked,
+            Err(tollgate_actors::AdmitError::Engine(
+                tollgate_actors::EngineError::Stopped
+            ))
+        ) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("shutdown never began");
+}
+
+#[actix_web::test]
+async fn count_tokens_in_flight_at_shutdown_is_answered_and_one_sent_after_it_is_refused() {
+    let app = spawn_app().await;
+    let customer = app.customer("1").await;
+    // A connection the server took before shutdown: from then on the listener takes no new
+    // one, but open connections are still served.
+    let late = reqwest::Client::new();
+    let ready = late.get(format!("{}/healthz", app.base)).send().await;
+    assert_eq!(ready.unwrap().status(), 200);
+    let in_flight = actix_web::rt::spawn(
+        app.count_tokens(&customer.key, &count_tokens_body(1_000))
+            .send(),
+    );
+    wait_for_mock(&app, |stats| stats.count_tokens == 1).await;
+    app.shutdown.cancel();
+    wait_until_shutdown_has_begun(&app, &customer.id).await;
+    let refused = late
+        .post(format!("{}{COUNT_TOKENS}", app.base))
+        .header("x-api-key", &customer.key)
+        .header("anthropic-version", "2023-06-01")
+        .json(&count_tokens_body(0))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 529);
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+    // The drain waited for the one in flight, which was answered.
+    let answered = in_flight.await.unwrap().unwrap();
+    assert_eq!(answered.status(), 200);
+    let counted: Value = answered.json().await.unwrap();
+    assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
+    assert_eq!(app.mock_stats().await.count_tokens, 1);
+    app.shut_down().await;
 }
 
 #[actix_web::test]
