@@ -3,7 +3,7 @@
 //! balance, and it takes no slot); bodies are read within a deadline and a per-key
 //! cap; `admin.listen` moves the admin API off the main listener; the rate limits spend their
 //! allowance only for a request admitted; a request let in just before shutdown is billed and
-//! flushed, and a `count_tokens` call in flight is waited for.
+//! flushed, and a `count_tokens` call in flight is waited for up to the drain bound.
 
 use std::time::{Duration, Instant};
 
@@ -313,6 +313,30 @@ async fn count_tokens_in_flight_at_shutdown_is_answered_and_one_sent_after_it_is
     assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
     assert_eq!(app.mock_stats().await.count_tokens, 1);
     app.shut_down().await;
+}
+
+#[actix_web::test]
+async fn count_tokens_still_waiting_on_the_upstream_at_the_interrupt_is_answered_529_at_once() {
+    let app = spawn_app_with(MockConfig::default(), |s| s.server.shutdown_drain_ms = 200).await;
+    let customer = app.customer("1").await;
+    // The upstream holds its answer back far past the drain bound.
+    let hung = actix_web::rt::spawn(
+        app.count_tokens(&customer.key, &count_tokens_body(60_000))
+            .send(),
+    );
+    wait_for_mock(&app, |stats| stats.count_tokens == 1).await;
+    let started = Instant::now();
+    app.shutdown.cancel();
+    let answered = hung
+        .await
+        .unwrap()
+        .expect("answered before the server stopped");
+    assert_eq!(answered.status(), 529);
+    let body: Value = answered.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error", "{body}");
+    app.shut_down().await;
+    // Liveness, not speed: the call did not keep shutdown waiting out the interrupt's grace.
+    assert!(started.elapsed() < Duration::from_millis(200) + tollgate_actors::INTERRUPT_GRACE);
 }
 
 #[actix_web::test]

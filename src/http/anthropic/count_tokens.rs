@@ -1,11 +1,13 @@
 //! `POST /v1/messages/count_tokens`: forwarded, throttled per key, never billed. Like
 //! `/v1/messages`, it is checked in before its body is read: a suspended account (403) or one
 //! with nothing available (402) is answered at once, and the request is tracked for
-//! shutdown. It takes none of the account's concurrency slots
+//! shutdown; one still waiting on the upstream when shutdown's drain bound passes is answered
+//! 529 then. It takes none of the account's concurrency slots
 //! (docs/adr/0013-check-before-reading.md).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
+use tokio_util::sync::CancellationToken;
 
 use super::exchange::{body_failed, relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;
@@ -60,15 +62,15 @@ async fn forward(
     // count_tokens names a model too, but is not priced: any upstream that serves messages
     // serves it.
     let upstream = upstreams.pick("").ok_or(ProxyError::UpstreamUnreachable)?;
+    let interrupt = state.engine.interrupted();
     let started = std::time::Instant::now();
-    let sent = upstream
-        .post(
-            Endpoint::CountTokens,
-            req.uri().query(),
-            forwarded_headers(req.headers()),
-            body,
-        )
-        .await;
+    let sent = upstream.post(
+        Endpoint::CountTokens,
+        req.uri().query(),
+        forwarded_headers(req.headers()),
+        body,
+    );
+    let sent = unless_interrupted(&interrupt, sent).await?;
     let response = match sent {
         Ok(response) => {
             let (status, latency) = (response.status.as_u16(), started.elapsed());
@@ -88,9 +90,8 @@ async fn forward(
     } else {
         MAX_ERROR_BODY_BYTES
     };
-    let body = response
-        .bytes(limit)
-        .await
+    let body = unless_interrupted(&interrupt, response.bytes(limit))
+        .await?
         .map_err(|error| body_failed(&error, rid, status))?;
     let body = if status.is_success() {
         body
@@ -102,4 +103,19 @@ async fn forward(
         headers,
         body,
     })
+}
+
+/// `work`, unless shutdown's drain bound passes first: then the call is answered 529 at once.
+/// A count_tokens call is free and settles nothing, so abandoning it loses nothing, whereas
+/// waiting for a hung upstream would keep the drain waiting out the whole interrupt grace.
+async fn unless_interrupted<F: std::future::Future>(
+    interrupt: &CancellationToken,
+    work: F,
+) -> Result<F::Output, ProxyError> {
+    // The work first: an answer already there is taken without registering for the interrupt.
+    tokio::select! {
+        biased;
+        output = work => Ok(output),
+        () = interrupt.cancelled() => Err(ProxyError::ShuttingDown),
+    }
 }
