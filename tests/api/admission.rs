@@ -78,6 +78,31 @@ async fn response_within(stream: &mut TcpStream, within: Duration) -> Option<(u1
     Some((status, body))
 }
 
+/// Sends what `request` builds, every 20 ms, until `wanted` holds of the answer's status and
+/// JSON body, at most 100 times; the last answer.
+async fn send_until(
+    request: impl Fn() -> reqwest::RequestBuilder,
+    wanted: impl Fn(u16, &Value) -> bool,
+) -> (u16, Value) {
+    let mut answer = (0, Value::Null);
+    for _ in 0..100 {
+        let response = request().send().await.unwrap();
+        let status = response.status().as_u16();
+        answer = (status, response.json().await.unwrap());
+        if wanted(answer.0, &answer.1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    answer
+}
+
+/// Whether an answer is the refusal of a key whose every upload slot is taken.
+fn refused_for_uploads(status: u16, body: &Value) -> bool {
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    status == 429 && message.contains("uploading")
+}
+
 fn vm_rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -372,41 +397,23 @@ async fn a_key_uploading_more_bodies_than_its_cap_is_answered_429() {
     send_body(&mut second, 1_000).await;
     let body = message_body("claude-opus-5-5", 10, false, json!({}));
     // Until both uploads are in progress the third may still pass; then it is refused.
-    let mut refused = None;
-    for _ in 0..100 {
-        let response = app.messages(&customer.key, &body).send().await.unwrap();
-        if response.status() == 429 {
-            refused = Some(response.json::<Value>().await.unwrap());
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let refused = refused.expect("the third upload is refused");
+    let (status, refused) =
+        send_until(|| app.messages(&customer.key, &body), refused_for_uploads).await;
+    assert_eq!(status, 429, "the third upload is refused: {refused}");
     assert_eq!(refused["error"]["type"], "rate_limit_error");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("uploading"),
-        "{refused}"
-    );
     // Another key of its own is not held up.
     let response = app.messages(&other.key, &body).send().await.unwrap();
     assert_eq!(response.status(), 200);
     // A stalled upload that goes away gives its slot back.
     drop(first);
-    let mut admitted = false;
-    for _ in 0..100 {
-        let response = app.messages(&customer.key, &body).send().await.unwrap();
-        if response.status() == 200 {
-            admitted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(
-        admitted,
-        "the slot of the upload that went away is free again"
+    let (status, answer) = send_until(
+        || app.messages(&customer.key, &body),
+        |status, _| status == 200,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the slot of the upload that went away is free again: {answer}"
     );
     drop(second);
 }
