@@ -233,6 +233,48 @@ async fn a_suspended_accounts_count_tokens_is_refused_before_its_body_and_spends
 }
 
 #[actix_web::test]
+async fn count_tokens_refused_for_its_declared_size_or_the_upload_cap_spends_no_allowance() {
+    let app = spawn_app_with(MockConfig::default(), |s| {
+        s.limits.count_tokens_per_minute = 1;
+        s.server.max_uploads_per_key = 1;
+    })
+    .await;
+    let customer = app.customer("1").await;
+    // Declared larger than the test instance's `server.max_body_bytes` (1 MiB).
+    let mut too_large = upload_head(&app.base, COUNT_TOKENS, &customer.key, 2 << 20).await;
+    let (status, body) = response_within(&mut too_large, Duration::from_secs(2))
+        .await
+        .expect("answered without the body");
+    assert_eq!(status, 413, "{body}");
+    // A stalled message upload takes the key's one upload slot: once a probe is refused for
+    // it (one let in before is a small message, billed), so is count_tokens.
+    let mut stalled = upload_head(&app.base, MESSAGES, &customer.key, 100_000).await;
+    send_body(&mut stalled, 1_000).await;
+    let probe = message_body("claude-opus-5-5", 10, false, json!({}));
+    let (status, body) =
+        send_until(|| app.messages(&customer.key, &probe), refused_for_uploads).await;
+    assert_eq!(status, 429, "the stalled upload takes the slot: {body}");
+    let count = count_tokens_body(0);
+    let refused = app
+        .count_tokens(&customer.key, &count)
+        .send()
+        .await
+        .unwrap();
+    let status = refused.status().as_u16();
+    let refused: Value = refused.json().await.unwrap();
+    assert!(refused_for_uploads(status, &refused), "{status} {refused}");
+    // Once the slot is free, the key's one count_tokens call a minute is still there.
+    drop(stalled);
+    let (status, body) = send_until(
+        || app.count_tokens(&customer.key, &count),
+        |status, body| !refused_for_uploads(status, body),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(app.mock_stats().await.count_tokens, 1);
+}
+
+#[actix_web::test]
 async fn count_tokens_is_answered_while_every_concurrency_slot_is_taken_and_takes_none() {
     let app = spawn_app().await;
     let customer = app.customer("1").await;

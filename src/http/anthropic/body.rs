@@ -2,7 +2,9 @@
 //! time (`server.body_read_timeout_ms`, 408), and in how many bodies one key may be uploading
 //! at once (`server.max_uploads_per_key`, 429). A client that declares a large body and then
 //! sends it slowly, or not at all, holds memory and a connection only that long, and one key
-//! can hold only so many (docs/adr/0013-check-before-reading.md).
+//! can hold only so many (docs/adr/0013-check-before-reading.md). The checks that need no
+//! byte of the body (the declared size, an upload slot) are a step of their own,
+//! [`BodyReader::begin`], so that a handler can put a check between them and the reading.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,42 +46,33 @@ impl BodyReader {
         }
     }
 
-    /// Reads the whole body of a request authenticated as `key_id`. A body declared larger
-    /// than the limit is refused before anything is read.
+    /// Reads the whole body of a request authenticated as `key_id`: [`BodyReader::begin`],
+    /// then [`Upload::finish`].
     pub async fn read(
         &self,
         key_id: Uuid,
         req: &HttpRequest,
         payload: web::Payload,
     ) -> Result<Bytes, ProxyError> {
-        let limit = self.limit;
+        self.begin(key_id, req)?.finish(payload).await
+    }
+
+    /// Begins reading the body of a request authenticated as `key_id`, before any byte of it
+    /// is read: a body declared larger than the limit is refused (413), and one of the key's
+    /// upload slots is taken (429 when none is free) for as long as the [`Upload`] lives.
+    pub fn begin(&self, key_id: Uuid, req: &HttpRequest) -> Result<Upload<'_>, ProxyError> {
         let declared = req
             .headers()
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ProxyError::BodyTooLarge { limit });
+        if declared.is_some_and(|n| n > self.limit) {
+            return Err(ProxyError::BodyTooLarge { limit: self.limit });
         }
-        let _upload = self.start_upload(key_id)?;
-        let read = tokio::time::timeout(self.deadline, payload.to_bytes_limited(limit));
-        // The read first: a body that has already arrived (the usual case) is taken without
-        // registering with the timer or the interrupt.
-        let read = tokio::select! {
-            biased;
-            read = read => read,
-            () = self.interrupt.cancelled() => return Err(ProxyError::ShuttingDown),
-        };
-        match read {
-            Err(_) => Err(ProxyError::BodyReadTimeout {
-                deadline: self.deadline,
-            }),
-            Ok(Err(_)) => Err(ProxyError::BodyTooLarge { limit }),
-            Ok(Ok(Err(error))) => Err(ProxyError::bad_request(format!(
-                "could not read the request body: {error}"
-            ))),
-            Ok(Ok(Ok(body))) => Ok(body),
-        }
+        Ok(Upload {
+            reader: self,
+            _slot: self.start_upload(key_id)?,
+        })
     }
 
     /// Takes one of the key's upload slots, for as long as its body is being read. The slot
@@ -107,6 +100,38 @@ impl BodyReader {
     pub fn prune_idle(&self) {
         self.uploads.retain(|_, slots| slots.taken() > 0);
         self.uploads.shrink_to_fit();
+    }
+}
+
+/// A body whose reading has begun ([`BodyReader::begin`]): it holds one of its key's upload
+/// slots until it is read or dropped.
+#[must_use = "dropping it gives the upload slot back without reading the body"]
+pub struct Upload<'a> {
+    reader: &'a BodyReader,
+    _slot: Option<Slot>,
+}
+
+impl Upload<'_> {
+    /// Reads the whole body, within the size limit and the read deadline; a body still
+    /// arriving when shutdown's drain bound passes is answered 529.
+    pub async fn finish(self, payload: web::Payload) -> Result<Bytes, ProxyError> {
+        let (limit, deadline) = (self.reader.limit, self.reader.deadline);
+        let read = tokio::time::timeout(deadline, payload.to_bytes_limited(limit));
+        // The read first: a body that has already arrived (the usual case) is taken without
+        // registering with the timer or the interrupt.
+        let read = tokio::select! {
+            biased;
+            read = read => read,
+            () = self.reader.interrupt.cancelled() => return Err(ProxyError::ShuttingDown),
+        };
+        match read {
+            Err(_) => Err(ProxyError::BodyReadTimeout { deadline }),
+            Ok(Err(_)) => Err(ProxyError::BodyTooLarge { limit }),
+            Ok(Ok(Err(error))) => Err(ProxyError::bad_request(format!(
+                "could not read the request body: {error}"
+            ))),
+            Ok(Ok(Ok(body))) => Ok(body),
+        }
     }
 }
 

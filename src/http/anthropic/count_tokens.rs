@@ -48,8 +48,10 @@ async fn forward(
         .check_in_unbilled(owner.account_id)
         .await
         .map_err(|error| ProxyError::engine(error, rid))?;
-    // After the check-in, so that a refused call spends none of the key's allowance
-    // (docs/adr/0014-limiter-order.md).
+    let upload = state.bodies.begin(owner.key_id, &req)?;
+    // After the check-in and the body's declared size and upload slot, so that a call refused
+    // for any of them spends none of the key's allowance; before the body is read, so that a
+    // throttled key's bodies are not (docs/adr/0014-limiter-order.md).
     if let Some(limiter) = &state.count_tokens_limiter {
         limiter
             .check_key(&owner.key_id)
@@ -58,7 +60,7 @@ async fn forward(
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             })?;
     }
-    let body = state.bodies.read(owner.key_id, &req, payload).await?;
+    let body = upload.finish(payload).await?;
     // count_tokens names a model too, but is not priced: any upstream that serves messages
     // serves it.
     let upstream = upstreams.pick("").ok_or(ProxyError::UpstreamUnreachable)?;
