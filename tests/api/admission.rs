@@ -274,6 +274,7 @@ async fn count_tokens_refused_for_its_declared_size_or_the_upload_cap_spends_no_
     assert_eq!(app.mock_stats().await.count_tokens, 1);
 }
 
+/// A regression guard: count_tokens never took a slot, and must not start to.
 #[actix_web::test]
 async fn count_tokens_is_answered_while_every_concurrency_slot_is_taken_and_takes_none() {
     let app = spawn_app().await;
@@ -297,9 +298,13 @@ async fn count_tokens_is_answered_while_every_concurrency_slot_is_taken_and_take
             .await
             .unwrap();
         let status = response.status();
-        (status, response.json::<Value>().await.unwrap())
+        let counted = response.json::<Value>().await.unwrap();
+        // The slow message still held the account's one slot when count_tokens was answered.
+        let view = app.view(&customer.id).await;
+        (status, counted, view["active_requests"].clone())
     };
-    let (running, (status, counted)) = tokio::join!(running, counted);
+    let (running, (status, counted, active)) = tokio::join!(running, counted);
+    assert_eq!(active, 1, "the slow message was still running");
     assert_eq!(status, 200, "{counted}");
     assert!(counted["input_tokens"].as_u64().unwrap() > 0, "{counted}");
     assert_eq!(running.unwrap().status(), 200);
