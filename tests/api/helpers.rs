@@ -407,8 +407,14 @@ impl TestApp {
     }
 
     pub fn messages(&self, key: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.messages_at(&self.base, key, body)
+    }
+
+    /// A Messages request to the tollgate at `base`: one served apart from this instance,
+    /// such as [`TestApp::serve_binary_instead`]'s.
+    pub fn messages_at(&self, base: &str, key: &str, body: &Value) -> reqwest::RequestBuilder {
         self.http
-            .post(format!("{}/v1/messages", self.base))
+            .post(format!("{base}/v1/messages"))
             .header("x-api-key", key)
             .header("anthropic-version", "2023-06-01")
             .json(body)
@@ -449,6 +455,38 @@ impl TestApp {
             .json(body)
     }
 
+    /// Starts a stream at `base` and reads it up to its first content delta, so that it is
+    /// under way; the rest is read on a task of its own, which returns the whole text
+    /// received. Returns the response's `request-id` too.
+    pub async fn stream_under_way(
+        &self,
+        base: &str,
+        key: &str,
+        body: &Value,
+    ) -> (String, actix_web::rt::task::JoinHandle<String>) {
+        use futures_util::StreamExt;
+        let response = self.messages_at(base, key, body).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let request_id = response.headers()["request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let mut stream = response.bytes_stream();
+        let mut text = String::new();
+        while !text.contains("event: content_block_delta") {
+            text.push_str(&String::from_utf8_lossy(
+                &stream.next().await.unwrap().unwrap(),
+            ));
+        }
+        let reader = actix_web::rt::spawn(async move {
+            while let Some(Ok(chunk)) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            text
+        });
+        (request_id, reader)
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(&self.db.url, tokio_postgres::NoTls)
             .await
@@ -486,6 +524,18 @@ impl TestApp {
         &mut self,
         envs: &[(&str, &str)],
     ) -> (std::process::Child, String) {
+        self.serve_binary_instead_with(|command| {
+            command.envs(envs.iter().copied());
+        })
+        .await
+    }
+
+    /// [`TestApp::serve_binary_instead`], with the command adjusted by `configure` (its
+    /// environment, or where its logs go) before it starts.
+    pub async fn serve_binary_instead_with(
+        &mut self,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> (std::process::Child, String) {
         self.server.stop(true).await;
         (&mut self.stopped).await.unwrap().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -494,7 +544,7 @@ impl TestApp {
             .unwrap()
             .port();
         let mut command = self.serve_command(&format!("127.0.0.1:{port}"));
-        command.envs(envs.iter().copied());
+        configure(&mut command);
         let mut child = command.spawn().unwrap();
         let base = format!("http://127.0.0.1:{port}");
         for _ in 0..200 {
@@ -520,8 +570,13 @@ impl TestApp {
 
     /// `/metrics`, the Prometheus text.
     pub async fn metrics_text(&self) -> String {
+        self.metrics_text_at(&self.base).await
+    }
+
+    /// `/metrics` of the tollgate at `base` ([`TestApp::messages_at`]).
+    pub async fn metrics_text_at(&self, base: &str) -> String {
         self.http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{base}/metrics"))
             .send()
             .await
             .expect("metrics")
@@ -532,7 +587,12 @@ impl TestApp {
 
     /// A gauge or counter without labels, read from `/metrics`.
     pub async fn metric(&self, name: &str) -> f64 {
-        self.metrics_text()
+        self.metric_at(&self.base, name).await
+    }
+
+    /// A gauge or counter without labels, read from the `/metrics` of the tollgate at `base`.
+    pub async fn metric_at(&self, base: &str, name: &str) -> f64 {
+        self.metrics_text_at(base)
             .await
             .lines()
             .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())

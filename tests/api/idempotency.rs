@@ -192,14 +192,9 @@ async fn a_first_answer_stored_while_ours_waits_is_the_one_returned() {
 
 #[actix_web::test]
 async fn a_retry_after_a_lost_commit_answer_brings_the_live_balance_to_the_stored_one() {
-    let proxy = crate::pg_fault::LoseCommitProxy::start("127.0.0.1:5432").await;
+    let proxy = crate::pg_fault::PgRelay::start("127.0.0.1:5432").await;
     let app = spawn_app_with(mock_anthropic::MockConfig::default(), |settings| {
-        let direct = settings.database.url.clone();
-        settings.database.url = direct.replacen("127.0.0.1:5432", &proxy.addr, 1);
-        assert_ne!(
-            settings.database.url, direct,
-            "the test Postgres is 127.0.0.1:5432"
-        );
+        settings.database.url = proxy.url_of(&settings.database.url);
     })
     .await;
     let customer = app.customer("0").await;

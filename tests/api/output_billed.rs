@@ -183,28 +183,7 @@ async fn sigterm_bills_open_streams_for_the_output_relayed_and_marks_them_estima
         true,
         json!({"input_tokens": 100, "output_tokens": 400, "inter_token_ms": 10}),
     );
-    let response = app
-        .http
-        .post(format!("{base}/v1/messages"))
-        .header("x-api-key", &customer.key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut stream = response.bytes_stream();
-    let mut text = String::new();
-    while !text.contains("event: content_block_delta") {
-        text.push_str(&String::from_utf8_lossy(
-            &stream.next().await.unwrap().unwrap(),
-        ));
-    }
-    let reader = actix_web::rt::spawn(async move {
-        while let Some(Ok(chunk)) = stream.next().await {
-            text.push_str(&String::from_utf8_lossy(&chunk));
-        }
-        text
-    });
+    let (_, reader) = app.stream_under_way(&base, &customer.key, &body).await;
     sigterm_and_wait(child).await;
     let text = reader.await.unwrap();
     assert!(!text.contains("message_stop"), "the stream was interrupted");
