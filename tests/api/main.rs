@@ -27,5 +27,6 @@ mod output_billed;
 mod pg_fault;
 mod prices;
 mod proxies;
+mod shutdown;
 mod streams;
 mod upstream;
