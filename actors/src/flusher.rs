@@ -76,6 +76,9 @@ struct Shared {
     stopping: AtomicBool,
     /// Set when the writer has stopped for good: nothing pushed after it is written.
     stopped: AtomicBool,
+    /// Set, under the buffer's lock, when the final flush is over, whether or not the writer
+    /// finished its last pass: a record pushed from then on is logged, not kept.
+    closed: AtomicBool,
     /// The writer task, awaited by [`FlusherHandle::shutdown`] so that the process never
     /// exits under a write in progress. Taken once.
     writer: Mutex<Option<JoinHandle<()>>>,
@@ -112,6 +115,7 @@ impl FlusherHandle {
                 flushed: Notify::new(),
                 stopping: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 writer: Mutex::new(None),
             }),
         };
@@ -124,14 +128,27 @@ impl FlusherHandle {
         handle
     }
 
-    /// Queues one settled request. Never drops it: the buffer is bounded by the request rate
-    /// times the flush interval while the ledger is healthy, and new holds are refused when
-    /// it is not (see [`FlusherHandle::is_failing`]).
+    /// Queues one settled request. Never drops it while the service runs: the buffer is
+    /// bounded by the request rate times the flush interval while the ledger is healthy, and
+    /// new holds are refused when it is not (see [`FlusherHandle::is_failing`]).
+    ///
+    /// After a graceful shutdown's final flush, nothing more reaches the ledger: the record is
+    /// then logged as an error with its cost, so that no usage is lost without a trace.
     pub(crate) fn push(&self, record: UsageRecord) {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
+        if self.inner.closed.load(Ordering::Acquire) {
+            drop(buffer);
+            tracing::error!(
+                account_id = %record.account_id,
+                request_id = %record.request_id,
+                cost = %record.cost,
+                "a settle arrived after the final flush; its usage is not recorded"
+            );
+            return;
+        }
         buffer.push_back(record);
         self.inner.pushed.fetch_add(1, Ordering::AcqRel);
         let writing = self.inner.writing.load(Ordering::Relaxed);
@@ -140,9 +157,11 @@ impl FlusherHandle {
             .store(buffer.len() as u64 + writing, Ordering::Relaxed);
     }
 
-    /// Whether the writer has stopped for good (after a graceful shutdown's final flush).
+    /// Whether the flusher writes nothing more: a graceful shutdown's final flush is over,
+    /// or its writer has stopped for good. A flush that gave up on a hung database leaves the
+    /// writer waiting on it, and this still holds.
     pub fn has_stopped(&self) -> bool {
-        self.inner.stopped.load(Ordering::Acquire)
+        self.inner.stopped.load(Ordering::Acquire) || self.inner.closed.load(Ordering::Acquire)
     }
 
     pub fn is_failing(&self) -> bool {
@@ -177,7 +196,7 @@ impl FlusherHandle {
             }
             // An attempt that began after the call failed.
             if self.inner.failed_generation.load(Ordering::Acquire) >= first + 2
-                || self.inner.stopped.load(Ordering::Acquire)
+                || self.has_stopped()
             {
                 return false;
             }
@@ -188,7 +207,8 @@ impl FlusherHandle {
 
     /// Flushes until the buffer is empty or `deadline` passes; stops the writer and waits,
     /// within the same deadline, for its last pass to end. Called once at graceful shutdown,
-    /// after in-flight requests have settled. Returns whether the buffer was emptied.
+    /// after in-flight requests have settled. Returns whether the buffer was emptied; what
+    /// is pushed after it returns is logged with its cost, not written.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         let drained = tokio::time::timeout_at(until, async {
@@ -211,6 +231,13 @@ impl FlusherHandle {
                 Err(_) => tracing::warn!("the flusher's writer was still writing at the deadline"),
             }
         }
+        // Under the buffer's lock: a record pushed before is in the backlog the caller
+        // reports, one pushed after is logged on its own.
+        let _buffer = match self.inner.buffer.lock() {
+            Ok(buffer) => buffer,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        self.inner.closed.store(true, Ordering::Release);
         drained
     }
 

@@ -107,7 +107,12 @@ async fn sigterm_while_postgres_hangs_gives_up_each_step_and_exits_within_the_gr
         true,
         json!({"input_tokens": 100, "output_tokens": 400, "inter_token_ms": 20}),
     );
-    let (_, reader) = app.stream_under_way(&base, &waiting.key, &body).await;
+    let (request_id, reader) = app.stream_under_way(&base, &waiting.key, &body).await;
+    // As the log spells it: hyphenated, without the header's `req_`.
+    let stream_id = request_id
+        .strip_prefix("req_")
+        .map(|hex| uuid::Uuid::parse_str(hex).unwrap().to_string())
+        .unwrap();
 
     // A credit reaches the waiting account's actor, which sends it to Postgres and waits for
     // the answer; Postgres never answers it, nor anything after it, on any connection.
@@ -161,8 +166,16 @@ async fn sigterm_while_postgres_hangs_gives_up_each_step_and_exits_within_the_gr
     ] {
         assert!(log.contains(step), "no {step:?} in the log:\n{log}");
     }
+    // The stream was interrupted and settled, but its settle waited behind the credit in
+    // the stuck actor's mailbox: it is named in the log with its cost, not recorded.
     let text = reader.await.unwrap();
     assert!(!text.contains("message_stop"), "the stream was interrupted");
+    let unrecorded = log
+        .lines()
+        .find(|line| line.contains("its usage is not recorded"))
+        .unwrap_or_else(|| panic!("the stream's settle is not in the log:\n{log}"));
+    assert!(unrecorded.contains(&stream_id), "{unrecorded}");
+    assert!(unrecorded.contains("cost="), "{unrecorded}");
 
     // The credit was never answered as applied: its connection closed under it.
     let credit = credit.await.unwrap();

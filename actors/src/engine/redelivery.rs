@@ -20,15 +20,23 @@ impl Engine {
     /// debit goes through the account's next actor, which applies it to the balance it
     /// loads after the flush and drops the hold it carried over; if no actor can be started,
     /// the usage goes straight to the ledger.
+    ///
+    /// After shutdown's final flush, the flusher logs it at once, with its cost: a new actor
+    /// would wait to load on a flush that never comes, and the process exits meanwhile. So it
+    /// goes for a settle left in the mailbox of an actor that missed the snapshot deadline
+    /// (one waiting on a hung database write), dropped as its HTTP worker stops.
     fn redeliver_settle(&self, record: UsageRecord) {
+        if self.inner.flusher.has_stopped() {
+            self.inner.flusher.push(record);
+            return;
+        }
         let engine = self.clone();
         self.redeliver(async move {
             let id = record.account_id;
             match engine.actor(id).await {
                 Ok(addr) => addr.do_send(Settle::new(record, engine.redelivery())),
-                Err(_) if engine.inner.flusher.has_stopped() => {
-                    tracing::error!(account_id = %id, request_id = %record.request_id, cost = %record.cost, "a settle arrived after the final flush; its usage is not recorded");
-                }
+                // Logged with its cost, not recorded.
+                Err(_) if engine.inner.flusher.has_stopped() => engine.inner.flusher.push(record),
                 Err(error) => {
                     tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
                     engine.forget_carried_hold(id, record.request_id);
