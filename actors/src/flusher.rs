@@ -73,11 +73,15 @@ struct Shared {
     /// Bumped after every completed flush attempt, so `flush_now` can wait for one.
     generation: AtomicU64,
     flushed: Notify,
+    /// Set by shutdown: the writer's next take is its last.
     stopping: AtomicBool,
-    /// Set when the writer has stopped for good: nothing pushed after it is written.
-    stopped: AtomicBool,
-    /// Set, under the buffer's lock, when the final flush is over, whether or not the writer
-    /// finished its last pass: a record pushed from then on is logged, not kept.
+    /// Nothing more is taken from the buffer, and a record pushed from now on is logged with
+    /// its cost instead of kept. Always set under the buffer's lock, by whichever comes first:
+    /// the writer's first take after `stopping` (its last batch, which it still writes), or
+    /// shutdown when it gives up waiting for the writer (hung on a database that does not
+    /// answer). Since the take and the check in `push` hold the same lock, every record is
+    /// either in a batch taken before, or in the buffer that shutdown counts as unflushed, or
+    /// logged on its own: none is left behind in a buffer that nobody writes or counts.
     closed: AtomicBool,
     /// The writer task, awaited by [`FlusherHandle::shutdown`] so that the process never
     /// exits under a write in progress. Taken once.
@@ -114,7 +118,6 @@ impl FlusherHandle {
                 generation: AtomicU64::new(0),
                 flushed: Notify::new(),
                 stopping: AtomicBool::new(false),
-                stopped: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 writer: Mutex::new(None),
             }),
@@ -132,8 +135,9 @@ impl FlusherHandle {
     /// bounded by the request rate times the flush interval while the ledger is healthy, and
     /// new holds are refused when it is not (see [`FlusherHandle::is_failing`]).
     ///
-    /// After a graceful shutdown's final flush, nothing more reaches the ledger: the record is
-    /// then logged as an error with its cost, so that no usage is lost without a trace.
+    /// Once a graceful shutdown's final flush has taken its last batch (or given up on the
+    /// writer), nothing more reaches the ledger: the record is then logged as an error with
+    /// its cost, so that no usage is lost without a trace.
     pub(crate) fn push(&self, record: UsageRecord) {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
@@ -157,11 +161,11 @@ impl FlusherHandle {
             .store(buffer.len() as u64 + writing, Ordering::Relaxed);
     }
 
-    /// Whether the flusher writes nothing more: a graceful shutdown's final flush is over,
-    /// or its writer has stopped for good. A flush that gave up on a hung database leaves the
-    /// writer waiting on it, and this still holds.
+    /// Whether the flusher takes nothing more: a graceful shutdown's final flush has taken
+    /// its last batch, or gave up on a writer hung on the database. A record pushed now is
+    /// logged, not written.
     pub fn has_stopped(&self) -> bool {
-        self.inner.stopped.load(Ordering::Acquire) || self.inner.closed.load(Ordering::Acquire)
+        self.inner.closed.load(Ordering::Acquire)
     }
 
     pub fn is_failing(&self) -> bool {
@@ -207,8 +211,8 @@ impl FlusherHandle {
 
     /// Flushes until the buffer is empty or `deadline` passes; stops the writer and waits,
     /// within the same deadline, for its last pass to end. Called once at graceful shutdown,
-    /// after in-flight requests have settled. Returns whether the buffer was emptied; what
-    /// is pushed after it returns is logged with its cost, not written.
+    /// after in-flight requests have settled. Returns whether every record pushed before the
+    /// flusher closed is on disk; one pushed after is logged with its cost, not written.
     pub async fn shutdown(&self, deadline: Duration) -> bool {
         let until = Instant::now() + deadline;
         let drained = tokio::time::timeout_at(until, async {
@@ -231,26 +235,42 @@ impl FlusherHandle {
                 Err(_) => tracing::warn!("the flusher's writer was still writing at the deadline"),
             }
         }
-        // Under the buffer's lock: a record pushed before is in the backlog the caller
-        // reports, one pushed after is logged on its own.
-        let _buffer = match self.inner.buffer.lock() {
+        // The writer's last take closed the flusher, unless the writer is still hung on an
+        // earlier batch: then it closes here. Under the buffer's lock, so that what is left
+        // (in the buffer, or in flight and not confirmed) is exactly what the caller reports
+        // as unflushed, and anything pushed later is logged on its own.
+        let buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
         self.inner.closed.store(true, Ordering::Release);
-        drained
+        let flushed =
+            drained && buffer.is_empty() && self.inner.writing.load(Ordering::Relaxed) == 0;
+        drop(buffer);
+        flushed
     }
 
     /// The buffer's oldest records, at most [`MAX_FLUSH_BATCH`], and the count of `pushed`
     /// they reach to: once they are written, so is every record pushed before them (the
     /// buffer is in the order of pushing, and a failed batch goes back in front).
+    ///
+    /// Once shutdown has asked the writer to stop, this take is its last, and closes the
+    /// flusher under the same lock (see `Shared::closed`). If shutdown closed it already,
+    /// having given up on the writer, it takes nothing: what is left stays counted there.
     fn take_batch(&self) -> TakenBatch {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
+        let closed_already = self.inner.closed.load(Ordering::Acquire);
+        let last = closed_already || self.inner.stopping.load(Ordering::Acquire);
+        if last {
+            self.inner.closed.store(true, Ordering::Release);
+        }
         let waiting = buffer.len();
-        let records: Vec<UsageRecord> = if waiting <= MAX_FLUSH_BATCH {
+        let records: Vec<UsageRecord> = if closed_already {
+            Vec::new()
+        } else if waiting <= MAX_FLUSH_BATCH {
             std::mem::take(&mut *buffer).into()
         } else {
             buffer.drain(..MAX_FLUSH_BATCH).collect()
@@ -269,6 +289,7 @@ impl FlusherHandle {
             records,
             upto,
             more_waiting: left > 0,
+            last,
         }
     }
 
@@ -378,13 +399,9 @@ impl FlusherHandle {
                     }
                 }
             }
-            let stopping = self.inner.stopping.load(Ordering::Acquire);
-            if stopping {
-                self.inner.stopped.store(true, Ordering::Release);
-            }
             self.inner.generation.fetch_add(1, Ordering::AcqRel);
             self.inner.flushed.notify_waiters();
-            if stopping {
+            if taken.last {
                 break;
             }
         }
@@ -399,6 +416,8 @@ struct TakenBatch {
     upto: u64,
     /// Whether records were left in the buffer behind the batch.
     more_waiting: bool,
+    /// This take closed the flusher: the writer ends after this pass.
+    last: bool,
 }
 
 /// How long a flush of `records` may take before it counts as failed: bounded, because a
@@ -507,6 +526,123 @@ impl FailureLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use rust_decimal_macros::dec;
+    use tokio::sync::Semaphore;
+    use uuid::Uuid;
+
+    use crate::account::{AccountId, AccountRecord, AccountStatus};
+    use crate::ledger::{BalanceChange, ChangeApplied, Outcome};
+    use crate::store::BatchOutcome;
+
+    /// A ledger in memory whose usage writes wait at a door until the test opens it: the
+    /// test decides what happens while a batch is being written, or that it never is.
+    struct GatedLedger {
+        /// Told each time a write reaches the door.
+        arrived: Notify,
+        /// One permit per write let through.
+        door: Semaphore,
+        rows: Mutex<Vec<Uuid>>,
+    }
+
+    impl GatedLedger {
+        fn new() -> Arc<GatedLedger> {
+            Arc::new(GatedLedger {
+                arrived: Notify::new(),
+                door: Semaphore::new(0),
+                rows: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn stored(&self) -> Vec<Uuid> {
+            self.rows.lock().unwrap().clone()
+        }
+    }
+
+    #[async_trait]
+    impl LedgerStore for GatedLedger {
+        async fn load_account(&self, _: AccountId) -> Result<Option<AccountRecord>, StoreError> {
+            Ok(None)
+        }
+
+        async fn apply_balance_change(
+            &self,
+            _: &BalanceChange,
+        ) -> Result<ChangeApplied, StoreError> {
+            Err(StoreError("the flusher changes no balance".into()))
+        }
+
+        async fn set_status(
+            &self,
+            _: AccountId,
+            _: AccountStatus,
+            _: &str,
+        ) -> Result<(), StoreError> {
+            Ok(())
+        }
+
+        async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError> {
+            self.arrived.notify_one();
+            let permit = self.door.acquire().await;
+            permit.map_err(|_| StoreError("closed".into()))?.forget();
+            let mut rows = self.rows.lock().unwrap();
+            rows.extend(batch.iter().map(|record| record.request_id));
+            Ok(BatchOutcome {
+                inserted: batch.len() as u64,
+            })
+        }
+    }
+
+    fn record() -> UsageRecord {
+        UsageRecord {
+            request_id: Uuid::now_v7(),
+            account_id: Uuid::now_v7(),
+            key_id: Uuid::now_v7(),
+            model: "claude-haiku-5-5".into(),
+            usage: crate::Usage::default(),
+            cost: dec!(0.01),
+            price_version: Utc::now(),
+            long_prompt_tier: false,
+            outcome: Outcome::Completed,
+            estimated: false,
+            usage_fault: None,
+            started_at: Utc::now(),
+            finished_at: Utc::now(),
+        }
+    }
+
+    /// Long enough that only the test wakes the writer, and that no write of its times out.
+    const NEVER: Duration = Duration::from_secs(3_600);
+
+    #[tokio::test]
+    async fn a_record_pushed_while_the_final_batch_is_written_is_not_left_behind_unreported() {
+        let ledger = GatedLedger::new();
+        let flusher = FlusherHandle::start(ledger.clone(), NEVER);
+        let shutdown = flusher.shutdown(Duration::from_secs(30));
+        tokio::pin!(shutdown);
+        // Polled once, with nothing to flush: the writer is told to stop, and awaited.
+        assert!(futures_util::poll!(shutdown.as_mut()).is_pending());
+        // Pushed before the writer's last take: in its last batch.
+        let first = record();
+        flusher.push(first.clone());
+        ledger.arrived.notified().await;
+        // Pushed while that batch is being written: too late for it, so logged on its own.
+        flusher.push(record());
+        ledger.door.add_permits(1);
+        let clean = shutdown.await;
+
+        assert_eq!(ledger.stored(), [first.request_id]);
+        // Before, the second record sat in the buffer, unwritten and unlogged, while
+        // shutdown still reported everything flushed.
+        assert_eq!(
+            (clean, flusher.stats().backlog),
+            (true, 0),
+            "every record pushed before the close is on disk, and none is left behind"
+        );
+        assert!(flusher.has_stopped());
+    }
 
     #[test]
     fn repeated_failures_are_logged_at_doubling_intervals_with_the_count_left_out() {

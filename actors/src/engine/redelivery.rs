@@ -21,10 +21,13 @@ impl Engine {
     /// loads after the flush and drops the hold it carried over; if no actor can be started,
     /// the usage goes straight to the ledger.
     ///
-    /// After shutdown's final flush, the flusher logs it at once, with its cost: a new actor
-    /// would wait to load on a flush that never comes, and the process exits meanwhile. So it
-    /// goes for a settle left in the mailbox of an actor that missed the snapshot deadline
-    /// (one waiting on a hung database write), dropped as its HTTP worker stops.
+    /// Once the flusher has closed (the final flush took its last batch, or gave up on a
+    /// hung writer), the settle goes straight to it, and it logs the settle with its cost: a
+    /// new actor would wait to load on a flush that never comes, and the process exits
+    /// meanwhile. The flusher checks the close under the lock that set it, so a settle that
+    /// comes just after is logged, never left in a buffer nobody writes. So it goes for a
+    /// settle left in the mailbox of an actor that missed the snapshot deadline (one waiting
+    /// on a hung database write), dropped as its HTTP worker stops.
     fn redeliver_settle(&self, record: UsageRecord) {
         if self.inner.flusher.has_stopped() {
             self.inner.flusher.push(record);
