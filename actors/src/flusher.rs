@@ -247,6 +247,8 @@ impl FlusherHandle {
         let flushed =
             drained && buffer.is_empty() && self.inner.writing.load(Ordering::Relaxed) == 0;
         drop(buffer);
+        // A `flush_now` waiting on the hung writer answers now, not when its write times out.
+        self.inner.flushed.notify_waiters();
         flushed
     }
 
@@ -642,6 +644,33 @@ mod tests {
             "every record pushed before the close is on disk, and none is left behind"
         );
         assert!(flusher.has_stopped());
+    }
+
+    #[tokio::test]
+    async fn a_flush_now_waiting_on_a_hung_write_answers_once_shutdown_gives_up() {
+        let ledger = GatedLedger::new();
+        let flusher = FlusherHandle::start(ledger.clone(), NEVER);
+        flusher.push(record());
+        // The door never opens: the write hangs, as on a database that does not answer.
+        ledger.arrived.notified().await;
+        let waiting = flusher.flush_now();
+        tokio::pin!(waiting);
+        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
+
+        assert!(!flusher.shutdown(Duration::from_millis(50)).await);
+        // Bounded liveness: without a wake-up it would wait for the write's own deadline,
+        // an hour here.
+        let answer = tokio::time::timeout(Duration::from_secs(2), waiting).await;
+        assert_eq!(
+            answer.ok(),
+            Some(false),
+            "flush_now still waits after the close"
+        );
+        assert_eq!(
+            flusher.stats().backlog,
+            1,
+            "the record in flight counts as unflushed"
+        );
     }
 
     #[test]
