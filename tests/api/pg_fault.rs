@@ -45,16 +45,46 @@ struct Faults {
 }
 
 impl Faults {
-    /// Whether `chunk`, on its way to Postgres, is the one the relay hangs at; if so, it
-    /// hangs now.
-    fn hangs_at(&self, chunk: &[u8]) -> bool {
+    /// Whether the latest read on its way to Postgres holds the statement the relay hangs at;
+    /// if so, it hangs now. A statement split across two reads is found in the second, whose
+    /// part is then swallowed: Postgres, holding half a message, answers nothing either.
+    fn hangs_at(&self, sent: &Sent) -> bool {
         let mut hang_at = self.hang_at.lock().unwrap();
-        let found = hang_at.is_some_and(|text| chunk.windows(text.len()).any(|w| w == text));
+        let found = hang_at.is_some_and(|text| sent.holds(text));
         if found {
             *hang_at = None;
             self.hung.store(true, Ordering::SeqCst);
         }
         found
+    }
+}
+
+/// At most this much of a read is kept for the next: more than any statement text looked for.
+const CARRIED: usize = 1024;
+
+/// What a connection sent towards Postgres in its latest read, behind the end of the read
+/// before it, so that a statement text that a read boundary splits is still found.
+#[derive(Default)]
+struct Sent {
+    bytes: Vec<u8>,
+    /// How many of `bytes` came before the latest read.
+    carried: usize,
+}
+
+impl Sent {
+    fn read(&mut self, chunk: &[u8]) {
+        let carried = self.bytes.len().min(CARRIED);
+        self.bytes.drain(..self.bytes.len() - carried);
+        self.carried = carried;
+        self.bytes.extend_from_slice(chunk);
+    }
+
+    /// Whether `text` ends in the latest read (it may begin in the one before). One that
+    /// ended in the read before was found then, and is not found again.
+    fn holds(&self, text: &[u8]) -> bool {
+        assert!(!text.is_empty() && text.len() <= CARRIED, "{text:?}");
+        let from = self.carried.saturating_sub(text.len() - 1);
+        self.bytes[from..].windows(text.len()).any(|w| w == text)
     }
 }
 
@@ -115,21 +145,20 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         let faults = faults.clone();
         async move {
             let mut buf = vec![0u8; 64 * 1024];
+            let mut sent = Sent::default();
             loop {
                 let n = match client_read.read(&mut buf).await {
                     Ok(0) | Err(_) => return,
                     Ok(n) => n,
                 };
                 let chunk = &buf[..n];
+                sent.read(chunk);
                 // Read and dropped: the socket stays open, and its closing is still seen.
-                if faults.hung.load(Ordering::SeqCst) || faults.hangs_at(chunk) {
+                if faults.hung.load(Ordering::SeqCst) || faults.hangs_at(&sent) {
                     continue;
                 }
                 match state.load(Ordering::SeqCst) {
-                    PASSING
-                        if chunk.windows(CLAIM.len()).any(|w| w == CLAIM)
-                            && faults.armed.swap(false, Ordering::SeqCst) =>
-                    {
+                    PASSING if sent.holds(CLAIM) && faults.armed.swap(false, Ordering::SeqCst) => {
                         state.store(PREPARED, Ordering::SeqCst)
                     }
                     // Set before the execution is sent, so that its answer is swallowed.
@@ -173,4 +202,21 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         () = to_server => {}
         () = to_client => {}
     }
+}
+
+#[test]
+fn a_statement_split_across_two_reads_hangs_the_relay_at_the_second_and_only_once() {
+    let statement: &'static [u8] = b"UPDATE accounts SET balance = balance + $2 WHERE id = $1";
+    let faults = Faults::default();
+    *faults.hang_at.lock().unwrap() = Some(statement);
+    let (head, rest) = statement.split_at(20);
+    let mut sent = Sent::default();
+    sent.read(&[b"P\0\0\0\x40".as_slice(), head].concat());
+    assert!(!faults.hangs_at(&sent));
+    sent.read(&[rest, b"\0\0\0D"].concat());
+    assert!(faults.hangs_at(&sent), "the split statement was not found");
+    assert!(faults.hung.load(Ordering::SeqCst));
+    // Still in what is carried over, but found already.
+    sent.read(b"S\0\0\0\x04");
+    assert!(!sent.holds(statement));
 }
