@@ -171,8 +171,8 @@ pub(crate) struct Overrides {
     pub tokens_per_chunk: Option<u64>,
     /// Answer with this HTTP status and the matching Anthropic error instead (>= 400).
     pub status: Option<u16>,
-    /// The `error.message` of the error `status` asks for, in place of the mock's stock
-    /// message: to see what a relay does with an upstream's own words (an organization id,
+    /// The `error.message` of the error `status` (or `error_after_tokens`) asks for, in place
+    /// of the mock's stock message: to see what a relay does with an upstream's own words (an organization id,
     /// a credit balance, a very long body).
     pub error_message: Option<String>,
     /// Streaming: after this many output tokens, send `event: error` (overloaded) and end.

@@ -43,7 +43,7 @@
 //! | `omit_cache_breakdown: bool` | report `cache_creation_input_tokens` without the `cache_creation` object |
 //! | `web_search_requests: n` | add `server_tool_use.web_search_requests` to usage |
 //! | `status: code` | answer that 4xx/5xx with the matching Anthropic error (429 and 529 carry `retry-after: 1`; 401, 402 and 403 `x-should-retry: false`); 200 means normal |
-//! | `error_after_tokens: n` | stream: after n output tokens send `event: error` (overloaded_error) and end the body |
+//! | `error_after_tokens: n` | stream: after n output tokens send `event: error` (overloaded_error, with `error_message` as its message if given) and end the body |
 //! | `reset_after_tokens: n` | stream: after n output tokens fail the body, cutting the connection |
 //! | `usage_in_delta: bool` | default true: `message_delta.usage` repeats input and cache counts |
 //! | `delta_every: n` | stream: an extra cumulative `message_delta` (stop_reason null) every n output tokens |

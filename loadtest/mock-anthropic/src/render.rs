@@ -141,9 +141,13 @@ pub(crate) fn text_delta(text_key: u64, start: u64, count: u64) -> Bytes {
 }
 
 /// The mid-stream `event: error` of `error_after_tokens`: the upstream became overloaded after
-/// the 200 was sent, as the reference says can happen.
-pub(crate) fn overloaded_event(request_id: &str) -> Bytes {
-    let body = error_json("overloaded_error", "Overloaded", request_id);
+/// the 200 was sent, as the reference says can happen. `message` replaces "Overloaded".
+pub(crate) fn overloaded_event(request_id: &str, message: Option<&str>) -> Bytes {
+    let body = error_json(
+        "overloaded_error",
+        message.unwrap_or("Overloaded"),
+        request_id,
+    );
     let mut out = String::with_capacity(body.len() + 20);
     out.push_str("event: error\ndata: ");
     out.push_str(&body);
@@ -322,7 +326,7 @@ mod tests {
             message_delta(Some(&prefix), None, 4),
             message_delta(Some(&prefix), Some("end_turn"), 5),
             Bytes::from_static(MESSAGE_STOP),
-            overloaded_event("req_x"),
+            overloaded_event("req_x", None),
         ];
         for frame in &frames {
             assert!(frame.starts_with(b"event: "));

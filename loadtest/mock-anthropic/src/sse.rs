@@ -230,7 +230,10 @@ impl Stream for SseStream {
                 Phase::ErrorEvent => {
                     this.phase = Phase::Finished;
                     this.tally.failed(FailureKind::ErrorEvent);
-                    Some(render::overloaded_event(&this.request_id))
+                    Some(render::overloaded_event(
+                        &this.request_id,
+                        this.plan.error_message.as_deref(),
+                    ))
                 }
                 Phase::ResetFlush => {
                     // actix drops its write buffer when the body fails, so return Pending once:
