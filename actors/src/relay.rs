@@ -1,6 +1,7 @@
 //! The relay task: one per streaming request in flight. It relays the upstream's SSE bytes to
-//! the client as they arrive, reads usage from a view of the same bytes, and settles the hold
-//! when the upstream is done.
+//! the client as they arrive (but for its error events, replaced by tollgate's own:
+//! [`crate::sse::WholeEvents`]), reads usage from a view of the same bytes, and settles the
+//! hold when the upstream is done.
 //!
 //! It is a plain task that owns its state, not an actor: relaying needs to `await` the
 //! client's channel between chunks (that is the backpressure from a slow client), and an actix
@@ -8,6 +9,7 @@
 //! actor (resize, settle, release), through the [`HoldTicket`]. The caller runs it on a
 //! tracked task ([`crate::Engine::spawn_tracked`]), so that shutdown waits for it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,10 +17,11 @@ use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::engine::{HoldTicket, Resize, Settlement};
 use crate::ledger::Outcome;
-use crate::sse::UsageParser;
+use crate::sse::WholeEvents;
 
 /// Chunks waiting for a slow client, per stream. Small: SSE chunks are small and the point is
 /// to relay, not to buffer.
@@ -94,6 +97,11 @@ pub struct StreamCut(pub String);
 /// What the client's response body receives.
 pub type ClientChunk = Result<Bytes, StreamCut>;
 
+/// Words the event that takes the place of an upstream's `error` event, from its data and the
+/// request's id (docs/adr/0015-upstream-error-messages-rewritten.md). The upstream's message
+/// can describe the operator's upstream account; it never reaches the client.
+pub type ErrorWords = Arc<dyn Fn(&[u8], Uuid) -> Bytes + Send + Sync>;
+
 /// Relays one upstream stream to one client, then settles its hold. Run it with
 /// [`RelayTask::run`].
 pub struct RelayTask<S> {
@@ -101,7 +109,10 @@ pub struct RelayTask<S> {
     /// The client's response body; `None` once the client has everything (or is gone).
     client: Option<mpsc::Sender<ClientChunk>>,
     ticket: HoldTicket,
-    parser: UsageParser,
+    /// The stream's usage, and the bytes of an event in progress not yet relayed.
+    events: WholeEvents,
+    /// Words the replacement of an upstream error event.
+    error_words: ErrorWords,
     /// How long to keep reading the upstream after the client went away, to learn the usage.
     drain: Drain,
     /// Fired by a shutdown whose drain bound has passed.
@@ -119,6 +130,7 @@ where
         ticket: HoldTicket,
         drain: Drain,
         interrupt: CancellationToken,
+        error_words: ErrorWords,
     ) -> (RelayTask<S>, mpsc::Receiver<ClientChunk>) {
         let (client, body) = mpsc::channel(CLIENT_BUFFER_CHUNKS);
         (
@@ -126,7 +138,8 @@ where
                 upstream,
                 client: Some(client),
                 ticket,
-                parser: UsageParser::new(),
+                events: WholeEvents::new(),
+                error_words,
                 drain,
                 interrupt,
             },
@@ -146,10 +159,12 @@ where
         // Set at message_stop: the upstream's end of body normally follows at once, and reading
         // it lets the upstream connection be reused.
         let mut finish_deadline: Option<Instant> = None;
-        let mut cut = false;
+        let mut cut: Option<String> = None;
         let mut interrupted = false;
         let mut over_balance = false;
-        loop {
+        // The bytes to send for the latest chunk: whole events, errors replaced.
+        let mut pieces = Vec::new();
+        'relay: loop {
             let next = tokio::select! {
                 biased;
                 _ = self.interrupt.cancelled() => {
@@ -160,7 +175,7 @@ where
                 next = next_before(&mut self.upstream, drain_deadline.or(finish_deadline)) => match next {
                     Some(next) => next,
                     None => {
-                        if !self.parser.completed() {
+                        if !self.events.parser().completed() {
                             tracing::info!(%request_id, "drain time ran out; billing the output relayed");
                         }
                         break;
@@ -170,15 +185,24 @@ where
             match next {
                 None => break,
                 Some(Ok(chunk)) => {
-                    if self.parser.feed(&chunk).message_started {
-                        let started = self.parser.usage();
+                    let words = &self.error_words;
+                    let mut replace = |data: &[u8]| words(data, request_id);
+                    if self
+                        .events
+                        .feed(chunk, &mut replace, &mut pieces)
+                        .message_started
+                    {
+                        let started = self.events.parser().usage();
                         if self.ticket.resize_to_prompt(&started).await == Resize::Uncovered {
                             self.end_uncovered().await;
                             over_balance = true;
                             break;
                         }
                     }
-                    if let Some(client) = &self.client {
+                    for piece in pieces.drain(..) {
+                        let Some(client) = &self.client else {
+                            break;
+                        };
                         // A client that stops reading must not hold the relay past shutdown's
                         // interrupt: its settle would come after the final flush.
                         let sent = tokio::select! {
@@ -186,9 +210,9 @@ where
                             _ = self.interrupt.cancelled() => {
                                 tracing::warn!(%request_id, "interrupted by shutdown while the client stalled; billing the output relayed");
                                 interrupted = true;
-                                break;
+                                break 'relay;
                             }
-                            sent = tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(chunk))) => sent,
+                            sent = tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(Ok(piece))) => sent,
                         };
                         if !matches!(sent, Ok(Ok(()))) {
                             tracing::info!(%request_id, "client disconnected or stalled mid-stream; draining the upstream");
@@ -196,7 +220,7 @@ where
                             drain_deadline = Some(self.drain.deadline(started, Instant::now()));
                         }
                     }
-                    if self.parser.completed() && finish_deadline.is_none() {
+                    if self.events.parser().completed() && finish_deadline.is_none() {
                         // The client has the whole message: end its response now rather than
                         // when the upstream closes the body.
                         self.client = None;
@@ -206,37 +230,59 @@ where
                 Some(Err(error)) => {
                     let reason = error.to_string();
                     tracing::warn!(%request_id, error = %reason, "upstream stream failed");
-                    cut = true;
-                    if let Some(client) = self.client.take() {
-                        let _ = client.send(Err(StreamCut(reason))).await;
-                    }
+                    cut = Some(reason);
                     break;
                 }
             }
         }
-        // Closing the client channel ends the response before the settle: the settle is off
-        // the response path.
-        drop(self.client);
+        // What the upstream sent of an event it never named goes out as it came, then the
+        // cut, if there was one. Closing the client channel then ends the response before
+        // the settle: the settle is off the response path.
+        if let Some(client) = self.client.take() {
+            if !over_balance {
+                if let Some(rest) = self.events.finish() {
+                    send_last(&self.interrupt, &client, Ok(rest)).await;
+                }
+                if let Some(reason) = cut.clone() {
+                    send_last(&self.interrupt, &client, Err(StreamCut(reason))).await;
+                }
+            }
+        }
+        let parser = self.events.parser();
         let outcome = if over_balance {
             Outcome::BalanceExceeded
         } else if interrupted {
             Outcome::Interrupted
         } else if drain_deadline.is_some() {
             Outcome::ClientDisconnected
-        } else if cut || !self.parser.completed() || self.parser.error_type().is_some() {
+        } else if cut.is_some() || !parser.completed() || parser.error_type().is_some() {
             Outcome::UpstreamCut
         } else {
             Outcome::Completed
         };
-        let report = self.parser.report();
+        let report = parser.report();
         // An upstream that ended a stream without a word of usage still answered: that is
         // billed (from the hold's estimate). One that produced nothing, or only an error
         // event, did not.
-        if report.is_empty() && !self.parser.completed() {
+        if report.is_empty() && !parser.completed() {
             self.ticket.release();
             return None;
         }
         Some(self.ticket.settle_report(report, outcome))
+    }
+}
+
+/// Sends the client one of the stream's last chunks, unless shutdown's `interrupt` comes
+/// first or the client has stopped reading: the settle must not wait on the client.
+async fn send_last(
+    interrupt: &CancellationToken,
+    client: &mpsc::Sender<ClientChunk>,
+    chunk: ClientChunk,
+) {
+    tokio::select! {
+        biased;
+        _ = interrupt.cancelled() => {}
+        _ = tokio::time::timeout(CLIENT_STALL_TIMEOUT, client.send(chunk)) => {}
     }
 }
 

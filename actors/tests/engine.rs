@@ -679,6 +679,7 @@ async fn a_client_that_stops_reading_does_not_hold_the_relay_past_the_interrupt(
         ticket,
         drain,
         interrupt.clone(),
+        std::sync::Arc::new(|_: &[u8], _| bytes::Bytes::new()),
     );
     let relay = tokio::spawn(relay.run());
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -3,9 +3,14 @@
 //! back. It holds one upstream today and picks it every time; weights, failover and cooldowns
 //! are policy that a later issue adds here without touching the request path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tollgate_actors::relay::ErrorWords;
+
 use super::Upstream;
+use crate::http::error::rewrite_stream_error;
+use crate::http::request_id::RequestId;
 
 /// How an attempt on an upstream went, as far as choosing upstreams is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +26,9 @@ pub enum Attempt {
 pub struct UpstreamPool {
     upstreams: Vec<Upstream>,
     attempts: Vec<AttemptCounters>,
+    /// Words the event that replaces an upstream's error event in a stream, with the
+    /// upstreams' keys masked in what it logs. Built once: a stream takes a reference.
+    error_words: ErrorWords,
 }
 
 /// Counter handles per upstream, looked up once rather than per request.
@@ -42,10 +50,24 @@ impl AttemptCounters {
 impl UpstreamPool {
     pub fn new(upstreams: Vec<Upstream>) -> UpstreamPool {
         let attempts = upstreams.iter().map(AttemptCounters::new).collect();
+        let keys: Vec<String> = upstreams
+            .iter()
+            .filter_map(|upstream| upstream.api_key.to_str().ok().map(str::to_owned))
+            .collect();
+        let error_words: ErrorWords = Arc::new(move |data, request_id| {
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+            rewrite_stream_error(data, RequestId(request_id), &keys)
+        });
         UpstreamPool {
             upstreams,
             attempts,
+            error_words,
         }
+    }
+
+    /// Words the event that replaces an upstream's error event inside a stream.
+    pub fn error_words(&self) -> ErrorWords {
+        Arc::clone(&self.error_words)
     }
 
     /// The upstream to send a request for `model` to, or `None` when none can take it.

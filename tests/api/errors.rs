@@ -521,3 +521,52 @@ async fn an_oversized_non_streaming_message_is_answered_502_and_its_hold_release
     assert_eq!((books.usage_rows, books.stored_balance), (0, dec("5")));
     books.assert_reconciled();
 }
+
+/// The data of each `event: error` in an SSE body.
+fn error_events(sse: &str) -> Vec<Value> {
+    sse.split("\n\n")
+        .filter_map(|event| event.strip_prefix("event: error\ndata: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect()
+}
+
+#[actix_web::test]
+async fn an_error_event_mid_stream_reaches_the_customer_in_tollgates_words() {
+    let app = spawn_app().await;
+    let customer = app.customer("5").await;
+    let message = "Overloaded: organization org_01HX has a credit balance of 1,234.56 USD";
+    let body = message_body(
+        "claude-opus-5-5",
+        1000,
+        true,
+        json!({"input_tokens": 100, "output_tokens": 100, "error_after_tokens": 20,
+            "tokens_per_chunk": 1, "error_message": message}),
+    );
+    let response = app.messages(&customer.key, &body).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let request_id = response.headers()["request-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let text = response.text().await.unwrap();
+    for secret in ["org_01HX", "1,234.56", "organization", "credit balance"] {
+        assert!(
+            !text.contains(secret),
+            "{secret:?} reached the customer: {text}"
+        );
+    }
+    // The type is kept, the message is tollgate's, and the request id is the response's.
+    assert_eq!(
+        error_events(&text),
+        vec![json!({
+            "type": "error",
+            "error": {"type": "overloaded_error", "message": "the upstream provider is overloaded; retry shortly"},
+            "request_id": request_id,
+        })]
+    );
+    // Everything before it came through: the prompt's usage and the twenty deltas.
+    assert_eq!(usage_of_stream(&text).input, 100);
+    assert_eq!(text.matches("event: content_block_delta\n").count(), 20);
+    app.wait_settled(&customer.id).await;
+    assert!(app.balance(&customer.id).await < dec("5"));
+}

@@ -85,7 +85,13 @@ pub(super) struct StreamReport {
 impl StreamReport {
     /// Applies one complete event. `kind` is its `event:` line's type; without one, the JSON's
     /// own `type` decides. A `message_start` whose usage names the prompt is noted in `feed`.
-    pub(super) fn event(&mut self, kind: Option<EventKind>, data: &[u8], feed: &mut Feed) {
+    /// Returns the type the event was read as, if it was one billing reads.
+    pub(super) fn event(
+        &mut self,
+        kind: Option<EventKind>,
+        data: &[u8],
+        feed: &mut Feed,
+    ) -> Option<EventKind> {
         match kind {
             Some(kind) => {
                 let event = match kind {
@@ -94,22 +100,26 @@ impl StreamReport {
                     _ => parse_wire::<Obj<WireEvent>>(data).map(|event| event.0),
                 };
                 self.apply(kind, event, feed);
+                Some(kind)
             }
             None => {
                 // No `event:` line: the SDKs would drop this event, but the upstream still
                 // reported what it reports, so the JSON's own type decides.
-                if let Some(Obj(event)) = parse_wire::<Obj<WireEvent>>(data) {
-                    let Loose::Got(name) = &event.kind else {
-                        return;
-                    };
-                    match EventKind::from_name(name.as_bytes()) {
-                        Some(kind) => self.apply(kind, Some(event), feed),
-                        // Output all the same: measured as if it had its `event:` line.
-                        None if name.as_bytes() == CONTENT_BLOCK_DELTA => {
-                            self.content_delta(data.len())
-                        }
-                        None => {}
+                let Obj(event) = parse_wire::<Obj<WireEvent>>(data)?;
+                let Loose::Got(name) = &event.kind else {
+                    return None;
+                };
+                match EventKind::from_name(name.as_bytes()) {
+                    Some(kind) => {
+                        self.apply(kind, Some(event), feed);
+                        Some(kind)
                     }
+                    // Output all the same: measured as if it had its `event:` line.
+                    None if name.as_bytes() == CONTENT_BLOCK_DELTA => {
+                        self.content_delta(data.len());
+                        None
+                    }
+                    None => None,
                 }
             }
         }

@@ -5,6 +5,10 @@
 //! types worth reading; the data of every other event is skipped as it arrives, without a copy,
 //! which is what keeps a long stream of content deltas cheap to watch. One skipped type may be
 //! measured: its data's length is added up while it is skipped, at no cost but an addition.
+//!
+//! It also keeps the place in the stream where the current event began, and the place of
+//! every event the dispatch wants replaced, so that the relay can send whole events and put
+//! its own in place of the upstream's errors ([`super::whole`]).
 
 use memchr::{memchr2, memchr3};
 
@@ -35,9 +39,16 @@ pub(super) trait Dispatch {
         false
     }
 
+    /// An event of this type is never relayed as it came, even when its data was too long to
+    /// read: the relay puts its own event in its place.
+    fn replaced(_kind: Self::Kind) -> bool {
+        false
+    }
+
     /// A complete event with data: its type (`None` when it had no `event:` line, so that only
-    /// its data can tell) and its `data:` lines joined by line feeds.
-    fn event(&mut self, kind: Option<Self::Kind>, data: &[u8]);
+    /// its data can tell) and its `data:` lines joined by line feeds. Returns whether the
+    /// event is to be replaced rather than relayed.
+    fn event(&mut self, kind: Option<Self::Kind>, data: &[u8]) -> bool;
 
     /// A complete measured event and the bytes of its `data:` values.
     fn measured(&mut self, _data_bytes: usize) {}
@@ -56,9 +67,47 @@ enum EventName<K> {
     Ignored,
 }
 
+/// An event to be replaced: where it lies in the stream, and the start of its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Replaced {
+    /// Offset of its first byte: the end of the event before it.
+    pub(super) start: u64,
+    /// Offset just past its blank line.
+    pub(super) end: u64,
+    /// Its data, up to [`REPLACED_DATA_KEPT`] bytes; empty if it was too long to keep.
+    pub(super) data: Vec<u8>,
+    /// It had data, so it was an event and gets a replacement; without, it is only dropped
+    /// (an SSE reader ignores it too).
+    pub(super) is_event: bool,
+}
+
+/// The event in progress, as far as relaying its bytes goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum OpenEvent {
+    /// No `event:` line has named its type yet: it may still turn out to be replaced.
+    Undecided,
+    /// Its first `event:` line names a type that is replaced.
+    Replaced,
+    /// Its first `event:` line names a type that is relayed as it comes.
+    Relayed,
+}
+
+/// How much of a replaced event's data is kept for whoever words its replacement. An
+/// upstream's error event is a few hundred bytes.
+const REPLACED_DATA_KEPT: usize = 64 << 10;
+
 /// An incremental SSE reader: one per stream, fed every chunk in order.
 #[derive(Debug, Clone)]
 pub(super) struct Framer<K> {
+    /// Bytes fed before the current chunk.
+    fed: u64,
+    /// Offset where the current event began: just past the last complete event.
+    event_start: u64,
+    /// Events to be replaced, completed since they were last taken.
+    replaced: Vec<Replaced>,
+    /// Whether the current event is relayed or replaced: the first `event:` line decides,
+    /// so that the decision does not depend on where the chunks were cut.
+    relay_class: OpenEvent,
     line: LineState,
     /// The previous chunk ended in `\r`: a `\n` opening this one belongs to the same line end.
     after_cr: bool,
@@ -107,6 +156,10 @@ impl<K: Copy> Framer<K> {
     /// A framer at the start of a stream.
     pub(super) fn new() -> Self {
         Framer {
+            fed: 0,
+            event_start: 0,
+            replaced: Vec::new(),
+            relay_class: OpenEvent::Undecided,
             line: LineState::Start,
             after_cr: false,
             field_name: [0; MAX_FIELD_NAME],
@@ -140,7 +193,8 @@ impl<K: Copy> Framer<K> {
                     b'\n' | b'\r' => {
                         self.after_cr = first == b'\r';
                         rest = tail;
-                        self.dispatch(dispatch);
+                        let end = self.fed.saturating_add(offset(chunk.len() - rest.len()));
+                        self.dispatch(dispatch, end);
                     }
                     b':' => {
                         // A comment line.
@@ -217,6 +271,28 @@ impl<K: Copy> Framer<K> {
                 }
             }
         }
+        self.fed = self.fed.saturating_add(offset(chunk.len()));
+    }
+
+    /// Bytes fed so far.
+    pub(super) fn fed(&self) -> u64 {
+        self.fed
+    }
+
+    /// Offset where the event in progress began: every byte before it belongs to a complete
+    /// event (or to the blank lines and comments between events).
+    pub(super) fn event_start(&self) -> u64 {
+        self.event_start
+    }
+
+    /// What the relay may do with the bytes of the event in progress so far.
+    pub(super) fn open_event(&self) -> OpenEvent {
+        self.relay_class
+    }
+
+    /// The events to be replaced that completed since the last call, oldest first.
+    pub(super) fn take_replaced(&mut self) -> std::vec::Drain<'_, Replaced> {
+        self.replaced.drain(..)
     }
 
     fn push_field_name(&mut self, bytes: &[u8]) {
@@ -322,6 +398,13 @@ impl<K: Copy> Framer<K> {
                     },
                 }
             };
+            if self.relay_class == OpenEvent::Undecided {
+                self.relay_class = match self.event {
+                    EventName::Untyped => OpenEvent::Undecided,
+                    EventName::Read(kind) if D::replaced(kind) => OpenEvent::Replaced,
+                    _ => OpenEvent::Relayed,
+                };
+            }
         }
     }
 
@@ -339,27 +422,53 @@ impl<K: Copy> Framer<K> {
         }
     }
 
-    /// A blank line ends the event: hand it over and start the next.
-    fn dispatch<D: Dispatch<Kind = K>>(&mut self, dispatch: &mut D) {
+    /// A blank line, ending at offset `end`, ends the event: hand it over and start the next.
+    fn dispatch<D: Dispatch<Kind = K>>(&mut self, dispatch: &mut D, end: u64) {
         let event = std::mem::replace(&mut self.event, EventName::Untyped);
         let has_data = std::mem::take(&mut self.data_lines) > 0;
         let lost = std::mem::take(&mut self.data_lost);
         let measured = std::mem::take(&mut self.measured);
         // Events without data are not dispatched, as in the SSE specification.
-        if has_data && !lost {
-            match event {
-                EventName::Ignored => {}
-                // Data kept before the `event:` line named the type counts too.
-                EventName::Measured => dispatch.measured(measured.saturating_add(self.data.len())),
-                EventName::Read(kind) => dispatch.event(Some(kind), &self.data),
-                EventName::Untyped => dispatch.event(None, &self.data),
+        let said_replaced = match event {
+            _ if !has_data || lost => false,
+            EventName::Ignored => false,
+            // Data kept before the `event:` line named the type counts too.
+            EventName::Measured => {
+                dispatch.measured(measured.saturating_add(self.data.len()));
+                false
             }
+            EventName::Read(kind) => dispatch.event(Some(kind), &self.data),
+            EventName::Untyped => dispatch.event(None, &self.data),
+        };
+        let replaced = match std::mem::replace(&mut self.relay_class, OpenEvent::Undecided) {
+            OpenEvent::Replaced => true,
+            OpenEvent::Relayed => false,
+            OpenEvent::Undecided => said_replaced,
+        };
+        if replaced {
+            let kept = match self.data.get(..REPLACED_DATA_KEPT) {
+                _ if lost => &[][..],
+                Some(start) => start,
+                None => &self.data[..],
+            };
+            self.replaced.push(Replaced {
+                start: self.event_start,
+                end,
+                data: kept.to_vec(),
+                is_event: has_data,
+            });
         }
+        self.event_start = end;
         self.data.clear();
         if self.data.capacity() > RETAINED_DATA_CAPACITY {
             self.data = Vec::new();
         }
     }
+}
+
+/// A length within one chunk as a stream offset.
+fn offset(len: usize) -> u64 {
+    u64::try_from(len).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -384,8 +493,9 @@ mod tests {
             }
         }
 
-        fn event(&mut self, kind: Option<bool>, data: &[u8]) {
+        fn event(&mut self, kind: Option<bool>, data: &[u8]) -> bool {
             self.0.push((kind, data.to_vec()));
+            false
         }
     }
 

@@ -1,5 +1,5 @@
 //! Reads usage out of an upstream's SSE stream while the stream's bytes are relayed to the
-//! client unchanged.
+//! client unchanged, but for its error events ([`WholeEvents`]).
 //!
 //! [`UsageParser`] is pure, synchronous code fed the same chunks the relay forwards, cut
 //! wherever the network cut them. It never re-serializes anything and keeps only what billing
@@ -13,18 +13,22 @@
 //! usage never comes: whether it came, and how many bytes of output the content deltas
 //! carried (measured while they are skipped, never copied).
 //!
-//! Three layers, each with its tests:
-//! - `framing`: SSE bytes into events, whatever the chunk boundaries;
+//! Three layers, each with its tests, and the relay's view:
+//! - `framing`: SSE bytes into events, whatever the chunk boundaries, and where each lies;
 //! - `anthropic`: what `message_start`, `message_delta`, `message_stop` and `error` mean
 //!   for the bill, and [`usage_from_message`] for a non-streaming body;
 //! - `lenient`: the JSON reader that takes only the fields billing needs and treats odd
-//!   values as absent.
+//!   values as absent;
+//! - `whole`: what the client is sent: the stream's bytes, with its error events replaced.
 
 mod anthropic;
 mod framing;
 mod lenient;
 #[cfg(test)]
 mod testing;
+mod whole;
+
+pub use whole::{WholeEvents, WITHHOLD_LIMIT};
 
 pub use anthropic::{report_from_message, usage_from_message};
 
@@ -67,8 +71,12 @@ impl Dispatch for Reading<'_> {
         name == CONTENT_BLOCK_DELTA
     }
 
-    fn event(&mut self, kind: Option<EventKind>, data: &[u8]) {
-        self.report.event(kind, data, &mut self.feed);
+    fn replaced(kind: EventKind) -> bool {
+        kind == EventKind::Error
+    }
+
+    fn event(&mut self, kind: Option<EventKind>, data: &[u8]) -> bool {
+        self.report.event(kind, data, &mut self.feed) == Some(EventKind::Error)
     }
 
     fn measured(&mut self, data_bytes: usize) {
@@ -145,6 +153,26 @@ impl UsageParser {
     /// `message_start.message.model`: the model the upstream says it ran.
     pub fn model(&self) -> Option<&str> {
         self.report.model()
+    }
+
+    /// Bytes fed so far.
+    fn fed(&self) -> u64 {
+        self.framer.fed()
+    }
+
+    /// Offset where the event in progress began.
+    fn event_start(&self) -> u64 {
+        self.framer.event_start()
+    }
+
+    /// Whether the event in progress is an `error` event, by its first `event:` line.
+    fn open_event(&self) -> framing::OpenEvent {
+        self.framer.open_event()
+    }
+
+    /// The error events completed since the last call: where they lie, and their data.
+    fn take_replaced(&mut self) -> std::vec::Drain<'_, framing::Replaced> {
+        self.framer.take_replaced()
     }
 }
 

@@ -278,8 +278,13 @@ impl Exchange {
     ) {
         let status = status_of(response.status);
         let headers = relayed_headers(&response.headers);
-        let (relay, body) =
-            RelayTask::new(response.into_stream(), ticket, self.drain, self.interrupt);
+        let (relay, body) = RelayTask::new(
+            response.into_stream(),
+            ticket,
+            self.drain,
+            self.interrupt,
+            self.upstreams.error_words(),
+        );
         // If the client is already gone, the relay finds out on its first send and drains.
         let _ = reply.send(Reply::Stream {
             status,

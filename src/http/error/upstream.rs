@@ -57,13 +57,10 @@ pub fn rewrite_upstream_error(
     rid: RequestId,
     operator_keys: &[&str],
 ) -> Result<Bytes, ProxyError> {
-    let parsed = serde_json::from_slice::<ErrorBody<'_>>(body).ok();
     let unparsed;
+    let parsed = serde_json::from_slice::<ErrorBody<'_>>(body).ok();
     let (upstream_type, upstream_message) = match &parsed {
-        Some(body) => (
-            body.error.kind.as_deref().unwrap_or(""),
-            body.error.message.as_deref().unwrap_or(""),
-        ),
+        Some(body) => body.error.parts(),
         // Not Anthropic's shape (a proxy's HTML page, say): its start is logged instead.
         None => {
             unparsed = String::from_utf8_lossy(body.get(..1024).unwrap_or(body));
@@ -72,13 +69,13 @@ pub fn rewrite_upstream_error(
     };
     let kind = ErrorKind::of_type(upstream_type).unwrap_or_else(|| ErrorKind::of_status(status));
     let answer = customer_message(status, kind, upstream_message);
-    let logged = LoggedError {
+    LoggedError {
         rid,
-        status: status.as_u16(),
+        status: Some(status.as_u16()),
         upstream_type: for_log(upstream_type, operator_keys),
         upstream_message: for_log(upstream_message, operator_keys),
-    };
-    logged.emit(&answer);
+    }
+    .emit(&answer);
     let message = match answer {
         Answer::Message(message) => message,
         Answer::OperatorAccount => {
@@ -87,14 +84,70 @@ pub fn rewrite_upstream_error(
             })
         }
     };
+    Ok(error_json(kind, &message, rid))
+}
+
+/// The event that takes the place of an upstream's `error` event inside a stream that has
+/// begun (`data` is that event's data, empty if it was too long to keep): the same rules as
+/// [`rewrite_upstream_error`], with no status to go by. The type is kept; an error about the
+/// operator's upstream account becomes an `api_error` that says so; a type tollgate does not
+/// know becomes `api_error`. The upstream's words are logged, never relayed.
+pub fn rewrite_stream_error(data: &[u8], rid: RequestId, operator_keys: &[&str]) -> Bytes {
+    let parsed = serde_json::from_slice::<ErrorBody<'_>>(data).ok();
+    let (upstream_type, upstream_message) =
+        parsed.as_ref().map_or(("", ""), |body| body.error.parts());
+    let kind = ErrorKind::of_type(upstream_type).unwrap_or(ErrorKind::Api);
+    let answer = match kind {
+        ErrorKind::Api => {
+            Answer::Message("the upstream provider failed during the response; retry".into())
+        }
+        // There is no status in a stream: an invalid request is read as the 400 it would have
+        // been, so that an empty operator balance is recognized as such.
+        ErrorKind::InvalidRequest => {
+            customer_message(StatusCode::BAD_REQUEST, kind, upstream_message)
+        }
+        _ => customer_message(StatusCode::OK, kind, upstream_message),
+    };
+    LoggedError {
+        rid,
+        status: None,
+        upstream_type: for_log(upstream_type, operator_keys),
+        upstream_message: for_log(upstream_message, operator_keys),
+    }
+    .emit(&answer);
+    let (kind, message) = match answer {
+        Answer::Message(message) => (kind, message),
+        Answer::OperatorAccount => (
+            ErrorKind::Api,
+            "the upstream provider refused this service's request; the operator must check the upstream account".into(),
+        ),
+    };
+    let mut event = b"event: error\ndata: ".to_vec();
+    event.extend_from_slice(&error_json(kind, &message, rid));
+    event.extend_from_slice(b"\n\n");
+    Bytes::from(event)
+}
+
+/// Anthropic's error object, with tollgate's words and request id.
+fn error_json(kind: ErrorKind, message: &str, rid: RequestId) -> Bytes {
     let body = json!({
         "type": "error",
         "error": { "type": error_type(kind), "message": message },
         "request_id": rid.to_string(),
     });
-    Ok(serde_json::to_vec(&body)
+    serde_json::to_vec(&body)
         .map(Bytes::from)
-        .unwrap_or_default())
+        .unwrap_or_default()
+}
+
+impl ErrorDetail<'_> {
+    /// Its type and message, empty where absent.
+    fn parts(&self) -> (&str, &str) {
+        (
+            self.kind.as_deref().unwrap_or(""),
+            self.message.as_deref().unwrap_or(""),
+        )
+    }
 }
 
 /// What the customer is told.
@@ -326,7 +379,8 @@ fn for_log(message: &str, operator_keys: &[&str]) -> String {
 /// The log line of one upstream error.
 struct LoggedError {
     rid: RequestId,
-    status: u16,
+    /// The upstream's status; `None` for an error event inside a stream.
+    status: Option<u16>,
     upstream_type: String,
     upstream_message: String,
 }
@@ -340,12 +394,20 @@ impl LoggedError {
             upstream_message,
         } = self;
         match answer {
+            Answer::OperatorAccount if status.is_none() => tracing::error!(
+                %rid, %upstream_type, %upstream_message,
+                "the upstream refused the operator's account mid-stream; the customer got tollgate's error event"
+            ),
             Answer::OperatorAccount => tracing::error!(
                 %rid, status, %upstream_type, %upstream_message,
                 "the upstream refused the operator's account; the customer was answered 502"
             ),
+            Answer::Message(_) if status.is_none() => tracing::warn!(
+                %rid, %upstream_type, %upstream_message,
+                "the upstream sent an error event mid-stream; the customer got tollgate's wording of it"
+            ),
             // The customer's own mistakes and the upstream's throttling are routine.
-            Answer::Message(_) if matches!(status, 400 | 404 | 413 | 429) => tracing::info!(
+            Answer::Message(_) if matches!(status, Some(400 | 404 | 413 | 429)) => tracing::info!(
                 %rid, status, %upstream_type, %upstream_message,
                 "the upstream answered an error; the customer got tollgate's wording of it"
             ),
@@ -360,6 +422,7 @@ impl LoggedError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use uuid::Uuid;
 
     fn rid() -> RequestId {
@@ -375,6 +438,59 @@ mod tests {
         match answer(status, message) {
             Answer::Message(message) => message,
             Answer::OperatorAccount => panic!("{message} was taken for the operator's account"),
+        }
+    }
+
+    fn stream_error(data: &str) -> Value {
+        let event = rewrite_stream_error(data.as_bytes(), rid(), &["sk-ant-operator-key"]);
+        let event = std::str::from_utf8(&event).unwrap();
+        let data = event
+            .strip_prefix("event: error\ndata: ")
+            .and_then(|rest| rest.strip_suffix("\n\n"))
+            .unwrap();
+        serde_json::from_str(data).unwrap()
+    }
+
+    #[test]
+    fn an_error_event_keeps_its_type_and_gets_our_words() {
+        let told = stream_error(
+            r#"{"type":"error","error":{"type":"rate_limit_error","message":"org 7f3e over its limit"}}"#,
+        );
+        assert_eq!(
+            told,
+            json!({"type": "error", "error": {"type": "rate_limit_error",
+                "message": "the upstream provider is rate limiting this service; retry after the retry-after delay"},
+                "request_id": rid().to_string()})
+        );
+    }
+
+    #[test]
+    fn an_error_event_about_the_operators_account_says_so_as_an_api_error() {
+        for data in [
+            r#"{"type":"error","error":{"type":"billing_error","message":"credit balance 3.20"}}"#,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"sk-ant-operator-key"}}"#,
+            r#"{"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low"}}"#,
+        ] {
+            let told = stream_error(data);
+            assert_eq!(told["error"]["type"], "api_error", "{data}");
+            let message = told["error"]["message"].as_str().unwrap();
+            assert!(message.contains("operator must check"), "{message}");
+        }
+    }
+
+    #[test]
+    fn an_unreadable_or_unknown_error_event_is_an_api_error() {
+        for data in [
+            "",
+            "not json",
+            r#"{"error":{"type":"brand_new_error","message":"x"}}"#,
+        ] {
+            let told = stream_error(data);
+            assert_eq!(told["error"]["type"], "api_error", "{data:?}");
+            assert_eq!(
+                told["error"]["message"],
+                "the upstream provider failed during the response; retry"
+            );
         }
     }
 
