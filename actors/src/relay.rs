@@ -235,17 +235,11 @@ where
                 }
             }
         }
-        // What the upstream sent of an event it never named goes out as it came, then the
-        // cut, if there was one. Closing the client channel then ends the response before
-        // the settle: the settle is off the response path.
+        // The cut, if there was one, reaches the client as a cut. Closing the client channel
+        // then ends the response before the settle: the settle is off the response path.
         if let Some(client) = self.client.take() {
-            if !over_balance {
-                if let Some(rest) = self.events.finish() {
-                    send_last(&self.interrupt, &client, Ok(rest)).await;
-                }
-                if let Some(reason) = cut.clone() {
-                    send_last(&self.interrupt, &client, Err(StreamCut(reason))).await;
-                }
+            if let (Some(reason), false) = (cut.clone(), over_balance) {
+                send_last(&self.interrupt, &client, Err(StreamCut(reason))).await;
             }
         }
         let parser = self.events.parser();
@@ -272,8 +266,8 @@ where
     }
 }
 
-/// Sends the client one of the stream's last chunks, unless shutdown's `interrupt` comes
-/// first or the client has stopped reading: the settle must not wait on the client.
+/// Sends the client the stream's last chunk, unless shutdown's `interrupt` comes first or
+/// the client has stopped reading: the settle must not wait on the client.
 async fn send_last(
     interrupt: &CancellationToken,
     client: &mpsc::Sender<ClientChunk>,

@@ -2,7 +2,7 @@
 //! `message_start` and the same end whether the stream arrives whole, byte by byte, or cut at
 //! the boundaries the input's first bytes choose. The relay's whole-event cutter likewise
 //! sends the same bytes however the stream is cut, and a stream it replaces nothing in goes
-//! out byte for byte.
+//! out byte for byte up to its last complete event.
 
 #![no_main]
 
@@ -34,9 +34,6 @@ fn relayed<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, usize) {
         for piece in out.drain(..) {
             sent.extend_from_slice(&piece);
         }
-    }
-    if let Some(rest) = whole.finish() {
-        sent.extend_from_slice(&rest);
     }
     (sent, replaced)
 }
@@ -81,8 +78,11 @@ fuzz_target!(|data: &[u8]| {
     let sent = relayed(std::iter::once(stream));
     assert_eq!(relayed(stream.chunks(1)), sent);
     assert_eq!(relayed(cut(stream, cuts)), sent);
-    // Only an error event, finished or not, is ever kept from the client.
+    // Only an error event, or an event the stream never finished, is ever kept from the
+    // client: without the word "error", every complete event goes out as it came.
     if sent.1 == 0 && !whole.errored() && !stream.windows(5).any(|w| w == b"error") {
-        assert_eq!(sent.0, stream);
+        assert!(sent.0.len() <= stream.len());
+        assert!(stream.starts_with(&sent.0));
+        assert!(!stream[sent.0.len()..].windows(2).any(|w| w == b"\n\n" || w == b"\r\r"));
     }
 });

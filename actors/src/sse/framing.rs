@@ -103,8 +103,10 @@ pub(super) struct Framer<K> {
     fed: u64,
     /// Offset where the current event began: just past the last complete event.
     event_start: u64,
-    /// Events to be replaced, completed since they were last taken.
+    /// Events to be replaced, completed since they were last taken; kept only when
+    /// `keeps_replaced`.
     replaced: Vec<Replaced>,
+    keeps_replaced: bool,
     /// Whether the current event is relayed or replaced: the first `event:` line decides,
     /// so that the decision does not depend on where the chunks were cut.
     relay_class: OpenEvent,
@@ -159,6 +161,7 @@ impl<K: Copy> Framer<K> {
             fed: 0,
             event_start: 0,
             replaced: Vec::new(),
+            keeps_replaced: false,
             relay_class: OpenEvent::Undecided,
             line: LineState::Start,
             after_cr: false,
@@ -185,6 +188,13 @@ impl<K: Copy> Framer<K> {
                 self.after_cr = false;
                 if first == b'\n' {
                     rest = tail;
+                    // The LF of a blank line's CRLF belongs to the event the CR ended, not to
+                    // the next one (whose bytes would wait for its `event:` line).
+                    let after = self.fed.saturating_add(offset(chunk.len() - rest.len()));
+                    if self.line == LineState::Start && self.event_start.saturating_add(1) == after
+                    {
+                        self.event_start = after;
+                    }
                     continue;
                 }
             }
@@ -290,9 +300,15 @@ impl<K: Copy> Framer<K> {
         self.relay_class
     }
 
+    /// From now on, note the events to be replaced, for [`Framer::take_replaced`]. A framer
+    /// that only reads usage keeps none.
+    pub(super) fn keep_replaced(&mut self) {
+        self.keeps_replaced = true;
+    }
+
     /// The events to be replaced that completed since the last call, oldest first.
-    pub(super) fn take_replaced(&mut self) -> std::vec::Drain<'_, Replaced> {
-        self.replaced.drain(..)
+    pub(super) fn take_replaced(&mut self) -> Vec<Replaced> {
+        std::mem::take(&mut self.replaced)
     }
 
     fn push_field_name(&mut self, bytes: &[u8]) {
@@ -445,7 +461,7 @@ impl<K: Copy> Framer<K> {
             OpenEvent::Relayed => false,
             OpenEvent::Undecided => said_replaced,
         };
-        if replaced {
+        if replaced && self.keeps_replaced {
             let kept = match self.data.get(..REPLACED_DATA_KEPT) {
                 _ if lost => &[][..],
                 Some(start) => start,

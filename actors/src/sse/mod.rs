@@ -171,8 +171,15 @@ impl UsageParser {
     }
 
     /// The error events completed since the last call: where they lie, and their data.
-    fn take_replaced(&mut self) -> std::vec::Drain<'_, framing::Replaced> {
+    fn take_replaced(&mut self) -> Vec<framing::Replaced> {
         self.framer.take_replaced()
+    }
+
+    /// A parser that also notes where the stream's error events lie, for the relay.
+    fn replacing() -> Self {
+        let mut parser = UsageParser::new();
+        parser.framer.keep_replaced();
+        parser
     }
 }
 

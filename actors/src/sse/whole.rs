@@ -17,9 +17,14 @@
 //! is relayed (Anthropic names each event once; an upstream that wanted to leak words could
 //! put them in a text delta all the same).
 //!
-//! Withholding is bounded by [`WITHHOLD_LIMIT`]: an event with no type past it is relayed as
-//! it comes. Should its data then show it is an error, its start has gone out; its rest is
-//! dropped, and the replacement follows as an event of its own.
+//! Withholding is bounded by [`WITHHOLD_LIMIT`]: an event with no type past it (its data, or
+//! comments and `id:` lines, before any `event:` line) is relayed as it comes. Should it
+//! then turn out to be an error, its start has gone out; its rest is dropped, and the
+//! replacement follows as an event of its own.
+//!
+//! The withheld bytes of an event the stream never finished are never sent: no SSE reader
+//! acts on an unfinished event, and they may be the start of an error. Only a stream's first
+//! error event is replaced; an upstream that sends more has the rest dropped.
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -40,15 +45,20 @@ pub struct WholeEvents {
     withheld: BytesMut,
     /// Offset up to which the stream's bytes were relayed, dropped or withheld.
     done: u64,
-    /// The start of the event in progress, when its first bytes were relayed past the
-    /// withholding limit.
+    /// The start of the event in progress, when some of its bytes were relayed before the
+    /// event was complete.
     relayed_early: Option<u64>,
+    /// An error event has been replaced; later ones are dropped.
+    replaced_one: bool,
 }
 
 impl WholeEvents {
     /// At the start of a stream.
     pub fn new() -> Self {
-        WholeEvents::default()
+        WholeEvents {
+            parser: UsageParser::replacing(),
+            ..WholeEvents::default()
+        }
     }
 
     /// What the stream has reported so far.
@@ -81,38 +91,42 @@ impl WholeEvents {
             }
             cursor.relay_to(event.start, out);
             cursor.drop_to(event.end);
-            if event.is_event {
+            // Anthropic ends a stream at its error; an upstream that sends more gets its
+            // first one replaced and the rest dropped, so that it cannot multiply what the
+            // client is sent and what the log keeps.
+            if event.is_event && !self.replaced_one {
+                self.replaced_one = true;
                 out.push(replace(&event.data));
             }
         }
         let open_start = self.parser.event_start();
-        cursor.relay_to(open_start, out);
         if self.relayed_early.is_some_and(|start| start != open_start) {
             self.relayed_early = None;
         }
-        let relay_rest = match self.parser.open_event() {
+        let end = cursor.end();
+        let relay_to = match self.parser.open_event() {
             OpenEvent::Replaced => {
-                cursor.drop_to(cursor.end());
-                false
+                cursor.relay_to(open_start, out);
+                cursor.drop_to(end);
+                None
             }
-            OpenEvent::Relayed => true,
-            OpenEvent::Undecided => cursor.remaining() > WITHHOLD_LIMIT,
+            OpenEvent::Relayed => Some(end),
+            OpenEvent::Undecided
+                if end.saturating_sub(open_start.max(cursor.at)) > offset(WITHHOLD_LIMIT) =>
+            {
+                Some(end)
+            }
+            OpenEvent::Undecided => Some(open_start),
         };
-        if relay_rest && cursor.remaining() > 0 {
-            cursor.relay_to(cursor.end(), out);
-            self.relayed_early = Some(open_start);
+        if let Some(to) = relay_to {
+            // One slice of the chunk where one will do.
+            if to > open_start && to > cursor.at {
+                self.relayed_early = Some(open_start);
+            }
+            cursor.relay_to(to, out);
         }
         self.done = cursor.withhold_rest();
         feed
-    }
-
-    /// The stream has ended (or will not be read further): the bytes withheld of an event
-    /// that never completed, unless it is an error event.
-    pub fn finish(&mut self) -> Option<Bytes> {
-        // Only the bytes of an event whose type is still unknown are ever withheld.
-        let withheld = std::mem::take(&mut self.withheld);
-        self.done = self.parser.fed();
-        (!withheld.is_empty()).then(|| withheld.freeze())
     }
 }
 
@@ -130,10 +144,6 @@ struct Cursor<'a> {
 impl Cursor<'_> {
     fn end(&self) -> u64 {
         self.chunk_start.saturating_add(offset(self.chunk.len()))
-    }
-
-    fn remaining(&self) -> usize {
-        usize::try_from(self.end().saturating_sub(self.at)).unwrap_or(usize::MAX)
     }
 
     /// Sends the bytes up to offset `to`; nothing if `to` is behind the cursor (an event
@@ -215,9 +225,6 @@ mod tests {
                 sent.extend_from_slice(&piece);
             }
         }
-        if let Some(rest) = whole.finish() {
-            sent.extend_from_slice(&rest);
-        }
         (sent, replaced)
     }
 
@@ -271,6 +278,58 @@ mod tests {
         let (sent, replaced) = relay([MINIMAL.as_bytes(), cut.as_bytes()]);
         assert_eq!(sent, MINIMAL.as_bytes());
         assert!(replaced.is_empty());
+    }
+
+    #[test]
+    fn an_unfinished_event_of_unknown_type_is_never_relayed() {
+        let secret = "data: {\"type\":\"error\",\"error\":{\"message\":\"org_secret\"}}\n";
+        for tail in [secret.to_string(), format!("{secret}event: error")] {
+            let (sent, replaced) = relay([MINIMAL.as_bytes(), tail.as_bytes()]);
+            assert_eq!(sent, MINIMAL.as_bytes());
+            assert!(replaced.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_crlf_stream_goes_out_whole_and_each_chunk_as_it_came() {
+        let stream = MINIMAL.replace('\n', "\r\n");
+        let (sent, _) = relay(stream.as_bytes().chunks(5));
+        assert_eq!(sent, stream.as_bytes());
+        // A chunk of whole CRLF events is one slice of itself, nothing withheld.
+        let mut whole = WholeEvents::new();
+        let mut out = Vec::new();
+        let chunk = Bytes::from(stream);
+        whole.feed(chunk.clone(), &mut |_: &[u8]| Bytes::new(), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].as_ptr(), chunk.as_ptr());
+        assert_eq!(out[0].len(), chunk.len());
+        assert!(whole.withheld.is_empty());
+    }
+
+    #[test]
+    fn only_a_streams_first_error_event_is_replaced() {
+        let stream = format!(
+            "{}{}",
+            upstream_error(),
+            "event:error\ndata:\n\n".repeat(1000)
+        );
+        let (sent, replaced) = relay(stream.as_bytes().chunks(4096));
+        assert_eq!(sent, OURS);
+        assert_eq!(replaced.len(), 1);
+    }
+
+    #[test]
+    fn a_chunk_cut_inside_a_delta_goes_out_as_one_piece() {
+        let cut = MINIMAL.find("Hello").unwrap();
+        let mut whole = WholeEvents::new();
+        let mut out = Vec::new();
+        whole.feed(
+            Bytes::copy_from_slice(&MINIMAL.as_bytes()[..cut]),
+            &mut |_: &[u8]| Bytes::new(),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].len(), cut);
     }
 
     #[test]
@@ -368,8 +427,13 @@ mod tests {
                 rest = after;
             }
             prop_assert_eq!(&relay(chunks), &whole);
+            // Without an error, everything up to the end of the last complete event.
             if !stream.contains("event: error") && whole.1.is_empty() {
-                prop_assert_eq!(&whole.0, &bytes.to_vec());
+                let mut parser = UsageParser::new();
+                parser.feed(bytes);
+                let complete = usize::try_from(parser.event_start()).unwrap();
+                prop_assert!(whole.0.len() >= complete, "{:?}", whole.0);
+                prop_assert_eq!(&whole.0[..complete], &bytes[..complete]);
             }
         }
     }

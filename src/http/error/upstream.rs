@@ -101,6 +101,10 @@ pub fn rewrite_stream_error(data: &[u8], rid: RequestId, operator_keys: &[&str])
         ErrorKind::Api => {
             Answer::Message("the upstream provider failed during the response; retry".into())
         }
+        // A stream has no retry-after header to point to.
+        ErrorKind::RateLimit => Answer::Message(
+            "the upstream provider is rate limiting this service; retry shortly".into(),
+        ),
         // There is no status in a stream: an invalid request is read as the 400 it would have
         // been, so that an empty operator balance is recognized as such.
         ErrorKind::InvalidRequest => {
@@ -459,7 +463,7 @@ mod tests {
         assert_eq!(
             told,
             json!({"type": "error", "error": {"type": "rate_limit_error",
-                "message": "the upstream provider is rate limiting this service; retry after the retry-after delay"},
+                "message": "the upstream provider is rate limiting this service; retry shortly"},
                 "request_id": rid().to_string()})
         );
     }
