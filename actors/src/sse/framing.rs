@@ -306,6 +306,11 @@ impl<K: Copy> Framer<K> {
         self.keeps_replaced = true;
     }
 
+    /// Events to be replaced have completed since they were last taken.
+    pub(super) fn has_replaced(&self) -> bool {
+        !self.replaced.is_empty()
+    }
+
     /// The events to be replaced that completed since the last call, oldest first.
     pub(super) fn take_replaced(&mut self) -> Vec<Replaced> {
         std::mem::take(&mut self.replaced)

@@ -171,6 +171,11 @@ impl UsageParser {
     }
 
     /// The error events completed since the last call: where they lie, and their data.
+    /// Error events have completed since they were last taken.
+    fn has_replaced(&self) -> bool {
+        self.framer.has_replaced()
+    }
+
     fn take_replaced(&mut self) -> Vec<framing::Replaced> {
         self.framer.take_replaced()
     }

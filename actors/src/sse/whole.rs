@@ -77,6 +77,17 @@ impl WholeEvents {
     ) -> Feed {
         let chunk_start = self.parser.fed();
         let feed = self.parser.feed(&chunk);
+        let end = self.parser.fed();
+        // Nearly every chunk: nothing withheld before it, no error in it, and it ends between
+        // events or inside one being relayed. It goes out as it came.
+        if self.done == chunk_start
+            && !self.parser.has_replaced()
+            && (self.parser.event_start() == end || self.parser.open_event() == OpenEvent::Relayed)
+        {
+            self.done = end;
+            out.push(chunk);
+            return feed;
+        }
         let mut cursor = Cursor {
             withheld: &mut self.withheld,
             chunk: &chunk,
@@ -103,7 +114,6 @@ impl WholeEvents {
         if self.relayed_early.is_some_and(|start| start != open_start) {
             self.relayed_early = None;
         }
-        let end = cursor.end();
         let relay_to = match self.parser.open_event() {
             OpenEvent::Replaced => {
                 cursor.relay_to(open_start, out);
@@ -114,15 +124,15 @@ impl WholeEvents {
             OpenEvent::Undecided
                 if end.saturating_sub(open_start.max(cursor.at)) > offset(WITHHOLD_LIMIT) =>
             {
+                // Only an event of unknown type can turn out to be an error once some of it
+                // has gone out.
+                self.relayed_early = Some(open_start);
                 Some(end)
             }
             OpenEvent::Undecided => Some(open_start),
         };
         if let Some(to) = relay_to {
             // One slice of the chunk where one will do.
-            if to > open_start && to > cursor.at {
-                self.relayed_early = Some(open_start);
-            }
             cursor.relay_to(to, out);
         }
         self.done = cursor.withhold_rest();
