@@ -25,6 +25,8 @@
 //! - [`sse`]: an incremental parser that reads usage out of relayed SSE bytes, in three
 //!   layers: SSE framing, the meaning of Anthropic's events, and a lenient JSON reader.
 //! - [`flusher`]: batches settled usage into one ledger transaction per interval.
+//! - [`journal`]: the write-ahead journal on local disk: settled usage made durable, with
+//!   group commit, before it counts as settled; replayed at start-up. Not wired in yet.
 //! - [`store`]: the persistence port ([`LedgerStore`]) the service implements for Postgres.
 //!
 //! The types most callers need are re-exported here.
@@ -34,6 +36,7 @@ pub mod bill;
 pub mod engine;
 pub mod flusher;
 pub mod hold;
+pub mod journal;
 pub mod ledger;
 pub mod limits;
 pub mod pricing;

@@ -1,0 +1,330 @@
+//! Segment files: their names, the directory's lock, creating and syncing them, and the
+//! reader that replays every record of every segment in order
+//! (docs/adr/0019-write-ahead-journal.md).
+//!
+//! A segment is named by the LSN of its first record, `00000000000000000042.seg`, so the
+//! directory's listing sorts them in the order they were written. Only the last segment can
+//! end in a write that never finished: a segment is synced before the next one is created.
+
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::frame::{self, Header, HEADER_LEN};
+use super::record::{self, DecodeError};
+use super::{Cut, Damage, DamageKind, JournalError, Lsn, Replayed};
+
+const SUFFIX: &str = ".seg";
+/// What a damaged segment is renamed to once the checkpoint passes it: kept for the
+/// operator, and no longer read.
+const DAMAGED_SUFFIX: &str = ".damaged";
+/// The file whose lock keeps a second process out of the directory.
+const LOCK_FILE: &str = "journal.lock";
+
+pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
+    dir.join(format!("{:020}{SUFFIX}", base.0))
+}
+
+fn parse_name(name: &str) -> Option<Lsn> {
+    let digits = name.strip_suffix(SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Lsn)
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> JournalError {
+    let path = path.to_owned();
+    move |source| JournalError::Io { what, path, source }
+}
+
+/// Creates the directory if it is missing, readable by this user alone: records name
+/// accounts, keys and what they spent.
+pub(super) fn create_dir(dir: &Path) -> Result<(), JournalError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_error("creating the directory", dir))
+}
+
+/// Makes the directory's entries (a segment created, renamed or removed) durable.
+pub(super) fn sync_dir(dir: &Path) -> Result<(), JournalError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("syncing the directory", dir))
+}
+
+/// The exclusive lock on a journal directory, held for as long as this value lives. It is an
+/// `flock` on a file inside it: released by the kernel when the process ends, `kill -9`
+/// included, so a crash never leaves the directory locked.
+pub(super) struct DirLock {
+    _file: File,
+}
+
+impl DirLock {
+    pub(super) fn acquire(dir: &Path) -> Result<DirLock, JournalError> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io_error("opening the lock file", &path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let holder = file
+                    .read_to_string(&mut holder)
+                    .ok()
+                    .and_then(|_| holder.trim().parse::<u32>().ok());
+                return Err(JournalError::Locked {
+                    dir: dir.to_owned(),
+                    holder,
+                });
+            }
+            Err(TryLockError::Error(source)) => {
+                return Err(JournalError::Io {
+                    what: "locking the directory",
+                    path,
+                    source,
+                })
+            }
+        }
+        // Who holds it, for the error a second process shows.
+        file.set_len(0)
+            .and_then(|()| writeln!(file, "{}", std::process::id()))
+            .map_err(io_error("writing the lock file", &path))?;
+        Ok(DirLock { _file: file })
+    }
+}
+
+/// Creates a segment whose first record will have LSN `base`, with its header synced.
+pub(super) fn create(dir: &Path, base: Lsn) -> Result<File, JournalError> {
+    let path = segment_path(dir, base);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io_error("creating a segment", &path))?;
+    file.write_all(&frame::header(base.0))
+        .and_then(|()| file.sync_data())
+        .map_err(io_error("writing a segment's header", &path))?;
+    Ok(file)
+}
+
+/// Opens an existing segment to append to it.
+pub(super) fn reopen(path: &Path) -> Result<File, JournalError> {
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(io_error("opening a segment", path))
+}
+
+/// One segment as the writer keeps track of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SegmentFile {
+    pub base: Lsn,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// Some record of it could not be read: at its checkpoint it is renamed, not removed.
+    pub damaged: bool,
+}
+
+/// Everything the directory's segments hold.
+#[derive(Debug, Default)]
+pub(super) struct Scan {
+    pub records: Vec<Replayed>,
+    /// In order; the bytes of the last are before any cut.
+    pub segments: Vec<SegmentFile>,
+    /// The last segment's tail that cannot be read, to be cut off.
+    pub torn_tail: Option<Cut>,
+    pub damage: Vec<Damage>,
+    /// The LSN the next record written gets.
+    pub next: Lsn,
+}
+
+/// Reads every segment of `dir` in order, and every good record of each.
+///
+/// - In the last segment, an unreadable tail is a write that never finished: `torn_tail`,
+///   which the caller cuts off (nothing there was ever reported durable).
+/// - Anywhere, a record whose checksum fails but whose successor reads is skipped alone, and
+///   a record whose checksum holds but whose content does not decode is skipped too: damage.
+/// - In an earlier segment, an unreadable tail is damage: the rest of that segment is lost,
+///   the following segments are read in full.
+///
+/// A record of another format version stops the reading: it was written by a newer build,
+/// and dropping it would lose a bill.
+pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error("listing the directory", dir))? {
+        let entry = entry.map_err(io_error("listing the directory", dir))?;
+        if let Some(base) = entry.file_name().to_str().and_then(parse_name) {
+            found.push((base, entry.path()));
+        }
+    }
+    found.sort();
+    let mut scan = Scan::default();
+    let last = found.len().saturating_sub(1);
+    for (i, (base, path)) in found.into_iter().enumerate() {
+        let bytes = fs::read(&path).map_err(io_error("reading a segment", &path))?;
+        let is_last = i == last;
+        let mut segment = SegmentFile {
+            base,
+            path,
+            bytes: bytes.len() as u64,
+            damaged: false,
+        };
+        scan.next = base;
+        let header = frame::read_header(&bytes);
+        let header_good = header == Header::Good(base.0);
+        if !header_good {
+            if is_last {
+                // Created, and never synced: no record in it was ever reported durable.
+                scan.torn_tail = Some(Cut {
+                    segment: segment.path.clone(),
+                    offset: 0,
+                    bytes: segment.bytes,
+                });
+            } else {
+                segment.damaged = true;
+                scan.damage.push(Damage {
+                    segment: segment.path.clone(),
+                    offset: 0,
+                    bytes: segment.bytes,
+                    kind: DamageKind::BadHeader,
+                });
+            }
+            scan.segments.push(segment);
+            continue;
+        }
+        let records = bytes.get(HEADER_LEN..).unwrap_or_default();
+        let frames = frame::read_frames(records);
+        for (index, offset, body) in frames.good {
+            let offset = (HEADER_LEN + offset) as u64;
+            match record::decode(body) {
+                Ok(record) => scan.records.push(Replayed {
+                    lsn: Lsn(base.0.saturating_add(index)),
+                    record,
+                }),
+                Err(DecodeError::UnsupportedVersion(version)) => {
+                    return Err(JournalError::UnsupportedVersion {
+                        segment: segment.path.clone(),
+                        offset,
+                        version,
+                    })
+                }
+                Err(DecodeError::Malformed(why)) => {
+                    segment.damaged = true;
+                    scan.damage.push(Damage {
+                        segment: segment.path.clone(),
+                        offset,
+                        bytes: (frame::FRAME_HEADER_LEN + body.len()) as u64,
+                        kind: DamageKind::Undecodable(why),
+                    });
+                }
+            }
+        }
+        for (offset, len) in frames.skipped {
+            segment.damaged = true;
+            scan.damage.push(Damage {
+                segment: segment.path.clone(),
+                offset: (HEADER_LEN + offset) as u64,
+                bytes: len as u64,
+                kind: DamageKind::BadChecksum,
+            });
+        }
+        scan.next = Lsn(base.0.saturating_add(frames.count));
+        if let Some(from) = frames.unreadable_from {
+            let offset = (HEADER_LEN + from) as u64;
+            let rest = segment.bytes - offset;
+            if is_last {
+                scan.torn_tail = Some(Cut {
+                    segment: segment.path.clone(),
+                    offset,
+                    bytes: rest,
+                });
+            } else {
+                segment.damaged = true;
+                scan.damage.push(Damage {
+                    segment: segment.path.clone(),
+                    offset,
+                    bytes: rest,
+                    kind: DamageKind::UnreadableRest,
+                });
+            }
+        }
+        scan.segments.push(segment);
+    }
+    scan.damage
+        .sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
+    Ok(scan)
+}
+
+/// Cuts the last segment's torn tail off, durably: truncated to its readable part, or
+/// removed if even its header is not whole. Returns the segment's size after the cut, or
+/// `None` if it was removed.
+pub(super) fn cut(dir: &Path, tail: &Cut) -> Result<Option<u64>, JournalError> {
+    if tail.offset == 0 {
+        fs::remove_file(&tail.segment)
+            .map_err(io_error("removing a torn segment", &tail.segment))?;
+        sync_dir(dir)?;
+        return Ok(None);
+    }
+    OpenOptions::new()
+        .write(true)
+        .open(&tail.segment)
+        .and_then(|file| {
+            file.set_len(tail.offset)?;
+            file.sync_all()
+        })
+        .map_err(io_error("cutting a torn tail", &tail.segment))?;
+    Ok(Some(tail.offset))
+}
+
+/// Removes a segment whose records are all in the ledger, or renames a damaged one aside.
+pub(super) fn retire(segment: &SegmentFile) -> Result<(), JournalError> {
+    if segment.damaged {
+        let mut aside = segment.path.clone().into_os_string();
+        aside.push(DAMAGED_SUFFIX);
+        fs::rename(&segment.path, &aside)
+            .map_err(io_error("renaming a damaged segment", &segment.path))
+    } else {
+        fs::remove_file(&segment.path).map_err(io_error("removing a segment", &segment.path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segment_names_sort_as_their_lsns_and_nothing_else_is_one() {
+        let dir = Path::new("/j");
+        let name = |lsn| {
+            segment_path(dir, Lsn(lsn))
+                .file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(name(42), "00000000000000000042.seg");
+        assert!(name(9) < name(10));
+        assert_eq!(parse_name(&name(u64::MAX)), Some(Lsn(u64::MAX)));
+        for other in [
+            "journal.lock",
+            "42.seg",
+            "00000000000000000042.seg.damaged",
+            "0000000000000000004x.seg",
+            "99999999999999999999.seg",
+        ] {
+            assert_eq!(parse_name(other), None, "{other}");
+        }
+    }
+}

@@ -1,0 +1,607 @@
+//! The journal against real files in a temporary directory.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::record::tests::sample;
+use super::*;
+
+/// Bounds every wait on the writer: a journal that hangs fails the test instead.
+const LIVENESS: Duration = Duration::from_secs(30);
+
+fn config(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        commit_interval: Duration::ZERO,
+        ..JournalConfig::new(dir)
+    }
+}
+
+/// The bytes one sample record takes on disk, frame included.
+fn frame_len() -> u64 {
+    let mut frame = frame::start(0);
+    record::encode(&sample(0), &mut frame).unwrap();
+    frame.len() as u64
+}
+
+async fn durable(appended: Appended) -> Lsn {
+    tokio::time::timeout(LIVENESS, appended.durable)
+        .await
+        .expect("the writer answers")
+        .expect("the record is durable");
+    appended.lsn
+}
+
+/// Appends `range` of the samples one commit at a time.
+async fn append_each(journal: &Journal, range: std::ops::Range<u64>) -> Vec<Lsn> {
+    let mut lsns = Vec::new();
+    for n in range {
+        lsns.push(durable(journal.append(&sample(n)).unwrap()).await);
+    }
+    lsns
+}
+
+async fn shut(journal: Journal) {
+    tokio::time::timeout(LIVENESS, journal.shutdown())
+        .await
+        .expect("the writer stops");
+}
+
+fn reopen(config: JournalConfig) -> (Journal, Replay) {
+    Journal::open(config).unwrap()
+}
+
+/// Leaves a journal in `config.dir` of the samples `0..n`, one commit each, shut down with
+/// none of them flushed.
+async fn write_samples(config: JournalConfig, n: u64) {
+    let (journal, _) = Journal::open(config).unwrap();
+    append_each(&journal, 0..n).await;
+    shut(journal).await;
+}
+
+fn replayed_samples(replay: &Replay) -> Vec<(u64, UsageRecord)> {
+    replay
+        .records
+        .iter()
+        .map(|r| (r.lsn.0, r.record.clone()))
+        .collect()
+}
+
+fn expected(ns: impl IntoIterator<Item = u64>) -> Vec<(u64, UsageRecord)> {
+    ns.into_iter().map(|n| (n, sample(n))).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let mut bytes = fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x20;
+    fs::write(path, bytes).unwrap();
+}
+
+/// The offset of the `index`th record in a segment of sample records.
+fn record_offset(index: u64) -> u64 {
+    frame::HEADER_LEN as u64 + index * frame_len()
+}
+
+#[test]
+fn a_journal_is_a_handle_any_thread_can_hold() {
+    fn shared<T: Clone + Send + Sync + 'static>() {}
+    shared::<Journal>();
+}
+
+#[tokio::test]
+async fn records_replay_in_order_after_a_restart_until_they_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, replay) = Journal::open(config(dir.path())).unwrap();
+    assert!(replay.records.is_empty());
+    assert_eq!(
+        replay.report,
+        ReplayReport {
+            segments: 0,
+            ..Default::default()
+        }
+    );
+    let lsns = append_each(&journal, 0..10).await;
+    assert_eq!(lsns, (0..10).map(Lsn).collect::<Vec<_>>());
+    assert_eq!(journal.stats().written, 10);
+    shut(journal).await;
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..10));
+    assert_eq!(replay.report.torn_tail, None);
+    assert!(replay.report.damage.is_empty());
+    assert_eq!(journal.stats().unflushed, 10);
+    // Numbering goes on after the replayed records.
+    assert_eq!(append_each(&journal, 10..11).await, [Lsn(10)]);
+    shut(journal).await;
+
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..11));
+}
+
+#[tokio::test]
+async fn a_truncated_last_record_is_cut_off_and_every_record_before_it_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(config(dir.path()), 5).await;
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let full = fs::metadata(&segment).unwrap().len();
+    assert_eq!(full, record_offset(5));
+    // A crash in the middle of the last write: its last 3 bytes never reached the disk.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(full - 3)
+        .unwrap();
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..4));
+    assert_eq!(
+        replay.report.torn_tail,
+        Some(Cut {
+            segment: segment.clone(),
+            offset: record_offset(4),
+            bytes: frame_len() - 3,
+        })
+    );
+    assert!(replay.report.damage.is_empty());
+    // Cut for good: the file ends at the last whole record, and the journal writes on.
+    assert_eq!(fs::metadata(&segment).unwrap().len(), record_offset(4));
+    assert_eq!(append_each(&journal, 4..5).await, [Lsn(4)]);
+    shut(journal).await;
+
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..5));
+    assert_eq!(replay.report.torn_tail, None);
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_the_last_record_is_cut_off_as_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(config(dir.path()), 5).await;
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    flip_byte(&segment, record_offset(4) + 30);
+
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..4));
+    assert_eq!(
+        replay.report.torn_tail,
+        Some(Cut {
+            segment: segment.clone(),
+            offset: record_offset(4),
+            bytes: frame_len(),
+        })
+    );
+    assert!(replay.report.damage.is_empty());
+}
+
+/// Three records to a segment: each commit of one record fits, the fourth does not.
+fn three_per_segment(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        segment_bytes: record_offset(3),
+        ..config(dir)
+    }
+}
+
+#[tokio::test]
+async fn segments_rotate_by_size_and_replay_across_them_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(three_per_segment(dir.path())).unwrap();
+    append_each(&journal, 0..8).await;
+    assert_eq!(journal.stats().segments, 3);
+    shut(journal).await;
+    let files = segment_files(dir.path());
+    let names: Vec<_> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "00000000000000000000.seg",
+            "00000000000000000003.seg",
+            "00000000000000000006.seg"
+        ]
+    );
+    for file in &files[..2] {
+        assert_eq!(fs::metadata(file).unwrap().len(), record_offset(3));
+    }
+
+    let (_journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..8));
+    assert_eq!(replay.report.segments, 3);
+}
+
+/// A closed segment was synced before the next was created, so a crash cannot tear it:
+/// damage there is the disk's. A record whose checksum fails but whose length still leads
+/// to a good record is skipped alone, and the segment is kept aside for the operator.
+#[tokio::test]
+async fn a_flipped_byte_in_a_middle_record_of_an_earlier_segment_loses_that_record_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(three_per_segment(dir.path()), 8).await;
+    let first = segment_files(dir.path())[0].clone();
+    flip_byte(&first, record_offset(1) + 40);
+
+    let (journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected([0, 2, 3, 4, 5, 6, 7]));
+    assert_eq!(replay.report.torn_tail, None);
+    assert_eq!(
+        replay.report.damage,
+        [Damage {
+            segment: first.clone(),
+            offset: record_offset(1),
+            bytes: frame_len(),
+            kind: DamageKind::BadChecksum,
+        }]
+    );
+    assert_eq!(replay.report.damaged_bytes(), frame_len());
+
+    // Once its readable records are flushed, the damaged segment is renamed aside, not
+    // removed, and is no longer read.
+    journal.mark_flushed(replay.records.iter().map(|r| r.lsn));
+    let done = journal.checkpoint().await.unwrap();
+    assert_eq!(
+        done,
+        Checkpointed {
+            segments: 3,
+            bytes: 2 * record_offset(3) + record_offset(2),
+            damaged: 1
+        }
+    );
+    let mut aside = first.into_os_string();
+    aside.push(".damaged");
+    assert!(Path::new(&aside).exists());
+    shut(journal).await;
+    let (_journal, replay) = reopen(three_per_segment(dir.path()));
+    assert!(replay.records.is_empty());
+    assert!(replay.report.damage.is_empty());
+}
+
+#[tokio::test]
+async fn a_flipped_length_in_an_earlier_segment_loses_the_rest_of_it_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(three_per_segment(dir.path()), 8).await;
+    let first = segment_files(dir.path())[0].clone();
+    // The length's second byte: a frame of some 8 KB, longer than the segment.
+    flip_byte(&first, record_offset(1) + 1);
+
+    let (_journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected([0, 3, 4, 5, 6, 7]));
+    assert_eq!(
+        replay.report.damage,
+        [Damage {
+            segment: first,
+            offset: record_offset(1),
+            bytes: 2 * frame_len(),
+            kind: DamageKind::UnreadableRest,
+        }]
+    );
+    assert_eq!(replay.report.torn_tail, None);
+}
+
+#[tokio::test]
+async fn a_checkpoint_removes_only_segments_whose_records_are_all_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(three_per_segment(dir.path())).unwrap();
+    let lsns = append_each(&journal, 0..8).await;
+    // Flushed out of order, with LSN 2 still waiting: the first segment (0-2) stays.
+    journal.mark_flushed([Lsn(0), Lsn(1), Lsn(3), Lsn(4), Lsn(5)]);
+    assert_eq!(journal.checkpoint().await.unwrap(), Checkpointed::default());
+    assert_eq!(segment_files(dir.path()).len(), 3);
+
+    journal.mark_flushed([Lsn(2)]);
+    let done = journal.checkpoint().await.unwrap();
+    assert_eq!(done.segments, 2);
+    assert_eq!(done.bytes, 2 * record_offset(3));
+    assert_eq!(journal.stats().segments, 1);
+    assert_eq!(journal.stats().bytes, record_offset(2));
+    // The segment being written is kept, though all its records are flushed.
+    journal.mark_flushed(lsns);
+    assert_eq!(journal.checkpoint().await.unwrap(), Checkpointed::default());
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    assert_eq!(journal.stats().unflushed, 0);
+    shut(journal).await;
+
+    // Shut down with every record flushed: nothing is left to replay, and numbering goes on.
+    let files = segment_files(dir.path());
+    assert_eq!(files.len(), 1);
+    assert_eq!(
+        fs::metadata(&files[0]).unwrap().len(),
+        frame::HEADER_LEN as u64
+    );
+    let (journal, replay) = reopen(three_per_segment(dir.path()));
+    assert!(replay.records.is_empty());
+    assert_eq!(append_each(&journal, 8..9).await, [Lsn(8)]);
+}
+
+#[tokio::test]
+async fn past_its_byte_limit_the_journal_refuses_admission_until_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let limited = JournalConfig {
+        max_bytes: record_offset(6),
+        ..three_per_segment(dir.path())
+    };
+    let (journal, _) = Journal::open(limited).unwrap();
+    let lsns = append_each(&journal, 0..7).await;
+    assert_eq!(
+        journal.health(),
+        JournalHealth::Full {
+            bytes: 2 * record_offset(3) + record_offset(1),
+            limit: record_offset(6),
+        }
+    );
+    assert!(!journal.health().admits());
+    // Appends are still taken: the requests already running must be journaled.
+    append_each(&journal, 7..8).await;
+
+    journal.mark_flushed(lsns);
+    journal.checkpoint().await.unwrap();
+    assert_eq!(journal.health(), JournalHealth::Healthy);
+    assert!(journal.health().admits());
+}
+
+#[tokio::test]
+async fn appends_made_together_share_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let gathering = JournalConfig {
+        commit_interval: Duration::from_millis(50),
+        ..JournalConfig::new(dir.path())
+    };
+    let (journal, _) = Journal::open(gathering).unwrap();
+    let syncs_before = journal.stats().syncs;
+    // 400 appends from 8 threads at once.
+    let appended: Vec<Appended> = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let journal = journal.clone();
+                scope.spawn(move || {
+                    (0..50u64)
+                        .map(|i| journal.append(&sample(t * 50 + i)).unwrap())
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect()
+    });
+    let mut lsns = Vec::new();
+    for appended in appended {
+        lsns.push(durable(appended).await);
+    }
+    lsns.sort();
+    assert_eq!(
+        lsns,
+        (0..400).map(Lsn).collect::<Vec<_>>(),
+        "each a number of its own"
+    );
+    let stats = journal.stats();
+    assert_eq!(stats.written, 400);
+    let syncs = stats.syncs - syncs_before;
+    assert_eq!(syncs, stats.commits);
+    assert!(syncs <= 20, "400 appends took {syncs} syncs");
+    shut(journal).await;
+    let (_journal, replay) = reopen(JournalConfig::new(dir.path()));
+    assert_eq!(replay.records.len(), 400);
+}
+
+#[tokio::test]
+async fn a_commit_is_written_once_it_gathers_its_byte_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let budgeted = JournalConfig {
+        // Only the budget can close a commit within the test's bound.
+        commit_interval: Duration::from_secs(600),
+        commit_bytes: 10 * frame_len() as usize,
+        ..JournalConfig::new(dir.path())
+    };
+    let (journal, _) = Journal::open(budgeted).unwrap();
+    let syncs_before = journal.stats().syncs;
+    let appended: Vec<Appended> = (0..100)
+        .map(|n| journal.append(&sample(n)).unwrap())
+        .collect();
+    for appended in appended {
+        durable(appended).await;
+    }
+    assert_eq!(journal.stats().syncs - syncs_before, 10);
+    assert_eq!(journal.stats().commits, 10);
+}
+
+#[tokio::test]
+async fn a_second_open_of_a_locked_directory_fails_and_says_who_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    let Err(error) = Journal::open(config(dir.path())) else {
+        panic!("a second open of a locked directory succeeded");
+    };
+    assert!(
+        matches!(&error, JournalError::Locked { dir: locked, holder: Some(pid) }
+            if locked == dir.path() && *pid == std::process::id()),
+        "{error:?}"
+    );
+    let message = error.to_string();
+    assert!(
+        message.contains("is locked by process") && message.contains("never share"),
+        "{message}"
+    );
+    // The writer releases the lock when it stops.
+    shut(journal).await;
+    let (_journal, _) = Journal::open(config(dir.path())).unwrap();
+}
+
+#[tokio::test]
+async fn an_append_after_shutdown_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    shut(journal.clone()).await;
+    assert!(matches!(
+        journal.append(&sample(1)),
+        Err(JournalError::Stopped)
+    ));
+}
+
+#[tokio::test]
+async fn a_segment_whose_header_never_reached_the_disk_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(three_per_segment(dir.path()), 3).await;
+    // A crash right after the next segment was created.
+    let torn = segment::segment_path(dir.path(), Lsn(3));
+    fs::write(&torn, &frame::header(3)[..7]).unwrap();
+
+    let (journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..3));
+    assert_eq!(
+        replay.report.torn_tail,
+        Some(Cut {
+            segment: torn.clone(),
+            offset: 0,
+            bytes: 7
+        })
+    );
+    assert_eq!(append_each(&journal, 3..4).await, [Lsn(3)]);
+    assert_eq!(
+        fs::metadata(&torn).unwrap().len(),
+        frame::HEADER_LEN as u64 + frame_len()
+    );
+}
+
+#[test]
+fn a_record_of_a_newer_format_stops_the_start_instead_of_being_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = frame::header(0).to_vec();
+    let mut frame = frame::start(0);
+    record::encode(&sample(0), &mut frame).unwrap();
+    frame[frame::FRAME_HEADER_LEN] = record::VERSION + 1;
+    frame::seal(&mut frame).unwrap();
+    bytes.extend_from_slice(&frame);
+    let segment = segment::segment_path(dir.path(), Lsn(0));
+    fs::write(&segment, bytes).unwrap();
+
+    let Err(error) = Journal::open(config(dir.path())) else {
+        panic!("a journal of a newer format opened");
+    };
+    assert!(
+        matches!(
+            &error,
+            JournalError::UnsupportedVersion {
+                version: 2,
+                offset: 20,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        fs::metadata(&segment).unwrap().len(),
+        record_offset(1),
+        "left as it was"
+    );
+}
+
+/// Set by [`a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays`] for
+/// the child process it runs.
+const CHILD_DIR: &str = "TOLLGATE_JOURNAL_TEST_FSIZE_DIR";
+/// The child's file-size limit: about ten records after the header, ending inside one.
+const FSIZE_LIMIT: u64 = 2_000;
+
+/// A real write error, as a full disk gives one: the kernel refuses to grow a file past the
+/// process's `RLIMIT_FSIZE` (EFBIG; running as root, permissions would refuse nothing). The
+/// limit is set in a child process, which runs only
+/// [`journal_under_a_file_size_limit`], so that no other test's files are limited.
+#[test]
+fn a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journal::tests::journal_under_a_file_size_limit",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let durable: u64 = stdout
+        .lines()
+        .find_map(|line| line.split("durable=").nth(1))
+        .expect("the child reports its durable records")
+        .parse()
+        .unwrap();
+    let fit = (FSIZE_LIMIT - frame::HEADER_LEN as u64) / frame_len();
+    assert_eq!(durable, fit, "every record that fits under the limit");
+
+    // Without the limit: every durable record replays, and the partial one is cut off.
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..durable));
+    let tail = replay
+        .report
+        .torn_tail
+        .expect("the partial write is cut off");
+    assert_eq!(tail.offset, record_offset(durable));
+    assert_eq!(tail.bytes, FSIZE_LIMIT - record_offset(durable));
+    assert!(replay.report.damage.is_empty());
+}
+
+#[test]
+#[ignore = "run in a child process by a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays"]
+fn journal_under_a_file_size_limit() {
+    let Some(dir) = std::env::var_os(CHILD_DIR) else {
+        return;
+    };
+    // SAFETY: plain libc calls with valid arguments, made before any other thread of this
+    // process writes a file. With SIGXFSZ ignored, a write past the limit fails with EFBIG
+    // instead of killing the process.
+    unsafe {
+        assert_ne!(libc::signal(libc::SIGXFSZ, libc::SIG_IGN), libc::SIG_ERR);
+        let limit = libc::rlimit {
+            rlim_cur: FSIZE_LIMIT,
+            rlim_max: FSIZE_LIMIT,
+        };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_FSIZE, &limit), 0);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (journal, _) = Journal::open(config(Path::new(&dir))).unwrap();
+        let mut durable = 0;
+        let failure = loop {
+            let appended = journal.append(&sample(durable)).unwrap();
+            match tokio::time::timeout(LIVENESS, appended.durable).await.unwrap() {
+                Ok(()) => durable += 1,
+                Err(error) => break error,
+            }
+            assert!(durable < 1_000, "the limit never refused a write");
+        };
+        assert!(
+            matches!(&failure, JournalError::Failed { reason } if reason.contains("File too large")),
+            "{failure:?}"
+        );
+        // Failed for good, and says so: the next append is refused at once.
+        assert!(matches!(journal.health(), JournalHealth::Failed { .. }));
+        assert!(!journal.health().admits());
+        assert!(matches!(
+            journal.append(&sample(durable)),
+            Err(JournalError::Failed { .. })
+        ));
+        assert_eq!(journal.stats().written, durable);
+        println!("durable={durable}");
+    });
+}
