@@ -177,6 +177,13 @@ pub(super) fn read_frames(bytes: &[u8]) -> Frames<'_> {
     frames
 }
 
+/// Whether a frame whose checksum holds starts anywhere in `bytes` after its first byte: the
+/// test that tells damage followed by synced records from a write that never finished (which
+/// leaves nothing good after itself).
+pub(super) fn any_good_frame_after(bytes: &[u8]) -> bool {
+    (1..bytes.len()).any(|offset| matches!(frame_at(bytes, offset), FrameAt::Good { .. }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

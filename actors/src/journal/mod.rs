@@ -187,10 +187,12 @@ pub enum DamageKind {
     BadChecksum,
     /// One record whose checksum holds but whose content does not decode: skipped alone.
     Undecodable(&'static str),
-    /// From here to the end of an earlier segment nothing can be framed (a damaged length):
-    /// the rest of that segment is lost; the following segments are read.
+    /// From here to the end of a segment nothing can be framed (a damaged length): the rest
+    /// of that segment is not read; the following segments are. In the last segment, only
+    /// when a good frame follows (otherwise it is a torn tail, cut off); its bytes are kept.
     UnreadableRest,
-    /// An earlier segment whose header is not one: all of it is lost.
+    /// A segment whose header is whole but not its own (a flipped bit, another base): none of
+    /// it is read, and it is kept. A last segment no longer than a header is a torn tail.
     BadHeader,
 }
 

@@ -151,8 +151,13 @@ pub(super) struct Scan {
 
 /// Reads every segment of `dir` in order, and every good record of each.
 ///
-/// - In the last segment, an unreadable tail is a write that never finished: `torn_tail`,
-///   which the caller cuts off (nothing there was ever reported durable).
+/// - In the last segment, an unreadable tail in which no frame's checksum holds is a write
+///   that never finished: `torn_tail`, which the caller cuts off (nothing there was ever
+///   reported durable). A last segment no longer than a header is one whose creation never
+///   finished: removed.
+/// - In the last segment, an unreadable point followed by a good frame, or a whole header
+///   that is not this segment's followed by bytes, is damage of synced records: kept (renamed
+///   aside at its checkpoint), never cut, and the next LSN is set past what it can hold.
 /// - Anywhere, a record whose checksum fails but whose successor reads is skipped alone, and
 ///   a record whose checksum holds but whose content does not decode is skipped too: damage.
 /// - In an earlier segment, an unreadable tail is damage: the rest of that segment is lost,
@@ -184,8 +189,8 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         let header = frame::read_header(&bytes);
         let header_good = header == Header::Good(base.0);
         if !header_good {
-            if is_last {
-                // Created, and never synced: no record in it was ever reported durable.
+            if is_last && bytes.len() <= HEADER_LEN {
+                // Created, and never synced: it holds no record at all.
                 scan.torn_tail = Some(Cut {
                     segment: segment.path.clone(),
                     offset: 0,
@@ -199,6 +204,12 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                     bytes: segment.bytes,
                     kind: DamageKind::BadHeader,
                 });
+                if is_last {
+                    // Its records were synced; their number is unknown. The next segment
+                    // starts past every LSN they can have held, so none is handed out twice.
+                    let rest = bytes.get(HEADER_LEN..).unwrap_or_default();
+                    scan.next = Lsn(base.0.saturating_add(frames_at_most(rest.len())));
+                }
             }
             scan.segments.push(segment);
             continue;
@@ -243,7 +254,8 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         if let Some(from) = frames.unreadable_from {
             let offset = (HEADER_LEN + from) as u64;
             let rest = segment.bytes - offset;
-            if is_last {
+            let unread = records.get(from..).unwrap_or_default();
+            if is_last && !frame::any_good_frame_after(unread) {
                 scan.torn_tail = Some(Cut {
                     segment: segment.path.clone(),
                     offset,
@@ -257,6 +269,11 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                     bytes: rest,
                     kind: DamageKind::UnreadableRest,
                 });
+                if is_last {
+                    // Records were synced after the damage: kept, and none of the LSNs they
+                    // may hold is handed out again.
+                    scan.next = Lsn(scan.next.0.saturating_add(frames_at_most(unread.len())));
+                }
             }
         }
         scan.segments.push(segment);
@@ -264,6 +281,12 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
     scan.damage
         .sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
     Ok(scan)
+}
+
+/// The most frames `bytes` can hold (each has a header and at least one byte of body), and
+/// at least one, so that a segment started past them never takes the damaged one's name.
+fn frames_at_most(bytes: usize) -> u64 {
+    (bytes.div_ceil(frame::FRAME_HEADER_LEN + 1) as u64).max(1)
 }
 
 /// Cuts the last segment's torn tail off, durably: truncated to its readable part, or

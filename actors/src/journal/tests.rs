@@ -605,3 +605,53 @@ fn journal_under_a_file_size_limit() {
         println!("durable={durable}");
     });
 }
+
+#[tokio::test]
+async fn a_last_segment_whose_whole_header_is_damaged_is_kept_and_its_lsns_not_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(config(dir.path()), 3).await;
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let before = fs::read(&segment).unwrap();
+    // A flipped bit in the base LSN: the header is whole, and synced records follow it.
+    flip_byte(&segment, 10);
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replay.report.torn_tail, None);
+    let kinds: Vec<DamageKind> = replay.report.damage.iter().map(|d| d.kind).collect();
+    assert_eq!(kinds, [DamageKind::BadHeader]);
+    assert_eq!(replay.report.damaged_bytes(), before.len() as u64);
+    assert_eq!(
+        fs::read(&segment).unwrap().len(),
+        before.len(),
+        "kept whole"
+    );
+    let [lsn] = append_each(&journal, 3..4).await.try_into().unwrap();
+    assert!(lsn >= Lsn(3), "LSN {lsn} was the damaged segment's");
+}
+
+#[tokio::test]
+async fn a_damaged_length_in_the_last_segment_keeps_the_good_records_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(config(dir.path()), 5).await;
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let length = fs::metadata(&segment).unwrap().len();
+    // The high byte of the third record's length: nothing after it can be framed, but the
+    // fourth and fifth records are whole and synced.
+    flip_byte(&segment, record_offset(2) + 3);
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..2));
+    assert_eq!(replay.report.torn_tail, None, "not cut as a torn tail");
+    assert_eq!(
+        replay.report.damage,
+        [Damage {
+            segment: segment.clone(),
+            offset: record_offset(2),
+            bytes: length - record_offset(2),
+            kind: DamageKind::UnreadableRest,
+        }]
+    );
+    assert_eq!(fs::metadata(&segment).unwrap().len(), length, "kept whole");
+    let [lsn] = append_each(&journal, 5..6).await.try_into().unwrap();
+    assert!(lsn >= Lsn(5), "LSN {lsn} may be a kept record's");
+}
