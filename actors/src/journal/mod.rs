@@ -53,6 +53,8 @@ pub const MAX_QUEUED_APPENDS: usize = 65_536;
 /// A commit running longer than this makes the journal unhealthy ([`JournalHealth::Stalled`]):
 /// `fdatasync` takes well under a millisecond on a working disk.
 pub const STALLED_AFTER: Duration = Duration::from_secs(2);
+/// The longest [`JournalConfig::commit_interval`] the writer waits; a longer one is this.
+pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A record's number: its place in the journal, counted across segments. A segment's name
 /// is the number of its first record.
@@ -80,7 +82,7 @@ pub struct JournalConfig {
     /// requests already running are journaled.
     pub max_bytes: u64,
     /// How long the writer gathers appends after the first before it writes them and syncs
-    /// once. Zero takes only what is already waiting.
+    /// once. Zero takes only what is already waiting; at most [`MAX_COMMIT_INTERVAL`].
     pub commit_interval: Duration,
     /// A commit is written as soon as it gathers this many bytes.
     pub commit_bytes: usize,

@@ -655,3 +655,16 @@ async fn a_damaged_length_in_the_last_segment_keeps_the_good_records_after_it() 
     let [lsn] = append_each(&journal, 5..6).await.try_into().unwrap();
     assert!(lsn >= Lsn(5), "LSN {lsn} may be a kept record's");
 }
+
+#[tokio::test]
+async fn a_huge_commit_interval_does_not_stop_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(JournalConfig {
+        commit_interval: Duration::MAX,
+        commit_bytes: 1,
+        ..config(dir.path())
+    })
+    .unwrap();
+    assert_eq!(append_each(&journal, 0..2).await, [Lsn(0), Lsn(1)]);
+    shut(journal).await;
+}

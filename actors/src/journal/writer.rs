@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::frame::HEADER_LEN;
 use super::segment::{self, DirLock, SegmentFile};
-use super::{Checkpointed, JournalError, Lsn};
+use super::{Checkpointed, JournalError, Lsn, MAX_COMMIT_INTERVAL};
 
 /// What the handles send the writer.
 pub(super) enum Command {
@@ -145,7 +145,10 @@ impl Writer {
             let mut bytes = self.take(first, &mut batch, &mut checkpoints);
             if !batch.is_empty() {
                 // Gather for at most the interval, or until the byte budget is reached.
-                let deadline = Instant::now() + self.commit_interval;
+                let now = Instant::now();
+                let deadline = now
+                    .checked_add(self.commit_interval.min(MAX_COMMIT_INTERVAL))
+                    .unwrap_or(now);
                 while bytes < self.commit_bytes {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     match commands.recv_timeout(wait) {
