@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use crate::ledger::UsageRecord;
 
@@ -293,8 +293,8 @@ struct Inner {
     max_bytes: u64,
     /// Records accepted since start.
     appended: AtomicU64,
-    /// Told by the writer once it has stopped and released the directory.
-    stopped: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Closed by the writer once it has stopped and released the directory.
+    stopped: watch::Receiver<()>,
 }
 
 impl Journal {
@@ -333,7 +333,7 @@ impl Journal {
             unflushed: scan.records.iter().map(|r| r.lsn).collect(),
         }));
         let (sender, commands) = mpsc::sync_channel(MAX_QUEUED_APPENDS);
-        let (stopped_tx, stopped_rx) = oneshot::channel();
+        let (stopped_tx, stopped_rx) = watch::channel(());
         let writer = Writer {
             dir: dir.clone(),
             segment_bytes: config.segment_bytes,
@@ -362,7 +362,7 @@ impl Journal {
                 status,
                 max_bytes: config.max_bytes,
                 appended: AtomicU64::new(0),
-                stopped: Mutex::new(Some(stopped_rx)),
+                stopped: stopped_rx,
             }),
         };
         Ok((
@@ -469,13 +469,12 @@ impl Journal {
     /// Refuses appends from now on, lets the writer write those already sent, and waits
     /// until it has stopped and released the directory. If every record is reported flushed
     /// by then, the writer leaves no segment to replay but an empty one. Bound the wait with
-    /// a timeout: a hung disk holds it.
+    /// a timeout: a hung disk holds it. Every call waits, concurrent ones included.
     pub async fn shutdown(&self) {
         drop(lock(&self.inner.intake).take());
-        let stopped = lock(&self.inner.stopped).take();
-        if let Some(stopped) = stopped {
-            let _ = stopped.await;
-        }
+        let mut stopped = self.inner.stopped.clone();
+        // Nothing is ever sent: this ends when the writer drops its side.
+        while stopped.changed().await.is_ok() {}
     }
 }
 

@@ -668,3 +668,26 @@ async fn a_huge_commit_interval_does_not_stop_the_writer() {
     assert_eq!(append_each(&journal, 0..2).await, [Lsn(0), Lsn(1)]);
     shut(journal).await;
 }
+
+#[tokio::test]
+async fn every_concurrent_shutdown_waits_until_the_directory_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(three_per_segment(dir.path())).unwrap();
+    let lsns = append_each(&journal, 0..4).await;
+    // All flushed: the writer's stop closes its segment and removes the rest, which takes
+    // a few syncs.
+    journal.mark_flushed(lsns);
+    let (first, second) = (journal.clone(), journal.clone());
+    tokio::time::timeout(LIVENESS, async {
+        tokio::select! {
+            () = first.shutdown() => {}
+            () = second.shutdown() => {}
+        }
+    })
+    .await
+    .expect("a shutdown returns");
+    assert!(
+        segment::DirLock::acquire(dir.path()).is_ok(),
+        "a shutdown returned while the writer held the directory"
+    );
+}

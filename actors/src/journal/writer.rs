@@ -13,7 +13,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::frame::HEADER_LEN;
 use super::segment::{self, DirLock, SegmentFile};
@@ -133,8 +133,9 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Runs until every handle is gone (or shut the journal down) and the last append is
-    /// written; then releases the directory and says so on `stopped`.
-    pub fn run(mut self, commands: Receiver<Command>, stopped: oneshot::Sender<()>) {
+    /// written; then releases the directory and drops `stopped`, which every shutdown waits
+    /// for (a panic drops it too).
+    pub fn run(mut self, commands: Receiver<Command>, stopped: watch::Sender<()>) {
         let mut batch = Vec::new();
         let mut checkpoints = Vec::new();
         let mut open = true;
@@ -170,7 +171,7 @@ impl Writer {
         let Writer { lock, active, .. } = self;
         drop(active);
         drop(lock);
-        let _ = stopped.send(());
+        drop(stopped);
     }
 
     /// Adds a command to the batch, or to the checkpoints run after it; the bytes it adds.
