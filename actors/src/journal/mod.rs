@@ -50,8 +50,11 @@ use writer::{lock, CheckpointRequest, Command, Pending, Sequence, Status, Writer
 /// millisecond, about five wait; a full queue means the disk has stopped keeping up, and an
 /// append is refused ([`JournalError::Overloaded`]) rather than queued without bound.
 pub const MAX_QUEUED_APPENDS: usize = 65_536;
-/// A commit running longer than this makes the journal unhealthy ([`JournalHealth::Stalled`]):
-/// `fdatasync` takes well under a millisecond on a working disk.
+/// Past this many appends waiting the journal is unhealthy ([`JournalHealth::Overloaded`]),
+/// so that admission stops before appends are refused.
+pub const UNHEALTHY_QUEUED: u64 = MAX_QUEUED_APPENDS as u64 / 2;
+/// A commit or checkpoint running longer than this makes the journal unhealthy
+/// ([`JournalHealth::Stalled`]): `fdatasync` takes well under a millisecond on a working disk.
 pub const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// The longest [`JournalConfig::commit_interval`] the writer waits; a longer one is this.
 pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -240,10 +243,18 @@ pub enum JournalHealth {
         bytes: u64,
         limit: u64,
     },
-    /// A commit has been running for longer than [`STALLED_AFTER`]: the disk hangs.
+    /// A commit or checkpoint has been running for longer than [`STALLED_AFTER`]: the disk
+    /// hangs.
     Stalled {
         for_: Duration,
     },
+    /// More than [`UNHEALTHY_QUEUED`] appends wait for the writer: it is not keeping up, and
+    /// at [`MAX_QUEUED_APPENDS`] appends are refused.
+    Overloaded {
+        queued: u64,
+    },
+    /// Shut down, or its writer's thread has ended: appends are refused.
+    Stopped,
     /// A write or sync failed: nothing is written any more.
     Failed {
         reason: String,
@@ -437,10 +448,17 @@ impl Journal {
                 reason: reason.to_owned(),
             };
         }
-        if let Some(running) = status.commit_running_for() {
+        if status.writer_stopped() || lock(&self.inner.intake).is_none() {
+            return JournalHealth::Stopped;
+        }
+        if let Some(running) = status.busy_for() {
             if running > STALLED_AFTER {
                 return JournalHealth::Stalled { for_: running };
             }
+        }
+        let queued = status.queued.load(Ordering::Relaxed);
+        if queued > UNHEALTHY_QUEUED {
+            return JournalHealth::Overloaded { queued };
         }
         let bytes = status.bytes.load(Ordering::Relaxed);
         if bytes > self.inner.max_bytes {

@@ -657,6 +657,30 @@ async fn a_damaged_length_in_the_last_segment_keeps_the_good_records_after_it() 
 }
 
 #[tokio::test]
+async fn a_journal_shut_down_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    shut(journal.clone()).await;
+    assert!(!journal.health().admits(), "{:?}", journal.health());
+}
+
+#[tokio::test]
+async fn a_queue_near_its_bound_is_not_healthy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(config(dir.path())).unwrap();
+    // As a hung disk leaves it: the writer takes nothing, the appends wait.
+    journal
+        .inner
+        .status
+        .queued
+        .store(MAX_QUEUED_APPENDS as u64, Ordering::Relaxed);
+    assert!(!journal.health().admits(), "{:?}", journal.health());
+    journal.inner.status.queued.store(0, Ordering::Relaxed);
+    assert_eq!(journal.health(), JournalHealth::Healthy);
+    shut(journal).await;
+}
+
+#[tokio::test]
 async fn a_huge_commit_interval_does_not_stop_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, _) = Journal::open(JournalConfig {

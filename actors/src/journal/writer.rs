@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -70,11 +70,14 @@ pub(super) struct Status {
     pub segments: AtomicU64,
     /// Appends sent to the writer that it has not taken yet.
     pub queued: AtomicU64,
-    /// Set by the first write or sync that fails; nothing is written after it.
+    /// Set by the first write or sync that fails, or by the writer's thread panicking;
+    /// nothing is written after it.
     failure: OnceLock<String>,
-    /// When the commit under way began, in microseconds since `epoch`, plus one; zero when
-    /// none is under way.
-    commit_began: AtomicU64,
+    /// The writer's thread has ended: nothing is written any more.
+    stopped: AtomicBool,
+    /// When the commit or checkpoint under way began, in microseconds since `epoch`, plus
+    /// one; zero when none is under way.
+    busy_since: AtomicU64,
 }
 
 impl Status {
@@ -88,7 +91,8 @@ impl Status {
             segments: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             failure: OnceLock::new(),
-            commit_began: AtomicU64::new(0),
+            stopped: AtomicBool::new(false),
+            busy_since: AtomicU64::new(0),
         }
     }
 
@@ -96,15 +100,46 @@ impl Status {
         self.failure.get().map(String::as_str)
     }
 
-    /// How long the commit under way has been running, if one is.
-    pub fn commit_running_for(&self) -> Option<Duration> {
-        let began = self.commit_began.load(Ordering::Acquire).checked_sub(1)?;
+    /// Records the first failure; whether this was it.
+    fn fail(&self, reason: String) -> bool {
+        self.failure.set(reason).is_ok()
+    }
+
+    pub fn writer_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// How long the commit or checkpoint under way has been running, if one is.
+    pub fn busy_for(&self) -> Option<Duration> {
+        let began = self.busy_since.load(Ordering::Acquire).checked_sub(1)?;
         let now = self.micros_since_epoch();
         Some(Duration::from_micros(now.saturating_sub(began)))
     }
 
+    /// Runs `work` (disk work that may hang) with the stall clock running.
+    fn timed<T>(&self, work: impl FnOnce() -> T) -> T {
+        let began = self.micros_since_epoch().saturating_add(1);
+        self.busy_since.store(began, Ordering::Release);
+        let result = work();
+        self.busy_since.store(0, Ordering::Release);
+        result
+    }
+
     fn micros_since_epoch(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Marks the writer stopped when its thread ends, and failed if it ends by a panic, so that
+/// `health()` never reports a journal nobody writes as healthy.
+struct StopGuard(Arc<Status>);
+
+impl Drop for StopGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() && self.0.fail("the journal's writer thread panicked".into()) {
+            tracing::error!("the journal's writer thread panicked: nothing more is written");
+        }
+        self.0.stopped.store(true, Ordering::Release);
     }
 }
 
@@ -136,6 +171,7 @@ impl Writer {
     /// written; then releases the directory and drops `stopped`, which every shutdown waits
     /// for (a panic drops it too).
     pub fn run(mut self, commands: Receiver<Command>, stopped: watch::Sender<()>) {
+        let _guard = StopGuard(Arc::clone(&self.status));
         let mut batch = Vec::new();
         let mut checkpoints = Vec::new();
         let mut open = true;
@@ -164,7 +200,9 @@ impl Writer {
                 self.commit(&mut batch);
             }
             for request in checkpoints.drain(..) {
-                let _ = request.done.send(self.checkpoint(request.below));
+                let status = Arc::clone(&self.status);
+                let done = status.timed(|| self.checkpoint(request.below));
+                let _ = request.done.send(done);
             }
         }
         self.finish();
@@ -197,10 +235,8 @@ impl Writer {
 
     /// Writes the batch and syncs it once, then tells every waiter.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        let began = self.status.micros_since_epoch().saturating_add(1);
-        self.status.commit_began.store(began, Ordering::Release);
-        let written = self.write(batch);
-        self.status.commit_began.store(0, Ordering::Release);
+        let status = Arc::clone(&self.status);
+        let written = status.timed(|| self.write(batch));
         match written {
             Ok(()) => {
                 for pending in batch.drain(..) {
@@ -208,7 +244,7 @@ impl Writer {
                 }
             }
             Err(reason) => {
-                if self.status.failure.set(reason.clone()).is_ok() {
+                if self.status.fail(reason.clone()) {
                     tracing::error!(
                         reason = %reason,
                         dir = %self.dir.display(),
@@ -347,5 +383,27 @@ impl Writer {
         if let Err(error) = self.checkpoint(self.next) {
             tracing::warn!(%error, "the journal's flushed segments could not all be removed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_thread_that_panics_leaves_the_journal_failed_and_stopped() {
+        let status = Arc::new(Status::new());
+        let held = Arc::clone(&status);
+        let ended = std::thread::spawn(move || {
+            let _guard = StopGuard(held);
+            panic!("a bug in the writer");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(status.writer_stopped());
+        assert_eq!(
+            status.failure(),
+            Some("the journal's writer thread panicked")
+        );
     }
 }
