@@ -2,6 +2,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use super::record::tests::sample;
@@ -47,7 +48,13 @@ async fn shut(journal: Journal) {
         .expect("the writer stops");
 }
 
+/// Held shared by every open of a directory another journal just released, and exclusively
+/// while a child process is spawned: between fork and exec the child holds a copy of every
+/// open file, a journal's lock included, so an open in that window finds the lock held.
+static SPAWNING: RwLock<()> = RwLock::new(());
+
 fn reopen(config: JournalConfig) -> (Journal, Replay) {
+    let _no_child = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
     Journal::open(config).unwrap()
 }
 
@@ -435,7 +442,7 @@ async fn a_second_open_of_a_locked_directory_fails_and_says_who_holds_it() {
     );
     // The writer releases the lock when it stops.
     shut(journal).await;
-    let (_journal, _) = Journal::open(config(dir.path())).unwrap();
+    let (_journal, _) = reopen(config(dir.path()));
 }
 
 #[tokio::test]
@@ -520,6 +527,7 @@ const FSIZE_LIMIT: u64 = 2_000;
 #[test]
 fn a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays() {
     let dir = tempfile::tempdir().unwrap();
+    let spawning = SPAWNING.write().unwrap_or_else(PoisonError::into_inner);
     let output = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
@@ -531,6 +539,7 @@ fn a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays() {
         .env(CHILD_DIR, dir.path())
         .output()
         .unwrap();
+    drop(spawning);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -710,6 +719,7 @@ async fn every_concurrent_shutdown_waits_until_the_directory_is_released() {
     })
     .await
     .expect("a shutdown returns");
+    let _no_child = SPAWNING.read().unwrap_or_else(PoisonError::into_inner);
     assert!(
         segment::DirLock::acquire(dir.path()).is_ok(),
         "a shutdown returned while the writer held the directory"
