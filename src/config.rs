@@ -156,6 +156,11 @@ pub struct MeteringSettings {
     /// Refuse new requests once this many settled requests are waiting to be flushed, whether
     /// Postgres cannot be written or only falls behind.
     pub max_unflushed: u64,
+    /// Where the write-ahead journal of settled usage will live (issue 10;
+    /// docs/adr/0019-write-ahead-journal.md). Accepted, as the interface contract keeps it
+    /// valid, but not used yet: start-up says so in a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_dir: Option<std::path::PathBuf>,
 }
 
 /// An `anthropic-beta` flag or a top-level body option known to change what a request costs.
@@ -276,6 +281,7 @@ impl Default for Settings {
                 max_stream_ms: 1_800_000,
                 account_arbiters: 0,
                 max_unflushed: 100_000,
+                journal_dir: None,
             },
             limits: LimitSettings {
                 requests_per_minute: limits.requests_per_minute,
@@ -590,6 +596,18 @@ mod tests {
                 ..HoldPolicy::default()
             }
         );
+    }
+
+    #[test]
+    fn the_contracts_journal_dir_setting_is_accepted() {
+        // DESIGN.md keeps `metering.journal_dir` valid; settings refuse unknown keys.
+        let settings = from_yaml("metering:\n  journal_dir: /tmp/tollgate-journal\n").unwrap();
+        assert_eq!(
+            settings.metering.journal_dir.as_deref(),
+            Some(Path::new("/tmp/tollgate-journal"))
+        );
+        assert_eq!(Settings::default().metering.journal_dir, None);
+        assert!(from_yaml("metering:\n  journal_directory: /x\n").is_err());
     }
 
     #[test]

@@ -145,6 +145,12 @@ impl Application {
     /// `System` (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
+        if let Some(dir) = &settings.metering.journal_dir {
+            tracing::warn!(
+                dir = %dir.display(),
+                "metering.journal_dir is set, but the journal is not wired in yet (issue 10): a crash loses the usage settled since the last flush"
+            );
+        }
         if settings.database.create_if_missing
             && PgStore::create_database_if_missing(&settings.database.url).await?
         {
