@@ -156,12 +156,31 @@ pub struct MeteringSettings {
     /// Refuse new requests once this many settled requests are waiting to be flushed, whether
     /// Postgres cannot be written or only falls behind.
     pub max_unflushed: u64,
-    /// Where the write-ahead journal of settled usage will live (issue 10;
-    /// docs/adr/0019-write-ahead-journal.md). Accepted, as the interface contract keeps it
-    /// valid, but not used yet: start-up says so in a warning.
+    /// The directory of the write-ahead journal of settled usage
+    /// (docs/adr/0019-write-ahead-journal.md): every settle is made durable there before
+    /// it counts, and replayed after a crash. Unset, a crash loses the usage settled since
+    /// the last flush, and start-up warns. One process per directory (locked).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_dir: Option<std::path::PathBuf>,
+    /// With a journal, whether a reply's last bytes (a whole body; a stream's
+    /// `message_stop`, or its end) wait until its settle is on disk, so that nothing a
+    /// client was answered can be lost to a crash. Off, replies do not wait, and a crash
+    /// loses the settles not yet synced.
+    pub durable_before_reply: bool,
+    /// How long the journal gathers settles after the first before it writes them and syncs
+    /// once, in microseconds (at most 1,000,000).
+    pub journal_commit_interval_us: u64,
+    /// A commit is written as soon as it gathers this many bytes.
+    pub journal_commit_bytes: usize,
+    /// Size of a journal segment file; a checkpoint removes whole segments.
+    pub journal_segment_bytes: u64,
+    /// Past this many bytes of journal on disk (Postgres down or behind), new requests get
+    /// 529 until flushes catch up. At least twice `journal_segment_bytes`.
+    pub journal_max_bytes: u64,
 }
+
+/// The smallest journal segment: a few hundred records.
+const MIN_JOURNAL_SEGMENT_BYTES: u64 = 64 * 1024;
 
 /// An `anthropic-beta` flag or a top-level body option known to change what a request costs.
 /// tollgate must never bill such a request at the plain price: it either prices it (the rate
@@ -282,6 +301,11 @@ impl Default for Settings {
                 account_arbiters: 0,
                 max_unflushed: 100_000,
                 journal_dir: None,
+                durable_before_reply: true,
+                journal_commit_interval_us: 1_000,
+                journal_commit_bytes: 256 * 1024,
+                journal_segment_bytes: 16 * 1024 * 1024,
+                journal_max_bytes: 1024 * 1024 * 1024,
             },
             limits: LimitSettings {
                 requests_per_minute: limits.requests_per_minute,
@@ -469,6 +493,29 @@ impl Settings {
         }
         if self.metering.hold_bytes_per_token == 0 {
             return invalid("metering.hold_bytes_per_token", "must be at least 1");
+        }
+        if self.metering.journal_commit_interval_us > 1_000_000 {
+            return invalid(
+                "metering.journal_commit_interval_us",
+                "must be at most 1000000 (a second)",
+            );
+        }
+        if self.metering.journal_commit_bytes == 0 {
+            return invalid("metering.journal_commit_bytes", "must be greater than 0");
+        }
+        if self.metering.journal_segment_bytes < MIN_JOURNAL_SEGMENT_BYTES {
+            return invalid(
+                "metering.journal_segment_bytes",
+                "must be at least 65536 (64 KiB)",
+            );
+        }
+        // A checkpoint never removes the segment being written, so a limit below two
+        // segments could stay exceeded with every record flushed (ADR 0019, M4).
+        if self.metering.journal_max_bytes / 2 < self.metering.journal_segment_bytes {
+            return invalid(
+                "metering.journal_max_bytes",
+                "must be at least twice metering.journal_segment_bytes",
+            );
         }
         for option in &self.metering.price_options {
             if option.beta.is_some() == option.body.is_some() {

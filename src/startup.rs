@@ -14,12 +14,14 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tollgate_actors::flusher::write_replay;
+use tollgate_actors::journal::{Journal, JournalConfig, JournalHealth};
 use tollgate_actors::pricing::RateCard;
 use tollgate_actors::relay::Drain;
 use tollgate_actors::{ActorPlacement, Engine, EngineConfig};
 
 use crate::auth::KeyRing;
-use crate::config::{Settings, INSTANCE_RELEASE_TIMEOUT, SERVER_STOP_TIMEOUT};
+use crate::config::{MeteringSettings, Settings, INSTANCE_RELEASE_TIMEOUT, SERVER_STOP_TIMEOUT};
 use crate::http::anthropic::body::BodyReader;
 use crate::http::anthropic::PriceOptions;
 use crate::http::{self, AppState};
@@ -101,6 +103,35 @@ async fn prune_loop(prune: impl Fn() + Send, stop: CancellationToken) {
     }
 }
 
+/// How often the journal's health is looked at, to log its changes.
+const JOURNAL_WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Logs every change of the journal's health, once: an error when it stops taking settles
+/// (new requests then get 529), and when it recovers. Ends when `stop` is cancelled.
+async fn watch_journal(journal: Journal, stop: CancellationToken) {
+    let mut every = tokio::time::interval(JOURNAL_WATCH_INTERVAL);
+    let mut last = JournalHealth::Healthy;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        let health = journal.health();
+        if std::mem::discriminant(&health) == std::mem::discriminant(&last) {
+            continue;
+        }
+        if health.admits() {
+            tracing::info!(was = ?last, "the journal takes settles again; new requests are admitted");
+        } else {
+            tracing::error!(
+                ?health,
+                "the journal cannot take settles; new requests are refused with 529"
+            );
+        }
+        last = health;
+    }
+}
+
 /// The process-wide metrics recorder. Several applications in one process (tests) share it.
 ///
 /// The recorder is installed inside `get_or_init`, so an application built on another thread
@@ -116,6 +147,49 @@ fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
         })
         .clone()
         .context("a metrics recorder not tollgate's is installed in this process")
+}
+
+/// How long start-up keeps trying to write a journal's replay to the ledger before it gives
+/// up (the journal keeps it for the next start).
+const REPLAY_GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// Opens the journal of `metering.journal_dir`, if set, and writes what it held to the ledger
+/// (docs/adr/0019-write-ahead-journal.md). Refuses a directory another process holds.
+async fn open_journal(
+    metering: &MeteringSettings,
+    store: &PgStore,
+) -> anyhow::Result<Option<Journal>> {
+    let Some(dir) = &metering.journal_dir else {
+        tracing::warn!(
+            "metering.journal_dir is not set: a crash loses the usage settled since the last flush"
+        );
+        return Ok(None);
+    };
+    let config = JournalConfig {
+        dir: dir.clone(),
+        segment_bytes: metering.journal_segment_bytes,
+        max_bytes: metering.journal_max_bytes,
+        commit_interval: Duration::from_micros(metering.journal_commit_interval_us),
+        commit_bytes: metering.journal_commit_bytes,
+    };
+    let (journal, replay) = tokio::task::spawn_blocking(move || Journal::open(config))
+        .await
+        .context("opening the journal")?
+        .with_context(|| format!("opening the journal in {}", dir.display()))?;
+    let records = replay.records.len();
+    if records > 0 {
+        tracing::info!(records, "replaying the journal into the ledger");
+        let inserted = write_replay(store, &journal, replay.records, REPLAY_GIVE_UP_AFTER)
+            .await
+            .context("writing the journal's replay to the ledger (it stays in the journal)")?;
+        tracing::info!(
+            records,
+            new = inserted,
+            already_flushed = records as u64 - inserted,
+            "journal replayed"
+        );
+    }
+    Ok(Some(journal))
 }
 
 fn cpus() -> usize {
@@ -145,12 +219,6 @@ impl Application {
     /// `System` (`#[actix_web::main]`, `#[actix_web::test]`).
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         let settings = Arc::new(settings);
-        if let Some(dir) = &settings.metering.journal_dir {
-            tracing::warn!(
-                dir = %dir.display(),
-                "metering.journal_dir is set, but the journal is not wired in yet (issue 10): a crash loses the usage settled since the last flush"
-            );
-        }
         if settings.database.create_if_missing
             && PgStore::create_database_if_missing(&settings.database.url).await?
         {
@@ -164,6 +232,9 @@ impl Application {
         if applied > 0 {
             tracing::info!(applied, "applied migrations");
         }
+        // Before the engine starts and before any request: what the journal holds is billed
+        // first, so that the balances the actors load include it.
+        let journal = open_journal(&settings.metering, &store).await?;
         let keys = KeyRing::new(
             &settings.auth.key_secret,
             settings.auth.failed_auth_per_minute,
@@ -211,6 +282,8 @@ impl Application {
                 placement,
                 hold_policy: settings.hold_policy(),
                 max_unflushed: settings.metering.max_unflushed,
+                journal,
+                durable_before_reply: settings.metering.durable_before_reply,
             },
             Arc::new(store.clone()),
         );
@@ -275,6 +348,9 @@ impl Application {
         .run();
         // Started last, once nothing can fail: a failed build leaves no loop behind.
         let background = Background::new();
+        if let Some(journal) = engine.journal().cloned() {
+            background.spawn(|stop| watch_journal(journal, stop));
+        }
         let pruned_keys = keys.clone();
         background.spawn(|stop| {
             prune_loop(
@@ -381,6 +457,7 @@ impl Application {
         } else {
             tracing::error!(
                 unflushed = stats.backlog,
+                kept_in_journal = self.engine.journal().is_some(),
                 "shutdown incomplete: usage left unflushed"
             );
         }
@@ -398,7 +475,19 @@ impl Application {
                 let _ = server.await;
             }
         };
-        tokio::join!(main_stopped, admin_stopped);
+        // The journal stops with them: the final flush has told it what the ledger holds, so
+        // it leaves nothing to replay unless something was left unflushed.
+        let journal_stopped = async {
+            if let Some(journal) = self.engine.journal() {
+                if tokio::time::timeout(SERVER_STOP_TIMEOUT, journal.shutdown())
+                    .await
+                    .is_err()
+                {
+                    tracing::error!("the journal's writer did not stop in time; what it holds is replayed at the next start");
+                }
+            }
+        };
+        tokio::join!(main_stopped, admin_stopped, journal_stopped);
         // Last, once nothing more is written: the next instance may start at once.
         if tokio::time::timeout(INSTANCE_RELEASE_TIMEOUT, self.instance.release())
             .await

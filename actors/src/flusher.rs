@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::journal::{Journal, Lsn};
 use crate::ledger::UsageRecord;
 use crate::store::{LedgerStore, StoreError};
 
@@ -48,7 +49,13 @@ pub struct FlusherHandle {
 
 struct Shared {
     /// Oldest first: a flush takes from the front, and a failed batch goes back there.
-    buffer: Mutex<VecDeque<UsageRecord>>,
+    buffer: Mutex<VecDeque<Queued>>,
+    /// The write-ahead journal the records were appended to, if there is one: told which
+    /// records the ledger holds after each flush, and checkpointed
+    /// (docs/adr/0019-write-ahead-journal.md).
+    journal: Option<Journal>,
+    /// A checkpoint is running: the next flush does not start another.
+    checkpointing: Arc<AtomicBool>,
     /// Wakes the writer early (shutdown, or a test that wants its records on disk now).
     wake: Notify,
     /// Set by the writer after each flush attempt; the engine refuses new holds while the
@@ -88,6 +95,12 @@ struct Shared {
     writer: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A settled record waiting for the ledger, with its place in the journal when it has one.
+struct Queued {
+    record: UsageRecord,
+    lsn: Option<Lsn>,
+}
+
 /// Counters for `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FlusherStats {
@@ -102,9 +115,21 @@ pub struct FlusherStats {
 impl FlusherHandle {
     /// Starts the writer task on the current tokio runtime.
     pub fn start(store: Arc<dyn LedgerStore>, interval: Duration) -> FlusherHandle {
+        FlusherHandle::start_journaled(store, interval, None)
+    }
+
+    /// Starts the writer task on the current tokio runtime; after each batch it writes, it
+    /// tells `journal` which records the ledger now holds, and checkpoints it.
+    pub fn start_journaled(
+        store: Arc<dyn LedgerStore>,
+        interval: Duration,
+        journal: Option<Journal>,
+    ) -> FlusherHandle {
         let handle = FlusherHandle {
             inner: Arc::new(Shared {
                 buffer: Mutex::new(VecDeque::with_capacity(1024)),
+                journal,
+                checkpointing: Arc::new(AtomicBool::new(false)),
                 wake: Notify::new(),
                 failing: AtomicBool::new(false),
                 backlog: AtomicU64::new(0),
@@ -135,25 +160,37 @@ impl FlusherHandle {
     /// bounded by the request rate times the flush interval while the ledger is healthy, and
     /// new holds are refused when it is not (see [`FlusherHandle::is_failing`]).
     ///
+    /// `lsn` is the record's place in the journal, when it was appended to one.
+    ///
     /// Once a graceful shutdown's final flush has taken its last batch (or given up on the
     /// writer), nothing more reaches the ledger: the record is then logged as an error with
-    /// its cost, so that no usage is lost without a trace.
-    pub(crate) fn push(&self, record: UsageRecord) {
+    /// its cost, so that no usage is lost without a trace. One the journal holds is replayed
+    /// at the next start.
+    pub(crate) fn push(&self, record: UsageRecord, lsn: Option<Lsn>) {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
         };
         if self.inner.closed.load(Ordering::Acquire) {
             drop(buffer);
-            tracing::error!(
-                account_id = %record.account_id,
-                request_id = %record.request_id,
-                cost = %record.cost,
-                "a settle arrived after the final flush; its usage is not recorded"
-            );
+            if lsn.is_some() {
+                tracing::warn!(
+                    account_id = %record.account_id,
+                    request_id = %record.request_id,
+                    cost = %record.cost,
+                    "a settle arrived after the final flush; the journal keeps it for the next start"
+                );
+            } else {
+                tracing::error!(
+                    account_id = %record.account_id,
+                    request_id = %record.request_id,
+                    cost = %record.cost,
+                    "a settle arrived after the final flush; its usage is not recorded"
+                );
+            }
             return;
         }
-        buffer.push_back(record);
+        buffer.push_back(Queued { record, lsn });
         self.inner.pushed.fetch_add(1, Ordering::AcqRel);
         let writing = self.inner.writing.load(Ordering::Relaxed);
         self.inner
@@ -270,7 +307,7 @@ impl FlusherHandle {
             self.inner.closed.store(true, Ordering::Release);
         }
         let waiting = buffer.len();
-        let records: Vec<UsageRecord> = if closed_already {
+        let records: Vec<Queued> = if closed_already {
             Vec::new()
         } else if waiting <= MAX_FLUSH_BATCH {
             std::mem::take(&mut *buffer).into()
@@ -297,7 +334,7 @@ impl FlusherHandle {
 
     /// Puts a batch that failed to write back in front of what arrived since, so the next
     /// attempt retries it (the write is idempotent, so a partial success is harmless).
-    fn restore_batch(&self, batch: Vec<UsageRecord>) {
+    fn restore_batch(&self, batch: Vec<Queued>) {
         let mut buffer = match self.inner.buffer.lock() {
             Ok(buffer) => buffer,
             Err(poisoned) => poisoned.into_inner(),
@@ -323,6 +360,33 @@ impl FlusherHandle {
             .store(buffer.len() as u64, Ordering::Relaxed);
     }
 
+    /// The ledger holds the records at `lsns`: the journal may let them go, and a checkpoint
+    /// removes the segments that hold nothing else. The checkpoint runs on a task of its own,
+    /// one at a time, so that a slow disk does not hold up the next flush.
+    fn journal_flushed(&self, lsns: Vec<Option<Lsn>>) {
+        let Some(journal) = &self.inner.journal else {
+            return;
+        };
+        journal.mark_flushed(lsns.into_iter().flatten());
+        if self.inner.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let journal = journal.clone();
+        let running = Arc::clone(&self.inner.checkpointing);
+        tokio::spawn(async move {
+            match journal.checkpoint().await {
+                Ok(done) if done.segments > 0 => tracing::debug!(
+                    segments = done.segments,
+                    bytes = done.bytes,
+                    "journal checkpoint removed segments the ledger holds"
+                ),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "journal checkpoint failed"),
+            }
+            running.store(false, Ordering::Release);
+        });
+    }
+
     async fn run(self, store: Arc<dyn LedgerStore>, interval: Duration) {
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -340,7 +404,11 @@ impl FlusherHandle {
             }
             draining = false;
             let taken = self.take_batch();
-            let batch = taken.records;
+            let (batch, lsns): (Vec<UsageRecord>, Vec<Option<Lsn>>) = taken
+                .records
+                .into_iter()
+                .map(|queued| (queued.record, queued.lsn))
+                .unzip();
             if batch.is_empty() {
                 self.inner.written.fetch_max(taken.upto, Ordering::AcqRel);
             } else {
@@ -358,6 +426,7 @@ impl FlusherHandle {
                     .unwrap_or_else(|_| Err(StoreError(format!("no answer within {deadline:?}"))));
                 match written {
                     Ok(outcome) => {
+                        self.journal_flushed(lsns);
                         self.mark_written();
                         self.inner.written.fetch_max(taken.upto, Ordering::AcqRel);
                         self.inner.failing.store(false, Ordering::Relaxed);
@@ -383,7 +452,13 @@ impl FlusherHandle {
                     Err(error) => {
                         self.inner.failing.store(true, Ordering::Relaxed);
                         self.inner.failed_flushes.fetch_add(1, Ordering::Relaxed);
-                        self.restore_batch(batch);
+                        self.restore_batch(
+                            batch
+                                .into_iter()
+                                .zip(lsns)
+                                .map(|(record, lsn)| Queued { record, lsn })
+                                .collect(),
+                        );
                         if let Some(report) = failures.failed(Instant::now()) {
                             tracing::error!(
                                 %error,
@@ -410,10 +485,57 @@ impl FlusherHandle {
     }
 }
 
+/// Between two attempts to write a journal's replay while the ledger fails.
+const REPLAY_RETRY: Duration = Duration::from_secs(1);
+
+/// Writes the records a journal held at start-up to the ledger, in batches of at most
+/// [`MAX_FLUSH_BATCH`], retrying while it fails, for at most `give_up_after`; then tells the
+/// journal they are flushed and checkpoints it. Run before the engine starts: the actors'
+/// balances, loaded from the ledger, then hold these debits. The write is idempotent by
+/// request id, so a record that was both flushed and journaled is billed once. Returns how
+/// many rows were new.
+pub async fn write_replay(
+    store: &dyn LedgerStore,
+    journal: &Journal,
+    records: Vec<crate::journal::Replayed>,
+    give_up_after: Duration,
+) -> Result<u64, StoreError> {
+    let until = Instant::now() + give_up_after;
+    let mut inserted = 0u64;
+    let mut rest = records;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(MAX_FLUSH_BATCH));
+        let batch: Vec<UsageRecord> = rest.iter().map(|r| r.record.clone()).collect();
+        loop {
+            let deadline = flush_deadline(Duration::ZERO, batch.len());
+            let written = tokio::time::timeout(deadline, store.write_batch_at_once(&batch))
+                .await
+                .unwrap_or_else(|_| Err(StoreError(format!("no answer within {deadline:?}"))));
+            match written {
+                Ok(outcome) => {
+                    inserted += outcome.inserted;
+                    break;
+                }
+                Err(error) if Instant::now() + REPLAY_RETRY < until => {
+                    tracing::warn!(%error, records = batch.len(), "writing the journal's replay to the ledger failed; retrying");
+                    tokio::time::sleep(REPLAY_RETRY).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        journal.mark_flushed(rest.iter().map(|r| r.lsn));
+        rest = tail;
+    }
+    if let Err(error) = journal.checkpoint().await {
+        tracing::warn!(%error, "journal checkpoint after the replay failed");
+    }
+    Ok(inserted)
+}
+
 /// What [`FlusherHandle::take_batch`] took.
 struct TakenBatch {
     /// The oldest records waiting, at most [`MAX_FLUSH_BATCH`].
-    records: Vec<UsageRecord>,
+    records: Vec<Queued>,
     /// The count of `pushed` that the batch reaches to.
     upto: u64,
     /// Whether records were left in the buffer behind the batch.
@@ -628,10 +750,10 @@ mod tests {
         assert!(futures_util::poll!(shutdown.as_mut()).is_pending());
         // Pushed before the writer's last take: in its last batch.
         let first = record();
-        flusher.push(first.clone());
+        flusher.push(first.clone(), None);
         ledger.arrived.notified().await;
         // Pushed while that batch is being written: too late for it, so logged on its own.
-        flusher.push(record());
+        flusher.push(record(), None);
         ledger.door.add_permits(1);
         let clean = shutdown.await;
 
@@ -650,7 +772,7 @@ mod tests {
     async fn a_flush_now_waiting_on_a_hung_write_answers_once_shutdown_gives_up() {
         let ledger = GatedLedger::new();
         let flusher = FlusherHandle::start(ledger.clone(), NEVER);
-        flusher.push(record());
+        flusher.push(record(), None);
         // The door never opens: the write hangs, as on a database that does not answer.
         ledger.arrived.notified().await;
         let waiting = flusher.flush_now();

@@ -49,8 +49,8 @@ pub mod usage;
 pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 pub use bill::{Bill, UsageFault};
 pub use engine::{
-    ActorPlacement, Admission, AdmitError, Engine, EngineConfig, EngineError, HoldRequest,
-    HoldTicket, Resize, Settlement, UnbilledAdmission, INTERRUPT_GRACE,
+    ActorPlacement, Admission, AdmitError, Durability, Durably, Engine, EngineConfig, EngineError,
+    HoldRequest, HoldTicket, Resize, Settlement, UnbilledAdmission, DURABLE_WAIT, INTERRUPT_GRACE,
 };
 pub use ledger::{
     BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,

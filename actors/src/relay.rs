@@ -108,7 +108,9 @@ pub struct RelayTask<S> {
     upstream: S,
     /// The client's response body; `None` once the client has everything (or is gone).
     client: Option<mpsc::Sender<ClientChunk>>,
-    ticket: HoldTicket,
+    /// `None` once settled or released.
+    ticket: Option<HoldTicket>,
+    request_id: Uuid,
     /// The stream's usage, and the bytes of an event in progress not yet relayed.
     events: WholeEvents,
     /// Words the replacement of an upstream error event.
@@ -137,7 +139,8 @@ where
             RelayTask {
                 upstream,
                 client: Some(client),
-                ticket,
+                request_id: ticket.request_id(),
+                ticket: Some(ticket),
                 events: WholeEvents::new(),
                 error_words,
                 drain,
@@ -150,8 +153,13 @@ where
     /// Relays until the upstream ends, then settles. Returns the settlement, or `None` if the
     /// stream produced nothing at all (no usage, no output, no message) and the hold was
     /// released.
+    ///
+    /// The client's last bytes wait for the settle to be durable in the journal
+    /// (docs/adr/0019-write-ahead-journal.md): a stream that completes is settled as soon as
+    /// its `message_stop` arrives, before the chunk that carries it is relayed; any other is
+    /// settled before its end (or its cut) reaches the client.
     pub async fn run(mut self) -> Option<Settlement> {
-        let request_id = self.ticket.request_id();
+        let request_id = self.request_id;
         let started = Instant::now();
         // Set when the client goes away: from then on the upstream is read only to learn the
         // final usage, until this deadline.
@@ -164,6 +172,9 @@ where
         let mut over_balance = false;
         // The bytes to send for the latest chunk: whole events, errors replaced.
         let mut pieces = Vec::new();
+        // Set once the stream completed: its usage is final, and billed before the chunk
+        // with `message_stop` goes out.
+        let mut settled: Option<Settlement> = None;
         'relay: loop {
             let next = tokio::select! {
                 biased;
@@ -193,11 +204,19 @@ where
                         .message_started
                     {
                         let started = self.events.parser().usage();
-                        if self.ticket.resize_to_prompt(&started).await == Resize::Uncovered {
+                        let Some(ticket) = self.ticket.as_mut() else {
+                            break;
+                        };
+                        if ticket.resize_to_prompt(&started).await == Resize::Uncovered {
                             self.end_uncovered().await;
                             over_balance = true;
                             break;
                         }
+                    }
+                    if self.events.parser().completed() && settled.is_none() {
+                        let outcome =
+                            outcome_of(&self.events, false, false, drain_deadline.is_some(), false);
+                        settled = self.settle(outcome).await;
                     }
                     for piece in pieces.drain(..) {
                         let Some(client) = &self.client else {
@@ -235,34 +254,69 @@ where
                 }
             }
         }
-        // The cut, if there was one, reaches the client as a cut. Closing the client channel
-        // then ends the response before the settle: the settle is off the response path.
-        if let Some(client) = self.client.take() {
-            if let (Some(reason), false) = (cut.clone(), over_balance) {
-                send_last(&self.interrupt, &client, Err(StreamCut(reason))).await;
-            }
+        if settled.is_some() {
+            return settled;
         }
-        let parser = self.events.parser();
-        let outcome = if over_balance {
-            Outcome::BalanceExceeded
-        } else if interrupted {
-            Outcome::Interrupted
-        } else if drain_deadline.is_some() {
-            Outcome::ClientDisconnected
-        } else if cut.is_some() || !parser.completed() || parser.error_type().is_some() {
-            Outcome::UpstreamCut
-        } else {
-            Outcome::Completed
-        };
-        let report = parser.report();
+        let outcome = outcome_of(
+            &self.events,
+            over_balance,
+            interrupted,
+            drain_deadline.is_some(),
+            cut.is_some(),
+        );
         // An upstream that ended a stream without a word of usage still answered: that is
         // billed (from the hold's estimate). One that produced nothing, or only an error
         // event, did not.
-        if report.is_empty() && !parser.completed() {
-            self.ticket.release();
-            return None;
+        let parser = self.events.parser();
+        let settled = if parser.report().is_empty() && !parser.completed() {
+            if let Some(ticket) = self.ticket.take() {
+                ticket.release();
+            }
+            None
+        } else {
+            self.settle(outcome).await
+        };
+        // The cut, if there was one, reaches the client as a cut, and closing the client
+        // channel ends the response: both once the settle is durable.
+        if let Some(client) = self.client.take() {
+            if let (Some(reason), false) = (cut, over_balance) {
+                send_last(&self.interrupt, &client, Err(StreamCut(reason))).await;
+            }
         }
-        Some(self.ticket.settle_report(report, outcome))
+        settled
+    }
+
+    /// Settles the stream's usage as the parser has it, and waits (bounded) until the
+    /// journal holds the settle, so that what the client is sent next is billed even if the
+    /// process dies. `None` if it was settled already.
+    async fn settle(&mut self, outcome: Outcome) -> Option<Settlement> {
+        let ticket = self.ticket.take()?;
+        let (settlement, durability) =
+            ticket.settle_durably(self.events.parser().report(), outcome);
+        durability.wait().await;
+        Some(settlement)
+    }
+}
+
+/// How a stream ended, for its usage row.
+fn outcome_of(
+    events: &WholeEvents,
+    over_balance: bool,
+    interrupted: bool,
+    client_gone: bool,
+    cut: bool,
+) -> Outcome {
+    let parser = events.parser();
+    if over_balance {
+        Outcome::BalanceExceeded
+    } else if interrupted {
+        Outcome::Interrupted
+    } else if client_gone {
+        Outcome::ClientDisconnected
+    } else if cut || !parser.completed() || parser.error_type().is_some() {
+        Outcome::UpstreamCut
+    } else {
+        Outcome::Completed
     }
 }
 
@@ -290,8 +344,9 @@ impl<S> RelayTask<S> {
     /// and Claude Code do not retry it, whereas `overloaded_error` or `api_error` would be
     /// retried and bill the prompt again each time.
     async fn end_uncovered(&mut self) {
-        let request_id = self.ticket.request_id();
-        tracing::warn!(%request_id, hold = %self.ticket.amount(), "the real prompt costs more than the balance covers; ending the stream");
+        let request_id = self.request_id;
+        let hold = self.ticket.as_ref().map(HoldTicket::amount);
+        tracing::warn!(%request_id, hold = ?hold, "the real prompt costs more than the balance covers; ending the stream");
         if let Some(client) = self.client.take() {
             let event = format!(
                 "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"billing_error\",\"message\":\"{UNCOVERED_MESSAGE}\"}},\"request_id\":\"req_{}\"}}\n\n",

@@ -198,6 +198,8 @@ fn engine_placed(
             placement,
             hold_policy: HoldPolicy::default(),
             max_unflushed,
+            journal: None,
+            durable_before_reply: true,
         },
         ledger,
     )

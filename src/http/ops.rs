@@ -3,6 +3,7 @@
 use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use tollgate_actors::journal::JournalHealth;
 
 use super::error::ApiError;
 use super::extract::{bearer_token, client_addr, tokens_match};
@@ -44,19 +45,36 @@ fn may_read_metrics(
         && bearer_token(req.headers()).is_some_and(|token| tokens_match(token, &settings.token))
 }
 
-/// `GET /healthz`: 200 when Postgres answers and the ledger is being written.
+/// `GET /healthz`: 200 when Postgres answers, the ledger is being written and the journal (if
+/// there is one) takes settles.
 pub async fn healthz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.store.ping().await.is_ok();
     let ledger = !state.engine.flusher_stats().failing;
+    let journal = state.engine.journal().map(|journal| journal.health());
+    let journal_ok = journal.as_ref().is_none_or(JournalHealth::admits);
+    let healthy = database && ledger && journal_ok;
     let body = serde_json::json!({
-        "status": if database && ledger { "ok" } else { "degraded" },
+        "status": if healthy { "ok" } else { "degraded" },
         "database": if database { "ok" } else { "unreachable" },
         "ledger": if ledger { "ok" } else { "failing" },
+        "journal": journal.as_ref().map_or("off", journal_word),
     });
-    if database && ledger {
+    if healthy {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// The journal's health in a word, for `/healthz`.
+fn journal_word(health: &JournalHealth) -> &'static str {
+    match health {
+        JournalHealth::Healthy => "ok",
+        JournalHealth::Full { .. } => "full",
+        JournalHealth::Stalled { .. } => "stalled",
+        JournalHealth::Overloaded { .. } => "overloaded",
+        JournalHealth::Stopped => "stopped",
+        JournalHealth::Failed { .. } => "failed",
     }
 }
 
@@ -83,6 +101,21 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
     metrics::gauge!("tollgate_active_accounts").set(state.engine.active_accounts() as f64);
     metrics::gauge!("tollgate_orphaned_accounts").set(state.engine.orphaned_accounts() as f64);
     metrics::gauge!("tollgate_api_keys").set(state.keys.len() as f64);
+    metrics::counter!("tollgate_settles_not_durable_total")
+        .absolute(state.engine.settles_not_durable());
+    if let Some(journal) = state.engine.journal() {
+        let stats = journal.stats();
+        let healthy = journal.health().admits();
+        metrics::gauge!("tollgate_journal_healthy").set(if healthy { 1.0 } else { 0.0 });
+        metrics::counter!("tollgate_journal_appended_total").absolute(stats.appended);
+        metrics::counter!("tollgate_journal_written_total").absolute(stats.written);
+        metrics::counter!("tollgate_journal_commits_total").absolute(stats.commits);
+        metrics::counter!("tollgate_journal_syncs_total").absolute(stats.syncs);
+        metrics::gauge!("tollgate_journal_queued").set(stats.queued as f64);
+        metrics::gauge!("tollgate_journal_unflushed_records").set(stats.unflushed as f64);
+        metrics::gauge!("tollgate_journal_bytes").set(stats.bytes as f64);
+        metrics::gauge!("tollgate_journal_segments").set(stats.segments as f64);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -45,22 +45,31 @@ pub fn postgres_base() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-/// A database with a unique name, dropped when this value is dropped.
+/// A database with a unique name, and the journal directory that goes with it, both dropped
+/// when this value is dropped. An instance restarted on the same database gets the same
+/// journal, as a restarted service would.
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
+    pub journal_dir: std::path::PathBuf,
 }
 
 impl TestDatabase {
     pub fn new() -> TestDatabase {
         let name = format!("tollgate_test_{}", Uuid::new_v4().simple());
         let url = format!("{}/{}", postgres_base(), name);
-        TestDatabase { name, url }
+        let journal_dir = std::env::temp_dir().join(format!("{name}_journal"));
+        TestDatabase {
+            name,
+            url,
+            journal_dir,
+        }
     }
 }
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.journal_dir);
         let admin_url = format!("{}/postgres", postgres_base());
         let name = self.name.clone();
         // Drop runs outside any async context we could borrow, so use a runtime of its own.
@@ -128,6 +137,7 @@ pub fn test_settings(db: &TestDatabase, mock: &MockServer) -> Settings {
     }];
     settings.metering.flush_interval_ms = 50;
     settings.metering.stream_drain_ms = 10_000;
+    settings.metering.journal_dir = Some(db.journal_dir.clone());
     settings
 }
 
@@ -503,6 +513,7 @@ impl TestApp {
             .args(["serve", "--config", "/dev/null"])
             .env("TOLLGATE__SERVER__LISTEN", listen)
             .env("TOLLGATE__DATABASE__URL", &self.db.url)
+            .env("TOLLGATE__METERING__JOURNAL_DIR", &self.db.journal_dir)
             .env("TOLLGATE__ADMIN__TOKEN", ADMIN_TOKEN)
             .env("TOLLGATE__AUTH__KEY_SECRET", &self.settings.auth.key_secret)
             .env(
@@ -538,6 +549,16 @@ impl TestApp {
     ) -> (std::process::Child, String) {
         self.server.stop(true).await;
         (&mut self.stopped).await.unwrap().unwrap();
+        self.serve_binary(configure).await
+    }
+
+    /// Starts the real `tollgate serve` binary on this test's database and journal, with the
+    /// command adjusted by `configure`; the in-process instance must be stopped already.
+    /// Returns the process, once it answers `/healthz`, and its base URL.
+    pub async fn serve_binary(
+        &self,
+        configure: impl FnOnce(&mut std::process::Command),
+    ) -> (std::process::Child, String) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

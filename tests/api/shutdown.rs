@@ -176,12 +176,12 @@ async fn sigterm_while_postgres_hangs_gives_up_each_step_and_exits_within_the_gr
     // instance lock's release then waits its full second on the hung database.
     let text = reader.await.unwrap();
     assert!(!text.contains("message_stop"), "the stream was interrupted");
-    let unrecorded = log
+    let kept = log
         .lines()
-        .find(|line| line.contains("its usage is not recorded"))
+        .find(|line| line.contains("the journal keeps it for the next start"))
         .unwrap_or_else(|| panic!("the stream's settle is not in the log:\n{log}"));
-    assert!(unrecorded.contains(&stream_id), "{unrecorded}");
-    assert!(unrecorded.contains("cost="), "{unrecorded}");
+    assert!(kept.contains(&stream_id), "{kept}");
+    assert!(kept.contains("cost="), "{kept}");
 
     // The credit was never answered as applied: its connection closed under it.
     let credit = credit.await.unwrap();
@@ -192,11 +192,25 @@ async fn sigterm_while_postgres_hangs_gives_up_each_step_and_exits_within_the_gr
         "{credit:?}"
     );
     // Nothing written after the hang: the credit never reached Postgres, and neither the
-    // stream nor the three records billed after the hang are stored. There is no journal yet
-    // to keep them for the next start (docs/METERING.md); the log is all that is left.
+    // stream nor the three records billed after the hang are stored yet.
     assert_eq!(app.books(&waiting.id).await, flushed[0]);
     assert_eq!(app.books(&busy.id).await, flushed[1]);
     for books in &flushed {
         books.assert_reconciled();
     }
+
+    // The journal kept them (ADR 0019): the next start, on a Postgres that answers, bills
+    // the stream and the three records before it serves, and nothing twice.
+    let (next, _) = app.serve_binary(|_| {}).await;
+    let [waiting_books, busy_books] = [app.books(&waiting.id).await, app.books(&busy.id).await];
+    assert_eq!(waiting_books.usage_rows, 2, "{waiting_books:?}");
+    assert_eq!(busy_books.usage_rows, 4, "{busy_books:?}");
+    assert_eq!(
+        waiting_books.credits, flushed[0].credits,
+        "the credit never applied"
+    );
+    for books in [&waiting_books, &busy_books] {
+        books.assert_reconciled();
+    }
+    sigterm_and_wait(next).await;
 }

@@ -17,6 +17,7 @@ use super::gate::AccountGate;
 use super::uncertain::UncertainChanges;
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
 use crate::flusher::FlusherHandle;
+use crate::journal::Lsn;
 use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
 use crate::limits::{AccountLimits, Limiters};
 use crate::store::{LedgerStore, StoreError};
@@ -96,8 +97,9 @@ pub(crate) struct Redelivery(Arc<dyn Redeliver>);
 /// engine can start one, so it implements this; the trait keeps the account actor free of
 /// any dependency on the engine.
 pub(crate) trait Redeliver: Send + Sync + 'static {
-    /// Sends the settle of `record` again, to the next actor of its account.
-    fn settle(self: Arc<Self>, record: UsageRecord);
+    /// Sends the settle of `record` (at `lsn` in the journal, if it has one) again, to the
+    /// next actor of its account.
+    fn settle(self: Arc<Self>, record: UsageRecord, lsn: Option<Lsn>);
     /// Sends the release of `request_id`'s hold again, to the next actor of `account_id`.
     fn release(self: Arc<Self>, account_id: AccountId, request_id: Uuid);
 }
@@ -107,8 +109,8 @@ impl Redelivery {
         Redelivery(to)
     }
 
-    fn settle(&self, record: UsageRecord) {
-        Arc::clone(&self.0).settle(record);
+    fn settle(&self, record: UsageRecord, lsn: Option<Lsn>) {
+        Arc::clone(&self.0).settle(record, lsn);
     }
 
     fn release(&self, account_id: AccountId, request_id: Uuid) {
@@ -304,13 +306,17 @@ impl Handler<ResizeHold> for AccountActor {
 #[rtype(result = "()")]
 pub(crate) struct Settle {
     record: Option<UsageRecord>,
+    /// The record's place in the journal, if it was appended to one: the flusher reports it
+    /// flushed once the ledger holds the record.
+    lsn: Option<Lsn>,
     redelivery: Redelivery,
 }
 
 impl Settle {
-    pub(crate) fn new(record: UsageRecord, redelivery: Redelivery) -> Settle {
+    pub(crate) fn new(record: UsageRecord, lsn: Option<Lsn>, redelivery: Redelivery) -> Settle {
         Settle {
             record: Some(record),
+            lsn,
             redelivery,
         }
     }
@@ -319,7 +325,7 @@ impl Settle {
 impl Drop for Settle {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            self.redelivery.settle(record);
+            self.redelivery.settle(record, self.lsn);
         }
     }
 }
@@ -343,7 +349,7 @@ impl Handler<Settle> for AccountActor {
             balance = %self.balance,
             "settled"
         );
-        self.flusher.push(record);
+        self.flusher.push(record, msg.lsn);
     }
 }
 

@@ -45,8 +45,9 @@ pub struct UnbilledAdmission {
 
 impl Engine {
     /// Lets a request of `account_id` in, before its body is read. Refuses it at once when
-    /// shutdown has begun, too much usage waits for the ledger, the account is
-    /// suspended, nothing of its balance is available, or its concurrency slots are all taken.
+    /// shutdown has begun, too much usage waits for the ledger, the journal cannot be
+    /// written, the account is suspended, nothing of its balance is available, or its
+    /// concurrency slots are all taken.
     pub async fn check_in(&self, account_id: AccountId) -> Result<Admission, AdmitError> {
         let tracked = self.track()?;
         let flusher = self.inner.flusher.stats();
@@ -55,6 +56,14 @@ impl Engine {
         // (docs/adr/0017-bounded-flush-batches.md).
         if flusher.backlog >= self.inner.config.max_unflushed {
             return Err(EngineError::LedgerUnavailable.into());
+        }
+        // A journal that cannot take a settle must not see new requests: what they would be
+        // answered might never be billed after a crash (fail closed; ADR 0019).
+        if let Some(journal) = &self.inner.config.journal {
+            let health = journal.health();
+            if !health.admits() {
+                return Err(EngineError::JournalUnavailable(health).into());
+            }
         }
         let active = self.active(account_id).await?;
         let slot = active.gate.let_in()?;

@@ -28,6 +28,7 @@ use crate::account::gate::AccountGate;
 use crate::account::{AccountId, AccountStatus, AccountView, Refusal};
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{HoldPolicy, RequestShape};
+use crate::journal::{Journal, JournalHealth};
 use crate::ledger::{BalanceChange, BalanceChanged, CreditKind, IdempotencyClaim};
 use crate::limits::AccountLimits;
 use crate::pricing::PriceVersion;
@@ -42,7 +43,7 @@ mod ticket;
 pub use admission::{Admission, UnbilledAdmission};
 pub use placement::ActorPlacement;
 pub use shutdown::{INTERRUPT_GRACE, SNAPSHOT_DEADLINE};
-pub use ticket::{HoldTicket, Resize, Settlement};
+pub use ticket::{Durability, Durably, HoldTicket, Resize, Settlement, DURABLE_WAIT};
 
 /// How long a request waits for room in a full account mailbox before it is told the service
 /// is overloaded.
@@ -60,6 +61,10 @@ pub enum EngineError {
     Overloaded,
     #[error("the ledger cannot be written and too much usage is waiting for it")]
     LedgerUnavailable,
+    /// The write-ahead journal cannot take more (docs/adr/0019-write-ahead-journal.md): it
+    /// failed, hangs, is full or falls behind. New requests are refused (fail closed).
+    #[error("the usage journal cannot be written: {0:?}")]
+    JournalUnavailable(JournalHealth),
     #[error("the engine is shutting down")]
     Stopped,
     #[error(transparent)]
@@ -84,6 +89,13 @@ pub struct EngineConfig {
     /// While the ledger cannot be written, new holds are refused once this many settled
     /// requests are waiting for it: it bounds what a crash could lose.
     pub max_unflushed: u64,
+    /// The write-ahead journal every settle is appended to, if one is configured
+    /// (`metering.journal_dir`; docs/adr/0019-write-ahead-journal.md). Its replay must be
+    /// written to the ledger before the engine starts ([`Engine::replay`]).
+    pub journal: Option<Journal>,
+    /// Whether the last bytes of a reply wait until its settle is durable in the journal
+    /// (`metering.durable_before_reply`).
+    pub durable_before_reply: bool,
 }
 
 /// The metering engine. Cheap to clone; every clone is the same engine.
@@ -115,6 +127,9 @@ struct Inner {
     in_flight: TaskTracker,
     /// Fired when the drain bound has passed: running relays stop and settle what they saw.
     interrupt: CancellationToken,
+    /// Settles answered without being durable in the journal: refused by it, failed, or
+    /// not committed within [`ticket::DURABLE_WAIT`].
+    replies_not_durable: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A running account actor and the gate it keeps current.
@@ -149,7 +164,11 @@ impl Engine {
         let own_arbiters = (0..config.placement.own_arbiters())
             .map(|_| Arbiter::new())
             .collect();
-        let flusher = FlusherHandle::start(store.clone(), config.flush_interval);
+        let flusher = FlusherHandle::start_journaled(
+            store.clone(),
+            config.flush_interval,
+            config.journal.clone(),
+        );
         Engine {
             inner: Arc::new(Inner {
                 accounts: DashMap::new(),
@@ -162,6 +181,7 @@ impl Engine {
                 config,
                 in_flight: TaskTracker::new(),
                 interrupt: CancellationToken::new(),
+                replies_not_durable: Arc::default(),
             }),
         }
     }
@@ -172,6 +192,19 @@ impl Engine {
 
     pub fn flusher(&self) -> &FlusherHandle {
         &self.inner.flusher
+    }
+
+    /// The write-ahead journal, if one is configured.
+    pub fn journal(&self) -> Option<&Journal> {
+        self.inner.config.journal.as_ref()
+    }
+
+    /// Settles whose reply went out, or whose settle counted, without the journal holding
+    /// them: refused by it, failed, or not committed within [`DURABLE_WAIT`].
+    pub fn settles_not_durable(&self) -> u64 {
+        self.inner
+            .replies_not_durable
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn flusher_stats(&self) -> FlusherStats {

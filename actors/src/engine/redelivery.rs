@@ -8,6 +8,7 @@ use uuid::Uuid;
 use super::{Engine, Inner};
 use crate::account::actor::{Redeliver, Redelivery, Release, Settle};
 use crate::account::AccountId;
+use crate::journal::Lsn;
 use crate::ledger::UsageRecord;
 
 impl Engine {
@@ -28,22 +29,24 @@ impl Engine {
     /// comes just after is logged, never left in a buffer nobody writes. So it goes for a
     /// settle left in the mailbox of an actor that missed the snapshot deadline (one waiting
     /// on a hung database write), dropped as its HTTP worker stops.
-    fn redeliver_settle(&self, record: UsageRecord) {
+    fn redeliver_settle(&self, record: UsageRecord, lsn: Option<Lsn>) {
         if self.inner.flusher.has_stopped() {
-            self.inner.flusher.push(record);
+            self.inner.flusher.push(record, lsn);
             return;
         }
         let engine = self.clone();
         self.redeliver(async move {
             let id = record.account_id;
             match engine.actor(id).await {
-                Ok(addr) => addr.do_send(Settle::new(record, engine.redelivery())),
+                Ok(addr) => addr.do_send(Settle::new(record, lsn, engine.redelivery())),
                 // Logged with its cost, not recorded.
-                Err(_) if engine.inner.flusher.has_stopped() => engine.inner.flusher.push(record),
+                Err(_) if engine.inner.flusher.has_stopped() => {
+                    engine.inner.flusher.push(record, lsn)
+                }
                 Err(error) => {
                     tracing::error!(account_id = %id, %error, "no actor for a settle; its usage goes straight to the ledger");
                     engine.forget_carried_hold(id, record.request_id);
-                    engine.inner.flusher.push(record);
+                    engine.inner.flusher.push(record, lsn);
                 }
             }
         });
@@ -76,8 +79,8 @@ impl Engine {
 }
 
 impl Redeliver for Inner {
-    fn settle(self: Arc<Self>, record: UsageRecord) {
-        Engine { inner: self }.redeliver_settle(record);
+    fn settle(self: Arc<Self>, record: UsageRecord, lsn: Option<Lsn>) {
+        Engine { inner: self }.redeliver_settle(record, lsn);
     }
 
     fn release(self: Arc<Self>, account_id: AccountId, request_id: Uuid) {

@@ -1,5 +1,9 @@
 //! The hold ticket: what an admitted request carries until it settles or releases its hold.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix::prelude::*;
 use chrono::Utc;
 use rust_decimal::Decimal;
@@ -11,6 +15,7 @@ use crate::account::actor::{AccountActor, Release, ResizeHold, Settle};
 use crate::account::AccountId;
 use crate::bill::{bill, HoldFacts, UsageFault};
 use crate::hold::resized_hold;
+use crate::journal::{Durable, Lsn};
 use crate::ledger::{Outcome, UsageRecord};
 use crate::pricing::PriceVersion;
 use crate::usage::UsageReport;
@@ -37,6 +42,63 @@ pub enum Resize {
     Covered,
     /// The hold grew past what the account has available: the request must end now.
     Uncovered,
+}
+
+/// The longest a reply's last bytes wait for its settle to be durable. A working disk takes a
+/// millisecond or two; past this the disk hangs, admission already refuses new requests
+/// (the journal reports `Stalled` after 2 s), and the reply goes out, billed from memory.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(5);
+
+/// What the client's last bytes wait for: the journal's commit of the request's settle.
+#[must_use = "the reply's last bytes must wait for the settle to be durable"]
+pub enum Durability {
+    /// Nothing to wait for: no journal, or `durable_before_reply` is off.
+    Nothing,
+    /// The journal refused the settle: nothing will make it durable.
+    Refused,
+    /// Appended; durable once this resolves.
+    Pending {
+        request_id: Uuid,
+        durable: Durable,
+        /// Counts the replies that went out without their settle on disk.
+        missed: Arc<AtomicU64>,
+    },
+}
+
+/// How a wait for durability ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durably {
+    /// On disk (or there was nothing to wait for).
+    Yes,
+    /// Not on disk: the journal refused or failed it, or it took longer than
+    /// [`DURABLE_WAIT`]. The settle is billed from memory all the same.
+    No,
+}
+
+impl Durability {
+    /// Waits, at most [`DURABLE_WAIT`], until the settle is on disk. Whatever happens the
+    /// reply then goes out: its settle is in memory and on its way to the ledger; only a
+    /// crash before the next flush would lose it, and that is logged and counted here.
+    pub async fn wait(self) -> Durably {
+        let (request_id, durable, missed) = match self {
+            Durability::Nothing => return Durably::Yes,
+            // Counted, and logged, when the journal refused it.
+            Durability::Refused => return Durably::No,
+            Durability::Pending {
+                request_id,
+                durable,
+                missed,
+            } => (request_id, durable, missed),
+        };
+        let failure = match tokio::time::timeout(DURABLE_WAIT, durable).await {
+            Ok(Ok(())) => return Durably::Yes,
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => format!("no commit within {DURABLE_WAIT:?}"),
+        };
+        tracing::error!(%request_id, error = %failure, "the journal did not make a settle durable; answering anyway, billed from memory");
+        missed.fetch_add(1, Ordering::Relaxed);
+        Durably::No
+    }
 }
 
 /// What a settled request cost.
@@ -115,7 +177,23 @@ impl HoldTicket {
     /// queued in the account's mailbox without waiting for a reply, so it cannot be lost if the
     /// caller goes away before the actor gets to it; [`Engine::shutdown`] waits for every
     /// queued settle before the final flush.
-    pub fn settle_report(mut self, report: UsageReport, outcome: Outcome) -> Settlement {
+    ///
+    /// What answers the client must wait for the settle to be durable first: use
+    /// [`HoldTicket::settle_durably`].
+    pub fn settle_report(self, report: UsageReport, outcome: Outcome) -> Settlement {
+        self.settle_durably(report, outcome).0
+    }
+
+    /// [`HoldTicket::settle_report`], with the journal's promise: the client's last bytes
+    /// wait for [`Durability::wait`] (docs/adr/0019-write-ahead-journal.md). The record is
+    /// appended to the journal before the settle goes to the account's actor, so it is
+    /// durable before it counts as settled; a journal that refuses it (failed, stopped or
+    /// overloaded) does not stop the settle, which is billed from memory as without one.
+    pub fn settle_durably(
+        mut self,
+        report: UsageReport,
+        outcome: Outcome,
+    ) -> (Settlement, Durability) {
         self.done = true;
         let policy = self.engine.hold_policy();
         let facts = HoldFacts {
@@ -165,16 +243,54 @@ impl HoldTicket {
             started_at: self.request.started_at,
             finished_at: Utc::now(),
         };
+        let (lsn, durability) = self.journal(&record);
         // `do_send` ignores the mailbox bound, so a settle is never dropped for room; one
         // refused by a closed mailbox goes to the account's next actor (`Settle`'s `Drop`).
         self.addr
-            .do_send(Settle::new(record, self.engine.redelivery()));
-        Settlement {
+            .do_send(Settle::new(record, lsn, self.engine.redelivery()));
+        let settlement = Settlement {
             usage,
             cost,
             outcome,
             estimated: billed.estimated,
             usage_fault: billed.fault,
+        };
+        (settlement, durability)
+    }
+
+    /// Appends `record` to the journal, if there is one: its number, and what the reply
+    /// must wait for (nothing unless `durable_before_reply`).
+    fn journal(&self, record: &UsageRecord) -> (Option<Lsn>, Durability) {
+        let Some(journal) = self.engine.journal() else {
+            return (None, Durability::Nothing);
+        };
+        match journal.append(record) {
+            Ok(appended) => {
+                let durability = if self.engine.inner.config.durable_before_reply {
+                    Durability::Pending {
+                        request_id: record.request_id,
+                        durable: appended.durable,
+                        missed: Arc::clone(&self.engine.inner.replies_not_durable),
+                    }
+                } else {
+                    Durability::Nothing
+                };
+                (Some(appended.lsn), durability)
+            }
+            Err(error) => {
+                tracing::error!(
+                    request_id = %record.request_id,
+                    account_id = %record.account_id,
+                    cost = %record.cost,
+                    %error,
+                    "the journal refused a settle; it is billed from memory, and lost if the process dies before the next flush"
+                );
+                self.engine
+                    .inner
+                    .replies_not_durable
+                    .fetch_add(1, Ordering::Relaxed);
+                (None, Durability::Refused)
+            }
         }
     }
 

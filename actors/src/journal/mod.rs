@@ -295,6 +295,14 @@ pub struct Journal {
     inner: Arc<Inner>,
 }
 
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("health", &self.health())
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     /// The way to the writer; `None` once shut down. Held while a record is numbered and
     /// sent, so the writer receives records in the order of their numbers.

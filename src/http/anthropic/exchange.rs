@@ -13,8 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tollgate_actors::relay::{ClientChunk, Drain, RelayTask};
 use tollgate_actors::sse::{report_from_message, usage_from_message};
-use tollgate_actors::Outcome;
 use tollgate_actors::{HoldTicket, INTERRUPT_GRACE};
+use tollgate_actors::{Outcome, UsageReport};
 
 use super::metrics::record;
 use crate::http::error::{rewrite_upstream_error, ProxyError};
@@ -244,7 +244,12 @@ impl Exchange {
             }
         };
         match usage_from_message(&body).filter(|usage| !usage.is_zero()) {
-            Some(usage) => record(&ticket.settle(usage, Outcome::UpstreamCut)),
+            Some(usage) => {
+                let (settlement, durability) =
+                    ticket.settle_durably(UsageReport::reported(usage), Outcome::UpstreamCut);
+                record(&settlement);
+                durability.wait().await;
+            }
             None => ticket.release(),
         }
         // The upstream's message is replaced by tollgate's, and an upstream refusal of the
@@ -326,21 +331,24 @@ impl Exchange {
             let _ = reply.send(Reply::Failed(ProxyError::UpstreamNotAMessage));
             return;
         };
-        let delivered = reply
-            .send(Reply::Full {
-                status,
-                headers,
-                body,
-            })
-            .is_ok();
-        let outcome = if delivered {
-            Outcome::Completed
-        } else {
+        // Settled first, and the body held until the journal has the settle, so that an
+        // answer the client got is billed even if the process dies now (ADR 0019). Whether
+        // the client is still there is known from its side of the channel.
+        let outcome = if reply.is_closed() {
             Outcome::ClientDisconnected
+        } else {
+            Outcome::Completed
         };
         // An answer without usage is billed from the hold's estimate, as an upstream fault
         // (the ticket logs it; `record` counts it).
-        record(&ticket.settle_report(report, outcome));
+        let (settlement, durability) = ticket.settle_durably(report, outcome);
+        record(&settlement);
+        durability.wait().await;
+        let _ = reply.send(Reply::Full {
+            status,
+            headers,
+            body,
+        });
     }
 }
 

@@ -76,6 +76,9 @@ pub enum ProxyError {
     Overloaded,
     /// The ledger cannot be written and too much usage is waiting for it.
     LedgerUnavailable,
+    /// The usage journal cannot take more settles (failed, hung, full or behind): new
+    /// requests are refused until it can (docs/adr/0019-write-ahead-journal.md).
+    JournalUnavailable,
     /// Shutdown interrupted the request before anything billable was seen.
     ShuttingDown,
     /// A failure of tollgate's own; its cause was logged where it happened.
@@ -198,7 +201,9 @@ impl ProxyError {
             ProxyError::Overloaded | ProxyError::ShuttingDown => {
                 (529, K::Overloaded, Retry::After(DEFAULT_RETRY_AFTER))
             }
-            ProxyError::LedgerUnavailable => (529, K::Overloaded, Retry::After(LEDGER_RETRY_AFTER)),
+            ProxyError::LedgerUnavailable | ProxyError::JournalUnavailable => {
+                (529, K::Overloaded, Retry::After(LEDGER_RETRY_AFTER))
+            }
             ProxyError::Internal => (500, K::Api, Retry::Unspecified),
         };
         Failure {
@@ -277,6 +282,9 @@ impl ProxyError {
             ProxyError::LedgerUnavailable => {
                 "the billing ledger is temporarily unavailable; retry shortly".into()
             }
+            ProxyError::JournalUnavailable => {
+                "usage cannot be recorded right now (tollgate's usage journal cannot be written); retry shortly".into()
+            }
             ProxyError::ShuttingDown => "tollgate is shutting down; retry".into(),
             ProxyError::Internal => "internal error".into(),
         }
@@ -331,6 +339,11 @@ impl ProxyError {
                 ProxyError::Overloaded
             }
             AdmitError::Engine(EngineError::LedgerUnavailable) => ProxyError::LedgerUnavailable,
+            AdmitError::Engine(EngineError::JournalUnavailable(health)) => {
+                // The journal's state changes are logged where they are watched (startup).
+                tracing::debug!(%rid, ?health, "refused: the usage journal cannot be written");
+                ProxyError::JournalUnavailable
+            }
             AdmitError::Engine(EngineError::Store(error)) => {
                 tracing::error!(%rid, %error, "account could not be loaded");
                 ProxyError::Internal
