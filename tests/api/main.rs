@@ -21,6 +21,7 @@ mod helpers;
 mod holds;
 mod idempotency;
 mod instance;
+mod journal;
 mod ledger;
 mod loadgen;
 mod output_billed;

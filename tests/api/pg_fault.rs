@@ -5,7 +5,9 @@
 //!   drops just after COMMIT, an error with the change stored ([`PgRelay::lose_next_claim`]);
 //! - or hangs at a statement: from it on, every connection, open or new, is accepted and kept
 //!   open and nothing more passes either way, as with a Postgres that accepts TCP but never
-//!   answers ([`PgRelay::hang_at`]).
+//!   answers ([`PgRelay::hang_at`]);
+//! - or goes down: every connection is cut and new ones are closed at once, as with a
+//!   Postgres that stopped, until it comes back up ([`PgRelay::go_down`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -42,6 +44,10 @@ struct Faults {
     hang_at: Mutex<Option<&'static [u8]>>,
     /// Nothing passes any more, on any connection.
     hung: AtomicBool,
+    /// Down: connections are closed as they come.
+    down: AtomicBool,
+    /// Fired when the relay goes down: every open connection is cut.
+    outage: tokio::sync::Notify,
 }
 
 impl Faults {
@@ -98,6 +104,10 @@ impl PgRelay {
         let shared = faults.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if shared.down.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&target).await else {
                     continue;
                 };
@@ -130,13 +140,35 @@ impl PgRelay {
         *self.faults.hang_at.lock().unwrap() = Some(statement);
     }
 
+    /// Postgres is gone: every open connection is cut, and new ones are closed at once.
+    pub fn go_down(&self) {
+        self.faults.down.store(true, Ordering::SeqCst);
+        self.faults.outage.notify_waiters();
+    }
+
+    /// Postgres is back: connections pass again.
+    pub fn come_up(&self) {
+        self.faults.down.store(false, Ordering::SeqCst);
+    }
+
     /// Whether the relay has hung.
     pub fn has_hung(&self) -> bool {
         self.faults.hung.load(Ordering::SeqCst)
     }
 }
 
+/// Ends when the relay goes down (at once if it is down already).
+async fn faults_outage(faults: &Faults) {
+    let notified = faults.outage.notified();
+    tokio::pin!(notified);
+    notified.as_mut().enable();
+    if !faults.down.load(Ordering::SeqCst) {
+        notified.await;
+    }
+}
+
 async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
+    let faults_for_outage = faults.clone();
     let state = Arc::new(AtomicU8::new(PASSING));
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
@@ -197,10 +229,12 @@ async fn relay(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             }
         }
     };
-    // Either direction ending ends the relay: both sockets close.
+    // Either direction ending ends the relay, and so does an outage: both sockets close.
+    let outage = faults_outage(&faults_for_outage);
     tokio::select! {
         () = to_server => {}
         () = to_client => {}
+        () = outage => {}
     }
 }
 
