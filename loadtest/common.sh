@@ -82,11 +82,21 @@ lt_start_passthrough() {
 # throttle defaults off. Sets TG_PID. TG_WRAPPER, if set, is a command tollgate runs under
 # (e.g. valgrind).
 #   lt_start_tollgate PORT WORKERS ARBITERS MOCK_PORT UPSTREAM_KEY ADMIN_TOKEN LOG
+# with the journal in OUT_DIR/journal-PORT (TG_JOURNAL=0: none; TG_DURABLE=false: replies do
+# not wait for it).
 lt_start_tollgate() {
     local port=$1 workers=$2 arbiters=$3 mock_port=$4 upstream_key=$5 admin_token=$6 log=$7
     PGOPTIONS="--client-min-messages=warning" \
         psql "$PGURL/postgres" -qAt -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null
     DB_CREATED=1
+    # A fresh journal with the fresh database: a journal belongs to its database. TG_JOURNAL=0
+    # runs without one (an empty journal_dir turns it off); TG_DURABLE=false stops replies
+    # waiting for it.
+    local journal_dir="${OUT_DIR:-$ROOT/target}/journal-$port"
+    rm -rf "$journal_dir"
+    [ "${TG_JOURNAL:-1}" = 0 ] && journal_dir=""
+    TOLLGATE__METERING__JOURNAL_DIR="$journal_dir" \
+    TOLLGATE__METERING__DURABLE_BEFORE_REPLY="${TG_DURABLE:-true}" \
     RUST_LOG=warn \
     TOLLGATE__SERVER__LISTEN="127.0.0.1:$port" \
     TOLLGATE__SERVER__WORKERS="$workers" \

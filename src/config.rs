@@ -158,8 +158,9 @@ pub struct MeteringSettings {
     pub max_unflushed: u64,
     /// The directory of the write-ahead journal of settled usage
     /// (docs/adr/0019-write-ahead-journal.md): every settle is made durable there before
-    /// it counts, and replayed after a crash. Unset, a crash loses the usage settled since
-    /// the last flush, and start-up warns. One process per directory (locked).
+    /// it counts, and replayed after a crash. Unset (or empty), a crash loses the usage
+    /// settled since the last flush, and start-up warns. One process per directory (locked).
+    /// A journal belongs to its database: its records name that database's accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_dir: Option<std::path::PathBuf>,
     /// With a journal, whether a reply's last bytes (a whole body; a stream's
@@ -655,6 +656,51 @@ mod tests {
         );
         assert_eq!(Settings::default().metering.journal_dir, None);
         assert!(from_yaml("metering:\n  journal_directory: /x\n").is_err());
+        // The shipped config turns the journal on, replies waiting for it.
+        let shipped = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert_eq!(
+            shipped.metering.journal_dir.as_deref(),
+            Some(Path::new("data/journal"))
+        );
+        assert!(shipped.metering.durable_before_reply);
+    }
+
+    #[test]
+    fn journal_settings_that_could_not_work_are_refused() {
+        let valid = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert!(valid.validate().is_ok());
+        let problem = |yaml: &str| {
+            let mut settings = from_yaml(include_str!("../config.yaml")).unwrap();
+            let tweak = from_yaml(yaml).unwrap().metering;
+            settings.metering = MeteringSettings {
+                journal_commit_interval_us: tweak.journal_commit_interval_us,
+                journal_commit_bytes: tweak.journal_commit_bytes,
+                journal_segment_bytes: tweak.journal_segment_bytes,
+                journal_max_bytes: tweak.journal_max_bytes,
+                ..settings.metering
+            };
+            match settings.validate() {
+                Err(ConfigError::Invalid { field, .. }) => field,
+                other => panic!("{yaml}: {other:?}"),
+            }
+        };
+        // A limit under two segments could stay exceeded with every record flushed (M4).
+        assert_eq!(
+            problem("metering:\n  journal_segment_bytes: 1048576\n  journal_max_bytes: 2097151\n"),
+            "metering.journal_max_bytes"
+        );
+        assert_eq!(
+            problem("metering:\n  journal_segment_bytes: 65535\n"),
+            "metering.journal_segment_bytes"
+        );
+        assert_eq!(
+            problem("metering:\n  journal_commit_interval_us: 1000001\n"),
+            "metering.journal_commit_interval_us"
+        );
+        assert_eq!(
+            problem("metering:\n  journal_commit_bytes: 0\n"),
+            "metering.journal_commit_bytes"
+        );
     }
 
     #[test]

@@ -159,7 +159,12 @@ async fn open_journal(
     metering: &MeteringSettings,
     store: &PgStore,
 ) -> anyhow::Result<Option<Journal>> {
-    let Some(dir) = &metering.journal_dir else {
+    // An empty path turns the journal off, as an unset one does (`TOLLGATE__METERING__JOURNAL_DIR=`).
+    let Some(dir) = metering
+        .journal_dir
+        .as_ref()
+        .filter(|dir| !dir.as_os_str().is_empty())
+    else {
         tracing::warn!(
             "metering.journal_dir is not set: a crash loses the usage settled since the last flush"
         );
@@ -172,6 +177,7 @@ async fn open_journal(
         commit_interval: Duration::from_micros(metering.journal_commit_interval_us),
         commit_bytes: metering.journal_commit_bytes,
     };
+    warn_if_open_to_others(dir);
     let (journal, replay) = tokio::task::spawn_blocking(move || Journal::open(config))
         .await
         .context("opening the journal")?
@@ -190,6 +196,18 @@ async fn open_journal(
         );
     }
     Ok(Some(journal))
+}
+
+/// Warns when an existing journal directory can be read or written by group or others. A new
+/// one is made 0700; an operator's own is left as it is, but said to be open.
+fn warn_if_open_to_others(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(metadata) = std::fs::metadata(dir) {
+        let mode = metadata.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %dir.display(), mode = format!("{mode:o}"), "the journal directory is open to group or others; it should be 0700");
+        }
+    }
 }
 
 fn cpus() -> usize {
