@@ -25,7 +25,8 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 tollgate \
-    && useradd --system --uid 10001 --gid tollgate --home-dir /app --shell /usr/sbin/nologin tollgate
+    && useradd --system --uid 10001 --gid tollgate --home-dir /app --shell /usr/sbin/nologin tollgate \
+    && install -d -m 0700 -o tollgate -g tollgate /var/lib/tollgate/journal
 WORKDIR /app
 COPY --from=build /src/target/release/tollgate /usr/local/bin/tollgate
 COPY config.yaml /app/config.yaml
@@ -33,6 +34,10 @@ COPY config.yaml /app/config.yaml
 USER 10001:10001
 EXPOSE 8080
 ENV TOLLGATE__SERVER__LISTEN=0.0.0.0:8080
+# The write-ahead journal (docs/METERING.md): mount a volume here, one per instance, kept with
+# its database, so that a crashed container's journal is replayed by the next.
+ENV TOLLGATE__METERING__JOURNAL_DIR=/var/lib/tollgate/journal
+VOLUME /var/lib/tollgate/journal
 # Secrets come from the environment: TOLLGATE__ADMIN__TOKEN, TOLLGATE__AUTH__KEY_SECRET,
 # TOLLGATE__DATABASE__URL, TOLLGATE__UPSTREAMS.
 ENTRYPOINT ["tollgate"]
