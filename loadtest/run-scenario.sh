@@ -107,6 +107,15 @@ fi
 cpu_before=$(lt_cpu_ticks "$TG_PID")
 pt_cpu_before=$(lt_cpu_ticks "$PASSTHROUGH_PID")
 
+# One counter of tollgate's /metrics (0 when absent: no journal, or tollgate gone).
+tg_counter() {
+    curl -fsS "http://127.0.0.1:$TG_PORT/metrics" 2>/dev/null \
+        | awk -v m="$1" '$1 == m { print int($2); found = 1 } END { if (!found) print 0 }'
+}
+syncs_before=$(tg_counter tollgate_journal_syncs_total)
+appends_before=$(tg_counter tollgate_journal_appended_total)
+started_at=$(date +%s.%N)
+
 echo "== $NAME: loadgen" >&2
 # In the background, waited for: the shell then runs its INT/TERM trap at once, and cleanup
 # stops loadgen with the rest.
@@ -150,6 +159,14 @@ cpu_report() {
     fi
 }
 cpu_report tollgate "$TG_PID" "$cpu_before" '[.tollgate.requests_by_group[]] | add // 0'
+# The journal's fsyncs over the loadgen run (provisioning and reconciliation included).
+syncs=$(( $(tg_counter tollgate_journal_syncs_total) - syncs_before ))
+appends=$(( $(tg_counter tollgate_journal_appended_total) - appends_before ))
+if [ "$appends" -gt 0 ]; then
+    awk -v s="$syncs" -v a="$appends" -v t0="$started_at" -v t1="$(date +%s.%N)" 'BEGIN {
+        printf "journal: %d fsyncs for %d settles in %.1f s: %.0f fsyncs/s, %.1f settles per fsync\n",
+            s, a, t1 - t0, s / (t1 - t0), a / (s > 0 ? s : 1) }'
+fi
 if [ "$NO_BASELINE" != 1 ]; then
     cpu_report passthrough "$PASSTHROUGH_PID" "$pt_cpu_before" \
         '[.references[] | select(.target == "passthrough") | .requests_by_group[]] | add // 0'

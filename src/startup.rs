@@ -178,6 +178,9 @@ async fn open_journal(
         commit_bytes: metering.journal_commit_bytes,
     };
     warn_if_open_to_others(dir);
+    // A relative path is the working directory's: said in full, so that a start from another
+    // directory, which would find another journal, shows in the log.
+    tracing::info!(dir = %std::path::absolute(dir).unwrap_or_else(|_| dir.clone()).display(), "opening the journal");
     let (journal, replay) = tokio::task::spawn_blocking(move || Journal::open(config))
         .await
         .context("opening the journal")?
@@ -187,7 +190,7 @@ async fn open_journal(
         tracing::info!(records, "replaying the journal into the ledger");
         let inserted = write_replay(store, &journal, replay.records, REPLAY_GIVE_UP_AFTER)
             .await
-            .context("writing the journal's replay to the ledger (it stays in the journal)")?;
+            .context("writing the journal's replay to the ledger (it stays in the journal; a journal belongs to its database: is this the database it was written for?)")?;
         tracing::info!(
             records,
             new = inserted,

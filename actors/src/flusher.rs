@@ -54,8 +54,12 @@ struct Shared {
     /// records the ledger holds after each flush, and checkpointed
     /// (docs/adr/0019-write-ahead-journal.md).
     journal: Option<Journal>,
-    /// A checkpoint is running: the next flush does not start another.
+    /// A checkpoint is running: the next flush does not start another, but owes one.
     checkpointing: Arc<AtomicBool>,
+    /// A flush has committed since the running checkpoint began: it runs once more, so that
+    /// the last flush after an outage is always followed by a checkpoint (else a journal over
+    /// its limit could stay `Full` with every record flushed).
+    checkpoint_owed: Arc<AtomicBool>,
     /// Wakes the writer early (shutdown, or a test that wants its records on disk now).
     wake: Notify,
     /// Set by the writer after each flush attempt; the engine refuses new holds while the
@@ -130,6 +134,7 @@ impl FlusherHandle {
                 buffer: Mutex::new(VecDeque::with_capacity(1024)),
                 journal,
                 checkpointing: Arc::new(AtomicBool::new(false)),
+                checkpoint_owed: Arc::new(AtomicBool::new(false)),
                 wake: Notify::new(),
                 failing: AtomicBool::new(false),
                 backlog: AtomicU64::new(0),
@@ -362,28 +367,40 @@ impl FlusherHandle {
 
     /// The ledger holds the records at `lsns`: the journal may let them go, and a checkpoint
     /// removes the segments that hold nothing else. The checkpoint runs on a task of its own,
-    /// one at a time, so that a slow disk does not hold up the next flush.
+    /// one at a time, so that a slow disk does not hold up the next flush; a flush that
+    /// commits while one runs makes it run again.
     fn journal_flushed(&self, lsns: Vec<Option<Lsn>>) {
         let Some(journal) = &self.inner.journal else {
             return;
         };
         journal.mark_flushed(lsns.into_iter().flatten());
+        self.inner.checkpoint_owed.store(true, Ordering::Release);
         if self.inner.checkpointing.swap(true, Ordering::AcqRel) {
             return;
         }
         let journal = journal.clone();
         let running = Arc::clone(&self.inner.checkpointing);
+        let owed = Arc::clone(&self.inner.checkpoint_owed);
         tokio::spawn(async move {
-            match journal.checkpoint().await {
-                Ok(done) if done.segments > 0 => tracing::debug!(
-                    segments = done.segments,
-                    bytes = done.bytes,
-                    "journal checkpoint removed segments the ledger holds"
-                ),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "journal checkpoint failed"),
+            loop {
+                while owed.swap(false, Ordering::AcqRel) {
+                    match journal.checkpoint().await {
+                        Ok(done) if done.segments > 0 => tracing::debug!(
+                            segments = done.segments,
+                            bytes = done.bytes,
+                            "journal checkpoint removed segments the ledger holds"
+                        ),
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!(%error, "journal checkpoint failed"),
+                    }
+                }
+                running.store(false, Ordering::Release);
+                // A flush that committed between the last swap and the store above saw a
+                // checkpoint running and left it to this one.
+                if !owed.load(Ordering::Acquire) || running.swap(true, Ordering::AcqRel) {
+                    return;
+                }
             }
-            running.store(false, Ordering::Release);
         });
     }
 
@@ -502,10 +519,9 @@ pub async fn write_replay(
 ) -> Result<u64, StoreError> {
     let until = Instant::now() + give_up_after;
     let mut inserted = 0u64;
-    let mut rest = records;
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(MAX_FLUSH_BATCH));
-        let batch: Vec<UsageRecord> = rest.iter().map(|r| r.record.clone()).collect();
+    let mut written = 0usize;
+    for part in records.chunks(MAX_FLUSH_BATCH) {
+        let batch: Vec<UsageRecord> = part.iter().map(|r| r.record.clone()).collect();
         loop {
             let deadline = flush_deadline(Duration::ZERO, batch.len());
             let written = tokio::time::timeout(deadline, store.write_batch_at_once(&batch))
@@ -523,8 +539,15 @@ pub async fn write_replay(
                 Err(error) => return Err(error),
             }
         }
-        journal.mark_flushed(rest.iter().map(|r| r.lsn));
-        rest = tail;
+        journal.mark_flushed(part.iter().map(|r| r.lsn));
+        written += part.len();
+        if records.len() > MAX_FLUSH_BATCH {
+            tracing::info!(
+                written,
+                of = records.len(),
+                "replaying the journal into the ledger"
+            );
+        }
     }
     if let Err(error) = journal.checkpoint().await {
         tracing::warn!(%error, "journal checkpoint after the replay failed");
@@ -766,6 +789,32 @@ mod tests {
             "every record pushed before the close is on disk, and none is left behind"
         );
         assert!(flusher.has_stopped());
+    }
+
+    #[tokio::test]
+    async fn a_journaled_record_is_let_go_only_once_the_ledger_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, _) = Journal::open(crate::journal::JournalConfig::new(dir.path())).unwrap();
+        let ledger = GatedLedger::new();
+        let flusher = FlusherHandle::start_journaled(ledger.clone(), NEVER, Some(journal.clone()));
+        let settled = record();
+        let appended = journal.append(&settled).unwrap();
+        appended.durable.await.unwrap();
+        flusher.push(settled.clone(), Some(appended.lsn));
+        let flushed = flusher.flush_now();
+        tokio::pin!(flushed);
+        assert!(futures_util::poll!(flushed.as_mut()).is_pending());
+        ledger.arrived.notified().await;
+        // Being written, not yet committed: the journal still answers for it.
+        assert_eq!(journal.stats().unflushed, 1);
+        ledger.door.add_permits(1);
+        assert!(flushed.await);
+        assert_eq!(ledger.stored(), [settled.request_id]);
+        assert_eq!(journal.stats().unflushed, 0);
+        // A restart replays nothing the ledger holds.
+        journal.shutdown().await;
+        let (_, replay) = Journal::open(crate::journal::JournalConfig::new(dir.path())).unwrap();
+        assert_eq!(replay.records.len(), 0);
     }
 
     #[tokio::test]

@@ -208,6 +208,9 @@ where
                             break;
                         };
                         if ticket.resize_to_prompt(&started).await == Resize::Uncovered {
+                            tracing::warn!(%request_id, hold = %ticket.amount(), "the real prompt costs more than the balance covers; ending the stream");
+                            // The prompt is billed, durably, before the client's stream ends.
+                            settled = self.settle(Outcome::BalanceExceeded).await;
                             self.end_uncovered().await;
                             over_balance = true;
                             break;
@@ -345,8 +348,6 @@ impl<S> RelayTask<S> {
     /// retried and bill the prompt again each time.
     async fn end_uncovered(&mut self) {
         let request_id = self.request_id;
-        let hold = self.ticket.as_ref().map(HoldTicket::amount);
-        tracing::warn!(%request_id, hold = ?hold, "the real prompt costs more than the balance covers; ending the stream");
         if let Some(client) = self.client.take() {
             let event = format!(
                 "event: error\ndata: {{\"type\":\"error\",\"error\":{{\"type\":\"billing_error\",\"message\":\"{UNCOVERED_MESSAGE}\"}},\"request_id\":\"req_{}\"}}\n\n",

@@ -568,7 +568,8 @@ impl TestApp {
         configure(&mut command);
         let mut child = command.spawn().unwrap();
         let base = format!("http://127.0.0.1:{port}");
-        for _ in 0..200 {
+        let mut respawns = 0;
+        for _ in 0..400 {
             if self
                 .http
                 .get(format!("{base}/healthz"))
@@ -577,6 +578,14 @@ impl TestApp {
                 .is_ok()
             {
                 return (child, base);
+            }
+            // The instance before may still be letting go of the journal's lock (its writer's
+            // last sync on a loaded disk): a start refused for it is tried again.
+            if let Ok(Some(status)) = child.try_wait() {
+                assert!(respawns < 5, "tollgate serve exited at start: {status}");
+                respawns += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                child = command.spawn().unwrap();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

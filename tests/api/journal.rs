@@ -95,7 +95,8 @@ async fn assert_every_answer_billed_once(
         lost.len(),
         answered.len()
     );
-    assert!(rows.values().all(|n| *n == 1), "a request billed twice");
+    // A second row of a request cannot exist (`request_id` is the usage table's key); a
+    // debit counted twice would show as books that do not reconcile.
     for customer in customers {
         app.books(&customer.id).await.assert_reconciled();
     }
@@ -191,7 +192,11 @@ async fn postgres_down_20_s_under_load_then_a_kill_loses_and_duplicates_nothing(
     );
     assert_eq!(health["database"], "unreachable", "{health}");
     assert_eq!(health["journal"], "full", "{health}");
-    let unflushed_at_kill = answered - usage_rows(&app).await.len();
+    let stored = usage_rows(&app).await;
+    let unflushed_at_kill = answered_now(&seen)
+        .iter()
+        .filter(|id| !stored.contains_key(id))
+        .count();
     assert!(unflushed_at_kill > 100, "{unflushed_at_kill}");
 
     // Started again on a Postgres that answers: the journal is replayed before it serves.
@@ -274,7 +279,6 @@ async fn a_torn_or_flipped_last_record_replays_every_good_record_and_says_what_i
             [&last],
             "{damage}: every record before the damaged one replays"
         );
-        assert!(rows.values().all(|n| *n == 1));
         app.books(&customer.id).await.assert_reconciled();
         // Serves again, on a journal whose damaged tail is gone.
         let seen = Mutex::new(Seen::default());
@@ -348,6 +352,12 @@ async fn a_journal_that_cannot_be_written_refuses_new_requests_and_bills_what_it
         .unwrap();
     assert_eq!(health["journal"], "failed", "{health}");
     assert_eq!(app.metric_at(&base, "tollgate_journal_healthy").await, 0.0);
+    // The commit that failed was answered all the same, and counted.
+    assert!(
+        app.metric_at(&base, "tollgate_settles_not_durable_total")
+            .await
+            >= 1.0
+    );
     // Every request it answered, including those whose commit failed, is billed from
     // memory through the flush.
     sigterm_and_wait(child).await;
