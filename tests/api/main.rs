@@ -14,6 +14,7 @@ mod admin;
 mod admission;
 mod billing;
 mod concurrency;
+mod crash;
 mod database_tls;
 mod errors;
 mod flush;
