@@ -93,13 +93,13 @@ pub struct JournalConfig {
 
 impl JournalConfig {
     /// The defaults for `dir`: 16 MiB segments, 1 GiB on disk at most, a commit every
-    /// millisecond or 256 KiB.
+    /// 250 µs or 256 KiB (docs/BENCHMARKS.md, "The journal").
     pub fn new(dir: impl Into<PathBuf>) -> JournalConfig {
         JournalConfig {
             dir: dir.into(),
             segment_bytes: 16 * 1024 * 1024,
             max_bytes: 1024 * 1024 * 1024,
-            commit_interval: Duration::from_millis(1),
+            commit_interval: Duration::from_micros(250),
             commit_bytes: 256 * 1024,
         }
     }
