@@ -91,7 +91,7 @@ pub struct EngineConfig {
     pub max_unflushed: u64,
     /// The write-ahead journal every settle is appended to, if one is configured
     /// (`metering.journal_dir`; docs/adr/0019-write-ahead-journal.md). Its replay must be
-    /// written to the ledger before the engine starts ([`Engine::replay`]).
+    /// written to the ledger before the engine starts ([`crate::flusher::write_replay`]).
     pub journal: Option<Journal>,
     /// Whether the last bytes of a reply wait until its settle is durable in the journal
     /// (`metering.durable_before_reply`).
