@@ -166,6 +166,13 @@ if [ "$appends" -gt 0 ]; then
     awk -v s="$syncs" -v a="$appends" -v t0="$started_at" -v t1="$(date +%s.%N)" 'BEGIN {
         printf "journal: %d fsyncs for %d settles in %.1f s: %.0f fsyncs/s, %.1f settles per fsync\n",
             s, a, t1 - t0, s / (t1 - t0), a / (s > 0 ? s : 1) }'
+    # How long commits took (write and fdatasync), since start: what a durable reply waits
+    # for, besides the gathering.
+    curl -fsS "http://127.0.0.1:$TG_PORT/metrics" 2>/dev/null | awk '
+        $1 == "tollgate_journal_commits_total" { total = $2 }
+        $1 ~ /^tollgate_journal_commits_slower_than_total/ {
+            match($1, /seconds="[^"]*"/); slower = slower sprintf(" >%ss: %d", substr($1, RSTART + 9, RLENGTH - 10), $2) }
+        END { if (total) printf "journal: %d commits since start;%s\n", total, slower }'
 fi
 if [ "$NO_BASELINE" != 1 ]; then
     cpu_report passthrough "$PASSTHROUGH_PID" "$pt_cpu_before" \

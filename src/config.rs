@@ -175,6 +175,10 @@ pub struct MeteringSettings {
     pub journal_commit_bytes: usize,
     /// Size of a journal segment file; a checkpoint removes whole segments.
     pub journal_segment_bytes: u64,
+    /// Whether journal segments are made ahead of need, zero-filled to
+    /// `journal_segment_bytes`, so that a commit's sync has no file size to commit: fewer
+    /// journal commits of the file system, which Postgres shares on one disk.
+    pub journal_preallocate: bool,
     /// Past this many bytes of journal on disk (Postgres down or behind), new requests get
     /// 529 until flushes catch up. At least twice `journal_segment_bytes`.
     pub journal_max_bytes: u64,
@@ -306,6 +310,7 @@ impl Default for Settings {
                 journal_commit_interval_us: 250,
                 journal_commit_bytes: 256 * 1024,
                 journal_segment_bytes: 16 * 1024 * 1024,
+                journal_preallocate: true,
                 journal_max_bytes: 1024 * 1024 * 1024,
             },
             limits: LimitSettings {

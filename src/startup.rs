@@ -176,6 +176,7 @@ async fn open_journal(
         max_bytes: metering.journal_max_bytes,
         commit_interval: Duration::from_micros(metering.journal_commit_interval_us),
         commit_bytes: metering.journal_commit_bytes,
+        preallocate: metering.journal_preallocate,
     };
     warn_if_open_to_others(dir);
     // A relative path is the working directory's: said in full, so that a start from another

@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use tollgate_actors::journal::JournalHealth;
+use tollgate_actors::journal::{JournalHealth, COMMIT_THRESHOLDS_US};
 
 use super::error::ApiError;
 use super::extract::{bearer_token, client_addr, tokens_match};
@@ -115,6 +115,15 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AppState>) -> HttpRespon
         metrics::gauge!("tollgate_journal_unflushed_records").set(stats.unflushed as f64);
         metrics::gauge!("tollgate_journal_bytes").set(stats.bytes as f64);
         metrics::gauge!("tollgate_journal_segments").set(stats.segments as f64);
+        metrics::counter!("tollgate_journal_spares_total").absolute(stats.spares);
+        for (threshold, count) in COMMIT_THRESHOLDS_US.iter().zip(stats.commits_slower_than) {
+            let micros = i64::try_from(*threshold).unwrap_or(i64::MAX);
+            let seconds = rust_decimal::Decimal::new(micros, 6)
+                .normalize()
+                .to_string();
+            metrics::counter!("tollgate_journal_commits_slower_than_total", "seconds" => seconds)
+                .absolute(count);
+        }
     }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

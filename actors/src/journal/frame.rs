@@ -22,6 +22,8 @@ pub(super) const FRAME_HEADER_LEN: usize = 8;
 /// at most `super::record::MAX_MODEL_BYTES`); a length above this is damage, and bounds what a
 /// corrupt length could make the reader believe.
 pub(super) const MAX_BODY_LEN: usize = 64 * 1024;
+/// The longest a frame can be.
+pub(super) const MAX_FRAME_LEN: usize = FRAME_HEADER_LEN + MAX_BODY_LEN;
 
 /// A segment header for a segment whose first record has LSN `base`.
 pub(super) fn header(base: u64) -> [u8; HEADER_LEN] {

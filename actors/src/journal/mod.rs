@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -44,7 +44,7 @@ mod tests;
 pub use record::EncodeError;
 
 use segment::{DirLock, SegmentFile};
-use writer::{lock, CheckpointRequest, Command, Pending, Sequence, Status, Writer};
+use writer::{lock, CheckpointRequest, Command, Pending, Sequence, Spares, Status, Writer};
 
 /// Appends waiting for the writer, at most. At 5,000 settles a second and a commit every
 /// millisecond, about five wait; a full queue means the disk has stopped keeping up, and an
@@ -58,6 +58,10 @@ pub const UNHEALTHY_QUEUED: u64 = MAX_QUEUED_APPENDS as u64 / 2;
 pub const STALLED_AFTER: Duration = Duration::from_secs(2);
 /// The longest [`JournalConfig::commit_interval`] the writer waits; a longer one is this.
 pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Thresholds in microseconds: [`JournalStats::commits_slower_than`] counts the commits whose
+/// write and sync took longer than each.
+pub const COMMIT_THRESHOLDS_US: [u64; 7] = [250, 500, 1_000, 2_000, 5_000, 20_000, 100_000];
 
 /// A record's number: its place in the journal, counted across segments. A segment's name
 /// is the number of its first record.
@@ -89,6 +93,10 @@ pub struct JournalConfig {
     pub commit_interval: Duration,
     /// A commit is written as soon as it gathers this many bytes.
     pub commit_bytes: usize,
+    /// Whether segments are made ahead of need, zero-filled to `segment_bytes`, so that a
+    /// commit's `fdatasync` has no file size to commit (docs/adr/0019-write-ahead-journal.md).
+    /// Each segment then takes `segment_bytes` on disk from its start.
+    pub preallocate: bool,
 }
 
 impl JournalConfig {
@@ -101,6 +109,7 @@ impl JournalConfig {
             max_bytes: 1024 * 1024 * 1024,
             commit_interval: Duration::from_micros(250),
             commit_bytes: 256 * 1024,
+            preallocate: true,
         }
     }
 }
@@ -284,8 +293,15 @@ pub struct JournalStats {
     pub queued: u64,
     /// Records appended or replayed that are not reported flushed.
     pub unflushed: u64,
+    /// The segments' headers and records. A preallocated segment takes its whole size on
+    /// disk from the start, so the files can take up to a segment more than this.
     pub bytes: u64,
     pub segments: u64,
+    /// Preallocated segments made since start, used or ready.
+    pub spares: u64,
+    /// Commits since start whose write and sync took longer than each of
+    /// [`COMMIT_THRESHOLDS_US`] microseconds.
+    pub commits_slower_than: [u64; COMMIT_THRESHOLDS_US.len()],
 }
 
 /// The journal. Cheap to clone; every clone is the same journal. The writer stops once
@@ -325,6 +341,8 @@ impl Journal {
         let dir = config.dir.clone();
         segment::create_dir(&dir)?;
         let lock = DirLock::acquire(&dir)?;
+        // A spare an earlier process left is never a segment; a new one is made.
+        segment::remove_spare(&dir)?;
         let scan = segment::scan(&dir)?;
         let mut segments: VecDeque<SegmentFile> = scan.segments.into();
         if let Some(tail) = &scan.torn_tail {
@@ -339,7 +357,13 @@ impl Journal {
         log_report(&dir, &report);
 
         let status = Arc::new(Status::new());
-        let active = active_segment(&dir, &mut segments, scan.next, &status)?;
+        let (active, preallocated) = active_segment(
+            &dir,
+            &mut segments,
+            scan.next,
+            config.segment_bytes,
+            &status,
+        )?;
         status
             .bytes
             .store(segments.iter().map(|s| s.bytes).sum(), Ordering::Relaxed);
@@ -360,6 +384,13 @@ impl Journal {
             commit_bytes: config.commit_bytes.max(1),
             segments,
             active,
+            preallocated,
+            spares: Spares::start(
+                &dir,
+                config.segment_bytes,
+                config.preallocate,
+                Arc::clone(&status),
+            ),
             next: scan.next,
             status: Arc::clone(&status),
             sequence: Arc::clone(&sequence),
@@ -407,12 +438,18 @@ impl Journal {
         record::encode(record, &mut frame)?;
         frame::seal(&mut frame).map_err(|too_large| EncodeError::TooLarge(too_large.0))?;
         let (done, durable) = oneshot::channel();
+        let sent = Instant::now();
         let intake = lock(&self.inner.intake);
         let sender = intake.as_ref().ok_or(JournalError::Stopped)?;
         let mut sequence = lock(&self.inner.sequence);
         let lsn = sequence.next;
         self.inner.status.queued.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = sender.try_send(Command::Append(Pending { lsn, frame, done })) {
+        if let Err(error) = sender.try_send(Command::Append(Pending {
+            lsn,
+            frame,
+            sent,
+            done,
+        })) {
             self.inner.status.queued.fetch_sub(1, Ordering::Relaxed);
             return Err(refused(error));
         }
@@ -489,6 +526,11 @@ impl Journal {
             unflushed: lock(&self.inner.sequence).unflushed.len() as u64,
             bytes: status.bytes.load(Ordering::Relaxed),
             segments: status.segments.load(Ordering::Relaxed),
+            spares: status.spares.load(Ordering::Relaxed),
+            commits_slower_than: status
+                .slower_than
+                .each_ref()
+                .map(|count| count.load(Ordering::Relaxed)),
         }
     }
 
@@ -524,19 +566,25 @@ fn cut_torn_tail(
 }
 
 /// The segment to write to: the last one if it holds no record yet (a clean shutdown left
-/// it, or its only record was torn), otherwise a new one at `next`.
+/// it, or its only record was torn), otherwise a new one at `next`; and whether it is
+/// preallocated to `segment_bytes`.
 fn active_segment(
     dir: &Path,
     segments: &mut VecDeque<SegmentFile>,
     next: Lsn,
+    segment_bytes: u64,
     status: &Status,
-) -> Result<std::fs::File, JournalError> {
+) -> Result<(std::fs::File, bool), JournalError> {
     let empty_last = segments
         .back()
         .filter(|last| last.base == next && !last.damaged)
         .map(|last| last.path.clone());
     let active = match empty_last {
-        Some(path) => segment::reopen(&path)?,
+        Some(path) => {
+            let file = segment::reopen(&path)?;
+            let allocated = file.metadata().map_or(0, |m| m.len());
+            (file, allocated >= segment_bytes)
+        }
         None => {
             let file = segment::create(dir, next)?;
             status.syncs.fetch_add(1, Ordering::Relaxed);
@@ -546,7 +594,7 @@ fn active_segment(
                 bytes: frame::HEADER_LEN as u64,
                 damaged: false,
             });
-            file
+            (file, false)
         }
     };
     segment::sync_dir(dir)?;

@@ -5,11 +5,17 @@
 //! A segment is named by the LSN of its first record, `00000000000000000042.seg`, so the
 //! directory's listing sorts them in the order they were written. Only the last segment can
 //! end in a write that never finished: a segment is synced before the next one is created.
+//!
+//! A segment is usually preallocated: made as a zero-filled spare off the writer's path, then
+//! given a header and its name. Commits then overwrite blocks that already exist, and their
+//! `fdatasync` has no metadata to commit. Zeros after the last record are therefore a clean
+//! end, in any segment.
 
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::frame::{self, Header, HEADER_LEN};
 use super::record::{self, DecodeError};
@@ -21,6 +27,10 @@ const SUFFIX: &str = ".seg";
 const DAMAGED_SUFFIX: &str = ".damaged";
 /// The file whose lock keeps a second process out of the directory.
 const LOCK_FILE: &str = "journal.lock";
+/// The zero-filled file the next segment is made from; no segment's name.
+const SPARE_FILE: &str = "spare.tmp";
+/// How much of a spare is written at a time, between checks for a cancel.
+const ZERO_CHUNK: usize = 1024 * 1024;
 
 pub(super) fn segment_path(dir: &Path, base: Lsn) -> PathBuf {
     dir.join(format!("{:020}{SUFFIX}", base.0))
@@ -118,12 +128,81 @@ pub(super) fn create(dir: &Path, base: Lsn) -> Result<File, JournalError> {
     Ok(file)
 }
 
-/// Opens an existing segment to append to it.
+/// Opens an existing segment to write to it; the writer writes at its logical end, over any
+/// zeros past it.
 pub(super) fn reopen(path: &Path) -> Result<File, JournalError> {
     OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
         .map_err(io_error("opening a segment", path))
+}
+
+/// Removes a spare left by an earlier process, if there is one.
+pub(super) fn remove_spare(dir: &Path) -> Result<(), JournalError> {
+    let path = dir.join(SPARE_FILE);
+    match fs::remove_file(&path) {
+        Err(error) if error.kind() != ErrorKind::NotFound => {
+            Err(io_error("removing a spare segment", &path)(error))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Makes a spare: `bytes` of zeros, synced, so that a segment made from it never grows. Stops
+/// early, with `Ok(None)`, once `cancel` is set. A spare that fails is removed.
+pub(super) fn prepare_spare(
+    dir: &Path,
+    bytes: u64,
+    cancel: &AtomicBool,
+) -> Result<Option<File>, JournalError> {
+    remove_spare(dir)?;
+    let path = dir.join(SPARE_FILE);
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let fill = || -> std::io::Result<Option<File>> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut left = bytes;
+        while left > 0 {
+            if cancel.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let chunk = left.min(ZERO_CHUNK as u64);
+            file.write_all(zeros.get(..chunk as usize).unwrap_or(&zeros))?;
+            left -= chunk;
+        }
+        file.sync_data()?;
+        Ok(Some(file))
+    };
+    match fill() {
+        Ok(Some(file)) => Ok(Some(file)),
+        Ok(None) => remove_spare(dir).map(|()| None),
+        Err(error) => {
+            let _ = fs::remove_file(&path);
+            Err(io_error("preparing a spare segment", &path)(error))
+        }
+    }
+}
+
+/// Turns a spare into the segment whose first record will have LSN `base`: its header is
+/// written and synced before it takes the segment's name, which must be free. The caller
+/// syncs the directory.
+pub(super) fn install_spare(dir: &Path, spare: File, base: Lsn) -> Result<File, JournalError> {
+    let from = dir.join(SPARE_FILE);
+    let to = segment_path(dir, base);
+    spare
+        .write_all_at(&frame::header(base.0), 0)
+        .and_then(|()| spare.sync_data())
+        .map_err(io_error("writing a segment's header", &from))?;
+    // A hard link, not a rename: it fails rather than replace a segment of that name.
+    fs::hard_link(&from, &to).map_err(io_error("naming a segment", &to))?;
+    if let Err(error) = fs::remove_file(&from) {
+        // The segment is whole; the next spare's preparation removes this name again.
+        tracing::warn!(%error, path = %from.display(), "a used spare segment could not be removed");
+    }
+    Ok(spare)
 }
 
 /// One segment as the writer keeps track of it.
@@ -179,17 +258,19 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
     for (i, (base, path)) in found.into_iter().enumerate() {
         let bytes = fs::read(&path).map_err(io_error("reading a segment", &path))?;
         let is_last = i == last;
+        // What was ever written: a preallocated segment's zeros after it are not records.
+        let written = bytes.len() - trailing_zeros(&bytes);
         let mut segment = SegmentFile {
             base,
             path,
-            bytes: bytes.len() as u64,
+            bytes: written as u64,
             damaged: false,
         };
         scan.next = base;
         let header = frame::read_header(&bytes);
         let header_good = header == Header::Good(base.0);
         if !header_good {
-            if is_last && bytes.len() <= HEADER_LEN {
+            if is_last && (bytes.len() <= HEADER_LEN || written == 0) {
                 // Created, and never synced: it holds no record at all.
                 scan.torn_tail = Some(Cut {
                     segment: segment.path.clone(),
@@ -207,8 +288,8 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                 if is_last {
                     // Its records were synced; their number is unknown. The next segment
                     // starts past every LSN they can have held, so none is handed out twice.
-                    let rest = bytes.get(HEADER_LEN..).unwrap_or_default();
-                    scan.next = Lsn(base.0.saturating_add(frames_at_most(rest.len())));
+                    let rest = written.saturating_sub(HEADER_LEN);
+                    scan.next = Lsn(base.0.saturating_add(frames_at_most(rest)));
                 }
             }
             scan.segments.push(segment);
@@ -216,6 +297,8 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         }
         let records = bytes.get(HEADER_LEN..).unwrap_or_default();
         let frames = frame::read_frames(records);
+        // Every byte was framed (and the last frame may end in zeros of its own).
+        segment.bytes = bytes.len() as u64;
         for (index, offset, body) in frames.good {
             let offset = (HEADER_LEN + offset) as u64;
             match record::decode(body) {
@@ -253,8 +336,18 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         scan.next = Lsn(base.0.saturating_add(frames.count));
         if let Some(from) = frames.unreadable_from {
             let offset = (HEADER_LEN + from) as u64;
-            let rest = segment.bytes - offset;
             let unread = records.get(from..).unwrap_or_default();
+            // Bytes of the unread rest up to its trailing zeros: none is a clean end.
+            let rest = unread.len() - trailing_zeros(unread);
+            if rest == 0 {
+                segment.bytes = offset;
+                scan.segments.push(segment);
+                continue;
+            }
+            // A frame starting in the rest may end in zeros of its own.
+            let unread = unread.get(..rest + frame::MAX_FRAME_LEN).unwrap_or(unread);
+            let rest = rest as u64;
+            segment.bytes = offset + rest;
             if is_last && !frame::any_good_frame_after(unread) {
                 scan.torn_tail = Some(Cut {
                     segment: segment.path.clone(),
@@ -272,7 +365,7 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                 if is_last {
                     // Records were synced after the damage: kept, and none of the LSNs they
                     // may hold is handed out again.
-                    scan.next = Lsn(scan.next.0.saturating_add(frames_at_most(unread.len())));
+                    scan.next = Lsn(scan.next.0.saturating_add(frames_at_most(rest as usize)));
                 }
             }
         }
@@ -281,6 +374,11 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
     scan.damage
         .sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
     Ok(scan)
+}
+
+/// How many zero bytes `bytes` ends in.
+fn trailing_zeros(bytes: &[u8]) -> usize {
+    bytes.iter().rev().take_while(|&&b| b == 0).count()
 }
 
 /// The most frames `bytes` can hold (each has a header and at least one byte of body), and

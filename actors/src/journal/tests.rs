@@ -12,8 +12,11 @@ use super::*;
 const LIVENESS: Duration = Duration::from_secs(30);
 
 fn config(dir: &Path) -> JournalConfig {
+    // Segments made when needed, so that where each record lands is certain; the
+    // preallocated ones have tests of their own.
     JournalConfig {
         commit_interval: Duration::ZERO,
+        preallocate: false,
         ..JournalConfig::new(dir)
     }
 }
@@ -361,7 +364,7 @@ async fn appends_made_together_share_one_sync() {
     let dir = tempfile::tempdir().unwrap();
     let gathering = JournalConfig {
         commit_interval: Duration::from_millis(50),
-        ..JournalConfig::new(dir.path())
+        ..config(dir.path())
     };
     let (journal, _) = Journal::open(gathering).unwrap();
     let syncs_before = journal.stats().syncs;
@@ -409,7 +412,7 @@ async fn a_commit_is_written_once_it_gathers_its_byte_budget() {
         // Only the budget can close a commit within the test's bound.
         commit_interval: Duration::from_secs(600),
         commit_bytes: 10 * frame_len() as usize,
-        ..JournalConfig::new(dir.path())
+        ..config(dir.path())
     };
     let (journal, _) = Journal::open(budgeted).unwrap();
     let syncs_before = journal.stats().syncs;
@@ -555,7 +558,11 @@ fn a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays() {
     let fit = (FSIZE_LIMIT - frame::HEADER_LEN as u64) / frame_len();
     assert_eq!(durable, fit, "every record that fits under the limit");
 
-    // Without the limit: every durable record replays, and the partial one is cut off.
+    // Without the limit: every durable record replays, and the partial one is cut off. The
+    // cut is reported up to the partial frame's last byte that is not zero (zeros after the
+    // records are a preallocated segment's).
+    let [segment] = segment_files(dir.path()).try_into().unwrap();
+    let zeros = zeros_at_end(&segment);
     let (_journal, replay) = reopen(config(dir.path()));
     assert_eq!(replayed_samples(&replay), expected(0..durable));
     let tail = replay
@@ -563,7 +570,7 @@ fn a_file_size_limit_fails_the_journal_closed_and_what_was_durable_replays() {
         .torn_tail
         .expect("the partial write is cut off");
     assert_eq!(tail.offset, record_offset(durable));
-    assert_eq!(tail.bytes, FSIZE_LIMIT - record_offset(durable));
+    assert_eq!(tail.bytes, FSIZE_LIMIT - record_offset(durable) - zeros);
     assert!(replay.report.damage.is_empty());
 }
 
@@ -724,4 +731,160 @@ async fn every_concurrent_shutdown_waits_until_the_directory_is_released() {
         segment::DirLock::acquire(dir.path()).is_ok(),
         "a shutdown returned while the writer held the directory"
     );
+}
+
+/// Segments of 64 KiB, made ahead of need.
+fn preallocated(dir: &Path) -> JournalConfig {
+    JournalConfig {
+        segment_bytes: 64 * 1024,
+        preallocate: true,
+        ..config(dir)
+    }
+}
+
+/// Waits until the journal has made `n` spare segments in all.
+async fn spares_made(journal: &Journal, n: u64) {
+    tokio::time::timeout(LIVENESS, async {
+        while journal.stats().spares < n {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("a spare segment is made");
+}
+
+/// Bytes of `path` after its last non-zero byte.
+fn zeros_at_end(path: &Path) -> u64 {
+    let bytes = fs::read(path).unwrap();
+    bytes.iter().rev().take_while(|&&b| b == 0).count() as u64
+}
+
+/// The first segment is created when needed; the writer moves to a preallocated one at its
+/// next commit once a spare is ready, and fills it from its start. Zeros after the last
+/// record read as a clean end, in the last segment and in an earlier one.
+#[tokio::test]
+async fn records_in_a_preallocated_segment_end_at_its_zeros_and_replay_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(preallocated(dir.path())).unwrap();
+    spares_made(&journal, 1).await;
+    append_each(&journal, 0..5).await;
+    let stats = journal.stats();
+    assert_eq!(stats.segments, 2);
+    // One record in the first segment, four in the spare; bytes count records, not zeros.
+    assert_eq!(stats.bytes, record_offset(1) + record_offset(4));
+    shut(journal).await;
+    let [first, spare] = segment_files(dir.path()).try_into().unwrap();
+    assert_eq!(fs::metadata(&first).unwrap().len(), record_offset(1));
+    assert_eq!(
+        spare.file_name().unwrap().to_str(),
+        Some("00000000000000000001.seg")
+    );
+    assert_eq!(fs::metadata(&spare).unwrap().len(), 64 * 1024);
+    assert_eq!(zeros_at_end(&spare), 64 * 1024 - record_offset(4));
+    assert!(
+        !dir.path().join("spare.tmp").exists(),
+        "a shutdown leaves no spare"
+    );
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..5));
+    assert_eq!(replay.report.torn_tail, None);
+    assert!(replay.report.damage.is_empty());
+    // The next records go to a new segment, begun at the start: the preallocated one is
+    // an earlier one now.
+    assert_eq!(
+        journal.stats().bytes,
+        record_offset(1) + record_offset(4) + record_offset(0)
+    );
+    assert_eq!(append_each(&journal, 5..6).await, [Lsn(5)]);
+    shut(journal).await;
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..6));
+    assert!(replay.report.damage.is_empty());
+    assert_eq!(replay.report.torn_tail, None);
+}
+
+/// A crash in the middle of a commit to a preallocated segment leaves part of a frame
+/// before the zeros: cut off as a torn tail, reported without the zeros.
+#[tokio::test]
+async fn a_torn_record_before_a_preallocated_segments_zeros_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(preallocated(dir.path())).unwrap();
+    spares_made(&journal, 1).await;
+    append_each(&journal, 0..4).await;
+    shut(journal).await;
+    let [_, spare] = segment_files(dir.path()).try_into().unwrap();
+    // The first 40 bytes of the next record reached the disk, the rest did not.
+    let mut next = frame::start(0);
+    record::encode(&sample(4), &mut next).unwrap();
+    frame::seal(&mut next).unwrap();
+    let torn = &next[..40];
+    {
+        use std::os::unix::fs::FileExt;
+        let file = fs::OpenOptions::new().write(true).open(&spare).unwrap();
+        file.write_all_at(torn, record_offset(3)).unwrap();
+    }
+
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..4));
+    assert_eq!(
+        replay.report.torn_tail,
+        Some(Cut {
+            segment: spare.clone(),
+            offset: record_offset(3),
+            bytes: 40,
+        })
+    );
+    assert!(replay.report.damage.is_empty());
+    assert_eq!(append_each(&journal, 4..5).await, [Lsn(4)]);
+    shut(journal).await;
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..5));
+    assert_eq!(replay.report.torn_tail, None);
+}
+
+/// A clean shutdown with everything flushed leaves one empty segment, made from a spare;
+/// the next start writes to it from just after its header, over its zeros.
+#[tokio::test]
+async fn the_next_start_writes_a_preallocated_empty_segment_from_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, _) = Journal::open(preallocated(dir.path())).unwrap();
+    spares_made(&journal, 1).await;
+    let lsns = append_each(&journal, 0..3).await;
+    journal.mark_flushed(lsns);
+    // The spare taken at the second commit is replaced before the shutdown takes it.
+    spares_made(&journal, 2).await;
+    shut(journal).await;
+    let [empty] = segment_files(dir.path()).try_into().unwrap();
+    assert_eq!(
+        empty.file_name().unwrap().to_str(),
+        Some("00000000000000000003.seg")
+    );
+    assert_eq!(fs::metadata(&empty).unwrap().len(), 64 * 1024);
+
+    let (journal, replay) = reopen(preallocated(dir.path()));
+    assert!(replay.records.is_empty());
+    assert_eq!(append_each(&journal, 3..6).await, [Lsn(3), Lsn(4), Lsn(5)]);
+    // Written in place: still one preallocated segment, its records from its start.
+    assert_eq!(segment_files(dir.path()), [empty.clone()]);
+    assert_eq!(fs::metadata(&empty).unwrap().len(), 64 * 1024);
+    assert_eq!(zeros_at_end(&empty), 64 * 1024 - record_offset(3));
+    shut(journal).await;
+    let (_journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(3..6));
+    assert!(replay.report.damage.is_empty());
+}
+
+/// A spare left by a process that died while making one is never read as a segment, and
+/// is replaced.
+#[tokio::test]
+async fn a_spare_left_by_a_crash_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(config(dir.path()), 2).await;
+    fs::write(dir.path().join("spare.tmp"), [7u8; 100]).unwrap();
+    let (journal, replay) = reopen(config(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(0..2));
+    assert!(replay.report.damage.is_empty());
+    assert!(!dir.path().join("spare.tmp").exists());
+    shut(journal).await;
 }

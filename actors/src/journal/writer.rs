@@ -6,18 +6,19 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
-use std::io::Write;
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
 use super::frame::HEADER_LEN;
 use super::segment::{self, DirLock, SegmentFile};
-use super::{Checkpointed, JournalError, Lsn, MAX_COMMIT_INTERVAL};
+use super::{Checkpointed, JournalError, Lsn, COMMIT_THRESHOLDS_US, MAX_COMMIT_INTERVAL};
 
 /// What the handles send the writer.
 pub(super) enum Command {
@@ -30,6 +31,9 @@ pub(super) struct Pending {
     pub lsn: Lsn,
     /// The whole frame, sealed.
     pub frame: Vec<u8>,
+    /// When it was sent: a commit gathers for at most its interval after its first record
+    /// was sent, however long that record waited for the commit before.
+    pub sent: Instant,
     /// Told once the frame is durable, or why it never will be.
     pub done: oneshot::Sender<Result<(), JournalError>>,
 }
@@ -63,11 +67,16 @@ pub(super) struct Status {
     pub syncs: AtomicU64,
     /// Group commits that made records durable.
     pub commits: AtomicU64,
+    /// Commits whose write and sync took longer than each of [`COMMIT_THRESHOLDS_US`]: what
+    /// a durable reply waits for, besides the gathering.
+    pub slower_than: [AtomicU64; COMMIT_THRESHOLDS_US.len()],
     /// Records made durable since start.
     pub written: AtomicU64,
     /// Bytes of the segment files.
     pub bytes: AtomicU64,
     pub segments: AtomicU64,
+    /// Spare segments made, ready for the writer.
+    pub spares: AtomicU64,
     /// Appends sent to the writer that it has not taken yet.
     pub queued: AtomicU64,
     /// Set by the first write or sync that fails, or by the writer's thread panicking;
@@ -86,9 +95,11 @@ impl Status {
             epoch: Instant::now(),
             syncs: AtomicU64::new(0),
             commits: AtomicU64::new(0),
+            slower_than: Default::default(),
             written: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             segments: AtomicU64::new(0),
+            spares: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             failure: OnceLock::new(),
             stopped: AtomicBool::new(false),
@@ -156,6 +167,10 @@ pub(super) struct Writer {
     /// Oldest first; the last is the one written to.
     pub segments: VecDeque<SegmentFile>,
     pub active: File,
+    /// Whether the active segment was preallocated: if not, the writer moves to a spare as
+    /// soon as one is ready.
+    pub preallocated: bool,
+    pub spares: Spares,
     /// The LSN of the next frame written.
     pub next: Lsn,
     pub status: Arc<Status>,
@@ -180,12 +195,13 @@ impl Writer {
                 break;
             };
             let mut bytes = self.take(first, &mut batch, &mut checkpoints);
-            if !batch.is_empty() {
-                // Gather for at most the interval, or until the byte budget is reached.
-                let now = Instant::now();
-                let deadline = now
+            if let Some(first) = batch.first() {
+                // Gather until the interval after the first record was sent, or until the
+                // byte budget is reached.
+                let deadline = first
+                    .sent
                     .checked_add(self.commit_interval.min(MAX_COMMIT_INTERVAL))
-                    .unwrap_or(now);
+                    .unwrap_or(first.sent);
                 while bytes < self.commit_bytes {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     match commands.recv_timeout(wait) {
@@ -206,7 +222,13 @@ impl Writer {
             }
         }
         self.finish();
-        let Writer { lock, active, .. } = self;
+        let Writer {
+            lock,
+            active,
+            mut spares,
+            ..
+        } = self;
+        spares.stop();
         drop(active);
         drop(lock);
         drop(stopped);
@@ -236,7 +258,14 @@ impl Writer {
     /// Writes the batch and syncs it once, then tells every waiter.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
         let status = Arc::clone(&self.status);
+        let began = Instant::now();
         let written = status.timed(|| self.write(batch));
+        let took = u64::try_from(began.elapsed().as_micros()).unwrap_or(u64::MAX);
+        for (threshold, count) in COMMIT_THRESHOLDS_US.iter().zip(&status.slower_than) {
+            if took > *threshold {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match written {
             Ok(()) => {
                 for pending in batch.drain(..) {
@@ -278,20 +307,25 @@ impl Writer {
         }
         let size: u64 = batch.iter().map(|p| p.frame.len() as u64).sum();
         let active_bytes = self.segments.back().map_or(0, |s| s.bytes);
-        if active_bytes > HEADER_LEN as u64 && active_bytes + size > self.segment_bytes {
+        // A segment holding no record yet is never closed: the next would take its name.
+        if active_bytes > HEADER_LEN as u64
+            && (active_bytes + size > self.segment_bytes
+                || (!self.preallocated && self.spares.ready()))
+        {
             self.rotate(first.lsn).map_err(|error| error.to_string())?;
         }
         self.buffer.clear();
         for pending in batch {
             self.buffer.extend_from_slice(&pending.frame);
         }
-        let path = self
+        let (path, offset) = self
             .segments
             .back()
-            .map(|s| s.path.clone())
+            .map(|s| (s.path.clone(), s.bytes))
             .unwrap_or_default();
+        // At the segment's logical end: past it lie a preallocated segment's zeros.
         self.active
-            .write_all(&self.buffer)
+            .write_all_at(&self.buffer, offset)
             .map_err(|error| format!("writing {}: {error}", path.display()))?;
         if let Some(active) = self.segments.back_mut() {
             active.bytes += size;
@@ -312,7 +346,20 @@ impl Writer {
     /// Closes the active segment (already synced by its last commit) and starts the next
     /// with `base`, durably, before any record is written to it.
     fn rotate(&mut self, base: Lsn) -> Result<(), JournalError> {
-        let file = segment::create(&self.dir, base)?;
+        let spare = self.spares.take().and_then(|spare| {
+            let installed = segment::install_spare(&self.dir, spare, base);
+            self.spares.want();
+            installed
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "a spare segment could not be used; creating one instead");
+                })
+                .ok()
+        });
+        self.preallocated = spare.is_some();
+        let file = match spare {
+            Some(file) => file,
+            None => segment::create(&self.dir, base)?,
+        };
         self.status.syncs.fetch_add(1, Ordering::Relaxed);
         segment::sync_dir(&self.dir)?;
         self.active = file;
@@ -382,6 +429,112 @@ impl Writer {
         }
         if let Err(error) = self.checkpoint(self.next) {
             tracing::warn!(%error, "the journal's flushed segments could not all be removed");
+        }
+    }
+}
+
+/// The thread that makes zero-filled spare segments ahead of the writer, one at a time, so
+/// that making one never delays a commit. Best effort: a spare that cannot be made (a full
+/// disk, a file-size limit) is reported, and the writer creates its next segment itself.
+pub(super) struct Spares {
+    /// Asks for the next spare; `None` once stopped.
+    wanted: Option<SyncSender<()>>,
+    made: Receiver<File>,
+    /// A spare made and not used yet.
+    ready: Option<File>,
+    cancel: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl Spares {
+    /// Starts the thread and asks it for the first spare, of `bytes`; with `enabled` false,
+    /// none is ever made.
+    pub fn start(dir: &Path, bytes: u64, enabled: bool, status: Arc<Status>) -> Spares {
+        let (wanted, requests) = mpsc::sync_channel::<()>(1);
+        let (made_tx, made) = mpsc::sync_channel(1);
+        let cancel = Arc::new(AtomicBool::new(false));
+        if !enabled {
+            return Spares {
+                wanted: None,
+                made,
+                ready: None,
+                cancel,
+                thread: None,
+                dir: dir.to_owned(),
+            };
+        }
+        let thread = {
+            let (dir, cancel) = (dir.to_owned(), Arc::clone(&cancel));
+            std::thread::Builder::new()
+                .name("tollgate-journal-spare".to_owned())
+                .spawn(move || {
+                    for () in requests {
+                        match segment::prepare_spare(&dir, bytes, &cancel) {
+                            Ok(Some(spare)) => {
+                                if made_tx.send(spare).is_err() {
+                                    break;
+                                }
+                                status.spares.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(None) => break,
+                            Err(error) => tracing::warn!(
+                                %error,
+                                "a spare journal segment could not be made; the next segment \
+                                 is created when it is needed, and its commits cost more"
+                            ),
+                        }
+                    }
+                })
+        };
+        let thread = thread
+            .inspect_err(|error| {
+                tracing::warn!(%error, "the journal's spare segments cannot be made");
+            })
+            .ok();
+        let spares = Spares {
+            wanted: Some(wanted),
+            made,
+            ready: None,
+            cancel,
+            thread,
+            dir: dir.to_owned(),
+        };
+        spares.want();
+        spares
+    }
+
+    /// Whether a spare is ready to be taken.
+    fn ready(&mut self) -> bool {
+        if self.ready.is_none() {
+            self.ready = self.made.try_recv().ok();
+        }
+        self.ready.is_some()
+    }
+
+    fn take(&mut self) -> Option<File> {
+        self.ready();
+        self.ready.take()
+    }
+
+    /// Asks for the next spare. One is asked for at a time, so the request never waits.
+    fn want(&self) {
+        if let Some(wanted) = &self.wanted {
+            let _ = wanted.try_send(());
+        }
+    }
+
+    /// Stops the thread, waits for it, and removes the spare it left: nothing of the
+    /// journal's is written once the directory's lock is released.
+    fn stop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.wanted = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.ready = None;
+        if let Err(error) = segment::remove_spare(&self.dir) {
+            tracing::warn!(%error, "the journal's spare segment could not be removed");
         }
     }
 }
