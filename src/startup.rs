@@ -186,10 +186,10 @@ async fn open_journal(
         .await
         .context("opening the journal")?
         .with_context(|| format!("opening the journal in {}", dir.display()))?;
-    let records = replay.records.len();
+    let records = replay.report.records;
     if records > 0 {
         tracing::info!(records, "replaying the journal into the ledger");
-        let inserted = write_replay(store, &journal, replay.records, REPLAY_GIVE_UP_AFTER)
+        let inserted = write_replay(store, &journal, &replay, REPLAY_GIVE_UP_AFTER)
             .await
             .context("writing the journal's replay to the ledger (it stays in the journal; a journal belongs to its database: is this the database it was written for?)")?;
         tracing::info!(

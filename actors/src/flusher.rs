@@ -514,45 +514,62 @@ const REPLAY_RETRY: Duration = Duration::from_secs(1);
 pub async fn write_replay(
     store: &dyn LedgerStore,
     journal: &Journal,
-    records: Vec<crate::journal::Replayed>,
+    replay: &crate::journal::Replay,
     give_up_after: Duration,
-) -> Result<u64, StoreError> {
+) -> Result<u64, ReplayError> {
     let until = Instant::now() + give_up_after;
+    let total = replay.report.records;
     let mut inserted = 0u64;
     let mut written = 0usize;
-    for part in records.chunks(MAX_FLUSH_BATCH) {
-        let batch: Vec<UsageRecord> = part.iter().map(|r| r.record.clone()).collect();
-        loop {
-            let deadline = flush_deadline(Duration::ZERO, batch.len());
-            let written = tokio::time::timeout(deadline, store.write_batch_at_once(&batch))
-                .await
-                .unwrap_or_else(|_| Err(StoreError(format!("no answer within {deadline:?}"))));
-            match written {
-                Ok(outcome) => {
-                    inserted += outcome.inserted;
-                    break;
+    // One segment's records in memory at a time, however large the journal grew.
+    for segment in &replay.segments {
+        let reading = segment.clone();
+        let records = tokio::task::spawn_blocking(move || reading.read())
+            .await
+            .map_err(|error| ReplayError::Read(error.to_string()))?
+            .map_err(|error| ReplayError::Read(error.to_string()))?;
+        for part in records.chunks(MAX_FLUSH_BATCH) {
+            let batch: Vec<UsageRecord> = part.iter().map(|r| r.record.clone()).collect();
+            loop {
+                let deadline = flush_deadline(Duration::ZERO, batch.len());
+                let written = tokio::time::timeout(deadline, store.write_batch_at_once(&batch))
+                    .await
+                    .unwrap_or_else(|_| Err(StoreError(format!("no answer within {deadline:?}"))));
+                match written {
+                    Ok(outcome) => {
+                        inserted += outcome.inserted;
+                        break;
+                    }
+                    Err(error) if Instant::now() + REPLAY_RETRY < until => {
+                        tracing::warn!(%error, records = batch.len(), "writing the journal's replay to the ledger failed; retrying");
+                        tokio::time::sleep(REPLAY_RETRY).await;
+                    }
+                    Err(error) => return Err(ReplayError::Store(error)),
                 }
-                Err(error) if Instant::now() + REPLAY_RETRY < until => {
-                    tracing::warn!(%error, records = batch.len(), "writing the journal's replay to the ledger failed; retrying");
-                    tokio::time::sleep(REPLAY_RETRY).await;
-                }
-                Err(error) => return Err(error),
+            }
+            if let Some(last) = part.last() {
+                journal.mark_replayed(Lsn(last.lsn.0.saturating_add(1)), part.len() as u64);
+            }
+            written += part.len();
+            if total > MAX_FLUSH_BATCH {
+                tracing::info!(written, of = total, "replaying the journal into the ledger");
             }
         }
-        journal.mark_flushed(part.iter().map(|r| r.lsn));
-        written += part.len();
-        if records.len() > MAX_FLUSH_BATCH {
-            tracing::info!(
-                written,
-                of = records.len(),
-                "replaying the journal into the ledger"
-            );
+        // The segments the ledger now holds leave the disk as the replay goes.
+        if let Err(error) = journal.checkpoint().await {
+            tracing::warn!(%error, "journal checkpoint during the replay failed");
         }
     }
-    if let Err(error) = journal.checkpoint().await {
-        tracing::warn!(%error, "journal checkpoint after the replay failed");
-    }
     Ok(inserted)
+}
+
+/// Why a journal's replay could not be written to the ledger.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("reading the journal: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// What [`FlusherHandle::take_batch`] took.
@@ -814,7 +831,8 @@ mod tests {
         // A restart replays nothing the ledger holds.
         journal.shutdown().await;
         let (_, replay) = Journal::open(crate::journal::JournalConfig::new(dir.path())).unwrap();
-        assert_eq!(replay.records.len(), 0);
+        assert_eq!(replay.report.records, 0);
+        assert!(replay.segments.is_empty());
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@
 //!
 //! Linux only, as the service is: it relies on `fdatasync` and `flock` semantics.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,9 @@ mod tests;
 pub use record::EncodeError;
 
 use segment::{DirLock, SegmentFile};
-use writer::{lock, CheckpointRequest, Command, Pending, Sequence, Spares, Status, Writer};
+use writer::{
+    lock, CheckpointRequest, Command, Pending, Replaying, Sequence, Spares, Status, Writer,
+};
 
 /// Appends waiting for the writer, at most. At 5,000 settles a second and a commit every
 /// millisecond, about five wait; a full queue means the disk has stopped keeping up, and an
@@ -149,11 +151,39 @@ pub struct Replayed {
     pub record: UsageRecord,
 }
 
-/// Every record the journal held at start-up, oldest first, and what could not be read.
+/// What the journal held at start-up: the segments whose records are to be replayed, oldest
+/// first, and what could not be read. The records are read one segment at a time
+/// ([`ReplaySegment::read`]), so that a journal of `max_bytes` never sits in memory whole;
+/// report them in order with [`Journal::mark_replayed`].
 #[derive(Debug)]
 pub struct Replay {
-    pub records: Vec<Replayed>,
+    pub segments: Vec<ReplaySegment>,
     pub report: ReplayReport,
+}
+
+impl Replay {
+    /// Every record, read at once: for journals known to be small.
+    pub fn records(&self) -> Result<Vec<Replayed>, JournalError> {
+        let mut records = Vec::with_capacity(self.report.records);
+        for segment in &self.segments {
+            records.extend(segment.read()?);
+        }
+        Ok(records)
+    }
+}
+
+/// One segment whose records a replay reads.
+#[derive(Debug, Clone)]
+pub struct ReplaySegment {
+    base: Lsn,
+    path: PathBuf,
+}
+
+impl ReplaySegment {
+    /// Its records, in order, as [`Journal::open`] counted them. Blocking: it reads the file.
+    pub fn read(&self) -> Result<Vec<Replayed>, JournalError> {
+        segment::records_of(self.base, &self.path)
+    }
 }
 
 /// What [`Journal::open`] found.
@@ -350,7 +380,7 @@ impl Journal {
         }
         let report = ReplayReport {
             segments: segments.len(),
-            records: scan.records.len(),
+            records: scan.records,
             torn_tail: scan.torn_tail,
             damage: scan.damage,
         };
@@ -373,7 +403,11 @@ impl Journal {
 
         let sequence = Arc::new(Mutex::new(Sequence {
             next: scan.next,
-            unflushed: scan.records.iter().map(|r| r.lsn).collect(),
+            unflushed: BTreeSet::new(),
+            replaying: scan.first_record.map(|from| Replaying {
+                from,
+                left: scan.records as u64,
+            }),
         }));
         let (sender, commands) = mpsc::sync_channel(MAX_QUEUED_APPENDS);
         let (stopped_tx, stopped_rx) = watch::channel(());
@@ -418,7 +452,11 @@ impl Journal {
         Ok((
             journal,
             Replay {
-                records: scan.records,
+                segments: scan
+                    .replayed
+                    .into_iter()
+                    .map(|(base, path)| ReplaySegment { base, path })
+                    .collect(),
                 report,
             },
         ))
@@ -468,6 +506,19 @@ impl Journal {
         let mut sequence = lock(&self.inner.sequence);
         for lsn in lsns {
             sequence.unflushed.remove(&lsn);
+        }
+    }
+
+    /// The ledger now holds every replayed record below `below`, `count` of them (replay
+    /// reports them in order): a checkpoint may remove their segments.
+    pub fn mark_replayed(&self, below: Lsn, count: u64) {
+        let mut sequence = lock(&self.inner.sequence);
+        if let Some(replaying) = &mut sequence.replaying {
+            replaying.from = replaying.from.max(below);
+            replaying.left = replaying.left.saturating_sub(count);
+            if replaying.left == 0 {
+                sequence.replaying = None;
+            }
         }
     }
 
@@ -523,7 +574,7 @@ impl Journal {
             commits: status.commits.load(Ordering::Relaxed),
             syncs: status.syncs.load(Ordering::Relaxed),
             queued: status.queued.load(Ordering::Relaxed),
-            unflushed: lock(&self.inner.sequence).unflushed.len() as u64,
+            unflushed: lock(&self.inner.sequence).unflushed(),
             bytes: status.bytes.load(Ordering::Relaxed),
             segments: status.segments.load(Ordering::Relaxed),
             spares: status.spares.load(Ordering::Relaxed),

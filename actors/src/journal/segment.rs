@@ -215,10 +215,17 @@ pub(super) struct SegmentFile {
     pub damaged: bool,
 }
 
-/// Everything the directory's segments hold.
+/// Everything the directory's segments hold. Records are counted, not kept: a journal can
+/// hold up to `max_bytes` of them, and replay reads them again one segment at a time
+/// ([`records_of`]).
 #[derive(Debug, Default)]
 pub(super) struct Scan {
-    pub records: Vec<Replayed>,
+    /// Records that decode, in every segment.
+    pub records: usize,
+    /// The LSN of the first of them.
+    pub first_record: Option<Lsn>,
+    /// The segments that hold them, in order.
+    pub replayed: Vec<(Lsn, PathBuf)>,
     /// In order; the bytes of the last are before any cut.
     pub segments: Vec<SegmentFile>,
     /// The last segment's tail that cannot be read, to be cut off.
@@ -299,13 +306,15 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         let frames = frame::read_frames(records);
         // Every byte was framed (and the last frame may end in zeros of its own).
         segment.bytes = bytes.len() as u64;
+        let before = scan.records;
         for (index, offset, body) in frames.good {
             let offset = (HEADER_LEN + offset) as u64;
             match record::decode(body) {
-                Ok(record) => scan.records.push(Replayed {
-                    lsn: Lsn(base.0.saturating_add(index)),
-                    record,
-                }),
+                Ok(_) => {
+                    scan.records += 1;
+                    scan.first_record
+                        .get_or_insert(Lsn(base.0.saturating_add(index)));
+                }
                 Err(DecodeError::UnsupportedVersion(version)) => {
                     return Err(JournalError::UnsupportedVersion {
                         segment: segment.path.clone(),
@@ -323,6 +332,9 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                     });
                 }
             }
+        }
+        if scan.records > before {
+            scan.replayed.push((base, segment.path.clone()));
         }
         for (offset, len) in frames.skipped {
             segment.damaged = true;
@@ -374,6 +386,32 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
     scan.damage
         .sort_by(|a, b| (&a.segment, a.offset).cmp(&(&b.segment, b.offset)));
     Ok(scan)
+}
+
+/// The records of one segment that [`scan`] counted, read again: every frame up to the first
+/// that cannot be read (after the start's cut, that is where the records end), less those
+/// that do not decode. Blocking.
+pub(super) fn records_of(base: Lsn, path: &Path) -> Result<Vec<Replayed>, JournalError> {
+    let bytes = fs::read(path).map_err(io_error("reading a segment", path))?;
+    if frame::read_header(&bytes) != Header::Good(base.0) {
+        return Err(JournalError::Io {
+            what: "reading a segment again",
+            path: path.to_owned(),
+            source: std::io::Error::other("its header changed since start-up"),
+        });
+    }
+    let frames = frame::read_frames(bytes.get(HEADER_LEN..).unwrap_or_default());
+    Ok(frames
+        .good
+        .into_iter()
+        .filter_map(|(index, _, body)| {
+            let record = record::decode(body).ok()?;
+            Some(Replayed {
+                lsn: Lsn(base.0.saturating_add(index)),
+                record,
+            })
+        })
+        .collect())
 }
 
 /// How many zero bytes `bytes` ends in.

@@ -70,8 +70,9 @@ async fn write_samples(config: JournalConfig, n: u64) {
 }
 
 fn replayed_samples(replay: &Replay) -> Vec<(u64, UsageRecord)> {
-    replay
-        .records
+    let records = replay.records().unwrap();
+    assert_eq!(records.len(), replay.report.records, "read as counted");
+    records
         .iter()
         .map(|r| (r.lsn.0, r.record.clone()))
         .collect()
@@ -112,7 +113,7 @@ fn a_journal_is_a_handle_any_thread_can_hold() {
 async fn records_replay_in_order_after_a_restart_until_they_are_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, replay) = Journal::open(config(dir.path())).unwrap();
-    assert!(replay.records.is_empty());
+    assert_eq!(replay.report.records, 0);
     assert_eq!(
         replay.report,
         ReplayReport {
@@ -257,7 +258,10 @@ async fn a_flipped_byte_in_a_middle_record_of_an_earlier_segment_loses_that_reco
 
     // Once its readable records are flushed, the damaged segment is renamed aside, not
     // removed, and is no longer read.
-    journal.mark_flushed(replay.records.iter().map(|r| r.lsn));
+    let records = replay.records().unwrap();
+    let last = records.last().unwrap().lsn;
+    journal.mark_replayed(Lsn(last.0 + 1), records.len() as u64);
+    assert_eq!(journal.stats().unflushed, 0);
     let done = journal.checkpoint().await.unwrap();
     assert_eq!(
         done,
@@ -272,7 +276,7 @@ async fn a_flipped_byte_in_a_middle_record_of_an_earlier_segment_loses_that_reco
     assert!(Path::new(&aside).exists());
     shut(journal).await;
     let (_journal, replay) = reopen(three_per_segment(dir.path()));
-    assert!(replay.records.is_empty());
+    assert_eq!(replay.report.records, 0);
     assert!(replay.report.damage.is_empty());
 }
 
@@ -329,7 +333,7 @@ async fn a_checkpoint_removes_only_segments_whose_records_are_all_flushed() {
         frame::HEADER_LEN as u64
     );
     let (journal, replay) = reopen(three_per_segment(dir.path()));
-    assert!(replay.records.is_empty());
+    assert_eq!(replay.report.records, 0);
     assert_eq!(append_each(&journal, 8..9).await, [Lsn(8)]);
 }
 
@@ -402,7 +406,7 @@ async fn appends_made_together_share_one_sync() {
     assert!(syncs <= 20, "400 appends took {syncs} syncs");
     shut(journal).await;
     let (_journal, replay) = reopen(JournalConfig::new(dir.path()));
-    assert_eq!(replay.records.len(), 400);
+    assert_eq!(replay.records().unwrap().len(), 400);
 }
 
 #[tokio::test]
@@ -863,7 +867,7 @@ async fn the_next_start_writes_a_preallocated_empty_segment_from_its_start() {
     assert_eq!(fs::metadata(&empty).unwrap().len(), 64 * 1024);
 
     let (journal, replay) = reopen(preallocated(dir.path()));
-    assert!(replay.records.is_empty());
+    assert_eq!(replay.report.records, 0);
     assert_eq!(append_each(&journal, 3..6).await, [Lsn(3), Lsn(4), Lsn(5)]);
     // Written in place: still one preallocated segment, its records from its start.
     assert_eq!(segment_files(dir.path()), [empty.clone()]);
@@ -886,5 +890,37 @@ async fn a_spare_left_by_a_crash_is_removed_at_start() {
     assert_eq!(replayed_samples(&replay), expected(0..2));
     assert!(replay.report.damage.is_empty());
     assert!(!dir.path().join("spare.tmp").exists());
+    shut(journal).await;
+}
+
+/// Replay reads one segment at a time and reports the records in order: each segment is
+/// removed once its records are in the ledger, and the rest stay for the next start.
+#[tokio::test]
+async fn replayed_segments_are_read_one_at_a_time_and_retired_as_the_ledger_takes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    write_samples(three_per_segment(dir.path()), 8).await;
+    let (journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replay.report.records, 8);
+    assert_eq!(replay.segments.len(), 3);
+    assert_eq!(journal.stats().unflushed, 8);
+    let first = replay.segments[0].read().unwrap();
+    assert_eq!(
+        first
+            .iter()
+            .map(|r| (r.lsn.0, r.record.clone()))
+            .collect::<Vec<_>>(),
+        expected(0..3)
+    );
+    journal.mark_replayed(Lsn(3), 3);
+    assert_eq!(journal.stats().unflushed, 5);
+    let done = journal.checkpoint().await.unwrap();
+    assert_eq!(done.segments, 1, "only the segment the ledger holds");
+    shut(journal).await;
+
+    let (journal, replay) = reopen(three_per_segment(dir.path()));
+    assert_eq!(replayed_samples(&replay), expected(3..8));
+    journal.mark_replayed(Lsn(8), 5);
+    assert_eq!(journal.stats().unflushed, 0);
+    assert_eq!(journal.checkpoint().await.unwrap().segments, 2);
     shut(journal).await;
 }

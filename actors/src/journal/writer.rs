@@ -49,14 +49,32 @@ pub(super) struct CheckpointRequest {
 pub(super) struct Sequence {
     /// The LSN the next append gets.
     pub next: Lsn,
-    /// Appended or replayed, and not yet reported flushed: what a checkpoint must keep.
+    /// Appended, and not yet reported flushed: what a checkpoint must keep.
     pub unflushed: BTreeSet<Lsn>,
+    /// Replayed records not yet reported in the ledger; `None` once every one is.
+    pub replaying: Option<Replaying>,
+}
+
+/// The replayed records not yet in the ledger: they are reported in order, so a bound and a
+/// count stand for them all, however many the journal held.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Replaying {
+    /// Every replayed record below this LSN is in the ledger.
+    pub from: Lsn,
+    pub left: u64,
 }
 
 impl Sequence {
     /// Every record below this LSN is in the ledger (or was never written).
     pub fn low_water(&self) -> Lsn {
-        self.unflushed.first().copied().unwrap_or(self.next)
+        let appended = self.unflushed.first().copied().unwrap_or(self.next);
+        self.replaying
+            .map_or(appended, |replaying| appended.min(replaying.from))
+    }
+
+    /// Records appended or replayed that are not reported in the ledger.
+    pub fn unflushed(&self) -> u64 {
+        self.unflushed.len() as u64 + self.replaying.map_or(0, |replaying| replaying.left)
     }
 }
 
