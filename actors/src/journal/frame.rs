@@ -22,8 +22,6 @@ pub(super) const FRAME_HEADER_LEN: usize = 8;
 /// at most `super::record::MAX_MODEL_BYTES`); a length above this is damage, and bounds what a
 /// corrupt length could make the reader believe.
 pub(super) const MAX_BODY_LEN: usize = 64 * 1024;
-/// The longest a frame can be.
-pub(super) const MAX_FRAME_LEN: usize = FRAME_HEADER_LEN + MAX_BODY_LEN;
 
 /// A segment header for a segment whose first record has LSN `base`.
 pub(super) fn header(base: u64) -> [u8; HEADER_LEN] {
@@ -179,11 +177,54 @@ pub(super) fn read_frames(bytes: &[u8]) -> Frames<'_> {
     frames
 }
 
-/// Whether a frame whose checksum holds starts anywhere in `bytes` after its first byte: the
-/// test that tells damage followed by synced records from a write that never finished (which
-/// leaves nothing good after itself).
-pub(super) fn any_good_frame_after(bytes: &[u8]) -> bool {
-    (1..bytes.len()).any(|offset| matches!(frame_at(bytes, offset), FrameAt::Good { .. }))
+/// The frames found again after an unreadable point: damage of synced records, followed by
+/// more of them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Recovered<'a> {
+    /// Offset and body of each good frame after the point, in order.
+    pub frames: Vec<(usize, &'a [u8])>,
+    /// Frames skipped alone, as in [`Frames::skipped`].
+    pub skipped: Vec<(usize, usize)>,
+    /// The stretches no frame could be read from, offset and length: the first begins at the
+    /// unreadable point. Zeros at the very end are not one.
+    pub lost: Vec<(usize, usize)>,
+}
+
+/// Reads on after the unreadable point `from`: the next offset where a frame whose checksum
+/// holds begins, and the frames from there, as often as the bytes allow. Finding none is
+/// what tells a write that never finished (it leaves nothing good after itself) from damage
+/// followed by synced records. A frame can begin
+/// only before `bytes`' trailing zeros (its length is not zero), so they are not searched.
+pub(super) fn recover(bytes: &[u8], from: usize) -> Recovered<'_> {
+    let end = bytes.len() - bytes.iter().rev().take_while(|&&b| b == 0).count();
+    let mut recovered = Recovered::default();
+    let mut offset = from;
+    while offset < end {
+        let found =
+            (offset + 1..end).find(|&at| matches!(frame_at(bytes, at), FrameAt::Good { .. }));
+        let Some(found) = found else {
+            recovered.lost.push((offset, end - offset));
+            break;
+        };
+        recovered.lost.push((offset, found - offset));
+        offset = found;
+        while offset < end {
+            match frame_at(bytes, offset) {
+                FrameAt::Good { body, next } => {
+                    recovered.frames.push((offset, body));
+                    offset = next;
+                }
+                FrameAt::Bad { next: Some(next) }
+                    if matches!(frame_at(bytes, next), FrameAt::Good { .. }) =>
+                {
+                    recovered.skipped.push((offset, next - offset));
+                    offset = next;
+                }
+                FrameAt::Bad { .. } | FrameAt::Short => break,
+            }
+        }
+    }
+    recovered
 }
 
 #[cfg(test)]
@@ -261,6 +302,38 @@ mod tests {
         let frames = read_frames(&bytes);
         assert_eq!(frames.good.len(), 1);
         assert_eq!(frames.unreadable_from, Some(end));
+    }
+
+    #[test]
+    fn frames_after_a_flipped_length_are_found_again() {
+        let bodies: Vec<Vec<u8>> = (0..5u8).map(|n| vec![n + 1; 20]).collect();
+        let mut bytes = frames_of(&bodies);
+        let len = frame(&bodies[0]).len();
+        bytes[len + 3] ^= 0x40;
+        bytes.extend_from_slice(&[0u8; 100]);
+        let frames = read_frames(&bytes);
+        assert_eq!(frames.unreadable_from, Some(len));
+        let recovered = recover(&bytes, len);
+        let found: Vec<(usize, &[u8])> = recovered.frames.clone();
+        assert_eq!(
+            found,
+            [
+                (2 * len, &bodies[2][..]),
+                (3 * len, &bodies[3][..]),
+                (4 * len, &bodies[4][..])
+            ]
+        );
+        assert_eq!(recovered.lost, [(len, len)]);
+        assert!(recovered.skipped.is_empty());
+        // Nothing good after the point: all of it is lost, and the zeros are not.
+        let torn = &bytes[..2 * len + 5];
+        assert_eq!(
+            recover(torn, len),
+            Recovered {
+                lost: vec![(len, len + 5)],
+                ..Recovered::default()
+            }
+        );
     }
 
     #[test]

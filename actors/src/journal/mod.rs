@@ -177,12 +177,14 @@ impl Replay {
 pub struct ReplaySegment {
     base: Lsn,
     path: PathBuf,
+    /// Its records' LSNs stay below this one.
+    limit: Lsn,
 }
 
 impl ReplaySegment {
     /// Its records, in order, as [`Journal::open`] counted them. Blocking: it reads the file.
     pub fn read(&self) -> Result<Vec<Replayed>, JournalError> {
-        segment::records_of(self.base, &self.path)
+        segment::records_of(self.base, &self.path, self.limit)
     }
 }
 
@@ -455,7 +457,7 @@ impl Journal {
                 segments: scan
                     .replayed
                     .into_iter()
-                    .map(|(base, path)| ReplaySegment { base, path })
+                    .map(|(base, path, limit)| ReplaySegment { base, path, limit })
                     .collect(),
                 report,
             },

@@ -224,8 +224,9 @@ pub(super) struct Scan {
     pub records: usize,
     /// The LSN of the first of them.
     pub first_record: Option<Lsn>,
-    /// The segments that hold them, in order.
-    pub replayed: Vec<(Lsn, PathBuf)>,
+    /// The segments that hold them, in order: base, path, and the LSN their records stay
+    /// below (see [`records_of`]).
+    pub replayed: Vec<(Lsn, PathBuf, Lsn)>,
     /// In order; the bytes of the last are before any cut.
     pub segments: Vec<SegmentFile>,
     /// The last segment's tail that cannot be read, to be cut off.
@@ -260,9 +261,11 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
         }
     }
     found.sort();
+    let following: Vec<Lsn> = found.iter().skip(1).map(|(base, _)| *base).collect();
     let mut scan = Scan::default();
     let last = found.len().saturating_sub(1);
     for (i, (base, path)) in found.into_iter().enumerate() {
+        let following = following.get(i).copied();
         let bytes = fs::read(&path).map_err(io_error("reading a segment", &path))?;
         let is_last = i == last;
         // What was ever written: a preallocated segment's zeros after it are not records.
@@ -333,9 +336,6 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
                 }
             }
         }
-        if scan.records > before {
-            scan.replayed.push((base, segment.path.clone()));
-        }
         for (offset, len) in frames.skipped {
             segment.damaged = true;
             scan.damage.push(Damage {
@@ -351,35 +351,69 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
             let unread = records.get(from..).unwrap_or_default();
             // Bytes of the unread rest up to its trailing zeros: none is a clean end.
             let rest = unread.len() - trailing_zeros(unread);
+            let recovered = frame::recover(records, from);
+            segment.bytes = offset + rest as u64;
             if rest == 0 {
-                segment.bytes = offset;
-                scan.segments.push(segment);
-                continue;
-            }
-            // A frame starting in the rest may end in zeros of its own.
-            let unread = unread.get(..rest + frame::MAX_FRAME_LEN).unwrap_or(unread);
-            let rest = rest as u64;
-            segment.bytes = offset + rest;
-            if is_last && !frame::any_good_frame_after(unread) {
+                // Zeros after the last record: a clean end.
+            } else if is_last && recovered.frames.is_empty() {
                 scan.torn_tail = Some(Cut {
                     segment: segment.path.clone(),
                     offset,
-                    bytes: rest,
+                    bytes: rest as u64,
                 });
             } else {
                 segment.damaged = true;
-                scan.damage.push(Damage {
-                    segment: segment.path.clone(),
-                    offset,
-                    bytes: rest,
-                    kind: DamageKind::UnreadableRest,
-                });
+                let at = |offset: usize| (HEADER_LEN + offset) as u64;
+                for (offset, len) in recovered.lost {
+                    scan.damage.push(Damage {
+                        segment: segment.path.clone(),
+                        offset: at(offset),
+                        bytes: len as u64,
+                        kind: DamageKind::UnreadableRest,
+                    });
+                }
+                for (offset, len) in recovered.skipped {
+                    scan.damage.push(Damage {
+                        segment: segment.path.clone(),
+                        offset: at(offset),
+                        bytes: len as u64,
+                        kind: DamageKind::BadChecksum,
+                    });
+                }
+                for (offset, body) in recovered.frames {
+                    match record::decode(body) {
+                        Ok(_) => scan.records += 1,
+                        Err(DecodeError::UnsupportedVersion(version)) => {
+                            return Err(JournalError::UnsupportedVersion {
+                                segment: segment.path.clone(),
+                                offset: at(offset),
+                                version,
+                            })
+                        }
+                        Err(DecodeError::Malformed(why)) => scan.damage.push(Damage {
+                            segment: segment.path.clone(),
+                            offset: at(offset),
+                            bytes: (frame::FRAME_HEADER_LEN + body.len()) as u64,
+                            kind: DamageKind::Undecodable(why),
+                        }),
+                    }
+                }
                 if is_last {
-                    // Records were synced after the damage: kept, and none of the LSNs they
-                    // may hold is handed out again.
-                    scan.next = Lsn(scan.next.0.saturating_add(frames_at_most(rest as usize)));
+                    // Records were synced after the damage: none of the LSNs they may hold
+                    // is handed out again.
+                    scan.next = Lsn(scan.next.0.saturating_add(frames_at_most(rest) + 1));
                 }
             }
+        }
+        if scan.records > before {
+            let limit = following.unwrap_or(scan.next);
+            if scan.first_record.is_none() {
+                // Its only records were found again after damage.
+                scan.first_record = records_of(base, &segment.path, limit)?
+                    .first()
+                    .map(|r| r.lsn);
+            }
+            scan.replayed.push((base, segment.path.clone(), limit));
         }
         scan.segments.push(segment);
     }
@@ -391,7 +425,16 @@ pub(super) fn scan(dir: &Path) -> Result<Scan, JournalError> {
 /// The records of one segment that [`scan`] counted, read again: every frame up to the first
 /// that cannot be read (after the start's cut, that is where the records end), less those
 /// that do not decode. Blocking.
-pub(super) fn records_of(base: Lsn, path: &Path) -> Result<Vec<Replayed>, JournalError> {
+///
+/// Frames found again after damage ([`frame::recover`]) are numbered by their offset from the
+/// damage, one LSN per 9 bytes (the shortest frame), so that their LSNs grow with their place
+/// and stay in the range [`scan`] reserved past the damage; at most `limit` − 1 (the next
+/// segment's base, for an earlier segment), where several may share one.
+pub(super) fn records_of(
+    base: Lsn,
+    path: &Path,
+    limit: Lsn,
+) -> Result<Vec<Replayed>, JournalError> {
     let bytes = fs::read(path).map_err(io_error("reading a segment", path))?;
     if frame::read_header(&bytes) != Header::Good(base.0) {
         return Err(JournalError::Io {
@@ -400,8 +443,9 @@ pub(super) fn records_of(base: Lsn, path: &Path) -> Result<Vec<Replayed>, Journa
             source: std::io::Error::other("its header changed since start-up"),
         });
     }
-    let frames = frame::read_frames(bytes.get(HEADER_LEN..).unwrap_or_default());
-    Ok(frames
+    let records = bytes.get(HEADER_LEN..).unwrap_or_default();
+    let frames = frame::read_frames(records);
+    let mut replayed: Vec<Replayed> = frames
         .good
         .into_iter()
         .filter_map(|(index, _, body)| {
@@ -411,7 +455,22 @@ pub(super) fn records_of(base: Lsn, path: &Path) -> Result<Vec<Replayed>, Journa
                 record,
             })
         })
-        .collect())
+        .collect();
+    if let Some(from) = frames.unreadable_from {
+        let after = base.0.saturating_add(frames.count);
+        let highest = limit.0.saturating_sub(1).max(after);
+        for (offset, body) in frame::recover(records, from).frames {
+            let Ok(record) = record::decode(body) else {
+                continue;
+            };
+            let step = (offset - from).div_ceil(frame::FRAME_HEADER_LEN + 1) as u64;
+            replayed.push(Replayed {
+                lsn: Lsn(after.saturating_add(step).min(highest)),
+                record,
+            });
+        }
+    }
+    Ok(replayed)
 }
 
 /// How many zero bytes `bytes` ends in.
