@@ -74,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    tollgate_actors::journal::fail_writes_past_the_file_size_limit();
     match cli.command {
         Command::Serve { config } => {
             let settings = Settings::load(config.as_deref())?;

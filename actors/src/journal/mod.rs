@@ -65,6 +65,16 @@ pub const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// write and sync took longer than each.
 pub const COMMIT_THRESHOLDS_US: [u64; 7] = [250, 500, 1_000, 2_000, 5_000, 20_000, 100_000];
 
+/// Makes a write past the process's file-size limit (`ulimit -f`) fail with `EFBIG`, which
+/// fails the journal closed, instead of raising `SIGXFSZ`, which kills the process. Call it
+/// once at start, before any thread writes.
+pub fn fail_writes_past_the_file_size_limit() {
+    // SAFETY: setting a signal's disposition to "ignore" has no handler to be unsafe in.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 /// A record's number: its place in the journal, counted across segments. A segment's name
 /// is the number of its first record.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -148,8 +148,24 @@ pub(super) fn remove_spare(dir: &Path) -> Result<(), JournalError> {
     }
 }
 
+/// Free bytes on the file system of `dir`, for unprivileged writers.
+fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::other("the path holds a NUL byte"))?;
+    // SAFETY: `path` is a valid NUL-terminated string and `stats` a valid out-pointer.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
 /// Makes a spare: `bytes` of zeros, synced, so that a segment made from it never grows. Stops
-/// early, with `Ok(None)`, once `cancel` is set. A spare that fails is removed.
+/// early, with `Ok(None)`, once `cancel` is set. A spare that fails is removed. None is made
+/// unless the file system keeps at least three more segments' worth free after it: the
+/// spare must never be what fills a disk that the journal's own appends (and Postgres, often
+/// on the same disk) still need.
 pub(super) fn prepare_spare(
     dir: &Path,
     bytes: u64,
@@ -157,6 +173,16 @@ pub(super) fn prepare_spare(
 ) -> Result<Option<File>, JournalError> {
     remove_spare(dir)?;
     let path = dir.join(SPARE_FILE);
+    let free = free_bytes(dir).map_err(io_error("reading the free space of", dir))?;
+    if free < bytes.saturating_mul(4) {
+        return Err(JournalError::Io {
+            what: "preparing a spare segment in",
+            path: dir.to_owned(),
+            source: std::io::Error::other(format!(
+                "only {free} bytes are free, and a spare of {bytes} must leave three more"
+            )),
+        });
+    }
     let zeros = vec![0u8; ZERO_CHUNK];
     let fill = || -> std::io::Result<Option<File>> {
         let mut file = OpenOptions::new()

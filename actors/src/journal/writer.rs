@@ -463,6 +463,18 @@ pub(super) struct Spares {
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     dir: PathBuf,
+    /// `stop` has run: the directory may belong to another process now.
+    stopped: bool,
+}
+
+/// A writer that ends without `stop` (a panic) still stops the thread, so that nothing
+/// writes in the directory after its lock is released.
+impl Drop for Spares {
+    fn drop(&mut self) {
+        if !self.stopped {
+            self.stop();
+        }
+    }
 }
 
 impl Spares {
@@ -480,6 +492,7 @@ impl Spares {
                 cancel,
                 thread: None,
                 dir: dir.to_owned(),
+                stopped: true,
             };
         }
         let thread = {
@@ -517,6 +530,7 @@ impl Spares {
             cancel,
             thread,
             dir: dir.to_owned(),
+            stopped: false,
         };
         spares.want();
         spares
@@ -545,6 +559,7 @@ impl Spares {
     /// Stops the thread, waits for it, and removes the spare it left: nothing of the
     /// journal's is written once the directory's lock is released.
     fn stop(&mut self) {
+        self.stopped = true;
         self.cancel.store(true, Ordering::Relaxed);
         self.wanted = None;
         if let Some(thread) = self.thread.take() {
