@@ -24,6 +24,48 @@ pub struct Settings {
     pub metering: MeteringSettings,
     pub limits: LimitSettings,
     pub metrics: MetricsSettings,
+    /// Customer self-service: signups, logins and sessions of `/api/v1`.
+    #[serde(default)]
+    pub accounts: AccountSettings,
+}
+
+/// Customer accounts under `/api/v1`: who may register, how often, and how logins are
+/// throttled. 0 disables a throttle.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccountSettings {
+    /// Whether a new account must confirm its email before it may create keys or call the
+    /// proxy. Accounts an operator creates count as verified.
+    pub require_email_verification: bool,
+    /// Registrations one client address may attempt per hour.
+    pub signups_per_ip_per_hour: u32,
+    /// Registrations one /24 (IPv4) or /64 (IPv6) network may attempt per hour: one host
+    /// rotating through its neighbours' addresses still meets this one.
+    pub signups_per_block_per_hour: u32,
+    /// Failed logins one client address may make per minute before it gets 429.
+    pub login_failures_per_ip_per_minute: u32,
+    /// Failed logins against one email per minute before it gets 429, from any address:
+    /// the guard against a distributed guess at one password.
+    pub login_failures_per_account_per_minute: u32,
+    /// Email domains that may not register (compared case-insensitively; a listed domain
+    /// also blocks its subdomains).
+    pub blocked_email_domains: Vec<String>,
+    /// How long a login session lasts, in hours.
+    pub session_ttl_hours: u32,
+}
+
+impl Default for AccountSettings {
+    fn default() -> Self {
+        AccountSettings {
+            require_email_verification: true,
+            signups_per_ip_per_hour: 5,
+            signups_per_block_per_hour: 20,
+            login_failures_per_ip_per_minute: 10,
+            login_failures_per_account_per_minute: 5,
+            blocked_email_domains: Vec::new(),
+            session_ttl_hours: 24 * 7,
+        }
+    }
 }
 
 /// Who may read `GET /metrics`: it names accounts' activity and the ledger's health.
@@ -61,6 +103,10 @@ pub struct ServerSettings {
     /// the per-address limiters count and what `/metrics` checks.
     #[serde(default)]
     pub trusted_proxies: Vec<TrustedProxy>,
+    /// The address customers reach tollgate at (`https://api.example.com`), for the links
+    /// in emails. Empty: the links are relative paths.
+    #[serde(default)]
+    pub public_url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +323,7 @@ impl Default for Settings {
                 shutdown_drain_ms: 15_000,
                 shutdown_flush_ms: 5_000,
                 trusted_proxies: Vec::new(),
+                public_url: String::new(),
             },
             database: DatabaseSettings {
                 url: "postgres://postgres@127.0.0.1:5432/tollgate".into(),
@@ -323,6 +370,7 @@ impl Default for Settings {
                 allow_private: true,
                 token: String::new(),
             },
+            accounts: AccountSettings::default(),
         }
     }
 }

@@ -42,6 +42,8 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         proxy: Some(String::new()),
     }];
     settings.database.create_if_missing = true;
+    // A demo has no mail server to receive a verification link.
+    settings.accounts.require_email_verification = false;
     if settings.auth.key_secret.len() < 16 {
         settings.auth.key_secret = "demo-key-secret-not-for-production".into();
     }

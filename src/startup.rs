@@ -324,6 +324,7 @@ impl Application {
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics,
             price_options: PriceOptions::new(&settings.metering.price_options),
+            customers: http::customer::CustomerGuards::new(&settings.accounts),
         });
         let pruned = state.clone();
         let admin_server = match admin_listener {
@@ -379,6 +380,7 @@ impl Application {
                 move || {
                     pruned_keys.prune_failures();
                     pruned.bodies.prune_idle();
+                    pruned.customers.prune();
                 },
                 stop,
             )

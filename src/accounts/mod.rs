@@ -4,7 +4,9 @@
 mod email;
 mod key;
 mod password;
+mod token;
 
 pub use email::{Email, EmailError};
 pub use key::{ApiKeySecret, KEY_PREFIX};
-pub use password::{Password, PasswordError, PasswordHash};
+pub use password::{verify_password, Password, PasswordError, PasswordHash};
+pub use token::{SecretToken, TokenHash, SESSION_PREFIX};

@@ -15,7 +15,67 @@ use super::error::{AnthropicError, ApiError, Limit, ProxyError};
 use super::forwarded::{client_address, Client, TrustedProxy};
 use super::request_id::RequestId;
 use super::AppState;
+use crate::accounts::TokenHash;
 use crate::auth::{AuthFailure, KeyOwner};
+
+/// A customer's live login session, from `Authorization: Bearer <session token>`. Only
+/// session tokens are looked up: an API key, the admin token or anything else is an unknown
+/// session and gets 401, as an expired or revoked one does.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub account_id: uuid::Uuid,
+    /// The hash of the token presented, to revoke it or to spare it when others are revoked.
+    pub token_hash: TokenHash,
+}
+
+const NO_SESSION: &str =
+    "a valid session token is required (Authorization: Bearer <token from /api/v1/auth/login>)";
+
+impl FromRequest for Session {
+    type Error = ApiError;
+    type Future = futures_util::future::LocalBoxFuture<'static, Result<Session, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let presented = bearer_token(req.headers())
+            .filter(|token| {
+                token.starts_with(crate::accounts::SESSION_PREFIX) && token.len() <= 128
+            })
+            .map(TokenHash::of);
+        let client = state
+            .as_ref()
+            .map(|state| client_ip(req, &state.settings.server.trusted_proxies));
+        Box::pin(async move {
+            let Some(state) = state else {
+                return Err(ApiError::internal("the application state is missing"));
+            };
+            let found = match &presented {
+                Some(hash) => state
+                    .store
+                    .session_account(hash)
+                    .await
+                    .map_err(ApiError::internal)?,
+                None => None,
+            };
+            match (found, presented) {
+                (Some(account_id), Some(token_hash)) => Ok(Session {
+                    account_id,
+                    token_hash,
+                }),
+                _ => {
+                    // Guesses at sessions count against the address as guesses at keys do.
+                    let client = client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+                    match state.keys.count_failure(client) {
+                        AuthFailure::TooManyFailures(retry_after) => {
+                            Err(ApiError::TooManyFailures { retry_after })
+                        }
+                        AuthFailure::InvalidKey => Err(ApiError::Unauthorized(NO_SESSION)),
+                    }
+                }
+            }
+        })
+    }
+}
 
 /// The API key from `x-api-key` or `Authorization: Bearer`.
 fn presented_key(req: &HttpRequest) -> Option<&str> {
@@ -40,7 +100,7 @@ pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option
 }
 
 /// The address failed authentications are counted against.
-fn client_ip(req: &HttpRequest, trusted: &[TrustedProxy]) -> IpAddr {
+pub(super) fn client_ip(req: &HttpRequest, trusted: &[TrustedProxy]) -> IpAddr {
     client_addr(req, trusted)
         .map(|client| limiter_bucket(client.ip))
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))

@@ -3,6 +3,7 @@
 //! - [`anthropic`]: the Anthropic-compatible proxy under `/v1`, one file per route, with a
 //!   Messages request's phases in order.
 //! - [`admin`]: the operator's API under `/admin/v1`, one file per resource.
+//! - [`customer`]: the customer API under `/api/v1`: registration, sessions, the account.
 //! - [`ops`]: `/healthz` and `/metrics`.
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod customer;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The refused entries of `metering.price_options`, as each request checks them.
     pub price_options: anthropic::PriceOptions,
+    /// The customer API's signup and login throttles (`accounts.*`).
+    pub customers: customer::CustomerGuards,
 }
 
 /// The route table: every route tollgate serves, on one listener.
@@ -68,6 +72,7 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
             "/api/event_logging/batch",
             web::post().to(probes::event_logging),
         )
+        .service(web::scope("/api/v1").configure(customer::routes))
         .service(
             web::scope("/v1")
                 .app_data(web::QueryConfig::default().error_handler(|error, req| {

@@ -2,6 +2,7 @@
 //! each with its SQL beside it as named statements.
 //!
 //! - `accounts`: account rows (email, status, balance, limits).
+//! - `customers`: what customer self-service stores: registrations, sessions, emailed tokens.
 //! - `keys`: API-key rows: only their keyed hashes and display prefixes.
 //! - `usage`: the flush of settled usage, paced first, idempotent on a replay.
 //! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk,
@@ -13,6 +14,7 @@
 //! [`LedgerStore`]: tollgate_actors::store::LedgerStore
 
 mod accounts;
+mod customers;
 mod instance;
 mod keys;
 mod ledger;
@@ -25,6 +27,7 @@ use tokio_postgres::{NoTls, Row};
 use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
+pub use customers::{CustomerRow, NewCustomer, TokenPurpose};
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};

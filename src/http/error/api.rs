@@ -27,6 +27,12 @@ pub enum ApiError {
     Forbidden(&'static str),
     /// Too many failed attempts from this client; it may try again after `retry_after`.
     TooManyFailures { retry_after: std::time::Duration },
+    /// Too many attempts at something throttled regardless of success (the text says what,
+    /// such as registrations from this network); retry after `retry_after`.
+    RateLimited {
+        what: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// The thing named does not exist (or the caller may not know it does).
     NotFound(&'static str),
     /// The write collides with existing state, such as a taken email.
@@ -70,7 +76,9 @@ impl ApiError {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyFailures { .. } | ApiError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -86,6 +94,7 @@ impl ApiError {
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::TooManyFailures { .. } => "too_many_failures",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
@@ -103,6 +112,7 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => {
                 "too many failed authentication attempts from this address; retry later".into()
             }
+            ApiError::RateLimited { what, .. } => format!("too many {what}; retry later"),
             ApiError::NotFound(what) => format!("{what} not found"),
             ApiError::IdempotencyKeyReused(key) => format!(
                 "Idempotency-Key {key:?} was already used on this route for this account with a different body; nothing was changed. Send a new key for a new change"
@@ -135,7 +145,9 @@ impl ResponseError for ApiError {
             None => json!({ "code": self.code(), "message": self.message() }),
         };
         let mut response = HttpResponse::build(self.status());
-        if let ApiError::TooManyFailures { retry_after } = self {
+        if let ApiError::TooManyFailures { retry_after }
+        | ApiError::RateLimited { retry_after, .. } = self
+        {
             response.insert_header(("retry-after", retry_after_secs(*retry_after).to_string()));
         }
         response.json(json!({ "error": error }))

@@ -1,0 +1,319 @@
+//! `/api/v1/auth`: register, verify the email, log in and out, reset a forgotten password.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::{Duration as Span, Utc};
+use serde_json::json;
+
+use super::Fields;
+use crate::accounts::{verify_password, Email, Password, SecretToken, TokenHash};
+use crate::http::error::ApiError;
+use crate::http::extract::{client_ip, Session};
+use crate::http::AppState;
+use crate::store::{DbError, NewCustomer, TokenPurpose};
+
+/// The longest email accepted (RFC 5321's path limit).
+const MAX_EMAIL_CHARS: usize = 254;
+/// Passwords past this are refused unhashed (hashing time grows with the input).
+const MAX_PASSWORD_CHARS: usize = 1024;
+/// Invite codes are 12 characters; a little room for codes an operator chose.
+const MAX_INVITE_CODE_CHARS: usize = 64;
+/// An emailed token is 64 hex digits; anything much longer is not one.
+const MAX_TOKEN_CHARS: usize = 128;
+/// How long a verification link works.
+const VERIFICATION_TTL: Span = Span::days(3);
+/// How long a password-reset link works (the terms say 30 minutes).
+const RESET_TTL: Span = Span::minutes(30);
+
+/// The one answer to a login that fails, whichever part was wrong.
+const WRONG_LOGIN: &str = "the email or the password is wrong";
+
+fn db_error(error: DbError) -> ApiError {
+    match error {
+        DbError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+        other => ApiError::internal(other),
+    }
+}
+
+/// The language of the customer's emails: the body's `language`, else the first of
+/// `Accept-Language` tollgate writes, else English.
+fn language_of(req: &HttpRequest, asked: Option<&str>) -> Result<&'static str, ApiError> {
+    match asked.map(str::trim) {
+        Some("en") => return Ok("en"),
+        Some("zh") => return Ok("zh"),
+        Some(_) => return Err(ApiError::field("language", "must be \"en\" or \"zh\"")),
+        None => {}
+    }
+    let header = req
+        .headers()
+        .get("accept-language")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    for entry in header.split(',') {
+        let tag = entry.split(';').next().unwrap_or("").trim();
+        let primary = tag.split('-').next().unwrap_or("").to_ascii_lowercase();
+        match primary.as_str() {
+            "zh" => return Ok("zh"),
+            "en" => return Ok("en"),
+            _ => {}
+        }
+    }
+    Ok("en")
+}
+
+/// Whether the operator refuses registrations from this address's domain (a listed domain
+/// blocks its subdomains too).
+fn domain_blocked(email: &Email, blocked: &[String]) -> bool {
+    let domain = email.as_str().rsplit('@').next().unwrap_or("");
+    blocked.iter().any(|entry| {
+        let entry = entry.trim().trim_start_matches('.').to_ascii_lowercase();
+        !entry.is_empty()
+            && (domain == entry
+                || domain
+                    .strip_suffix(entry.as_str())
+                    .is_some_and(|rest| rest.ends_with('.')))
+    })
+}
+
+/// `<server.public_url><path>?token=<token>`: what the customer's email links to.
+fn link(state: &AppState, path: &str, token: &SecretToken) -> String {
+    let base = state.settings.server.public_url.trim_end_matches('/');
+    format!("{base}{path}?token={}", token.expose())
+}
+
+/// Hands a link to the customer. Without SMTP (this version), the link is written to the log
+/// at info level, so that a demo can be followed by hand.
+fn deliver_link(email: &str, purpose: TokenPurpose, link: &str) {
+    tracing::info!(
+        to = email,
+        ?purpose,
+        link,
+        "email link (no SMTP configured)"
+    );
+}
+
+/// `POST /api/v1/auth/register {"email","password","invite_code"?,"language"?}` → 201
+pub async fn register(
+    req: HttpRequest,
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["email", "password", "invite_code", "language"])?;
+    let email = Email::parse(body.required("email", MAX_EMAIL_CHARS)?)
+        .map_err(|error| ApiError::field("email", error))?;
+    let password = Password::new(body.required("password", MAX_PASSWORD_CHARS)?)
+        .map_err(|error| ApiError::field("password", error))?;
+    let language = language_of(&req, body.optional("language", 8)?)?;
+    let accounts = &state.settings.accounts;
+    if domain_blocked(&email, &accounts.blocked_email_domains) {
+        return Err(ApiError::field(
+            "email",
+            "registrations from this email domain are not accepted",
+        ));
+    }
+    let invited_by = match body.optional("invite_code", MAX_INVITE_CODE_CHARS)? {
+        Some(code) => Some(
+            state
+                .store
+                .inviter(code.trim())
+                .await
+                .map_err(db_error)?
+                .ok_or_else(|| ApiError::field("invite_code", "no such invite code"))?,
+        ),
+        None => None,
+    };
+    // Counted once the request is well formed, before the costly hash.
+    let ip = client_ip(&req, &state.settings.server.trusted_proxies);
+    state
+        .customers
+        .signups
+        .admit(ip)
+        .map_err(|retry_after| ApiError::RateLimited {
+            what: "registrations from this address or network",
+            retry_after,
+        })?;
+    let password_hash = password.hash().await.map_err(ApiError::internal)?;
+    let verify = accounts.require_email_verification;
+    let token = verify.then(SecretToken::link);
+    let token_hash = token.as_ref().map(SecretToken::hash);
+    let limits = state.settings.default_limits();
+    let row = state
+        .store
+        .register_customer(NewCustomer {
+            email: email.as_str(),
+            password_hash: &password_hash,
+            limits: &limits,
+            email_verified: !verify,
+            invited_by,
+            language,
+            verification: token_hash
+                .as_ref()
+                .map(|hash| (hash, Utc::now() + VERIFICATION_TTL)),
+        })
+        .await
+        .map_err(db_error)?;
+    tracing::info!(account = %row.id, "customer registered");
+    if let Some(token) = &token {
+        deliver_link(
+            &row.email,
+            TokenPurpose::VerifyEmail,
+            &link(&state, "/verify-email", token),
+        );
+    }
+    Ok(HttpResponse::Created().json(json!({
+        "id": row.id,
+        "email": row.email,
+        "status": row.status.as_str(),
+        "email_verified": row.email_verified,
+    })))
+}
+
+/// `POST /api/v1/auth/verify-email {"token"}` → 200
+pub async fn verify_email(
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["token"])?;
+    let token = TokenHash::of(body.required("token", MAX_TOKEN_CHARS)?.trim());
+    let account = state
+        .store
+        .verify_email(&token)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::field("token", "unknown, already used or expired"))?;
+    tracing::info!(%account, "email verified");
+    Ok(HttpResponse::Ok().json(json!({ "email_verified": true })))
+}
+
+/// `POST /api/v1/auth/login {"email","password"}` → 200 `{"token","expires_at"}`
+pub async fn login(
+    req: HttpRequest,
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["email", "password"])?;
+    let email = Email::parse(body.required("email", MAX_EMAIL_CHARS)?)
+        .map_err(|error| ApiError::field("email", error))?;
+    let password = body.required("password", MAX_PASSWORD_CHARS)?.to_string();
+    let ip = client_ip(&req, &state.settings.server.trusted_proxies);
+    let throttle = &state.customers.logins;
+    throttle
+        .check(ip, email.as_str())
+        .map_err(|retry_after| ApiError::TooManyFailures { retry_after })?;
+    let (account, hash) = match state
+        .store
+        .login_of(email.as_str())
+        .await
+        .map_err(db_error)?
+    {
+        Some((id, hash)) => (Some(id), hash),
+        None => (None, None),
+    };
+    // An unknown email verifies a dummy hash: the same work, the same time, the same answer.
+    let matches = verify_password(password, hash)
+        .await
+        .map_err(ApiError::internal)?;
+    let Some(account) = account.filter(|_| matches) else {
+        throttle
+            .fail(ip, email.as_str())
+            .map_err(|retry_after| ApiError::TooManyFailures { retry_after })?;
+        return Err(ApiError::Unauthorized(WRONG_LOGIN));
+    };
+    let token = SecretToken::session();
+    let ttl = Span::hours(i64::from(state.settings.accounts.session_ttl_hours.max(1)));
+    let expires_at = Utc::now() + ttl;
+    state
+        .store
+        .create_session(&token.hash(), account, expires_at)
+        .await
+        .map_err(db_error)?;
+    tracing::info!(%account, "customer logged in");
+    Ok(HttpResponse::Ok().json(json!({
+        "token": token.expose(),
+        "expires_at": expires_at,
+    })))
+}
+
+/// `POST /api/v1/auth/logout` → 204: the session presented ends.
+pub async fn logout(
+    session: Session,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    state
+        .store
+        .revoke_session(&session.token_hash)
+        .await
+        .map_err(db_error)?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// `POST /api/v1/auth/password-reset {"email"}` → 202 whether or not the email has an
+/// account, so the answer tells no one which emails do.
+pub async fn password_reset(
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["email"])?;
+    let email = Email::parse(body.required("email", MAX_EMAIL_CHARS)?)
+        .map_err(|error| ApiError::field("email", error))?;
+    if let Some((account, _)) = state
+        .store
+        .login_of(email.as_str())
+        .await
+        .map_err(db_error)?
+    {
+        let token = SecretToken::link();
+        state
+            .store
+            .create_token(
+                &token.hash(),
+                account,
+                TokenPurpose::PasswordReset,
+                Utc::now() + RESET_TTL,
+            )
+            .await
+            .map_err(db_error)?;
+        deliver_link(
+            email.as_str(),
+            TokenPurpose::PasswordReset,
+            &link(&state, "/reset-password", &token),
+        );
+    }
+    Ok(HttpResponse::Accepted().json(json!({})))
+}
+
+/// `POST /api/v1/auth/password-reset/confirm {"token","password"}` → 200: the new password
+/// is set and every session ends.
+pub async fn password_reset_confirm(
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["token", "password"])?;
+    let token = TokenHash::of(body.required("token", MAX_TOKEN_CHARS)?.trim());
+    let password = Password::new(body.required("password", MAX_PASSWORD_CHARS)?)
+        .map_err(|error| ApiError::field("password", error))?;
+    let hash = password.hash().await.map_err(ApiError::internal)?;
+    let account = state
+        .store
+        .reset_password(&token, &hash)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(|| ApiError::field("token", "unknown, already used or expired"))?;
+    tracing::info!(%account, "password reset; every session revoked");
+    Ok(HttpResponse::Ok().json(json!({})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_domain_blocks_its_subdomains_and_nothing_else() {
+        let blocked = vec!["Spam.example".to_string(), ".mailinator.com".to_string()];
+        let check = |email: &str| domain_blocked(&Email::parse(email).unwrap(), &blocked);
+        assert!(check("a@spam.example"));
+        assert!(check("a@x.spam.example"));
+        assert!(check("a@mailinator.com"));
+        assert!(!check("a@notspam.example"));
+        assert!(!check("a@example.com"));
+    }
+}

@@ -1,0 +1,302 @@
+//! Customer self-service rows: registered accounts, login sessions, and the single-use
+//! tokens of emailed links. Tokens are stored only as hashes
+//! ([`crate::accounts::TokenHash`]).
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::Row;
+use tollgate_actors::{AccountLimits, AccountStatus};
+use uuid::Uuid;
+
+use super::{column, DbError, PgStore};
+use crate::accounts::{PasswordHash, TokenHash};
+
+const CUSTOMER_COLUMNS: &str =
+    "id, email, status, email_verified, invite_code, language, created_at";
+
+const INSERT_CUSTOMER: &str = "
+    INSERT INTO accounts (id, email, password_hash, requests_per_minute, tokens_per_minute,
+                          max_concurrent, email_verified, invited_by, language)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    RETURNING id, email, status, email_verified, invite_code, language, created_at";
+
+const SELECT_INVITER: &str = "SELECT id FROM accounts WHERE invite_code = $1";
+
+const SELECT_LOGIN: &str = "SELECT id, password_hash FROM accounts WHERE email = $1";
+
+const SELECT_PASSWORD_HASH: &str = "SELECT password_hash FROM accounts WHERE id = $1";
+
+const UPDATE_PASSWORD: &str = "UPDATE accounts SET password_hash = $2 WHERE id = $1";
+
+/// Uses up a verification token and marks its account verified, in one statement.
+const VERIFY_EMAIL: &str = "
+    WITH used AS (
+        UPDATE account_tokens SET used_at = now()
+        WHERE token_hash = $1 AND purpose = 'verify_email' AND used_at IS NULL
+          AND expires_at > now()
+        RETURNING account_id
+    )
+    UPDATE accounts SET email_verified = true FROM used
+    WHERE accounts.id = used.account_id
+    RETURNING accounts.id";
+
+const INSERT_SESSION: &str =
+    "INSERT INTO sessions (token_hash, account_id, expires_at) VALUES ($1, $2, $3)";
+
+const SELECT_SESSION: &str = "
+    SELECT account_id FROM sessions
+    WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > now()";
+
+const REVOKE_SESSION: &str =
+    "UPDATE sessions SET revoked_at = now() WHERE token_hash = $1 AND revoked_at IS NULL";
+
+/// Every live session of the account but the one named (`$2`, which may match none).
+const REVOKE_OTHER_SESSIONS: &str = "
+    UPDATE sessions SET revoked_at = now()
+    WHERE account_id = $1 AND token_hash <> $2 AND revoked_at IS NULL";
+
+const INSERT_TOKEN: &str = "
+    INSERT INTO account_tokens (token_hash, account_id, purpose, expires_at)
+    VALUES ($1, $2, $3, $4)";
+
+/// Uses a token up in the same statement that finds it, so two requests racing with one
+/// token cannot both succeed.
+const CONSUME_TOKEN: &str = "
+    UPDATE account_tokens SET used_at = now()
+    WHERE token_hash = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > now()
+    RETURNING account_id";
+
+/// What a single-use emailed token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    VerifyEmail,
+    PasswordReset,
+}
+
+impl TokenPurpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::VerifyEmail => "verify_email",
+            TokenPurpose::PasswordReset => "password_reset",
+        }
+    }
+}
+
+/// An account as its owner sees it (the stored part; money comes from the actor).
+#[derive(Debug, Clone)]
+pub struct CustomerRow {
+    pub id: Uuid,
+    pub email: String,
+    pub status: AccountStatus,
+    pub email_verified: bool,
+    pub invite_code: String,
+    pub language: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What registration stores.
+pub struct NewCustomer<'a> {
+    pub email: &'a str,
+    pub password_hash: &'a PasswordHash,
+    pub limits: &'a AccountLimits,
+    pub email_verified: bool,
+    pub invited_by: Option<Uuid>,
+    pub language: &'a str,
+    /// The verification link's token, with its expiry, when one is due.
+    pub verification: Option<(&'a TokenHash, DateTime<Utc>)>,
+}
+
+impl PgStore {
+    /// Stores a registered account, and its verification token in the same transaction.
+    pub async fn register_customer(&self, new: NewCustomer<'_>) -> Result<CustomerRow, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let id = Uuid::now_v7();
+        let row = tx
+            .query_one(
+                INSERT_CUSTOMER,
+                &[
+                    &id,
+                    &new.email,
+                    &new.password_hash.as_str(),
+                    &(new.limits.requests_per_minute as i32),
+                    &(new.limits.tokens_per_minute as i32),
+                    &(new.limits.max_concurrent as i32),
+                    &new.email_verified,
+                    &new.invited_by,
+                    &new.language,
+                ],
+            )
+            .await
+            .map_err(DbError::from)
+            .map_err(|e| {
+                if e.is_unique_violation() {
+                    DbError::Conflict("an account with this email")
+                } else {
+                    e
+                }
+            })?;
+        if let Some((hash, expires_at)) = new.verification {
+            tx.execute(
+                INSERT_TOKEN,
+                &[
+                    &hash.as_bytes(),
+                    &id,
+                    &TokenPurpose::VerifyEmail.as_str(),
+                    &expires_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        customer_row(&row)
+    }
+
+    pub async fn customer(&self, id: Uuid) -> Result<Option<CustomerRow>, DbError> {
+        let client = self.pool.get().await?;
+        let query = format!("SELECT {CUSTOMER_COLUMNS} FROM accounts WHERE id = $1");
+        let row = client.query_opt(&query, &[&id]).await?;
+        row.as_ref().map(customer_row).transpose()
+    }
+
+    /// The account an invite code belongs to.
+    pub async fn inviter(&self, invite_code: &str) -> Result<Option<Uuid>, DbError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(SELECT_INVITER, &[&invite_code]).await?;
+        row.as_ref().map(|row| column(row, "id")).transpose()
+    }
+
+    /// The account of a (normalised) email and its password hash, if it has one.
+    pub async fn login_of(
+        &self,
+        email: &str,
+    ) -> Result<Option<(Uuid, Option<PasswordHash>)>, DbError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client.query_opt(SELECT_LOGIN, &[&email]).await? else {
+            return Ok(None);
+        };
+        let hash: Option<String> = column(&row, "password_hash")?;
+        Ok(Some((column(&row, "id")?, hash.map(PasswordHash::stored))))
+    }
+
+    pub async fn password_hash(&self, id: Uuid) -> Result<Option<PasswordHash>, DbError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client.query_opt(SELECT_PASSWORD_HASH, &[&id]).await? else {
+            return Ok(None);
+        };
+        let hash: Option<String> = column(&row, "password_hash")?;
+        Ok(hash.map(PasswordHash::stored))
+    }
+
+    /// Sets a new password and revokes every session but `keep` (`None`: all of them), in
+    /// one transaction: a stolen session never outlives the password change that was meant
+    /// to end it.
+    pub async fn change_password(
+        &self,
+        id: Uuid,
+        hash: &PasswordHash,
+        keep: Option<&TokenHash>,
+    ) -> Result<(), DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(UPDATE_PASSWORD, &[&id, &hash.as_str()]).await?;
+        let keep: &[u8] = keep.map_or(&[], TokenHash::as_bytes);
+        tx.execute(REVOKE_OTHER_SESSIONS, &[&id, &keep]).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Uses up a verification token; the account it verified, or `None` if the token is
+    /// unknown, used or expired.
+    pub async fn verify_email(&self, token: &TokenHash) -> Result<Option<Uuid>, DbError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(VERIFY_EMAIL, &[&token.as_bytes()]).await?;
+        row.as_ref().map(|row| column(row, "id")).transpose()
+    }
+
+    /// Uses up a reset token, sets the new password and revokes every session of its
+    /// account, in one transaction; `None` if the token is unknown, used or expired.
+    pub async fn reset_password(
+        &self,
+        token: &TokenHash,
+        hash: &PasswordHash,
+    ) -> Result<Option<Uuid>, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                CONSUME_TOKEN,
+                &[&token.as_bytes(), &TokenPurpose::PasswordReset.as_str()],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let id: Uuid = column(&row, "account_id")?;
+        tx.execute(UPDATE_PASSWORD, &[&id, &hash.as_str()]).await?;
+        let none: &[u8] = &[];
+        tx.execute(REVOKE_OTHER_SESSIONS, &[&id, &none]).await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    pub async fn create_session(
+        &self,
+        hash: &TokenHash,
+        account: Uuid,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(INSERT_SESSION, &[&hash.as_bytes(), &account, &expires_at])
+            .await?;
+        Ok(())
+    }
+
+    /// The account of a live session: not revoked, not expired.
+    pub async fn session_account(&self, hash: &TokenHash) -> Result<Option<Uuid>, DbError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(SELECT_SESSION, &[&hash.as_bytes()])
+            .await?;
+        row.as_ref()
+            .map(|row| column(row, "account_id"))
+            .transpose()
+    }
+
+    pub async fn revoke_session(&self, hash: &TokenHash) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client.execute(REVOKE_SESSION, &[&hash.as_bytes()]).await?;
+        Ok(())
+    }
+
+    pub async fn create_token(
+        &self,
+        hash: &TokenHash,
+        account: Uuid,
+        purpose: TokenPurpose,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                INSERT_TOKEN,
+                &[&hash.as_bytes(), &account, &purpose.as_str(), &expires_at],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn customer_row(row: &Row) -> Result<CustomerRow, DbError> {
+    let status: &str = column(row, "status")?;
+    Ok(CustomerRow {
+        id: column(row, "id")?,
+        email: column(row, "email")?,
+        // Fail closed on a status this code does not know.
+        status: AccountStatus::parse(status).unwrap_or(AccountStatus::Suspended),
+        email_verified: column(row, "email_verified")?,
+        invite_code: column(row, "invite_code")?,
+        language: column(row, "language")?,
+        created_at: column(row, "created_at")?,
+    })
+}
