@@ -38,3 +38,21 @@ CREATE TABLE account_tokens (
     used_at     TIMESTAMPTZ
 );
 CREATE INDEX account_tokens_account ON account_tokens (account_id, purpose);
+
+-- Emails waiting to be sent, written in the transaction of what they announce, so that a
+-- failed or slow mail server never loses a registration. A sender off the request path
+-- sends them with retries and backoff; a sent email's body (which carries a link's token)
+-- is erased.
+CREATE TABLE email_outbox (
+    id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id      UUID NOT NULL REFERENCES accounts (id),
+    recipient       TEXT NOT NULL,
+    subject         TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+    last_error      TEXT,
+    sent_at         TIMESTAMPTZ,
+    created_at      TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE INDEX email_outbox_due ON email_outbox (next_attempt_at) WHERE sent_at IS NULL;

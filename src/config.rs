@@ -27,6 +27,21 @@ pub struct Settings {
     /// Customer self-service: signups, logins and sessions of `/api/v1`.
     #[serde(default)]
     pub accounts: AccountSettings,
+    /// Outgoing email: verification and password-reset links.
+    #[serde(default)]
+    pub email: EmailSettings,
+}
+
+/// The mail server customers' emails go through.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (plain, no STARTTLS: for a relay on the same host or network) or
+    /// `smtps://user:pass@host:port` (TLS). Empty: no email is sent, and each link is
+    /// written to the log at info level instead.
+    pub smtp_url: String,
+    /// The sender, `tollgate <noreply@example.com>` or a bare address.
+    pub from: String,
 }
 
 /// Customer accounts under `/api/v1`: who may register, how often, and how logins are
@@ -371,6 +386,7 @@ impl Default for Settings {
                 token: String::new(),
             },
             accounts: AccountSettings::default(),
+            email: EmailSettings::default(),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod demo;
+pub mod email;
 pub mod http;
 pub mod startup;
 pub mod store;

@@ -309,6 +309,7 @@ impl Application {
             },
             Arc::new(store.clone()),
         );
+        let mailer = crate::email::Mailer::new(&settings.email.smtp_url, &settings.email.from)?;
         let state = web::Data::new(AppState {
             settings: settings.clone(),
             engine: engine.clone(),
@@ -325,6 +326,7 @@ impl Application {
             metrics,
             price_options: PriceOptions::new(&settings.metering.price_options),
             customers: http::customer::CustomerGuards::new(&settings.accounts),
+            mailer: mailer.clone(),
         });
         let pruned = state.clone();
         let admin_server = match admin_listener {
@@ -373,6 +375,10 @@ impl Application {
         let background = Background::new();
         if let Some(journal) = engine.journal().cloned() {
             background.spawn(|stop| watch_journal(journal, stop));
+        }
+        if mailer.is_configured() {
+            let outbox = store.clone();
+            background.spawn(move |stop| crate::email::send_loop(outbox, mailer, stop));
         }
         let pruned_keys = keys.clone();
         background.spawn(|stop| {

@@ -53,6 +53,8 @@ pub struct AppState {
     pub price_options: anthropic::PriceOptions,
     /// The customer API's signup and login throttles (`accounts.*`).
     pub customers: customer::CustomerGuards,
+    /// The SMTP relay customers' emails go through, if one is configured (`email.*`).
+    pub mailer: crate::email::Mailer,
 }
 
 /// The route table: every route tollgate serves, on one listener.

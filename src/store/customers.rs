@@ -7,6 +7,7 @@ use tokio_postgres::Row;
 use tollgate_actors::{AccountLimits, AccountStatus};
 use uuid::Uuid;
 
+use super::outbox::{OutgoingEmail, INSERT_EMAIL};
 use super::{column, DbError, PgStore};
 use crate::accounts::{PasswordHash, TokenHash};
 
@@ -22,6 +23,8 @@ const INSERT_CUSTOMER: &str = "
 const SELECT_INVITER: &str = "SELECT id FROM accounts WHERE invite_code = $1";
 
 const SELECT_LOGIN: &str = "SELECT id, password_hash FROM accounts WHERE email = $1";
+
+const SELECT_RESET_TARGET: &str = "SELECT id, language FROM accounts WHERE email = $1";
 
 const SELECT_PASSWORD_HASH: &str = "SELECT password_hash FROM accounts WHERE id = $1";
 
@@ -103,6 +106,8 @@ pub struct NewCustomer<'a> {
     pub language: &'a str,
     /// The verification link's token, with its expiry, when one is due.
     pub verification: Option<(&'a TokenHash, DateTime<Utc>)>,
+    /// The email that carries it, when there is a mail server to send it.
+    pub email_out: Option<&'a OutgoingEmail>,
 }
 
 impl PgStore {
@@ -147,6 +152,13 @@ impl PgStore {
             )
             .await?;
         }
+        if let Some(email) = new.email_out {
+            tx.execute(
+                INSERT_EMAIL,
+                &[&id, &email.recipient, &email.subject, &email.body],
+            )
+            .await?;
+        }
         tx.commit().await?;
         customer_row(&row)
     }
@@ -176,6 +188,15 @@ impl PgStore {
         };
         let hash: Option<String> = column(&row, "password_hash")?;
         Ok(Some((column(&row, "id")?, hash.map(PasswordHash::stored))))
+    }
+
+    /// The account of a (normalised) email and the language of its emails.
+    pub async fn reset_target(&self, email: &str) -> Result<Option<(Uuid, String)>, DbError> {
+        let client = self.pool.get().await?;
+        let Some(row) = client.query_opt(SELECT_RESET_TARGET, &[&email]).await? else {
+            return Ok(None);
+        };
+        Ok(Some((column(&row, "id")?, column(&row, "language")?)))
     }
 
     pub async fn password_hash(&self, id: Uuid) -> Result<Option<PasswordHash>, DbError> {

@@ -3,6 +3,7 @@
 //!
 //! - `accounts`: account rows (email, status, balance, limits).
 //! - `customers`: what customer self-service stores: registrations, sessions, emailed tokens.
+//! - `outbox`: emails stored with what they announce, sent later with retries.
 //! - `keys`: API-key rows: only their keyed hashes and display prefixes.
 //! - `usage`: the flush of settled usage, paced first, idempotent on a replay.
 //! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk,
@@ -18,6 +19,7 @@ mod customers;
 mod instance;
 mod keys;
 mod ledger;
+mod outbox;
 mod tls;
 mod usage;
 
@@ -31,6 +33,7 @@ pub use customers::{CustomerRow, NewCustomer, TokenPurpose};
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};
+pub use outbox::{OutgoingEmail, QueuedEmail};
 use tls::PgTarget;
 pub use tls::Transport;
 

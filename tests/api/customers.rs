@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use tollgate::accounts::TokenHash;
 
 use crate::helpers::*;
+use crate::smtp_sink::{Received, SmtpSink};
 
 const PASSWORD: &str = "correct horse 42";
 
@@ -555,4 +556,133 @@ async fn no_answer_or_stored_row_holds_a_password_or_a_token() {
         .unwrap()
         .get(0);
     assert_eq!(stored, TokenHash::of(token).as_bytes());
+}
+
+async fn spawn_with_mail(sink: &SmtpSink) -> TestApp {
+    let url = sink.url();
+    spawn_customers(move |settings| {
+        settings.email.smtp_url = url;
+        settings.email.from = "tollgate <noreply@example.com>".into();
+        settings.server.public_url = "https://tollgate.example".into();
+    })
+    .await
+}
+
+#[actix_web::test]
+async fn the_verification_link_arrives_by_smtp_and_verifies_the_account() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_with_mail(&sink).await;
+    let created = app.register("mailed@example.com").await;
+    let mail = sink.wait_for("mailed@example.com").await;
+    assert!(mail
+        .text()
+        .contains("https://tollgate.example/verify-email?token="));
+    assert!(mail.data.contains("Verify your email"));
+    let token = mail.token_of("/verify-email");
+    assert_eq!(token.len(), 64);
+    let session = app.session("mailed@example.com", PASSWORD).await;
+    let verified = app
+        .api(reqwest::Method::POST, "/auth/verify-email")
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200);
+    app.credit(created["id"].as_str().unwrap(), "3.25").await;
+    let me: Value = app.me(&session).await.json().await.unwrap();
+    assert_eq!(me["email_verified"], true);
+    assert_eq!(me["balance"], "3.25");
+    // A sent email's body, which carried the token, is erased from the outbox.
+    let body: String = app
+        .db()
+        .await
+        .query_one(
+            "SELECT body FROM email_outbox WHERE sent_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body, "");
+}
+
+#[actix_web::test]
+async fn a_password_reset_by_email_in_chinese_ends_the_old_sessions() {
+    let sink = SmtpSink::start().await;
+    let app = spawn_with_mail(&sink).await;
+    let response = app
+        .api(reqwest::Method::POST, "/auth/register")
+        .header("accept-language", "zh-CN,zh;q=0.9,en;q=0.8")
+        .json(&json!({"email": "zhong@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    sink.wait_for("zhong@example.com").await;
+    let old = app.session("zhong@example.com", PASSWORD).await;
+    let asked = app
+        .api(reqwest::Method::POST, "/auth/password-reset")
+        .json(&json!({"email": "zhong@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    for _ in 0..400 {
+        if sink.count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(sink.count(), 2);
+    let reset: Received = sink.last();
+    assert!(reset.text().contains("重置"), "{}", reset.text());
+    let token = reset.token_of("/reset-password");
+    let confirmed = app
+        .api(reqwest::Method::POST, "/auth/password-reset/confirm")
+        .json(&json!({"token": token, "password": "new secret 88"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), 200);
+    assert_eq!(app.me(&old).await.status(), 401);
+    assert_eq!(
+        app.login("zhong@example.com", "new secret 88")
+            .await
+            .status(),
+        200
+    );
+}
+
+#[actix_web::test]
+async fn a_mail_server_that_is_down_loses_no_registration_and_is_counted() {
+    let closed = free_port();
+    let app = spawn_customers(move |settings| {
+        settings.email.smtp_url = format!("smtp://127.0.0.1:{closed}");
+        settings.email.from = "noreply@example.com".into();
+    })
+    .await;
+    app.register("patient@example.com").await;
+    for _ in 0..400 {
+        if app
+            .metrics_text()
+            .await
+            .contains("tollgate_email_send_failures_total")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(app.metric("tollgate_email_send_failures_total").await >= 1.0);
+    let row = app
+        .db()
+        .await
+        .query_one("SELECT attempts, sent_at IS NULL FROM email_outbox", &[])
+        .await
+        .unwrap();
+    assert!(row.get::<_, i32>(0) >= 1);
+    assert!(row.get::<_, bool>(1), "still queued for a retry");
+    assert_eq!(
+        app.login("patient@example.com", PASSWORD).await.status(),
+        200
+    );
 }

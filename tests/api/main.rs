@@ -31,5 +31,6 @@ mod pg_fault;
 mod prices;
 mod proxies;
 mod shutdown;
+mod smtp_sink;
 mod streams;
 mod upstream;

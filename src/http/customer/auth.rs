@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::Fields;
 use crate::accounts::{verify_password, Email, Password, SecretToken, TokenHash};
+use crate::email::link_email;
 use crate::http::error::ApiError;
 use crate::http::extract::{client_ip, Session};
 use crate::http::AppState;
@@ -80,14 +81,14 @@ fn link(state: &AppState, path: &str, token: &SecretToken) -> String {
     format!("{base}{path}?token={}", token.expose())
 }
 
-/// Hands a link to the customer. Without SMTP (this version), the link is written to the log
-/// at info level, so that a demo can be followed by hand.
-fn deliver_link(email: &str, purpose: TokenPurpose, link: &str) {
+/// With no mail server configured, the link is written to the log at info level instead,
+/// so that a demo can be followed by hand. (With one, the link goes only into the email.)
+fn log_link(email: &str, purpose: TokenPurpose, link: &str) {
     tracing::info!(
         to = email,
         ?purpose,
         link,
-        "email link (no SMTP configured)"
+        "email link (no email.smtp_url configured)"
     );
 }
 
@@ -136,6 +137,13 @@ pub async fn register(
     let token = verify.then(SecretToken::link);
     let token_hash = token.as_ref().map(SecretToken::hash);
     let limits = state.settings.default_limits();
+    let verification_link = token
+        .as_ref()
+        .map(|token| link(&state, "/verify-email", token));
+    let email_out = verification_link
+        .as_deref()
+        .filter(|_| state.mailer.is_configured())
+        .map(|link| link_email(email.as_str(), language, TokenPurpose::VerifyEmail, link));
     let row = state
         .store
         .register_customer(NewCustomer {
@@ -148,16 +156,13 @@ pub async fn register(
             verification: token_hash
                 .as_ref()
                 .map(|hash| (hash, Utc::now() + VERIFICATION_TTL)),
+            email_out: email_out.as_ref(),
         })
         .await
         .map_err(db_error)?;
     tracing::info!(account = %row.id, "customer registered");
-    if let Some(token) = &token {
-        deliver_link(
-            &row.email,
-            TokenPurpose::VerifyEmail,
-            &link(&state, "/verify-email", token),
-        );
+    if let Some(link) = verification_link.filter(|_| !state.mailer.is_configured()) {
+        log_link(&row.email, TokenPurpose::VerifyEmail, &link);
     }
     Ok(HttpResponse::Created().json(json!({
         "id": row.id,
@@ -255,9 +260,9 @@ pub async fn password_reset(
     let body = Fields::parse(&raw, &["email"])?;
     let email = Email::parse(body.required("email", MAX_EMAIL_CHARS)?)
         .map_err(|error| ApiError::field("email", error))?;
-    if let Some((account, _)) = state
+    if let Some((account, language)) = state
         .store
-        .login_of(email.as_str())
+        .reset_target(email.as_str())
         .await
         .map_err(db_error)?
     {
@@ -272,11 +277,22 @@ pub async fn password_reset(
             )
             .await
             .map_err(db_error)?;
-        deliver_link(
-            email.as_str(),
-            TokenPurpose::PasswordReset,
-            &link(&state, "/reset-password", &token),
-        );
+        let link = link(&state, "/reset-password", &token);
+        if state.mailer.is_configured() {
+            let email = link_email(
+                email.as_str(),
+                &language,
+                TokenPurpose::PasswordReset,
+                &link,
+            );
+            state
+                .store
+                .enqueue_email(account, &email)
+                .await
+                .map_err(db_error)?;
+        } else {
+            log_link(email.as_str(), TokenPurpose::PasswordReset, &link);
+        }
     }
     Ok(HttpResponse::Accepted().json(json!({})))
 }
