@@ -686,3 +686,39 @@ async fn a_mail_server_that_is_down_loses_no_registration_and_is_counted() {
         200
     );
 }
+
+/// Medians of the login time for a wrong password and for an unknown email, over a hundred
+/// tries each, interleaved: the bound is generous, a factor of two, since a missing dummy
+/// hash would make the unknown email many times faster (about 30 ms against 1 ms here).
+#[actix_web::test]
+async fn an_unknown_email_takes_as_long_to_refuse_as_a_wrong_password() {
+    let app = spawn_customers(|settings| {
+        settings.accounts.login_failures_per_ip_per_minute = 0;
+        settings.accounts.login_failures_per_account_per_minute = 0;
+    })
+    .await;
+    app.register("timed@example.com").await;
+    let mut wrong = Vec::new();
+    let mut unknown = Vec::new();
+    for i in 0..100 {
+        for (email, times) in [
+            ("timed@example.com", &mut wrong),
+            ("nobody@example.com", &mut unknown),
+        ] {
+            let started = std::time::Instant::now();
+            let response = app.login(email, &format!("guess number {i}")).await;
+            times.push(started.elapsed());
+            assert_eq!(response.status(), 401);
+        }
+    }
+    let median = |times: &mut Vec<std::time::Duration>| {
+        times.sort();
+        times[times.len() / 2]
+    };
+    let (wrong, unknown) = (median(&mut wrong), median(&mut unknown));
+    eprintln!("median login refusal: wrong password {wrong:?}, unknown email {unknown:?}");
+    assert!(
+        unknown * 2 > wrong && wrong * 2 > unknown,
+        "wrong password {wrong:?}, unknown email {unknown:?}"
+    );
+}
