@@ -698,6 +698,26 @@ mod tests {
     }
 
     #[test]
+    fn the_contracts_account_and_email_settings_are_accepted() {
+        let settings = from_yaml(
+            "server:\n  public_url: https://t.example\naccounts:\n  require_email_verification: false\n  signups_per_ip_per_hour: 3\n  signups_per_block_per_hour: 9\n  login_failures_per_ip_per_minute: 4\nemail:\n  smtp_url: smtp://127.0.0.1:25\n  from: noreply@t.example\n",
+        )
+        .unwrap();
+        assert_eq!(settings.server.public_url, "https://t.example");
+        assert!(!settings.accounts.require_email_verification);
+        assert_eq!(settings.accounts.signups_per_ip_per_hour, 3);
+        assert_eq!(settings.accounts.signups_per_block_per_hour, 9);
+        assert_eq!(settings.accounts.login_failures_per_ip_per_minute, 4);
+        assert_eq!(settings.email.smtp_url, "smtp://127.0.0.1:25");
+        assert_eq!(settings.email.from, "noreply@t.example");
+        // Verification is on unless turned off, and the shipped file keeps it on.
+        assert!(Settings::default().accounts.require_email_verification);
+        let shipped = from_yaml(include_str!("../config.yaml")).unwrap();
+        assert!(shipped.accounts.require_email_verification);
+        assert!(from_yaml("accounts:\n  signups_per_hour: 1\n").is_err());
+    }
+
+    #[test]
     fn the_shipped_config_yaml_is_read_over_the_defaults() {
         let settings = from_yaml(include_str!("../config.yaml")).unwrap();
         assert_eq!(settings.server.listen, "127.0.0.1:8080");
