@@ -11,6 +11,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -18,16 +19,70 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::accounts::ApiKeySecret;
+use crate::accounts::{ApiKeySecret, KeyPolicy};
 use crate::store::ActiveKey;
 
 pub type Digest = [u8; 32];
 
-/// Who a valid key belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who a valid key belongs to, and what its policy allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyOwner {
     pub key_id: Uuid,
     pub account_id: Uuid,
+    /// `None` for a key without a policy, the common case: authenticating it then copies two
+    /// ids and no reference count is touched. Shared, never copied, per request.
+    pub policy: Option<Arc<KeyPolicy>>,
+}
+
+/// Why a known key may not be used for this request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessRefusal {
+    /// The key's `expires_at` has passed.
+    Expired,
+    /// The client's address is outside the key's `allowed_ips`.
+    Address,
+}
+
+impl KeyOwner {
+    /// A key's owner; an open policy is not kept at all.
+    pub fn new(key_id: Uuid, account_id: Uuid, policy: KeyPolicy) -> KeyOwner {
+        KeyOwner {
+            key_id,
+            account_id,
+            policy: (!policy.is_open()).then(|| Arc::new(policy)),
+        }
+    }
+
+    /// Whether the key may call `model`, the rate card's canonical id.
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.policy
+            .as_ref()
+            .is_none_or(|policy| policy.allows_model(model))
+    }
+
+    /// Checks expiry and the address allowlist for a request from `client` (`None` when the
+    /// peer address is unknown, which an allowlist refuses).
+    pub fn check_access(
+        &self,
+        now: DateTime<Utc>,
+        client: Option<IpAddr>,
+    ) -> Result<(), AccessRefusal> {
+        let Some(policy) = &self.policy else {
+            return Ok(());
+        };
+        if policy.is_expired(now) {
+            return Err(AccessRefusal::Expired);
+        }
+        let allowed = match client {
+            Some(ip) => policy.allows_address(ip),
+            None => policy.allowed_ips.is_none(),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AccessRefusal::Address)
+        }
+    }
 }
 
 /// A newly created key, before it is stored.
@@ -101,10 +156,7 @@ impl KeyRing {
             if let Ok(digest) = Digest::try_from(key.digest.as_slice()) {
                 self.insert(
                     digest,
-                    KeyOwner {
-                        key_id: key.key_id,
-                        account_id: key.account_id,
-                    },
+                    KeyOwner::new(key.key_id, key.account_id, key.policy),
                 );
                 loaded += 1;
             }
@@ -146,9 +198,12 @@ impl KeyRing {
         presented: Option<&str>,
         client: IpAddr,
     ) -> Result<KeyOwner, AuthFailure> {
-        let found = presented
-            .filter(|key| key.len() <= 256)
-            .and_then(|key| self.inner.keys.get(&self.digest(key)).map(|owner| *owner));
+        let found = presented.filter(|key| key.len() <= 256).and_then(|key| {
+            self.inner
+                .keys
+                .get(&self.digest(key))
+                .map(|owner| owner.clone())
+        });
         match found {
             Some(owner) => Ok(owner),
             None => Err(self.count_failure(client)),
@@ -184,16 +239,13 @@ mod tests {
         let key = ring.generate();
         assert!(key.secret.expose().starts_with(crate::accounts::KEY_PREFIX));
         assert!(key.secret.expose().starts_with(&key.prefix));
-        let owner = KeyOwner {
-            key_id: Uuid::now_v7(),
-            account_id: Uuid::now_v7(),
-        };
+        let owner = KeyOwner::new(Uuid::now_v7(), Uuid::now_v7(), KeyPolicy::default());
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         assert_eq!(
             ring.authenticate(Some(key.secret.expose()), ip),
             Err(AuthFailure::InvalidKey)
         );
-        ring.insert(key.digest, owner);
+        ring.insert(key.digest, owner.clone());
         assert_eq!(ring.authenticate(Some(key.secret.expose()), ip), Ok(owner));
         ring.remove(&key.digest);
         assert_eq!(

@@ -8,6 +8,7 @@ use mock_anthropic::{MockConfig, MockServer};
 use rust_decimal::Decimal;
 use tollgate_actors::CreditKind;
 
+use crate::accounts::KeyPolicy;
 use crate::auth::KeyOwner;
 use crate::config::{Settings, UpstreamSettings};
 use crate::startup::Application;
@@ -77,14 +78,17 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
     }
     let key = app.keys().generate();
     let row = store
-        .create_key(account.id, "demo", &key.prefix, &key.digest)
+        .create_key(
+            account.id,
+            "demo",
+            &key.prefix,
+            &key.digest,
+            &KeyPolicy::default(),
+        )
         .await?;
     app.keys().insert(
         key.digest,
-        KeyOwner {
-            key_id: row.id,
-            account_id: account.id,
-        },
+        KeyOwner::new(row.id, account.id, KeyPolicy::default()),
     );
 
     let base = format!("http://127.0.0.1:{}", app.port());

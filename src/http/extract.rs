@@ -16,7 +16,7 @@ use super::forwarded::{client_address, Client, TrustedProxy};
 use super::request_id::RequestId;
 use super::AppState;
 use crate::accounts::TokenHash;
-use crate::auth::{AuthFailure, KeyOwner};
+use crate::auth::{AccessRefusal, AuthFailure, KeyOwner};
 
 /// A customer's live login session, from `Authorization: Bearer <session token>`. Only
 /// session tokens are looked up: an API key, the admin token or anything else is an unknown
@@ -101,8 +101,12 @@ pub(super) fn client_addr(req: &HttpRequest, trusted: &[TrustedProxy]) -> Option
 
 /// The address failed authentications are counted against.
 pub(super) fn client_ip(req: &HttpRequest, trusted: &[TrustedProxy]) -> IpAddr {
-    client_addr(req, trusted)
-        .map(|client| limiter_bucket(client.ip))
+    bucket_of(client_addr(req, trusted).map(|client| client.ip))
+}
+
+fn bucket_of(client: Option<IpAddr>) -> IpAddr {
+    client
+        .map(limiter_bucket)
         .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
@@ -133,18 +137,27 @@ impl FromRequest for KeyOwner {
             tracing::error!(%rid, "the application state is missing");
             return ready(Err(ProxyError::Internal.at(rid)));
         };
+        // The address the failure limiter counts against, before it is bucketed, is the one
+        // a key's allowlist judges.
+        let client = client_addr(req, &state.settings.server.trusted_proxies).map(|c| c.ip);
         let owner = state
             .keys
-            .authenticate(
-                presented_key(req),
-                client_ip(req, &state.settings.server.trusted_proxies),
-            )
+            .authenticate(presented_key(req), bucket_of(client))
             .map_err(|failure| match failure {
                 AuthFailure::InvalidKey => ProxyError::InvalidKey,
                 AuthFailure::TooManyFailures(retry_after) => ProxyError::Throttled {
                     limit: Limit::FailedAuthentication,
                     retry_after,
                 },
+            })
+            .and_then(|owner| {
+                owner.check_access(chrono::Utc::now(), client).map_err(
+                    |refusal| match refusal {
+                        AccessRefusal::Expired => ProxyError::KeyExpired,
+                        AccessRefusal::Address => ProxyError::AddressNotAllowed,
+                    },
+                )?;
+                Ok(owner)
             });
         ready(owner.map_err(|error| error.at(rid)))
     }

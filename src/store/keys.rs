@@ -2,17 +2,25 @@
 //! itself never is.
 
 use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{column, DbError, PgStore};
+use crate::accounts::KeyPolicy;
 
 const INSERT_KEY: &str = "
-    INSERT INTO api_keys (id, account_id, name, prefix, digest) VALUES ($1, $2, $3, $4, $5)
-    RETURNING id, account_id, name, prefix, created_at, revoked_at";
+    INSERT INTO api_keys (id, account_id, name, prefix, digest, models, allowed_ips, expires_at,
+        daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute, max_concurrent)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    RETURNING id, account_id, name, prefix, created_at, revoked_at, models, allowed_ips,
+        expires_at, daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute,
+        max_concurrent";
 
 const SELECT_KEYS: &str = "
-    SELECT id, account_id, name, prefix, created_at, revoked_at
+    SELECT id, account_id, name, prefix, created_at, revoked_at, models, allowed_ips,
+        expires_at, daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute,
+        max_concurrent
     FROM api_keys WHERE account_id = $1 ORDER BY created_at";
 
 const REVOKE_KEY: &str = "
@@ -21,7 +29,10 @@ const REVOKE_KEY: &str = "
     RETURNING digest";
 
 const SELECT_ACTIVE_KEYS: &str = "
-    SELECT k.digest, k.id, k.account_id FROM api_keys k WHERE k.revoked_at IS NULL";
+    SELECT k.digest, k.id, k.account_id, k.models, k.allowed_ips, k.expires_at,
+        k.daily_spend_usd, k.total_spend_usd, k.requests_per_minute, k.tokens_per_minute,
+        k.max_concurrent
+    FROM api_keys k WHERE k.revoked_at IS NULL";
 
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -31,6 +42,7 @@ pub struct KeyRow {
     pub prefix: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub policy: KeyPolicy,
 }
 
 /// A key as the in-memory lookup needs it.
@@ -39,6 +51,7 @@ pub struct ActiveKey {
     pub digest: Vec<u8>,
     pub key_id: Uuid,
     pub account_id: Uuid,
+    pub policy: KeyPolicy,
 }
 
 impl PgStore {
@@ -48,11 +61,38 @@ impl PgStore {
         name: &str,
         prefix: &str,
         digest: &[u8],
+        policy: &KeyPolicy,
     ) -> Result<KeyRow, DbError> {
         let client = self.pool.get().await?;
         let id = Uuid::now_v7();
+        let networks: Option<Vec<String>> = policy
+            .allowed_ips
+            .as_ref()
+            .map(|networks| networks.iter().map(ToString::to_string).collect());
+        let (rpm, tpm, concurrent) = (
+            policy.requests_per_minute as i32,
+            policy.tokens_per_minute as i32,
+            policy.max_concurrent as i32,
+        );
         let row = client
-            .query_one(INSERT_KEY, &[&id, &account_id, &name, &prefix, &digest])
+            .query_one(
+                INSERT_KEY,
+                &[
+                    &id,
+                    &account_id,
+                    &name,
+                    &prefix,
+                    &digest,
+                    &policy.models,
+                    &networks,
+                    &policy.expires_at,
+                    &policy.daily_spend_usd,
+                    &policy.total_spend_usd,
+                    &rpm,
+                    &tpm,
+                    &concurrent,
+                ],
+            )
             .await?;
         key_row(&row)
     }
@@ -86,6 +126,7 @@ impl PgStore {
                     digest: column(row, "digest")?,
                     key_id: column(row, "id")?,
                     account_id: column(row, "account_id")?,
+                    policy: key_policy(row)?,
                 })
             })
             .collect()
@@ -100,5 +141,31 @@ fn key_row(row: &Row) -> Result<KeyRow, DbError> {
         prefix: column(row, "prefix")?,
         created_at: column(row, "created_at")?,
         revoked_at: column(row, "revoked_at")?,
+        policy: key_policy(row)?,
+    })
+}
+
+/// A stored policy. A network that no longer parses leaves an allowlist that admits nothing:
+/// a policy that cannot be read fails closed.
+fn key_policy(row: &Row) -> Result<KeyPolicy, DbError> {
+    let networks: Option<Vec<String>> = column(row, "allowed_ips")?;
+    let limit = |name: &'static str| -> Result<u32, DbError> {
+        let value: i32 = column(row, name)?;
+        Ok(u32::try_from(value).unwrap_or(0))
+    };
+    Ok(KeyPolicy {
+        models: column(row, "models")?,
+        allowed_ips: networks.map(|networks| {
+            networks
+                .iter()
+                .filter_map(|network| network.parse().ok())
+                .collect()
+        }),
+        expires_at: column(row, "expires_at")?,
+        daily_spend_usd: column::<Option<Decimal>>(row, "daily_spend_usd")?,
+        total_spend_usd: column::<Option<Decimal>>(row, "total_spend_usd")?,
+        requests_per_minute: limit("requests_per_minute")?,
+        tokens_per_minute: limit("tokens_per_minute")?,
+        max_concurrent: limit("max_concurrent")?,
     })
 }

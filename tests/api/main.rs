@@ -24,6 +24,7 @@ mod holds;
 mod idempotency;
 mod instance;
 mod journal;
+mod key_policies;
 mod ledger;
 mod loadgen;
 mod output_billed;

@@ -8,6 +8,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use governor::clock::{Clock, DefaultClock};
 use tokio_util::sync::CancellationToken;
+use tollgate_actors::probe::RequestProbe;
 
 use super::exchange::{body_failed, relayed_headers, status_of, unreachable, Reply};
 use super::messages::respond;
@@ -32,6 +33,30 @@ pub async fn count_tokens(
     forward(owner, req, payload, &state, &upstreams, rid)
         .await
         .map_err(|e| e.at(rid))
+}
+
+/// A key with a model allowlist may count tokens only for its models, so the allowlist cannot
+/// be probed through this unbilled route either. The body is parsed only for such a key; an
+/// unparsable one is left for the upstream to refuse.
+fn check_model_allowed(owner: &KeyOwner, body: &[u8]) -> Result<(), ProxyError> {
+    if owner
+        .policy
+        .as_ref()
+        .is_none_or(|policy| policy.models.is_none())
+    {
+        return Ok(());
+    }
+    let model = RequestProbe::read(body, &[])
+        .ok()
+        .and_then(|probe| probe.model)
+        .unwrap_or_default();
+    if owner.allows_model(&model) {
+        Ok(())
+    } else {
+        Err(ProxyError::ModelNotAllowed {
+            model: model.into_owned(),
+        })
+    }
 }
 
 async fn forward(
@@ -61,6 +86,7 @@ async fn forward(
             })?;
     }
     let body = upload.finish(payload).await?;
+    check_model_allowed(&owner, &body)?;
     // count_tokens names a model too, but is not priced: any upstream that serves messages
     // serves it.
     let upstream = upstreams.pick("").ok_or(ProxyError::UpstreamUnreachable)?;

@@ -28,7 +28,7 @@ pub async fn messages(
     upstreams: web::Data<UpstreamPool>,
     rid: RequestId,
 ) -> Result<HttpResponse, AnthropicError> {
-    let admission = check_in(&state.engine, owner, rid)
+    let admission = check_in(&state.engine, &owner, rid)
         .await
         .map_err(|e| e.at(rid))?;
     let body = state
@@ -42,6 +42,12 @@ pub async fn messages(
         .map_err(|e| e.at(rid))?;
     let priced = parse_and_price(&state.card, &state.price_options, req.headers(), &body)
         .map_err(|e| e.at(rid))?;
+    if !owner.allows_model(&priced.model) {
+        return Err(ProxyError::ModelNotAllowed {
+            model: priced.model,
+        }
+        .at(rid));
+    }
     let shape = state.engine.hold_policy().shape(
         body.len(),
         priced.max_tokens,
@@ -79,7 +85,7 @@ pub async fn messages(
 /// request is tracked for shutdown from here on (docs/adr/0013-check-before-reading.md).
 async fn check_in(
     engine: &Engine,
-    owner: KeyOwner,
+    owner: &KeyOwner,
     rid: RequestId,
 ) -> Result<Admission, ProxyError> {
     engine

@@ -56,7 +56,7 @@ fn page<'a>(
 
 /// `GET /v1/models`
 pub async fn list_models(
-    _owner: KeyOwner,
+    owner: KeyOwner,
     state: web::Data<AppState>,
     query: web::Query<ModelsQuery>,
     rid: RequestId,
@@ -65,7 +65,12 @@ pub async fn list_models(
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ProxyError::field("limit", "must be between 1 and 1000").at(rid));
     }
-    let all: Vec<_> = state.card.models().collect();
+    // A key with a model allowlist sees only the models it may call.
+    let all: Vec<_> = state
+        .card
+        .models()
+        .filter(|card| owner.allows_model(&card.id))
+        .collect();
     let (page, has_more) = page(&all, &query, limit);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "data": page.iter().map(|card| model_info(card)).collect::<Vec<_>>(),
@@ -77,12 +82,17 @@ pub async fn list_models(
 
 /// `GET /v1/models/{id}`
 pub async fn get_model(
-    _owner: KeyOwner,
+    owner: KeyOwner,
     state: web::Data<AppState>,
     path: web::Path<String>,
     rid: RequestId,
 ) -> Result<HttpResponse, AnthropicError> {
-    let card = state.card.model(&path).ok_or_else(|| {
+    // A model the key may not call is, to that key, not there.
+    let card = state
+        .card
+        .model(&path)
+        .filter(|card| owner.allows_model(&card.id));
+    let card = card.ok_or_else(|| {
         ProxyError::NotFound {
             what: format!("model: {path}"),
         }

@@ -15,6 +15,14 @@ use crate::http::request_id::RequestId;
 pub enum ProxyError {
     /// No key, a malformed, unknown or revoked one, or a key whose account is gone.
     InvalidKey,
+    /// The key's `expires_at` has passed.
+    KeyExpired,
+    /// The client's address is outside the key's `allowed_ips`.
+    AddressNotAllowed,
+    /// The key's model allowlist does not name the requested model.
+    ModelNotAllowed {
+        model: String,
+    },
     Suspended,
     /// The request's hold is larger than what the account can spend.
     InsufficientBalance {
@@ -178,7 +186,12 @@ impl ProxyError {
     pub fn failure(&self) -> Failure {
         use ErrorKind as K;
         let (status, kind, retry) = match self {
-            ProxyError::InvalidKey => (401, K::Authentication, Retry::Never),
+            ProxyError::InvalidKey | ProxyError::KeyExpired => {
+                (401, K::Authentication, Retry::Never)
+            }
+            ProxyError::AddressNotAllowed | ProxyError::ModelNotAllowed { .. } => {
+                (403, K::Permission, Retry::Never)
+            }
             ProxyError::InsufficientBalance { .. } | ProxyError::NothingAvailable => {
                 (402, K::Billing, Retry::Never)
             }
@@ -217,6 +230,13 @@ impl ProxyError {
     pub fn message(&self) -> String {
         match self {
             ProxyError::InvalidKey => "invalid x-api-key".into(),
+            ProxyError::KeyExpired => "this API key has expired".into(),
+            ProxyError::AddressNotAllowed => {
+                "this API key may not be used from this address (see its allowed_ips)".into()
+            }
+            ProxyError::ModelNotAllowed { model } => {
+                format!("model: this API key may not use {model} (see its models allowlist)")
+            }
             ProxyError::Suspended => "this account is suspended".into(),
             ProxyError::InsufficientBalance {
                 required,

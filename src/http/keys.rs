@@ -1,0 +1,130 @@
+//! Creating an API key with its policy, and showing one: shared by the admin API
+//! (`POST /admin/v1/accounts/{id}/keys`) and the customer API (`POST /api/v1/keys`), so both
+//! accept the same fields and refuse the same mistakes.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::accounts::{ApiKeySecret, KeyPolicy, KeyPolicyInput};
+use crate::auth::KeyOwner;
+use crate::store::{AccountRow, DbError, KeyRow};
+
+/// A key's name is a label for its owner; this bounds what is stored and shown.
+const MAX_KEY_NAME_CHARS: usize = 100;
+
+/// The body of a key-creation request: a name and the optional policy fields of the contract.
+/// Unknown fields are refused, so a misspelt policy is never silently dropped.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub allowed_ips: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub daily_spend_usd: Option<Decimal>,
+    pub total_spend_usd: Option<Decimal>,
+    pub requests_per_minute: Option<u32>,
+    pub tokens_per_minute: Option<u32>,
+    pub max_concurrent: Option<u32>,
+}
+
+/// A key as listed: its prefix and policy, never the key.
+#[derive(Serialize)]
+pub struct KeyView<'a> {
+    id: Uuid,
+    name: &'a str,
+    prefix: &'a str,
+    created_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    #[serde(flatten)]
+    policy: &'a KeyPolicy,
+}
+
+impl<'a> From<&'a KeyRow> for KeyView<'a> {
+    fn from(key: &'a KeyRow) -> Self {
+        KeyView {
+            id: key.id,
+            name: &key.name,
+            prefix: &key.prefix,
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+            policy: &key.policy,
+        }
+    }
+}
+
+/// A key just created: the one answer that shows the whole key.
+pub struct CreatedKey {
+    pub row: KeyRow,
+    /// Shown once, in the creation response; never stored or logged.
+    pub secret: ApiKeySecret,
+}
+
+impl CreatedKey {
+    /// The creation response: the listed view plus the full key.
+    pub fn to_json(&self) -> serde_json::Value {
+        #[derive(Serialize)]
+        struct Answer<'a> {
+            #[serde(flatten)]
+            view: KeyView<'a>,
+            key: &'a str,
+        }
+        serde_json::to_value(Answer {
+            view: KeyView::from(&self.row),
+            key: self.secret.expose(),
+        })
+        .unwrap_or_default()
+    }
+}
+
+/// Checks `request` against the account and now, stores the key, and makes it usable at once
+/// (its policy in the in-memory lookup). A refused field changes nothing: validation runs
+/// before anything is written.
+pub async fn create_key(
+    state: &AppState,
+    account: &AccountRow,
+    request: CreateKeyRequest,
+) -> Result<CreatedKey, ApiError> {
+    let name = request.name.unwrap_or_default();
+    if name.chars().count() > MAX_KEY_NAME_CHARS {
+        return Err(ApiError::field(
+            "name",
+            format!("at most {MAX_KEY_NAME_CHARS} characters"),
+        ));
+    }
+    let input = KeyPolicyInput {
+        models: request.models,
+        allowed_ips: request.allowed_ips,
+        expires_at: request.expires_at,
+        daily_spend_usd: request.daily_spend_usd,
+        total_spend_usd: request.total_spend_usd,
+        requests_per_minute: request.requests_per_minute,
+        tokens_per_minute: request.tokens_per_minute,
+        max_concurrent: request.max_concurrent,
+    };
+    let policy = input
+        .validate(Utc::now(), &account.limits, |id| {
+            state.card.model(id).map(|card| card.id.clone())
+        })
+        .map_err(|refused| ApiError::field(refused.field, refused.problem))?;
+    let key = state.keys.generate();
+    let row = state
+        .store
+        .create_key(account.id, &name, &key.prefix, &key.digest, &policy)
+        .await
+        .map_err(|error| match error {
+            DbError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            other => ApiError::internal(other),
+        })?;
+    state
+        .keys
+        .insert(key.digest, KeyOwner::new(row.id, account.id, policy));
+    Ok(CreatedKey {
+        row,
+        secret: key.secret,
+    })
+}

@@ -1,0 +1,314 @@
+//! Per-key policies: created with the key through the admin API (the same function the
+//! customer API will call), refused field by field when wrong, listed with the key, and
+//! enforced on the proxy from memory: the model allowlist, the address allowlist, the expiry.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use tollgate::startup::Application;
+
+use crate::helpers::*;
+
+const MODEL: &str = "claude-sonnet-4-5";
+const OTHER_MODEL: &str = "claude-haiku-4-5";
+
+impl TestApp {
+    /// Creates a key with the given body; answers the status and the JSON.
+    async fn create_key_with(&self, account: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .admin(Method::POST, &format!("/accounts/{account}/keys"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn list_keys(&self, account: &str) -> Vec<Value> {
+        let response = self
+            .admin(Method::GET, &format!("/accounts/{account}/keys"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["data"].as_array().unwrap().clone()
+    }
+
+    /// A funded account and a key created with `policy`; answers (account, key).
+    async fn customer_with_policy(&self, balance: &str, policy: Value) -> (String, String) {
+        let account = self
+            .create_account(&format!("{}@example.com", uuid::Uuid::new_v4().simple()))
+            .await;
+        self.credit(&account, balance).await;
+        let (status, body) = self.create_key_with(&account, policy).await;
+        assert_eq!(status, 201, "{body}");
+        (account, body["key"].as_str().unwrap().to_string())
+    }
+}
+
+fn small_message(model: &str) -> Value {
+    message_body(model, 16, false, json!({"output_tokens": 4}))
+}
+
+async fn error_of(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[actix_web::test]
+async fn a_model_outside_the_allowlist_is_refused_before_the_upstream_is_called() {
+    let app = spawn_app().await;
+    let (_, key) = app
+        .customer_with_policy("10", json!({"name": "k", "models": [MODEL]}))
+        .await;
+    let (status, body) = error_of(
+        app.messages(&key, &small_message(OTHER_MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains(OTHER_MODEL));
+    assert_eq!(
+        app.mock_stats().await.messages,
+        0,
+        "the upstream was never called"
+    );
+
+    let counted = app
+        .count_tokens(&key, &small_message(OTHER_MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(counted.status(), 403);
+    assert_eq!(app.mock_stats().await.count_tokens, 0);
+
+    let allowed = app
+        .messages(&key, &small_message(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(app.mock_stats().await.messages, 1);
+    let db = app.db().await;
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM usage", &[])
+        .await
+        .map(|row| row.get(0))
+        .unwrap();
+    assert!(rows <= 1, "the refused request left no usage row");
+}
+
+#[actix_web::test]
+async fn the_models_list_shows_only_the_allowed_models() {
+    let app = spawn_app().await;
+    let (_, key) = app
+        .customer_with_policy("1", json!({"models": [MODEL, OTHER_MODEL]}))
+        .await;
+    let get = |path: String| {
+        app.http
+            .get(format!("{}{path}", app.base))
+            .header("x-api-key", &key)
+            .send()
+    };
+    let list: Value = get("/v1/models?limit=1000".into())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [OTHER_MODEL, MODEL]);
+    assert_eq!(
+        get(format!("/v1/models/{MODEL}")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        // The dated id is a model of its own on the card, and the list names ids exactly.
+        get("/v1/models/claude-sonnet-4-5-20250929".into())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[actix_web::test]
+async fn an_address_outside_the_allowlist_is_refused_and_one_inside_passes() {
+    let app = spawn_app().await;
+    let (_, outside) = app
+        .customer_with_policy("10", json!({"allowed_ips": ["10.0.0.0/8"]}))
+        .await;
+    let (status, body) = error_of(
+        app.messages(&outside, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["type"], "permission_error");
+    assert_eq!(app.mock_stats().await.messages, 0);
+
+    let (_, inside) = app
+        .customer_with_policy("10", json!({"allowed_ips": ["10.0.0.0/8", "127.0.0.0/8"]}))
+        .await;
+    let response = app
+        .messages(&inside, &small_message(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[actix_web::test]
+async fn an_expired_key_is_refused_as_unauthenticated() {
+    let app = spawn_app().await;
+    let expires_at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let (_, key) = app
+        .customer_with_policy("10", json!({"expires_at": expires_at}))
+        .await;
+    let before = app
+        .messages(&key, &small_message(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(before.status(), 200);
+    let wait = (expires_at - chrono::Utc::now())
+        .to_std()
+        .unwrap_or_default();
+    tokio::time::sleep(wait + Duration::from_millis(100)).await;
+    let (status, body) = error_of(
+        app.messages(&key, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+}
+
+#[actix_web::test]
+async fn bad_policies_are_refused_by_field_and_create_nothing() {
+    let app = spawn_app().await;
+    // The harness's accounts allow 100000 requests a minute, unlimited tokens and concurrency.
+    let account = app.create_account("policies@example.com").await;
+    app.admin(Method::PUT, &format!("/accounts/{account}/limits"))
+        .json(&json!({"requests_per_minute": 60, "tokens_per_minute": 1000, "max_concurrent": 0}))
+        .send()
+        .await
+        .unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let cases = [
+        (json!({"allowed_ips": ["10.0.0.300"]}), "allowed_ips"),
+        (json!({"allowed_ips": ["10.0.0.0/40"]}), "allowed_ips"),
+        (json!({"allowed_ips": []}), "allowed_ips"),
+        (json!({"daily_spend_usd": "0"}), "daily_spend_usd"),
+        (json!({"total_spend_usd": "-1"}), "total_spend_usd"),
+        (json!({"total_spend_usd": "1.0000001"}), "total_spend_usd"),
+        (json!({"expires_at": past}), "expires_at"),
+        (json!({"models": [""]}), "models"),
+        (json!({"models": ["m".repeat(101)]}), "models"),
+        (json!({"requests_per_minute": 61}), "requests_per_minute"),
+        (json!({"tokens_per_minute": 1001}), "tokens_per_minute"),
+        (json!({"name": "n".repeat(101)}), "name"),
+    ];
+    for (body, field) in cases {
+        let (status, answer) = app.create_key_with(&account, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body} -> {answer}");
+    }
+    // Wrong types and unknown fields are refused too.
+    for body in [
+        json!({"requests_per_minute": "fast"}),
+        json!({"model": ["x"]}),
+    ] {
+        let (status, answer) = app.create_key_with(&account, body.clone()).await;
+        assert_eq!(status, 400, "{body} -> {answer}");
+    }
+    assert!(app.list_keys(&account).await.is_empty());
+
+    // Limits at or under the account's, and any concurrency on an unlimited one, are fine.
+    let (status, answer) = app
+        .create_key_with(
+            &account,
+            json!({"requests_per_minute": 60, "tokens_per_minute": 0, "max_concurrent": 500}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+}
+
+#[actix_web::test]
+async fn the_key_list_shows_each_policy_and_never_the_key() {
+    let app = spawn_app().await;
+    let expires_at = "2099-01-01T00:00:00Z";
+    let (account, key) = app
+        .customer_with_policy(
+            "1",
+            json!({"name": "ci", "models": [MODEL], "allowed_ips": ["192.0.2.0/24", "::1"],
+                   "expires_at": expires_at, "daily_spend_usd": "1.50",
+                   "total_spend_usd": "20", "requests_per_minute": 10}),
+        )
+        .await;
+    let keys = app.list_keys(&account).await;
+    assert_eq!(keys.len(), 1);
+    let listed = &keys[0];
+    assert_eq!(listed["models"], json!([MODEL]));
+    assert_eq!(listed["allowed_ips"], json!(["192.0.2.0/24", "::1/128"]));
+    assert_eq!(listed["expires_at"], expires_at);
+    assert_eq!(listed["daily_spend_usd"], "1.5");
+    assert_eq!(listed["total_spend_usd"], "20");
+    assert_eq!(listed["requests_per_minute"], 10);
+    assert_eq!(listed["max_concurrent"], 0);
+    assert!(!listed.to_string().contains(&key));
+}
+
+#[actix_web::test]
+async fn policies_are_loaded_with_the_keys_at_startup() {
+    let mut app = spawn_app().await;
+    let (_, key) = app
+        .customer_with_policy("10", json!({"models": [MODEL]}))
+        .await;
+    let settings = app.settings.clone();
+    app.shutdown.cancel();
+    (&mut app.stopped).await.unwrap().unwrap();
+
+    let next = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", next.port());
+    let shutdown = next.shutdown_trigger();
+    let stopped = actix_web::rt::spawn(next.run_until_stopped());
+    let refused = app
+        .messages_at(&base, &key, &small_message(OTHER_MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let allowed = app
+        .messages_at(&base, &key, &small_message(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    shutdown.cancel();
+    stopped.await.unwrap().unwrap();
+}
