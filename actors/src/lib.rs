@@ -46,7 +46,9 @@ pub mod sse;
 pub mod store;
 pub mod usage;
 
-pub use account::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
+pub use account::{
+    AccountId, AccountRecord, AccountStatus, AccountView, KeySpent, Refusal, SpendCap, SpendCaps,
+};
 pub use bill::{Bill, UsageFault};
 pub use engine::{
     ActorPlacement, Admission, AdmitError, Durability, Durably, Engine, EngineConfig, EngineError,

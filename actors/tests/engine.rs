@@ -98,6 +98,7 @@ impl LedgerStore for MemoryLedger {
                 tokens_per_minute: 0,
                 max_concurrent: 0,
             },
+            key_spent: Vec::new(),
         }))
     }
 
@@ -242,6 +243,7 @@ fn request(account_id: AccountId) -> HoldRequest {
             .clone(),
         shape: HoldPolicy::default().shape(28, 10, MediaCount::default(), &[]),
         started_at: Utc::now(),
+        spend_caps: None,
     }
 }
 

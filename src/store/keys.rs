@@ -7,6 +7,8 @@ use tokio_postgres::Row;
 use uuid::Uuid;
 
 use super::{column, DbError, PgStore};
+use tollgate_actors::KeySpent;
+
 use crate::accounts::KeyPolicy;
 
 const INSERT_KEY: &str = "
@@ -33,6 +35,19 @@ const SELECT_ACTIVE_KEYS: &str = "
         k.daily_spend_usd, k.total_spend_usd, k.requests_per_minute, k.tokens_per_minute,
         k.max_concurrent
     FROM api_keys k WHERE k.revoked_at IS NULL";
+
+/// What each of an account's keys with a spend cap has spent: in all, and by the requests
+/// that started since `$2`, the start of the current UTC day. Only capped keys are summed, and
+/// over their own rows (`usage_key_started`), so loading an account with busy uncapped keys
+/// costs nothing extra.
+const SELECT_KEY_SPENT: &str = "
+    SELECT k.id,
+        coalesce(sum(u.cost), 0) AS total,
+        coalesce(sum(u.cost) FILTER (WHERE u.started_at >= $2), 0) AS today
+    FROM api_keys k LEFT JOIN usage u ON u.key_id = k.id
+    WHERE k.account_id = $1
+      AND (k.daily_spend_usd IS NOT NULL OR k.total_spend_usd IS NOT NULL)
+    GROUP BY k.id";
 
 #[derive(Debug, Clone)]
 pub struct KeyRow {
@@ -115,6 +130,27 @@ impl PgStore {
             .query_opt(REVOKE_KEY, &[&account_id, &key_id])
             .await?;
         row.map(|row| column(&row, "digest")).transpose()
+    }
+
+    /// What the account's capped keys have spent, for its actor to start from.
+    pub async fn key_spent(&self, account_id: Uuid) -> Result<Vec<KeySpent>, DbError> {
+        let client = self.pool.get().await?;
+        let now = Utc::now();
+        let day = now.date_naive();
+        let day_start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+        let rows = client
+            .query(SELECT_KEY_SPENT, &[&account_id, &day_start])
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeySpent {
+                    key_id: column(row, "id")?,
+                    total: column(row, "total")?,
+                    today: column(row, "today")?,
+                    day,
+                })
+            })
+            .collect()
     }
 
     pub async fn active_keys(&self) -> Result<Vec<ActiveKey>, DbError> {

@@ -162,11 +162,16 @@ const SET_STATUS: &str = "
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn load_account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError> {
-        Ok(self.account(id).await?.map(|row| AccountRecord {
+        let Some(row) = self.account(id).await? else {
+            return Ok(None);
+        };
+        let key_spent = self.key_spent(id).await?;
+        Ok(Some(AccountRecord {
             id: row.id,
             status: row.status,
             balance: row.balance,
             limits: row.limits,
+            key_spent,
         }))
     }
 

@@ -312,3 +312,127 @@ async fn policies_are_loaded_with_the_keys_at_startup() {
     shutdown.cancel();
     stopped.await.unwrap().unwrap();
 }
+
+/// The sum of the usage rows of `key` once everything has settled and flushed.
+async fn billed_to_key(app: &TestApp, account: &str, key_id: &str) -> rust_decimal::Decimal {
+    app.wait_settled(account).await;
+    app.flush().await;
+    let db = app.db().await;
+    let key_id = uuid::Uuid::parse_str(key_id).unwrap();
+    db.query_one(
+        "SELECT coalesce(sum(cost), 0) FROM usage WHERE key_id = $1",
+        &[&key_id],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// A request whose hold (about 0.0021 USD on this model) and cost (about 0.0015 USD) are
+/// each a sizeable part of a cent.
+fn costly_message() -> Value {
+    message_body(
+        MODEL,
+        100,
+        false,
+        json!({"input_tokens": 10, "output_tokens": 100}),
+    )
+}
+
+#[actix_web::test]
+async fn parallel_requests_cannot_pass_a_total_spend_cap() {
+    let app = spawn_app().await;
+    let account = app.create_account("capped@example.com").await;
+    app.credit(&account, "10").await;
+    let (status, created) = app
+        .create_key_with(&account, json!({"total_spend_usd": "0.01"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    let key_id = created["id"].as_str().unwrap().to_string();
+
+    let body = costly_message();
+    let answers = futures_util::future::join_all(
+        (0..50).map(|_| async { error_of(app.messages(&key, &body).send().await.unwrap()).await }),
+    )
+    .await;
+    let passed = answers.iter().filter(|(status, _)| *status == 200).count();
+    let capped: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 402)
+        .collect();
+    assert!(passed > 0, "some requests fit under the cap");
+    assert_eq!(passed + capped.len(), 50, "{answers:?}");
+    for (_, body) in &capped {
+        assert_eq!(body["error"]["type"], "billing_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains("total_spend_usd"), "{message}");
+        assert!(message.contains("0.01 USD"), "{message}");
+    }
+    let billed = billed_to_key(&app, &account, &key_id).await;
+    assert!(billed <= dec("0.01"), "billed {billed} past the cap");
+    assert!(
+        billed > dec("0.005"),
+        "the cap was used, not refused early: {billed}"
+    );
+}
+
+#[actix_web::test]
+async fn a_daily_spend_cap_refuses_once_the_day_is_spent_and_survives_a_restart() {
+    let mut app = spawn_app().await;
+    let account = app.create_account("daily@example.com").await;
+    app.credit(&account, "10").await;
+    let (status, created) = app
+        .create_key_with(&account, json!({"daily_spend_usd": "0.006"}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    let key_id = created["id"].as_str().unwrap().to_string();
+    let body = costly_message();
+    let mut refusal = None;
+    for _ in 0..10 {
+        let (status, answer) = error_of(app.messages(&key, &body).send().await.unwrap()).await;
+        if status != 200 {
+            refusal = Some((status, answer));
+            break;
+        }
+    }
+    let (status, answer) = refusal.expect("the daily cap refused a request");
+    assert_eq!(status, 402, "{answer}");
+    assert_eq!(answer["error"]["type"], "billing_error");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("daily_spend_usd"));
+    let billed = billed_to_key(&app, &account, &key_id).await;
+    assert!(billed <= dec("0.006"), "billed {billed} past the cap");
+
+    // Another key of the same account is not held back by this one's cap.
+    let (status, other) = app.create_key_with(&account, json!({})).await;
+    assert_eq!(status, 201);
+    let other_key = other["key"].as_str().unwrap();
+
+    // The next instance sums what the key spent today from its usage rows.
+    let settings = app.settings.clone();
+    app.shutdown.cancel();
+    (&mut app.stopped).await.unwrap().unwrap();
+    let next = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", next.port());
+    let shutdown = next.shutdown_trigger();
+    let stopped = actix_web::rt::spawn(next.run_until_stopped());
+    let (status, answer) =
+        error_of(app.messages_at(&base, &key, &body).send().await.unwrap()).await;
+    assert_eq!(status, 402, "{answer}");
+    assert!(answer["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("daily_spend_usd"));
+    let response = app
+        .messages_at(&base, other_key, &body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    shutdown.cancel();
+    stopped.await.unwrap().unwrap();
+}

@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
+use chrono::Utc;
 use dashmap::DashMap;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::gate::AccountGate;
+use super::key_spend::KeySpends;
 use super::uncertain::UncertainChanges;
-use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal};
+use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal, SpendCaps};
 use crate::flusher::FlusherHandle;
 use crate::journal::Lsn;
 use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
@@ -32,6 +34,8 @@ struct Hold {
     amount: Decimal,
     /// Its token estimate, counted in `pending_tokens` until it settles or is released.
     tokens: u64,
+    /// The key whose spend caps count this hold, if its key has any.
+    capped_key: Option<Uuid>,
 }
 
 /// Accounts whose actor stopped (its thread did). The account's next actor takes the holds
@@ -132,6 +136,9 @@ pub(crate) struct AccountActor {
     pending_tokens: u64,
     limits: AccountLimits,
     limiters: Limiters,
+    /// Spent and held per key with a spend cap. Holds carried over from a stopped actor count
+    /// against no key (they say not which); their settles still count as spent.
+    key_spends: KeySpends,
     /// What the HTTP side checks before reading a body; kept current after every change.
     gate: Arc<AccountGate>,
     store: Arc<dyn LedgerStore>,
@@ -158,7 +165,14 @@ impl AccountActor {
         let held = carried.iter().map(|(_, amount)| amount).sum();
         let holds = carried
             .into_iter()
-            .map(|(request_id, amount)| (request_id, Hold { amount, tokens: 0 }))
+            .map(|(request_id, amount)| {
+                let hold = Hold {
+                    amount,
+                    tokens: 0,
+                    capped_key: None,
+                };
+                (request_id, hold)
+            })
             .collect();
         gate.set_max_concurrent(record.limits.max_concurrent);
         let actor = AccountActor {
@@ -170,6 +184,7 @@ impl AccountActor {
             pending_tokens: 0,
             limiters: Limiters::new(&record.limits),
             limits: record.limits,
+            key_spends: KeySpends::load(record.key_spent),
             gate,
             store,
             flusher,
@@ -236,13 +251,17 @@ pub(crate) struct PreAuthorize {
     pub amount: Decimal,
     /// The request's own token estimate, which the tokens-per-minute limit must have room for.
     pub tokens: u64,
+    pub key_id: Uuid,
+    /// The key's spend caps, which the hold must fit under as it must under the balance.
+    pub caps: Option<SpendCaps>,
 }
 
 impl Handler<PreAuthorize> for AccountActor {
     type Result = Result<(), Refusal>;
 
-    /// Status, then balance, then the rate limits, which spend their allowance only for a
-    /// request that every other check admitted (docs/adr/0014-limiter-order.md).
+    /// Status, then balance, then the key's spend caps, then the rate limits, which spend
+    /// their allowance only for a request that every other check admitted
+    /// (docs/adr/0014-limiter-order.md).
     fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
         if self.status == AccountStatus::Suspended {
             return Err(Refusal::Suspended);
@@ -255,14 +274,24 @@ impl Handler<PreAuthorize> for AccountActor {
                 available: available.max(Decimal::ZERO),
             });
         }
+        // The caps are checked without taking anything, so a throttled request holds nothing.
+        if let Some(caps) = msg.caps {
+            self.key_spends
+                .check(msg.key_id, caps, msg.amount, Utc::now().date_naive())?;
+        }
         self.limiters
             .admit(msg.tokens, self.pending_tokens)
             .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
+        let capped_key = msg.caps.map(|_| {
+            self.key_spends.hold(msg.key_id, msg.amount);
+            msg.key_id
+        });
         self.held += msg.amount;
         self.pending_tokens = self.pending_tokens.saturating_add(msg.tokens);
         let hold = Hold {
             amount: msg.amount,
             tokens: msg.tokens,
+            capped_key,
         };
         self.holds.insert(msg.request_id, hold);
         self.publish();
@@ -286,6 +315,9 @@ impl Handler<ResizeHold> for AccountActor {
     fn handle(&mut self, msg: ResizeHold, _: &mut Self::Context) -> bool {
         if let Some(hold) = self.holds.get_mut(&msg.request_id) {
             self.held += msg.amount - hold.amount;
+            if let Some(key) = hold.capped_key {
+                self.key_spends.resize(key, msg.amount - hold.amount);
+            }
             hold.amount = msg.amount;
             self.publish();
             self.balance > Decimal::ZERO && self.available() >= Decimal::ZERO
@@ -337,7 +369,17 @@ impl Handler<Settle> for AccountActor {
         let Some(record) = msg.record.take() else {
             return;
         };
-        self.remove_hold(&record.request_id);
+        let hold = self.remove_hold(&record.request_id);
+        let key_held = hold
+            .filter(|hold| hold.capped_key.is_some())
+            .map_or(Decimal::ZERO, |hold| hold.amount);
+        self.key_spends.settle(
+            record.key_id,
+            key_held,
+            record.cost,
+            record.started_at.date_naive(),
+            Utc::now().date_naive(),
+        );
         self.balance -= record.cost;
         self.limiters
             .charge_tokens(record.usage.rate_limited_tokens());
@@ -387,7 +429,11 @@ impl Handler<Release> for AccountActor {
 
     fn handle(&mut self, mut msg: Release, _: &mut Self::Context) {
         if let Some(request_id) = msg.request_id.take() {
-            self.remove_hold(&request_id);
+            if let Some(hold) = self.remove_hold(&request_id) {
+                if let Some(key) = hold.capped_key {
+                    self.key_spends.release(key, hold.amount);
+                }
+            }
             self.publish();
         }
     }

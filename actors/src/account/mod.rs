@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -13,6 +14,7 @@ use crate::limits::{AccountLimits, Throttle};
 
 pub(crate) mod actor;
 pub(crate) mod gate;
+pub(crate) mod key_spend;
 mod uncertain;
 
 /// An account's identity.
@@ -52,6 +54,54 @@ pub struct AccountRecord {
     pub status: AccountStatus,
     pub balance: Decimal,
     pub limits: AccountLimits,
+    /// What each of the account's keys with a spend cap has spent, summed from its usage rows.
+    pub key_spent: Vec<KeySpent>,
+}
+
+/// A key's spend caps in USD, carried by each of its requests' holds: the HTTP side keeps the
+/// key's policy, and the actor needs only the two amounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpendCaps {
+    /// Most the key may spend per UTC day.
+    pub daily: Option<Decimal>,
+    /// Most the key may spend over its life.
+    pub total: Option<Decimal>,
+}
+
+impl SpendCaps {
+    /// `None` when neither cap is set, so an uncapped key costs the actor nothing.
+    pub fn of(daily: Option<Decimal>, total: Option<Decimal>) -> Option<SpendCaps> {
+        (daily.is_some() || total.is_some()).then_some(SpendCaps { daily, total })
+    }
+}
+
+/// What a capped key had spent, as the store summed it from the key's usage rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpent {
+    pub key_id: Uuid,
+    /// Over the key's life.
+    pub total: Decimal,
+    /// By requests that started on `day`.
+    pub today: Decimal,
+    /// The UTC day `today` is for.
+    pub day: NaiveDate,
+}
+
+/// Which of a key's spend caps refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpendCap {
+    Daily,
+    Total,
+}
+
+impl SpendCap {
+    /// The policy field that set it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpendCap::Daily => "daily_spend_usd",
+            SpendCap::Total => "total_spend_usd",
+        }
+    }
 }
 
 /// Why a request was not admitted.
@@ -68,6 +118,14 @@ pub enum Refusal {
     /// below zero, or all of it is held by requests in flight.
     #[error("insufficient balance: nothing is available to spend")]
     NothingAvailable,
+    /// The key's spend cap less what the key spent and holds does not cover the hold.
+    #[error("the key's {} cap of {limit} USD does not cover a hold of {required} USD ({available} USD is left under it)", cap.as_str())]
+    SpendCapReached {
+        cap: SpendCap,
+        limit: Decimal,
+        required: Decimal,
+        available: Decimal,
+    },
     #[error("{} limit exceeded", which.as_str())]
     Throttled {
         which: Throttle,

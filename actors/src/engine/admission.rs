@@ -136,6 +136,8 @@ impl Admission {
                 request_id: ticket.request.request_id,
                 amount,
                 tokens,
+                key_id: ticket.request.key_id,
+                caps: ticket.request.spend_caps,
             })
             .timeout(MAILBOX_WAIT)
             .await;

@@ -25,7 +25,7 @@ use crate::account::actor::{
     AccountActor, ApplyChange, CarriedHolds, Orphans, SetLimits, SetStatus, Snapshot,
 };
 use crate::account::gate::AccountGate;
-use crate::account::{AccountId, AccountStatus, AccountView, Refusal};
+use crate::account::{AccountId, AccountStatus, AccountView, Refusal, SpendCaps};
 use crate::flusher::{FlusherHandle, FlusherStats};
 use crate::hold::{HoldPolicy, RequestShape};
 use crate::journal::{Journal, JournalHealth};
@@ -151,6 +151,8 @@ pub struct HoldRequest {
     pub version: PriceVersion,
     pub shape: RequestShape,
     pub started_at: DateTime<Utc>,
+    /// The key's spend caps, if it has any: the hold must fit under them as under the balance.
+    pub spend_caps: Option<SpendCaps>,
 }
 
 impl Engine {

@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio_stream::wrappers::ReceiverStream;
 use tollgate_actors::hold::RequestShape;
-use tollgate_actors::{Admission, Engine, HoldRequest, HoldTicket};
+use tollgate_actors::{Admission, Engine, HoldRequest, HoldTicket, SpendCaps};
 use tracing::Instrument;
 
 use super::exchange::{Exchange, Reply};
@@ -110,6 +110,10 @@ async fn admit(
         version: priced.version,
         shape,
         started_at: priced.started_at,
+        spend_caps: owner
+            .policy
+            .as_ref()
+            .and_then(|policy| SpendCaps::of(policy.daily_spend_usd, policy.total_spend_usd)),
     };
     admission
         .pre_authorize(request)

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use rust_decimal::Decimal;
-use tollgate_actors::{AdmitError, EngineError, Refusal, Throttle};
+use tollgate_actors::{AdmitError, EngineError, Refusal, SpendCap, Throttle};
 
 use crate::http::request_id::RequestId;
 
@@ -26,6 +26,14 @@ pub enum ProxyError {
     Suspended,
     /// The request's hold is larger than what the account can spend.
     InsufficientBalance {
+        required: Decimal,
+        available: Decimal,
+    },
+    /// The hold does not fit under one of the key's spend caps less what the key spent and
+    /// holds.
+    SpendCapReached {
+        cap: SpendCap,
+        limit: Decimal,
         required: Decimal,
         available: Decimal,
     },
@@ -192,9 +200,9 @@ impl ProxyError {
             ProxyError::AddressNotAllowed | ProxyError::ModelNotAllowed { .. } => {
                 (403, K::Permission, Retry::Never)
             }
-            ProxyError::InsufficientBalance { .. } | ProxyError::NothingAvailable => {
-                (402, K::Billing, Retry::Never)
-            }
+            ProxyError::InsufficientBalance { .. }
+            | ProxyError::NothingAvailable
+            | ProxyError::SpendCapReached { .. } => (402, K::Billing, Retry::Never),
             ProxyError::Suspended => (403, K::Permission, Retry::Never),
             ProxyError::Throttled { retry_after, .. } => {
                 (429, K::RateLimit, Retry::After(*retry_after))
@@ -243,6 +251,18 @@ impl ProxyError {
                 available,
             } => format!(
                 "insufficient balance: this request reserves up to {} USD (its prompt estimate plus max_tokens of output) and {} USD is available; lower max_tokens or recharge",
+                required.normalize(),
+                available.normalize()
+            ),
+            ProxyError::SpendCapReached {
+                cap,
+                limit,
+                required,
+                available,
+            } => format!(
+                "this API key's spend cap {} of {} USD is reached: this request reserves up to {} USD and {} USD is left under the cap; lower max_tokens or raise the cap",
+                cap.as_str(),
+                limit.normalize(),
                 required.normalize(),
                 available.normalize()
             ),
@@ -336,6 +356,17 @@ impl From<Refusal> for ProxyError {
                 required,
                 available,
             } => ProxyError::InsufficientBalance {
+                required,
+                available,
+            },
+            Refusal::SpendCapReached {
+                cap,
+                limit,
+                required,
+                available,
+            } => ProxyError::SpendCapReached {
+                cap,
+                limit,
                 required,
                 available,
             },
