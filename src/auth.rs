@@ -263,6 +263,27 @@ mod tests {
     }
 
     #[test]
+    fn a_malformed_key_is_refused_and_counted_as_a_failure() {
+        let ring = KeyRing::new("a-test-secret-of-enough-length", 1);
+        let key = ring.generate();
+        let owner = KeyOwner::new(Uuid::now_v7(), Uuid::now_v7(), KeyPolicy::default());
+        ring.insert(key.digest, owner);
+        // Its digest is in the map, but the shape is checked first.
+        let mut broken = key.secret.expose().to_string();
+        broken.pop();
+        broken.push('!');
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(
+            ring.authenticate(Some(&broken), ip),
+            Err(AuthFailure::InvalidKey)
+        );
+        assert!(matches!(
+            ring.authenticate(Some(&broken), ip),
+            Err(AuthFailure::TooManyFailures(_))
+        ));
+    }
+
+    #[test]
     fn repeated_failures_from_one_ip_are_throttled_but_other_ips_are_not() {
         let ring = ring();
         let bad: IpAddr = "10.0.0.1".parse().unwrap();

@@ -8,7 +8,7 @@ mod policy;
 mod token;
 
 pub use email::{Email, EmailError};
-pub use key::{ApiKeySecret, KEY_PREFIX};
+pub use key::{is_well_formed, ApiKeySecret, KEY_PREFIX};
 pub use password::{verify_password, Password, PasswordError, PasswordHash};
 pub use policy::{KeyPolicy, KeyPolicyInput, PolicyError};
 pub use token::{SecretToken, TokenHash, SESSION_PREFIX};

@@ -436,3 +436,55 @@ async fn a_daily_spend_cap_refuses_once_the_day_is_spent_and_survives_a_restart(
     shutdown.cancel();
     stopped.await.unwrap().unwrap();
 }
+
+#[actix_web::test]
+async fn a_key_of_the_old_format_still_works_and_a_malformed_new_one_is_refused() {
+    let mut app = spawn_app().await;
+    let customer = app.customer("10").await;
+    // A key of the shape issued before the checksum: 40 random characters after the prefix.
+    let legacy = format!("sk-tg-{}", "Ab3d".repeat(10));
+    let digest = tollgate::auth::KeyRing::new(&app.settings.auth.key_secret, 0).digest(&legacy);
+    let account = uuid::Uuid::parse_str(&customer.id).unwrap();
+    app.db()
+        .await
+        .execute(
+            "INSERT INTO api_keys (id, account_id, name, prefix, digest)
+             VALUES ($1, $2, 'legacy', 'sk-tg-Ab3dAb', $3)",
+            &[&uuid::Uuid::now_v7(), &account, &digest.as_slice()],
+        )
+        .await
+        .unwrap();
+
+    // The current key has a checksum: one character changed, and it is refused.
+    let mut broken = customer.key.clone();
+    let last = broken.pop().unwrap();
+    broken.push(if last == 'a' { 'b' } else { 'a' });
+    let (status, body) = error_of(
+        app.messages(&broken, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    // Keys are loaded at startup, which is how a key issued long ago reaches the lookup.
+    let settings = app.settings.clone();
+    app.shutdown.cancel();
+    (&mut app.stopped).await.unwrap().unwrap();
+    let next = Application::build(settings).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", next.port());
+    let shutdown = next.shutdown_trigger();
+    let stopped = actix_web::rt::spawn(next.run_until_stopped());
+    for key in [&legacy, &customer.key] {
+        let response = app
+            .messages_at(&base, key, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    shutdown.cancel();
+    stopped.await.unwrap().unwrap();
+}
