@@ -42,6 +42,11 @@ pub struct KeyView<'a> {
     revoked_at: Option<DateTime<Utc>>,
     #[serde(flatten)]
     policy: &'a KeyPolicy,
+    /// What the key has spent, as flushed (behind the live figure by at most a flush interval).
+    #[serde(with = "rust_decimal::serde::str")]
+    spent_usd: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    spent_today_usd: Decimal,
 }
 
 impl<'a> From<&'a KeyRow> for KeyView<'a> {
@@ -53,6 +58,8 @@ impl<'a> From<&'a KeyRow> for KeyView<'a> {
             created_at: key.created_at,
             revoked_at: key.revoked_at,
             policy: &key.policy,
+            spent_usd: key.spent_usd.normalize(),
+            spent_today_usd: key.spent_today_usd.normalize(),
         }
     }
 }

@@ -17,13 +17,21 @@ const INSERT_KEY: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     RETURNING id, account_id, name, prefix, created_at, revoked_at, models, allowed_ips,
         expires_at, daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute,
-        max_concurrent";
+        max_concurrent, 0::numeric AS spent_usd, 0::numeric AS spent_today_usd";
 
+/// With what each key spent, in all and since `$2` (the start of the UTC day), as flushed:
+/// it lags the live spend by at most a flush interval.
 const SELECT_KEYS: &str = "
-    SELECT id, account_id, name, prefix, created_at, revoked_at, models, allowed_ips,
-        expires_at, daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute,
-        max_concurrent
-    FROM api_keys WHERE account_id = $1 ORDER BY created_at";
+    SELECT k.id, k.account_id, k.name, k.prefix, k.created_at, k.revoked_at, k.models,
+        k.allowed_ips, k.expires_at, k.daily_spend_usd, k.total_spend_usd,
+        k.requests_per_minute, k.tokens_per_minute, k.max_concurrent,
+        coalesce(s.total, 0) AS spent_usd, coalesce(s.today, 0) AS spent_today_usd
+    FROM api_keys k
+    LEFT JOIN LATERAL (
+        SELECT sum(u.cost) AS total, sum(u.cost) FILTER (WHERE u.started_at >= $2) AS today
+        FROM usage u WHERE u.key_id = k.id
+    ) s ON true
+    WHERE k.account_id = $1 ORDER BY k.created_at";
 
 const REVOKE_KEY: &str = "
     UPDATE api_keys SET revoked_at = now()
@@ -58,6 +66,9 @@ pub struct KeyRow {
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub policy: KeyPolicy,
+    /// Flushed usage of the key, in all and today (UTC).
+    pub spent_usd: Decimal,
+    pub spent_today_usd: Decimal,
 }
 
 /// A key as the in-memory lookup needs it.
@@ -114,7 +125,9 @@ impl PgStore {
 
     pub async fn keys(&self, account_id: Uuid) -> Result<Vec<KeyRow>, DbError> {
         let client = self.pool.get().await?;
-        let rows = client.query(SELECT_KEYS, &[&account_id]).await?;
+        let rows = client
+            .query(SELECT_KEYS, &[&account_id, &utc_day_start()])
+            .await?;
         rows.iter().map(key_row).collect()
     }
 
@@ -135,9 +148,8 @@ impl PgStore {
     /// What the account's capped keys have spent, for its actor to start from.
     pub async fn key_spent(&self, account_id: Uuid) -> Result<Vec<KeySpent>, DbError> {
         let client = self.pool.get().await?;
-        let now = Utc::now();
-        let day = now.date_naive();
-        let day_start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+        let day_start = utc_day_start();
+        let day = day_start.date_naive();
         let rows = client
             .query(SELECT_KEY_SPENT, &[&account_id, &day_start])
             .await?;
@@ -178,7 +190,17 @@ fn key_row(row: &Row) -> Result<KeyRow, DbError> {
         created_at: column(row, "created_at")?,
         revoked_at: column(row, "revoked_at")?,
         policy: key_policy(row)?,
+        spent_usd: column(row, "spent_usd")?,
+        spent_today_usd: column(row, "spent_today_usd")?,
     })
+}
+
+/// Midnight UTC of today: where a daily spend starts.
+fn utc_day_start() -> DateTime<Utc> {
+    Utc::now()
+        .date_naive()
+        .and_time(chrono::NaiveTime::MIN)
+        .and_utc()
 }
 
 /// A stored policy. A network that no longer parses leaves an allowlist that admits nothing:

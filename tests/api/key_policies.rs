@@ -280,6 +280,7 @@ async fn the_key_list_shows_each_policy_and_never_the_key() {
     assert_eq!(listed["total_spend_usd"], "20");
     assert_eq!(listed["requests_per_minute"], 10);
     assert_eq!(listed["max_concurrent"], 0);
+    assert_eq!(listed["spent_usd"], "0");
     assert!(!listed.to_string().contains(&key));
 }
 
@@ -406,6 +407,9 @@ async fn a_daily_spend_cap_refuses_once_the_day_is_spent_and_survives_a_restart(
         .contains("daily_spend_usd"));
     let billed = billed_to_key(&app, &account, &key_id).await;
     assert!(billed <= dec("0.006"), "billed {billed} past the cap");
+    let listed = app.list_keys(&account).await;
+    assert_eq!(listed[0]["spent_usd"], billed.normalize().to_string());
+    assert_eq!(listed[0]["spent_today_usd"], billed.normalize().to_string());
 
     // Another key of the same account is not held back by this one's cap.
     let (status, other) = app.create_key_with(&account, json!({})).await;
