@@ -1,7 +1,8 @@
 //! `POST /v1/messages`, the billed route. The handler reads as the request's life: the key
-//! was authenticated by the [`KeyOwner`] extractor; then check in (before the body is read),
-//! read, parse and price, take the hold, and hand the upstream half to a tracked task
-//! (`Exchange`) whose first reply is answered.
+//! was authenticated (and its expiry and address allowlist checked) by the [`KeyOwner`]
+//! extractor; then check in (before the body is read), read, parse and price, check the key's
+//! model allowlist, take the hold (under the balance and the key's spend caps), and hand the
+//! upstream half to a tracked task (`Exchange`) whose first reply is answered.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
