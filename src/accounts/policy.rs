@@ -85,7 +85,9 @@ fn networks_as_strings<S: serde::Serializer>(
 
 impl KeyPolicyInput {
     /// Checks every field against `now` and the account's `limits`. `canonical` maps a model id
-    /// to the rate card's canonical id when the card knows it, so an alias and its model match.
+    /// to the rate card's canonical id, so an alias and its model match; an id the card does
+    /// not know is refused, since a key allowed only models it can never call is a typing
+    /// error, not a policy.
     pub fn validate(
         self,
         now: DateTime<Utc>,
@@ -105,7 +107,12 @@ impl KeyPolicyInput {
                             format!("each model id has 1 to {MAX_MODEL_ID_CHARS} characters"),
                         ));
                     }
-                    let id = canonical(model).unwrap_or_else(|| model.to_string());
+                    let id = canonical(model).ok_or_else(|| {
+                        refuse(
+                            "models",
+                            format!("`{model}` is not a model on the rate card"),
+                        )
+                    })?;
                     if !checked.contains(&id) {
                         checked.push(id);
                     }
@@ -256,8 +263,17 @@ mod tests {
         }
     }
 
+    /// A rate card of two models, `m` (alias `m-alias`) and `other`.
+    fn card(id: &str) -> Option<String> {
+        match id {
+            "m" | "m-alias" => Some("m".into()),
+            "other" => Some("other".into()),
+            _ => None,
+        }
+    }
+
     fn check(input: KeyPolicyInput) -> Result<KeyPolicy, PolicyError> {
-        input.validate(Utc::now(), &limits(60), |_| None)
+        input.validate(Utc::now(), &limits(60), card)
     }
 
     #[test]
@@ -287,6 +303,13 @@ mod tests {
             (
                 KeyPolicyInput {
                     models: Some(vec!["x".repeat(101)]),
+                    ..Default::default()
+                },
+                "models",
+            ),
+            (
+                KeyPolicyInput {
+                    models: Some(vec!["m".into(), "no-such-model".into()]),
                     ..Default::default()
                 },
                 "models",
@@ -347,7 +370,7 @@ mod tests {
             requests_per_minute: Some(1_000_000),
             ..Default::default()
         };
-        assert!(big.validate(Utc::now(), &limits(0), |_| None).is_ok());
+        assert!(big.validate(Utc::now(), &limits(0), card).is_ok());
     }
 
     #[test]
@@ -365,12 +388,9 @@ mod tests {
         assert!(!policy.allows_address("2001:db8::2".parse().unwrap()));
         assert!(policy.allows_model("other"));
         assert!(!policy.allows_model("third"));
-        let canonical = KeyPolicyInput {
+        let canonical = check(KeyPolicyInput {
             models: Some(vec!["m-alias".into()]),
             ..Default::default()
-        }
-        .validate(Utc::now(), &limits(60), |id| {
-            (id == "m-alias").then(|| "m".to_string())
         })
         .unwrap();
         assert!(canonical.allows_model("m"));

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::json::money_option;
 use super::AppState;
 use crate::accounts::{ApiKeySecret, KeyPolicy, KeyPolicyInput};
 use crate::auth::KeyOwner;
@@ -25,7 +26,9 @@ pub struct CreateKeyRequest {
     pub models: Option<Vec<String>>,
     pub allowed_ips: Option<Vec<String>>,
     pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "money_option::deserialize")]
     pub daily_spend_usd: Option<Decimal>,
+    #[serde(default, deserialize_with = "money_option::deserialize")]
     pub total_spend_usd: Option<Decimal>,
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,

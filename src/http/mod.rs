@@ -7,6 +7,7 @@
 //! - [`ops`]: `/healthz` and `/metrics`.
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
+//! - [`json`]: request bodies read into typed requests, refusals naming their field.
 //! - [`keys`]: creating an API key with its policy, for the admin and customer APIs alike.
 //! - [`forwarded`]: the client's address behind trusted reverse proxies (`X-Forwarded-For`).
 //! - [`error`]: one error type per surface, one status mapping, one renderer per wire format.
@@ -18,6 +19,7 @@ pub mod customer;
 pub mod error;
 pub mod extract;
 pub mod forwarded;
+pub mod json;
 pub mod keys;
 pub mod ops;
 pub mod request_id;

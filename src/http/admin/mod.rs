@@ -7,13 +7,12 @@ pub mod balance;
 pub mod flush;
 pub mod keys;
 
-use actix_web::web;
-use serde::Deserialize;
 use serde_json::json;
 use tollgate_actors::{AccountView, EngineError};
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::json::json_body;
 use super::AppState;
 use crate::store::{AccountRow, DbError};
 
@@ -34,12 +33,6 @@ fn db_error(error: DbError) -> ApiError {
         DbError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
         other => ApiError::internal(other),
     }
-}
-
-/// A JSON body; an empty one reads as `{}`. One that does not parse is a plain-shaped 400.
-fn json_body<T: for<'de> Deserialize<'de>>(raw: &web::Bytes) -> Result<T, ApiError> {
-    let raw: &[u8] = if raw.is_empty() { b"{}" } else { raw };
-    serde_json::from_slice(raw).map_err(|e| ApiError::invalid(format!("invalid JSON body: {e}")))
 }
 
 async fn stored_account(state: &AppState, id: Uuid) -> Result<AccountRow, ApiError> {

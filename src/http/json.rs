@@ -1,0 +1,113 @@
+//! Request bodies of the admin and customer APIs: JSON read into a typed request, with an error
+//! that names the field it is about (`limits.max_concurrent`, `models[2]`), so a client can
+//! tell which input to fix. A body that does not parse changes nothing: it is refused before a
+//! handler does anything else.
+
+use actix_web::web;
+use serde::Deserialize;
+
+use super::error::ApiError;
+
+/// A JSON body; an empty one reads as `{}`. A value of the wrong type, an unknown field (where
+/// the type refuses them) or a missing one is a 400 whose `field` is the path to it.
+pub fn json_body<T: for<'de> Deserialize<'de>>(raw: &web::Bytes) -> Result<T, ApiError> {
+    let raw: &[u8] = if raw.is_empty() { b"{}" } else { raw };
+    let mut reader = serde_json::Deserializer::from_slice(raw);
+    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut reader);
+    let value = parsed.map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        // serde's message says what was wrong ("invalid type: integer `7`, expected a
+        // string"); it quotes a scalar at most, never the body.
+        if path.is_empty() || path == "." || inner.is_syntax() || inner.is_eof() {
+            ApiError::invalid(format!("invalid JSON body: {inner}"))
+        } else {
+            ApiError::field(path, inner)
+        }
+    })?;
+    reader
+        .end()
+        .map_err(|error| ApiError::invalid(format!("invalid JSON body: {error}")))?;
+    Ok(value)
+}
+
+/// A decimal amount of money that must arrive as a JSON string (`"12.50"`), never a number:
+/// a JSON number is read as a binary float by most clients, and `0.1` is then not `0.1`.
+/// `null` or absence is `None`.
+pub mod money_option {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Decimal>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Wire {
+            Text(String),
+        }
+        let Some(Wire::Text(text)) = Option::<Wire>::deserialize(deserializer).map_err(|_| {
+            serde::de::Error::custom("must be a decimal string such as \"12.50\", not a number")
+        })?
+        else {
+            return Ok(None);
+        };
+        text.trim()
+            .parse::<Decimal>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom("is not a decimal number"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request {
+        name: Option<String>,
+        #[serde(default, deserialize_with = "money_option::deserialize")]
+        cap: Option<Decimal>,
+        limits: Option<Limits>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    struct Limits {
+        #[allow(dead_code)]
+        max: u32,
+    }
+
+    fn field(body: &str) -> Option<String> {
+        match json_body::<Request>(&web::Bytes::from(body.to_string())) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_the_path_to_its_field() {
+        assert_eq!(field(r#"{"name":7}"#).as_deref(), Some("name"));
+        assert_eq!(
+            field(r#"{"limits":{"max":-1}}"#).as_deref(),
+            Some("limits.max")
+        );
+        assert_eq!(field(r#"{"cap":12.5}"#).as_deref(), Some("cap"));
+        assert_eq!(field(r#"{"cap":"twelve"}"#).as_deref(), Some("cap"));
+        assert_eq!(field(r#"{"nmae":"x"}"#).as_deref(), Some("nmae"));
+        assert_eq!(field("{").as_deref(), None);
+        assert_eq!(field(r#"{} {}"#).as_deref(), None);
+    }
+
+    #[test]
+    fn money_is_read_from_a_string_exactly() {
+        let parsed: Request = json_body(&web::Bytes::from(r#"{"cap":"0.1"}"#)).unwrap();
+        assert_eq!(parsed.cap, Some(Decimal::new(1, 1)));
+        let absent: Request = json_body(&web::Bytes::new()).unwrap();
+        assert_eq!(absent.cap, None);
+        let null: Request = json_body(&web::Bytes::from(r#"{"cap":null}"#)).unwrap();
+        assert_eq!(null.cap, None);
+        assert!(absent.name.is_none() && absent.limits.is_none());
+    }
+}
