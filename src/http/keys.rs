@@ -50,6 +50,8 @@ pub struct KeyView<'a> {
     spent_usd: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
     spent_today_usd: Decimal,
+    /// When the key's latest flushed request started; `null` before its first.
+    last_used_at: Option<DateTime<Utc>>,
 }
 
 impl<'a> From<&'a KeyRow> for KeyView<'a> {
@@ -63,6 +65,7 @@ impl<'a> From<&'a KeyRow> for KeyView<'a> {
             policy: &key.policy,
             spent_usd: key.spent_usd.normalize(),
             spent_today_usd: key.spent_today_usd.normalize(),
+            last_used_at: key.last_used_at,
         }
     }
 }

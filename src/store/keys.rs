@@ -17,18 +17,22 @@ const INSERT_KEY: &str = "
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
     RETURNING id, account_id, name, prefix, created_at, revoked_at, models, allowed_ips,
         expires_at, daily_spend_usd, total_spend_usd, requests_per_minute, tokens_per_minute,
-        max_concurrent, 0::numeric AS spent_usd, 0::numeric AS spent_today_usd";
+        max_concurrent, 0::numeric AS spent_usd, 0::numeric AS spent_today_usd,
+        NULL::timestamptz AS last_used_at";
 
-/// With what each key spent, in all and since `$2` (the start of the UTC day), as flushed:
-/// it lags the live spend by at most a flush interval.
+/// With what each key spent, in all and since `$2` (the start of the UTC day), and when it was
+/// last used, as flushed: both lag the live figures by at most a flush interval, so the last
+/// use is recorded in the flush's batches, never by a write per request.
 const SELECT_KEYS: &str = "
     SELECT k.id, k.account_id, k.name, k.prefix, k.created_at, k.revoked_at, k.models,
         k.allowed_ips, k.expires_at, k.daily_spend_usd, k.total_spend_usd,
         k.requests_per_minute, k.tokens_per_minute, k.max_concurrent,
-        coalesce(s.total, 0) AS spent_usd, coalesce(s.today, 0) AS spent_today_usd
+        coalesce(s.total, 0) AS spent_usd, coalesce(s.today, 0) AS spent_today_usd,
+        s.last_used_at
     FROM api_keys k
     LEFT JOIN LATERAL (
-        SELECT sum(u.cost) AS total, sum(u.cost) FILTER (WHERE u.started_at >= $2) AS today
+        SELECT sum(u.cost) AS total, sum(u.cost) FILTER (WHERE u.started_at >= $2) AS today,
+            max(u.started_at) AS last_used_at
         FROM usage u WHERE u.key_id = k.id
     ) s ON true
     WHERE k.account_id = $1 ORDER BY k.created_at";
@@ -69,6 +73,8 @@ pub struct KeyRow {
     /// Flushed usage of the key, in all and today (UTC).
     pub spent_usd: Decimal,
     pub spent_today_usd: Decimal,
+    /// When the key's latest flushed request started.
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// A key as the in-memory lookup needs it.
@@ -192,6 +198,7 @@ fn key_row(row: &Row) -> Result<KeyRow, DbError> {
         policy: key_policy(row)?,
         spent_usd: column(row, "spent_usd")?,
         spent_today_usd: column(row, "spent_today_usd")?,
+        last_used_at: column(row, "last_used_at")?,
     })
 }
 

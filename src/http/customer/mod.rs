@@ -1,9 +1,10 @@
-//! The customer API under `/api/v1`: registration, email verification, login sessions and
-//! the customer's own account. A session token from login authenticates with
+//! The customer API under `/api/v1`: registration, email verification, login sessions, the
+//! customer's own account and its API keys. A session token from login authenticates with
 //! `Authorization: Bearer` ([`crate::http::extract::Session`]); API keys do not, and session
 //! tokens do not reach the proxy.
 
 pub mod auth;
+pub mod keys;
 pub mod me;
 pub mod throttle;
 
@@ -53,6 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/me", web::get().to(me::me))
         .route("/me/password", web::put().to(me::change_password))
+        .route("/keys", web::post().to(keys::create))
+        .route("/keys", web::get().to(keys::list))
+        .route("/keys/{id}", web::delete().to(keys::revoke))
         .default_service(web::to(not_found));
 }
 
