@@ -4,6 +4,7 @@
 //! - `accounts`: account rows (email, status, balance, limits).
 //! - `customers`: what customer self-service stores: registrations, sessions, emailed tokens.
 //! - `outbox`: emails stored with what they announce, sent later with retries.
+//! - `history`: what a customer reads of its past: usage, daily sums, the ledger.
 //! - `keys`: API-key rows: only their keyed hashes and display prefixes.
 //! - `usage`: the flush of settled usage, paced first, idempotent on a replay.
 //! - `ledger`: [`LedgerStore`] for Postgres, the only path by which balances change on disk,
@@ -16,6 +17,7 @@
 
 mod accounts;
 mod customers;
+mod history;
 mod instance;
 mod keys;
 mod ledger;
@@ -30,6 +32,7 @@ use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
 pub use customers::{CustomerRow, NewCustomer, TokenPurpose};
+pub use history::{DailyUsage, LedgerEntry, UsageCursor, UsageEntry, UsageFilter};
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};

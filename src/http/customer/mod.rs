@@ -4,6 +4,7 @@
 //! tokens do not reach the proxy.
 
 pub mod auth;
+pub mod history;
 pub mod keys;
 pub mod me;
 pub mod throttle;
@@ -57,6 +58,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/keys", web::post().to(keys::create))
         .route("/keys", web::get().to(keys::list))
         .route("/keys/{id}", web::delete().to(keys::revoke))
+        .route("/usage", web::get().to(history::usage))
+        .route("/usage.csv", web::get().to(history::usage_csv))
+        .route("/usage/daily", web::get().to(history::daily))
+        .route("/ledger", web::get().to(history::ledger))
         .default_service(web::to(not_found));
 }
 
