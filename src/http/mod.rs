@@ -34,7 +34,7 @@ use tollgate_actors::Engine;
 use uuid::Uuid;
 
 use self::anthropic::body::BodyReader;
-use self::anthropic::{count_tokens, messages, models, probes};
+use self::anthropic::{count_tokens, dashboard, messages, models, probes};
 use self::error::ProxyError;
 use crate::auth::KeyRing;
 use crate::config::Settings;
@@ -94,6 +94,11 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
                 )
                 .route("/models", web::get().to(models::list_models))
                 .route("/models/{id}", web::get().to(models::get_model))
+                .route(
+                    "/dashboard/billing/subscription",
+                    web::get().to(dashboard::subscription),
+                )
+                .route("/dashboard/billing/usage", web::get().to(dashboard::usage))
                 .default_service(web::to(probes::not_found)),
         );
 }

@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod count_tokens;
+pub mod dashboard;
 mod exchange;
 pub mod messages;
 mod metrics;
