@@ -117,10 +117,62 @@ impl Drop for Slot {
 /// The live limiter state behind [`AccountLimits`].
 pub(crate) struct Limiters {
     requests: Option<DefaultDirectRateLimiter>,
-    tokens: Option<TokenLimiter>,
-    tokens_burst: u32,
-    /// Nanoseconds the token limiter takes to refill one token.
-    tokens_interval: u64,
+    tokens: Option<Allowance>,
+}
+
+/// A per-minute allowance that can be asked whether an amount fits without spending it, and
+/// charged once the amount is known (docs/adr/0014-limiter-order.md).
+struct Allowance {
+    limiter: TokenLimiter,
+    burst: u32,
+    /// Nanoseconds the limiter takes to refill one cell.
+    interval: u64,
+}
+
+impl Allowance {
+    fn per_minute(n: u32) -> Option<Allowance> {
+        let n = NonZeroU32::new(n)?;
+        let quota = Quota::per_minute(n);
+        Some(Allowance {
+            interval: u64::try_from(quota.replenish_interval().as_nanos()).unwrap_or(u64::MAX),
+            limiter: RateLimiter::new(quota, TokenBucket::default(), DefaultClock::default()),
+            burst: n.get(),
+        })
+    }
+
+    /// Whether `amount` fits beside `pending`, spending nothing. An amount larger than the
+    /// whole allowance is asked as the allowance, so it fits a full bucket with nothing
+    /// pending rather than never.
+    fn ask(&self, which: Throttle, amount: u64, pending: u64) -> Result<(), (Throttle, Duration)> {
+        let burst = u64::from(self.burst);
+        let asked = pending.saturating_add(amount.clamp(1, burst));
+        if asked > burst {
+            // More than the whole allowance is pending: wait for some of it to settle.
+            return Err((which, PENDING_RETRY_AFTER));
+        }
+        let n =
+            NonZeroU32::new(u32::try_from(asked).unwrap_or(u32::MAX)).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(&TokenUse::Ask, n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => Err((which, wait(&not_until))),
+            // Not reachable with the ask at most the burst; refused all the same.
+            Err(_) => Err((which, Duration::from_secs(60))),
+        }
+    }
+
+    /// Spends `used` cells in one step. When the bucket holds fewer, the rest is a debt: the
+    /// next ask waits until the bucket has refilled past it, which is what the limit promises.
+    fn charge(&self, used: u64) {
+        if used == 0 {
+            return;
+        }
+        let charge = TokenUse::Charge {
+            debt: used.saturating_mul(self.interval),
+            interval: self.interval,
+        };
+        // The outcome is the store's to record; refused or not, the debt is stored.
+        let _ = self.limiter.check_key_n(&charge, NonZeroU32::MIN);
+    }
 }
 
 /// When a concurrency slot frees up is unknown; clients are told to come back after this.
@@ -188,18 +240,7 @@ impl Limiters {
     pub(crate) fn new(limits: &AccountLimits) -> Limiters {
         Limiters {
             requests: per_minute(limits.requests_per_minute),
-            tokens: NonZeroU32::new(limits.tokens_per_minute).map(|n| {
-                RateLimiter::new(
-                    Quota::per_minute(n),
-                    TokenBucket::default(),
-                    DefaultClock::default(),
-                )
-            }),
-            tokens_burst: limits.tokens_per_minute,
-            tokens_interval: NonZeroU32::new(limits.tokens_per_minute).map_or(0, |n| {
-                u64::try_from(Quota::per_minute(n).replenish_interval().as_nanos())
-                    .unwrap_or(u64::MAX)
-            }),
+            tokens: Allowance::per_minute(limits.tokens_per_minute),
         }
     }
 
@@ -209,26 +250,9 @@ impl Limiters {
     /// that requests running at once cannot together pass the allowance. Nothing is spent
     /// for tokens here (they are charged at settle, when the real count is known); then the
     /// request limit spends one cell. Refused by either, the request spends nothing.
-    ///
-    /// An estimate larger than the whole per-minute allowance is taken as the allowance: such a
-    /// request is admitted when the bucket is full and nothing else is pending, rather than
-    /// never.
     pub(crate) fn admit(&self, tokens: u64, pending: u64) -> Result<(), (Throttle, Duration)> {
-        if let Some(limiter) = &self.tokens {
-            let burst = u64::from(self.tokens_burst);
-            let asked = pending.saturating_add(tokens.clamp(1, burst));
-            if asked > burst {
-                // More than the whole allowance is pending: wait for some of it to settle.
-                return Err((Throttle::Tokens, PENDING_RETRY_AFTER));
-            }
-            let n = NonZeroU32::new(u32::try_from(asked).unwrap_or(u32::MAX))
-                .unwrap_or(NonZeroU32::MIN);
-            match limiter.check_key_n(&TokenUse::Ask, n) {
-                Ok(Ok(())) => {}
-                Ok(Err(not_until)) => return Err((Throttle::Tokens, wait(&not_until))),
-                // Not reachable with the ask at most the burst; refused all the same.
-                Err(_) => return Err((Throttle::Tokens, Duration::from_secs(60))),
-            }
+        if let Some(allowance) = &self.tokens {
+            allowance.ask(Throttle::Tokens, tokens, pending)?;
         }
         if let Some(requests) = &self.requests {
             requests
@@ -238,21 +262,65 @@ impl Limiters {
         Ok(())
     }
 
-    /// Charges the tokens a request really used, in one step. When the bucket holds fewer
-    /// cells than were used, the rest is a debt: the next request waits until the bucket has
-    /// refilled past it, which is what the limit promises.
+    /// Charges the tokens a request really used, in one step, as a debt past what the bucket
+    /// holds.
     pub(crate) fn charge_tokens(&self, used: u64) {
-        let Some(tokens) = &self.tokens else { return };
-        if used == 0 {
-            return;
+        if let Some(allowance) = &self.tokens {
+            allowance.charge(used);
         }
-        let debt = used.saturating_mul(self.tokens_interval);
-        let charge = TokenUse::Charge {
-            debt,
-            interval: self.tokens_interval,
-        };
-        // The outcome is the store's to record; refused or not, the debt is stored.
-        let _ = tokens.check_key_n(&charge, NonZeroU32::MIN);
+    }
+}
+
+/// The live state behind one API key's own limits, which may only be tighter than its
+/// account's. Every check only asks, so that a request the account's limits then refuse has
+/// spent none of the key's allowance; [`KeyLimiters::admitted`] spends the request's cell.
+pub(crate) struct KeyLimiters {
+    requests: Option<Allowance>,
+    tokens: Option<Allowance>,
+    max_concurrent: u32,
+}
+
+impl KeyLimiters {
+    pub(crate) fn new(limits: &AccountLimits) -> KeyLimiters {
+        KeyLimiters {
+            requests: Allowance::per_minute(limits.requests_per_minute),
+            tokens: Allowance::per_minute(limits.tokens_per_minute),
+            max_concurrent: limits.max_concurrent,
+        }
+    }
+
+    /// Whether one more request of the key fits: `running` of its requests hold a slot,
+    /// `pending` tokens are estimated for them, and this one estimates `tokens`.
+    pub(crate) fn check(
+        &self,
+        tokens: u64,
+        pending: u64,
+        running: u32,
+    ) -> Result<(), (Throttle, Duration)> {
+        if self.max_concurrent != 0 && running >= self.max_concurrent {
+            return Err((Throttle::Concurrency, CONCURRENCY_RETRY_AFTER));
+        }
+        if let Some(allowance) = &self.tokens {
+            allowance.ask(Throttle::Tokens, tokens, pending)?;
+        }
+        if let Some(allowance) = &self.requests {
+            allowance.ask(Throttle::Requests, 1, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Spends the request cell of a request that every check admitted.
+    pub(crate) fn admitted(&self) {
+        if let Some(allowance) = &self.requests {
+            allowance.charge(1);
+        }
+    }
+
+    /// Charges the tokens a request of the key really used.
+    pub(crate) fn charge_tokens(&self, used: u64) {
+        if let Some(allowance) = &self.tokens {
+            allowance.charge(used);
+        }
     }
 }
 
@@ -391,5 +459,31 @@ mod tests {
             assert!(limiters.admit(1, 0).is_ok());
         }
         limiters.charge_tokens(u64::MAX);
+    }
+
+    #[test]
+    fn a_key_limit_asks_without_spending_until_the_request_is_admitted() {
+        let key = KeyLimiters::new(&AccountLimits {
+            requests_per_minute: 2,
+            tokens_per_minute: 1_000,
+            max_concurrent: 2,
+        });
+        // Asked any number of times, nothing is spent.
+        for _ in 0..10 {
+            assert!(key.check(100, 0, 0).is_ok());
+        }
+        key.admitted();
+        key.admitted();
+        assert_eq!(key.check(100, 0, 0).unwrap_err().0, Throttle::Requests);
+        let fresh = KeyLimiters::new(&AccountLimits {
+            requests_per_minute: 0,
+            tokens_per_minute: 1_000,
+            max_concurrent: 2,
+        });
+        assert_eq!(fresh.check(1, 0, 2).unwrap_err().0, Throttle::Concurrency);
+        assert_eq!(fresh.check(600, 500, 1).unwrap_err().0, Throttle::Tokens);
+        fresh.charge_tokens(900);
+        assert_eq!(fresh.check(200, 0, 0).unwrap_err().0, Throttle::Tokens);
+        assert!(fresh.check(50, 0, 0).is_ok());
     }
 }

@@ -244,6 +244,7 @@ fn request(account_id: AccountId) -> HoldRequest {
         shape: HoldPolicy::default().shape(28, 10, MediaCount::default(), &[]),
         started_at: Utc::now(),
         spend_caps: None,
+        key_limits: None,
     }
 }
 

@@ -244,6 +244,17 @@ impl KeyPolicy {
             .is_none_or(|networks| networks.iter().any(|network| network.contains(&client)))
     }
 
+    /// The key's own rate limits, if it sets any (0 in a field inherits the account's).
+    pub fn limits(&self) -> Option<AccountLimits> {
+        let limits = AccountLimits {
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            max_concurrent: self.max_concurrent,
+        };
+        (limits.requests_per_minute | limits.tokens_per_minute | limits.max_concurrent != 0)
+            .then_some(limits)
+    }
+
     /// Whether the key has expired at `now`.
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|at| at <= now)

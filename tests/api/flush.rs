@@ -72,6 +72,7 @@ async fn a_million_row_backlog_drains_in_bounded_batches_each_row_billed_once() 
                 },
                 started_at: Utc::now(),
                 spend_caps: None,
+                key_limits: None,
             };
             async move {
                 let id = request.request_id;

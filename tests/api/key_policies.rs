@@ -1,6 +1,7 @@
 //! Per-key policies: created with the key through the admin API (the same function the
 //! customer API will call), refused field by field when wrong, listed with the key, and
-//! enforced on the proxy from memory: the model allowlist, the address allowlist, the expiry.
+//! enforced on the proxy from memory: the model allowlist, the address allowlist, the expiry,
+//! the spend caps and the key's own rate limits.
 
 use std::time::Duration;
 
@@ -490,4 +491,150 @@ async fn a_key_of_the_old_format_still_works_and_a_malformed_new_one_is_refused(
     }
     shutdown.cancel();
     stopped.await.unwrap().unwrap();
+}
+
+/// A message the simulated upstream answers after `ttft_ms`.
+fn slow_message(ttft_ms: u64) -> Value {
+    message_body(
+        MODEL,
+        16,
+        false,
+        json!({"output_tokens": 4, "ttft_ms": ttft_ms}),
+    )
+}
+
+#[actix_web::test]
+async fn a_keys_own_concurrency_limit_refuses_past_it_and_spares_the_accounts_other_keys() {
+    let app = spawn_app().await;
+    let account = app.create_account("narrow@example.com").await;
+    app.credit(&account, "10").await;
+    let (status, created) = app
+        .create_key_with(&account, json!({"max_concurrent": 2}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["max_concurrent"], 2);
+    let key = created["key"].as_str().unwrap().to_string();
+    let (_, open) = app.create_key_with(&account, json!({})).await;
+    let open = open["key"].as_str().unwrap().to_string();
+
+    let body = slow_message(1500);
+    let answers = futures_util::future::join_all(
+        (0..6).map(|_| async { error_of(app.messages(&key, &body).send().await.unwrap()).await }),
+    )
+    .await;
+    let passed = answers.iter().filter(|(status, _)| *status == 200).count();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .collect();
+    assert_eq!(passed, 2, "{answers:?}");
+    assert_eq!(refused.len(), 4, "{answers:?}");
+    for (_, body) in refused {
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("concurrent requests for this API key"),
+            "{message}"
+        );
+    }
+    // While the limited key's two run, another key of the account still gets through.
+    let running = futures_util::future::join_all(
+        (0..2).map(|_| async { app.messages(&key, &body).send().await.unwrap().status() }),
+    );
+    let other = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        app.messages(&open, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    let (running, other) = futures_util::future::join(running, other).await;
+    assert!(running.iter().all(|status| *status == 200), "{running:?}");
+    assert_eq!(other, 200);
+}
+
+#[actix_web::test]
+async fn a_keys_own_request_limit_refuses_past_it_and_the_refusal_spends_nothing_else() {
+    let app = spawn_app().await;
+    let account = app.create_account("slowpoke@example.com").await;
+    app.credit(&account, "10").await;
+    let (status, created) = app
+        .create_key_with(&account, json!({"requests_per_minute": 3}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let (status, body) = error_of(
+            app.messages(&key, &small_message(MODEL))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let refused = app
+        .messages(&key, &small_message(MODEL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    let retry_after: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("requests per minute for this API key"));
+    // The account's own allowance and balance were not touched by the refusal.
+    let view = app.wait_settled(&account).await;
+    assert_eq!(view["held"], "0");
+    let (_, open) = app.create_key_with(&account, json!({})).await;
+    let open = open["key"].as_str().unwrap();
+    assert_eq!(
+        app.messages(open, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[actix_web::test]
+async fn a_keys_own_token_limit_counts_what_its_requests_used() {
+    let app = spawn_app().await;
+    let account = app.create_account("frugal@example.com").await;
+    app.credit(&account, "10").await;
+    let (status, created) = app
+        .create_key_with(&account, json!({"tokens_per_minute": 1000}))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    // One request that reports 2,000 tokens used leaves the key in debt for the minute.
+    let heavy = message_body(
+        MODEL,
+        4096,
+        false,
+        json!({"input_tokens": 10, "output_tokens": 2000}),
+    );
+    let (status, body) = error_of(app.messages(&key, &heavy).send().await.unwrap()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = error_of(
+        app.messages(&key, &small_message(MODEL))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("tokens per minute for this API key"));
 }

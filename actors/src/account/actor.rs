@@ -15,6 +15,7 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::gate::AccountGate;
+use super::key_limits::KeyThrottles;
 use super::key_spend::KeySpends;
 use super::uncertain::UncertainChanges;
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal, SpendCaps};
@@ -36,6 +37,8 @@ struct Hold {
     tokens: u64,
     /// The key whose spend caps count this hold, if its key has any.
     capped_key: Option<Uuid>,
+    /// The key whose own rate limits count this request, if its key has any.
+    limited_key: Option<Uuid>,
 }
 
 /// Accounts whose actor stopped (its thread did). The account's next actor takes the holds
@@ -139,6 +142,9 @@ pub(crate) struct AccountActor {
     /// Spent and held per key with a spend cap. Holds carried over from a stopped actor count
     /// against no key (they say not which); their settles still count as spent.
     key_spends: KeySpends,
+    /// Running requests and allowances per key with limits of its own. Holds carried over
+    /// from a stopped actor count against no key.
+    key_throttles: KeyThrottles,
     /// What the HTTP side checks before reading a body; kept current after every change.
     gate: Arc<AccountGate>,
     store: Arc<dyn LedgerStore>,
@@ -170,6 +176,7 @@ impl AccountActor {
                     amount,
                     tokens: 0,
                     capped_key: None,
+                    limited_key: None,
                 };
                 (request_id, hold)
             })
@@ -185,6 +192,7 @@ impl AccountActor {
             limiters: Limiters::new(&record.limits),
             limits: record.limits,
             key_spends: KeySpends::load(record.key_spent),
+            key_throttles: KeyThrottles::default(),
             gate,
             store,
             flusher,
@@ -254,14 +262,16 @@ pub(crate) struct PreAuthorize {
     pub key_id: Uuid,
     /// The key's spend caps, which the hold must fit under as it must under the balance.
     pub caps: Option<SpendCaps>,
+    /// The key's own rate limits (0 inherits the account's), if it has any.
+    pub key_limits: Option<AccountLimits>,
 }
 
 impl Handler<PreAuthorize> for AccountActor {
     type Result = Result<(), Refusal>;
 
-    /// Status, then balance, then the key's spend caps, then the rate limits, which spend
-    /// their allowance only for a request that every other check admitted
-    /// (docs/adr/0014-limiter-order.md).
+    /// Status, then balance, then the key's spend caps, then the key's own rate limits, then
+    /// the account's, which spend their allowance only for a request that every other check
+    /// admitted (docs/adr/0014-limiter-order.md).
     fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
         if self.status == AccountStatus::Suspended {
             return Err(Refusal::Suspended);
@@ -279,9 +289,18 @@ impl Handler<PreAuthorize> for AccountActor {
             self.key_spends
                 .check(msg.key_id, caps, msg.amount, Utc::now().date_naive())?;
         }
+        if let Some(limits) = msg.key_limits {
+            self.key_throttles
+                .check(msg.key_id, limits, msg.tokens)
+                .map_err(|(which, retry_after)| Refusal::KeyThrottled { which, retry_after })?;
+        }
         self.limiters
             .admit(msg.tokens, self.pending_tokens)
             .map_err(|(which, retry_after)| Refusal::Throttled { which, retry_after })?;
+        let limited_key = msg.key_limits.map(|_| {
+            self.key_throttles.admit(msg.key_id, msg.tokens);
+            msg.key_id
+        });
         let capped_key = msg.caps.map(|_| {
             self.key_spends.hold(msg.key_id, msg.amount);
             msg.key_id
@@ -292,6 +311,7 @@ impl Handler<PreAuthorize> for AccountActor {
             amount: msg.amount,
             tokens: msg.tokens,
             capped_key,
+            limited_key,
         };
         self.holds.insert(msg.request_id, hold);
         self.publish();
@@ -370,6 +390,13 @@ impl Handler<Settle> for AccountActor {
             return;
         };
         let hold = self.remove_hold(&record.request_id);
+        let used_tokens = record.usage.rate_limited_tokens();
+        if let Some((key, tokens)) = hold
+            .as_ref()
+            .and_then(|hold| hold.limited_key.map(|key| (key, hold.tokens)))
+        {
+            self.key_throttles.finish(key, tokens, used_tokens);
+        }
         let key_held = hold
             .filter(|hold| hold.capped_key.is_some())
             .map_or(Decimal::ZERO, |hold| hold.amount);
@@ -381,8 +408,7 @@ impl Handler<Settle> for AccountActor {
             Utc::now().date_naive(),
         );
         self.balance -= record.cost;
-        self.limiters
-            .charge_tokens(record.usage.rate_limited_tokens());
+        self.limiters.charge_tokens(used_tokens);
         self.publish();
         tracing::debug!(
             account_id = %self.id,
@@ -432,6 +458,9 @@ impl Handler<Release> for AccountActor {
             if let Some(hold) = self.remove_hold(&request_id) {
                 if let Some(key) = hold.capped_key {
                     self.key_spends.release(key, hold.amount);
+                }
+                if let Some(key) = hold.limited_key {
+                    self.key_throttles.finish(key, hold.tokens, 0);
                 }
             }
             self.publish();

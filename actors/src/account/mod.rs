@@ -14,6 +14,7 @@ use crate::limits::{AccountLimits, Throttle};
 
 pub(crate) mod actor;
 pub(crate) mod gate;
+mod key_limits;
 pub(crate) mod key_spend;
 mod uncertain;
 
@@ -128,6 +129,12 @@ pub enum Refusal {
     },
     #[error("{} limit exceeded", which.as_str())]
     Throttled {
+        which: Throttle,
+        retry_after: Duration,
+    },
+    /// One of the key's own limits, tighter than the account's, refused the request.
+    #[error("{} limit of the key exceeded", which.as_str())]
+    KeyThrottled {
         which: Throttle,
         retry_after: Duration,
     },

@@ -138,6 +138,7 @@ impl Admission {
                 tokens,
                 key_id: ticket.request.key_id,
                 caps: ticket.request.spend_caps,
+                key_limits: ticket.request.key_limits,
             })
             .timeout(MAILBOX_WAIT)
             .await;

@@ -153,6 +153,8 @@ pub struct HoldRequest {
     pub started_at: DateTime<Utc>,
     /// The key's spend caps, if it has any: the hold must fit under them as under the balance.
     pub spend_caps: Option<SpendCaps>,
+    /// The key's own rate limits, if it has any (0 in a field inherits the account's).
+    pub key_limits: Option<AccountLimits>,
 }
 
 impl Engine {

@@ -115,6 +115,7 @@ async fn admit(
             .policy
             .as_ref()
             .and_then(|policy| SpendCaps::of(policy.daily_spend_usd, policy.total_spend_usd)),
+        key_limits: owner.policy.as_ref().and_then(|policy| policy.limits()),
     };
     admission
         .pre_authorize(request)

@@ -106,6 +106,8 @@ pub enum ProxyError {
 pub enum Limit {
     /// One of the account's throttles (requests or tokens per minute, concurrency).
     Account(Throttle),
+    /// One of the key's own throttles, set tighter than the account's.
+    Key(Throttle),
     /// Too many failed key checks from the client's address.
     FailedAuthentication,
     /// The key's `count_tokens` calls per minute.
@@ -273,6 +275,9 @@ impl ProxyError {
                 Limit::Account(which) => {
                     format!("rate limit exceeded: {} for this account", which.as_str())
                 }
+                Limit::Key(which) => {
+                    format!("rate limit exceeded: {} for this API key", which.as_str())
+                }
                 Limit::FailedAuthentication => {
                     "too many failed authentication attempts from this address".into()
                 }
@@ -372,6 +377,10 @@ impl From<Refusal> for ProxyError {
             },
             Refusal::Throttled { which, retry_after } => ProxyError::Throttled {
                 limit: Limit::Account(which),
+                retry_after,
+            },
+            Refusal::KeyThrottled { which, retry_after } => ProxyError::Throttled {
+                limit: Limit::Key(which),
                 retry_after,
             },
         }
