@@ -90,7 +90,7 @@ impl Query {
     }
 
     /// `from` and `to`, checked to be in order.
-    fn range(&self) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), ApiError> {
+    fn range(&self) -> Result<TimeRange, ApiError> {
         let (from, to) = (self.time("from")?, self.time("to")?);
         if let (Some(from), Some(to)) = (from, to) {
             if to < from {
@@ -100,6 +100,9 @@ impl Query {
         Ok((from, to))
     }
 }
+
+/// A time range's optional start and end.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
 
 /// The filters of the usage routes, checked against the session's account.
 async fn usage_filter(
