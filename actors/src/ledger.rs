@@ -19,6 +19,8 @@ pub enum CreditKind {
     Credit,
     /// An operator's correction, which may be negative.
     Adjustment,
+    /// The balance of an account its owner deleted, written off (always negative).
+    Forfeiture,
 }
 
 impl CreditKind {
@@ -26,6 +28,7 @@ impl CreditKind {
         match self {
             CreditKind::Credit => "credit",
             CreditKind::Adjustment => "adjustment",
+            CreditKind::Forfeiture => "forfeiture",
         }
     }
 
@@ -34,6 +37,7 @@ impl CreditKind {
         match self {
             CreditKind::Credit => "credit",
             CreditKind::Adjustment => "adjust",
+            CreditKind::Forfeiture => "forfeit",
         }
     }
 }

@@ -46,6 +46,7 @@ pub mod sse;
 pub mod store;
 pub mod usage;
 
+pub use account::actor::{ForfeitRefused, Forfeited};
 pub use account::{
     AccountId, AccountRecord, AccountStatus, AccountView, KeySpent, Refusal, SpendCap, SpendCaps,
 };

@@ -57,6 +57,26 @@ const REVOKE_OTHER_SESSIONS: &str = "
     UPDATE sessions SET revoked_at = now()
     WHERE account_id = $1 AND token_hash <> $2 AND revoked_at IS NULL";
 
+/// A deleted account's personal data: the email becomes an address that cannot receive
+/// mail (RFC 2606 reserves `.invalid`), unique by the account id, so the old address can
+/// register again; the password goes, so nothing can log in.
+const ANONYMIZE: &str = "
+    UPDATE accounts SET email = 'deleted-' || id || '@deleted.invalid', password_hash = NULL
+    WHERE id = $1 AND status = 'deleted'";
+
+const REVOKE_ALL_SESSIONS: &str =
+    "UPDATE sessions SET revoked_at = now() WHERE account_id = $1 AND revoked_at IS NULL";
+
+const USE_UP_TOKENS: &str =
+    "UPDATE account_tokens SET used_at = now() WHERE account_id = $1 AND used_at IS NULL";
+
+/// Unsent emails to a deleted account go; sent ones keep their record without the address
+/// (their bodies were erased when sent).
+const DROP_UNSENT_EMAIL: &str =
+    "DELETE FROM email_outbox WHERE account_id = $1 AND sent_at IS NULL";
+const FORGET_RECIPIENT: &str =
+    "UPDATE email_outbox SET recipient = 'deleted account' WHERE account_id = $1";
+
 const INSERT_TOKEN: &str = "
     INSERT INTO account_tokens (token_hash, account_id, purpose, expires_at)
     VALUES ($1, $2, $3, $4)";
@@ -224,6 +244,23 @@ impl PgStore {
         tx.execute(REVOKE_OTHER_SESSIONS, &[&id, &keep]).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Removes a deleted account's personal data and ends its sessions and emailed tokens, in
+    /// one transaction. Its usage and ledger rows stay, for the books. Answers whether the
+    /// account was deleted (its status set first, by the engine).
+    pub async fn anonymize_deleted(&self, id: Uuid) -> Result<bool, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let anonymized = tx.execute(ANONYMIZE, &[&id]).await? == 1;
+        if anonymized {
+            tx.execute(REVOKE_ALL_SESSIONS, &[&id]).await?;
+            tx.execute(USE_UP_TOKENS, &[&id]).await?;
+            tx.execute(DROP_UNSENT_EMAIL, &[&id]).await?;
+            tx.execute(FORGET_RECIPIENT, &[&id]).await?;
+        }
+        tx.commit().await?;
+        Ok(anonymized)
     }
 
     /// Uses up a verification token; the account it verified, or `None` if the token is

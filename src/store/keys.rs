@@ -42,6 +42,11 @@ const REVOKE_KEY: &str = "
     WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL
     RETURNING digest";
 
+const REVOKE_ALL_KEYS: &str = "
+    UPDATE api_keys SET revoked_at = now()
+    WHERE account_id = $1 AND revoked_at IS NULL
+    RETURNING digest";
+
 const SELECT_ACTIVE_KEYS: &str = "
     SELECT k.digest, k.id, k.account_id, k.models, k.allowed_ips, k.expires_at,
         k.daily_spend_usd, k.total_spend_usd, k.requests_per_minute, k.tokens_per_minute,
@@ -149,6 +154,14 @@ impl PgStore {
             .query_opt(REVOKE_KEY, &[&account_id, &key_id])
             .await?;
         row.map(|row| column(&row, "digest")).transpose()
+    }
+
+    /// Revokes every key of the account; returns their digests for the in-memory lookup to
+    /// forget.
+    pub async fn revoke_all_keys(&self, account_id: Uuid) -> Result<Vec<Vec<u8>>, DbError> {
+        let client = self.pool.get().await?;
+        let rows = client.query(REVOKE_ALL_KEYS, &[&account_id]).await?;
+        rows.iter().map(|row| column(row, "digest")).collect()
     }
 
     /// What the account's capped keys have spent, for its actor to start from.

@@ -153,9 +153,12 @@ fn stored_answer(row: &tokio_postgres::Row) -> Result<Option<StoredAnswer>, DbEr
 }
 
 /// A suspension or reinstatement and its row in the status history, in one statement.
+/// A deleted account's status changes no more (the row is not found).
 const SET_STATUS: &str = "
     WITH upd AS (
-        UPDATE accounts SET status = $2, status_reason = $3 WHERE id = $1 RETURNING id
+        UPDATE accounts SET status = $2, status_reason = $3,
+            deleted_at = CASE WHEN $2 = 'deleted' THEN now() END
+        WHERE id = $1 AND status <> 'deleted' RETURNING id
     )
     INSERT INTO account_status_changes (account_id, status, reason) SELECT id, $2, $3 FROM upd";
 
@@ -234,10 +237,15 @@ impl LedgerStore for PgStore {
         reason: &str,
     ) -> Result<(), StoreError> {
         let client = self.pool.get().await.map_err(DbError::from)?;
-        client
+        let written = client
             .execute(SET_STATUS, &[&id, &status.as_str(), &reason])
             .await
             .map_err(DbError::from)?;
+        if written == 0 {
+            return Err(StoreError(format!(
+                "account {id} is deleted or does not exist: its status stays"
+            )));
+        }
         Ok(())
     }
 

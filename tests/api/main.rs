@@ -18,6 +18,7 @@ mod crash;
 mod customer_keys;
 mod customers;
 mod database_tls;
+mod deletion;
 mod errors;
 mod flush;
 mod helpers;

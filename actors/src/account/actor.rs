@@ -21,7 +21,7 @@ use super::uncertain::UncertainChanges;
 use super::{AccountId, AccountRecord, AccountStatus, AccountView, Refusal, SpendCaps};
 use crate::flusher::FlusherHandle;
 use crate::journal::Lsn;
-use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, UsageRecord};
+use crate::ledger::{BalanceChange, BalanceChanged, ChangeApplied, CreditKind, UsageRecord};
 use crate::limits::{AccountLimits, Limiters};
 use crate::store::{LedgerStore, StoreError};
 
@@ -273,7 +273,7 @@ impl Handler<PreAuthorize> for AccountActor {
     /// the account's, which spend their allowance only for a request that every other check
     /// admitted (docs/adr/0014-limiter-order.md).
     fn handle(&mut self, msg: PreAuthorize, _: &mut Self::Context) -> Self::Result {
-        if self.status == AccountStatus::Suspended {
+        if self.status != AccountStatus::Active {
             return Err(Refusal::Suspended);
         }
         // A balance at or below zero admits nothing, whatever the hold.
@@ -478,14 +478,30 @@ impl Handler<ApplyChange> for AccountActor {
     type Result = AtomicResponse<Self, Result<BalanceChanged, StoreError>>;
 
     fn handle(&mut self, msg: ApplyChange, _: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.apply(msg.0))
+    }
+}
+
+impl AccountActor {
+    /// Writes `change` to the store, then to the balance if the store wrote it now; the
+    /// actor handles nothing else meanwhile.
+    fn apply(
+        &mut self,
+        change: BalanceChange,
+    ) -> ResponseActFuture<Self, Result<BalanceChanged, StoreError>> {
+        if self.status == AccountStatus::Deleted {
+            return Box::pin(fut::ready(Err(StoreError(format!(
+                "account {} is deleted",
+                self.id
+            )))));
+        }
         let store = self.store.clone();
-        let change = msg.0;
         let (id, amount) = (change.id, change.amount);
         let claim = change
             .idempotency
             .as_ref()
             .map(|claim| (claim.scope, claim.key.clone()));
-        AtomicResponse::new(Box::pin(
+        Box::pin(
             async move { store.apply_balance_change(&change).await }
                 .into_actor(self)
                 .map(move |written, actor, _| {
@@ -525,7 +541,64 @@ impl Handler<ApplyChange> for AccountActor {
                         balance: actor.balance,
                     })
                 }),
-        ))
+        )
+    }
+}
+
+/// Write off the whole positive balance of an account whose owner is deleting it, with a
+/// `forfeiture` ledger entry. Refused while requests are still running, since their settles
+/// would then debit a balance already written off; the caller waits and asks again.
+#[derive(Message)]
+#[rtype(result = "Result<Forfeited, ForfeitRefused>")]
+pub(crate) struct Forfeit {
+    pub change_id: Uuid,
+    pub reason: String,
+}
+
+/// What a forfeiture wrote off (zero when there was nothing to write off).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forfeited {
+    pub amount: Decimal,
+}
+
+/// Why a forfeiture did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ForfeitRefused {
+    #[error("{0} requests are still running")]
+    Running(usize),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+impl Handler<Forfeit> for AccountActor {
+    type Result = AtomicResponse<Self, Result<Forfeited, ForfeitRefused>>;
+
+    fn handle(&mut self, msg: Forfeit, _: &mut Self::Context) -> Self::Result {
+        if !self.holds.is_empty() {
+            let running = ForfeitRefused::Running(self.holds.len());
+            return AtomicResponse::new(Box::pin(fut::ready(Err(running))));
+        }
+        if self.balance <= Decimal::ZERO {
+            // Nothing to write off. A debt stays on the books, for the operator to settle.
+            return AtomicResponse::new(Box::pin(fut::ready(Ok(Forfeited {
+                amount: Decimal::ZERO,
+            }))));
+        }
+        let amount = -self.balance;
+        let change = BalanceChange {
+            id: msg.change_id,
+            account_id: self.id,
+            kind: CreditKind::Forfeiture,
+            amount,
+            reason: msg.reason,
+            idempotency: None,
+        };
+        AtomicResponse::new(Box::pin(self.apply(change).map(move |written, _, _| {
+            written?;
+            Ok(Forfeited { amount: -amount })
+        })))
     }
 }
 

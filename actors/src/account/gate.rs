@@ -36,7 +36,7 @@ pub(crate) struct AccountGate {
 impl AccountGate {
     /// Called by the actor after every change of status, balance, holds or limits.
     pub(crate) fn publish(&self, status: AccountStatus, balance: Decimal, available: Decimal) {
-        let standing = if status == AccountStatus::Suspended {
+        let standing = if status != AccountStatus::Active {
             Standing::Suspended
         } else if balance <= Decimal::ZERO || available <= Decimal::ZERO {
             Standing::NothingAvailable

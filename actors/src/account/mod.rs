@@ -28,6 +28,9 @@ pub enum AccountStatus {
     Active,
     /// Suspended by an operator: the balance stays on the books but cannot be spent.
     Suspended,
+    /// Deleted by its owner: its balance was forfeited and nothing can be spent or credited
+    /// again. Final.
+    Deleted,
 }
 
 impl AccountStatus {
@@ -35,6 +38,7 @@ impl AccountStatus {
         match self {
             AccountStatus::Active => "active",
             AccountStatus::Suspended => "suspended",
+            AccountStatus::Deleted => "deleted",
         }
     }
 
@@ -42,6 +46,7 @@ impl AccountStatus {
         match s {
             "active" => Some(AccountStatus::Active),
             "suspended" => Some(AccountStatus::Suspended),
+            "deleted" => Some(AccountStatus::Deleted),
             _ => None,
         }
     }

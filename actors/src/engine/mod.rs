@@ -22,7 +22,8 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::account::actor::{
-    AccountActor, ApplyChange, CarriedHolds, Orphans, SetLimits, SetStatus, Snapshot,
+    AccountActor, ApplyChange, CarriedHolds, Forfeit, ForfeitRefused, Forfeited, Orphans,
+    SetLimits, SetStatus, Snapshot,
 };
 use crate::account::gate::AccountGate;
 use crate::account::{AccountId, AccountStatus, AccountView, Refusal, SpendCaps};
@@ -422,6 +423,23 @@ impl Engine {
         addr.send(SetLimits(limits))
             .await
             .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Writes off the account's whole positive balance with a `forfeiture` ledger entry, once
+    /// no request of it is running ([`ForfeitRefused::Running`] until then). For an account
+    /// whose owner is deleting it, after its keys were revoked, so that nothing new starts.
+    pub async fn forfeit(
+        &self,
+        account_id: AccountId,
+        reason: String,
+    ) -> Result<Forfeited, ForfeitRefused> {
+        let addr = self.actor(account_id).await?;
+        addr.send(Forfeit {
+            change_id: Uuid::now_v7(),
+            reason,
+        })
+        .await
+        .map_err(|_| EngineError::Stopped)?
     }
 
     /// The live view of an account (activating it if needed).

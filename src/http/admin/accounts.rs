@@ -5,7 +5,9 @@ use serde::Deserialize;
 use tollgate_actors::AccountLimits;
 use tollgate_actors::AccountStatus;
 
-use super::{account_answer, db_error, engine_error, json_body, parse_id, stored_account};
+use super::{
+    account_answer, db_error, engine_error, json_body, open_account, parse_id, stored_account,
+};
 use crate::accounts::{Email, Password};
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -90,7 +92,7 @@ async fn change_status(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path, "account")?;
     let input: StatusChange = json_body(&raw)?;
-    let row = stored_account(&state, id).await?;
+    let row = open_account(&state, id).await?;
     state
         .engine
         .set_status(id, status, input.reason.unwrap_or_default())
@@ -126,7 +128,7 @@ pub async fn set_limits(
     let id = parse_id(&path, "account")?;
     let limits: AccountLimits = json_body(&raw)?;
     check_limits(&limits)?;
-    let row = stored_account(&state, id).await?;
+    let row = open_account(&state, id).await?;
     state
         .store
         .set_limits(id, &limits)

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_actors::{ChangeApplied, CreditKind, IdempotencyClaim};
 
-use super::{account_answer, db_error, engine_error, json_body, parse_id, stored_account};
+use super::{account_answer, db_error, engine_error, json_body, open_account, parse_id};
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use crate::store::{AccountRow, IdempotencyRecord, StoredAnswer};
@@ -109,7 +109,7 @@ async fn change_balance(
             "an adjustment needs a reason for the books",
         ));
     }
-    let row = stored_account(&state, id).await?;
+    let row = open_account(&state, id).await?;
     let Some(key) = key else {
         state
             .engine

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
-use super::{db_error, json_body, parse_id, stored_account};
+use super::{db_error, json_body, open_account, parse_id, stored_account};
 use crate::http::error::ApiError;
 use crate::http::keys::{create_key, CreateKeyRequest, KeyView};
 use crate::http::AppState;
@@ -19,7 +19,7 @@ pub async fn create(
 ) -> Result<HttpResponse, ApiError> {
     let account_id = parse_id(&path, "account")?;
     let input: CreateKeyRequest = json_body(&raw)?;
-    let account = stored_account(&state, account_id).await?;
+    let account = open_account(&state, account_id).await?;
     let created = create_key(&state, &account, input).await?;
     Ok(HttpResponse::Created().json(created.to_json()))
 }

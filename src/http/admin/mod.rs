@@ -8,7 +8,7 @@ pub mod flush;
 pub mod keys;
 
 use serde_json::json;
-use tollgate_actors::{AccountView, EngineError};
+use tollgate_actors::{AccountStatus, AccountView, EngineError};
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -42,6 +42,17 @@ async fn stored_account(state: &AppState, id: Uuid) -> Result<AccountRow, ApiErr
         .await
         .map_err(db_error)?
         .ok_or(ApiError::NotFound("account"))
+}
+
+/// A stored account that can still change: a deleted one is final (409).
+async fn open_account(state: &AppState, id: Uuid) -> Result<AccountRow, ApiError> {
+    let row = stored_account(state, id).await?;
+    if row.status == AccountStatus::Deleted {
+        return Err(ApiError::Conflict(
+            "the account was deleted by its owner and cannot change".into(),
+        ));
+    }
+    Ok(row)
 }
 
 /// The account as the admin API shows it: stored fields and the live view of its money.

@@ -3,12 +3,17 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
 use super::Fields;
 use crate::accounts::{verify_password, Password};
 use crate::http::error::ApiError;
 use crate::http::extract::{client_ip, Session};
 use crate::http::AppState;
-use tollgate_actors::EngineError;
+use crate::store::CustomerRow;
+use tollgate_actors::{AccountStatus, EngineError, ForfeitRefused};
 
 const MAX_PASSWORD_CHARS: usize = 1024;
 
@@ -58,14 +63,34 @@ pub async fn change_password(
         .to_string();
     let new = Password::new(body.required("new_password", MAX_PASSWORD_CHARS)?)
         .map_err(|error| ApiError::field("new_password", error))?;
+    let row = confirm_password(&req, &session, &state, "current_password", current).await?;
+    let hash = new.hash().await.map_err(ApiError::internal)?;
+    state
+        .store
+        .change_password(row.id, &hash, Some(&session.token_hash))
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(account = %row.id, "password changed; other sessions revoked");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// The session's account, once `password` (sent as `field`) is found to be its password.
+/// Wrong guesses are throttled as logins are: a stolen session must not make guessing the
+/// password cheaper than the login does.
+async fn confirm_password(
+    req: &HttpRequest,
+    session: &Session,
+    state: &AppState,
+    field: &'static str,
+    password: String,
+) -> Result<CustomerRow, ApiError> {
     let row = state
         .store
         .customer(session.account_id)
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::Unauthorized("a valid session is required"))?;
-    // A stolen session must not make guessing the password cheaper than the login does.
-    let ip = client_ip(&req, &state.settings.server.trusted_proxies);
+    let ip = client_ip(req, &state.settings.server.trusted_proxies);
     let throttle = &state.customers.logins;
     throttle
         .check(ip, &row.email)
@@ -75,24 +100,115 @@ pub async fn change_password(
         .password_hash(row.id)
         .await
         .map_err(ApiError::internal)?;
-    if !verify_password(current, stored)
+    if !verify_password(password, stored)
         .await
         .map_err(ApiError::internal)?
     {
         throttle
             .fail(ip, &row.email)
             .map_err(|retry_after| ApiError::TooManyFailures { retry_after })?;
-        return Err(ApiError::field(
-            "current_password",
-            "is not this account's password",
+        return Err(ApiError::field(field, "is not this account's password"));
+    }
+    Ok(row)
+}
+
+/// How long deletion waits for the account's running requests to finish before answering
+/// 409: long enough for a non-streaming answer, short of a client's patience.
+const DELETION_WAIT: Duration = Duration::from_secs(20);
+
+/// `DELETE /api/v1/me {"password"}` → 204: the account is closed for good
+/// (docs/adr/0021-account-deletion.md).
+///
+/// In this order, each step safe to repeat if a later one fails (the customer's session
+/// lasts until the last): the account is suspended, so nothing new is admitted; every key is
+/// revoked; the requests still running are waited for (409 after [`DELETION_WAIT`]: their
+/// settles must reach the balance before it is written off); settled usage is flushed; the
+/// whole positive balance is forfeited through the actor, with a `forfeiture` ledger entry;
+/// the status becomes `deleted`; and the email, password, sessions and emailed tokens go.
+/// Usage and ledger rows stay for the books. A debt (a negative balance) is not forfeited: it
+/// stays on the books for the operator.
+pub async fn delete(
+    req: HttpRequest,
+    session: Session,
+    raw: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let body = Fields::parse(&raw, &["password"])?;
+    let password = body.required("password", MAX_PASSWORD_CHARS)?.to_string();
+    let row = confirm_password(&req, &session, &state, "password", password).await?;
+    let id = row.id;
+    if row.status != AccountStatus::Deleted {
+        close(&state, id).await?;
+    }
+    if !state
+        .store
+        .anonymize_deleted(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        return Err(ApiError::internal(
+            "a deleted account was not found to anonymize",
         ));
     }
-    let hash = new.hash().await.map_err(ApiError::internal)?;
-    state
-        .store
-        .change_password(row.id, &hash, Some(&session.token_hash))
+    tracing::info!(account = %id, "customer deleted the account");
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Every step of a deletion up to the status `deleted`.
+async fn close(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let engine = &state.engine;
+    engine
+        .set_status(
+            id,
+            AccountStatus::Suspended,
+            "closing: deleted by its owner".into(),
+        )
         .await
         .map_err(ApiError::internal)?;
-    tracing::info!(account = %row.id, "password changed; other sessions revoked");
-    Ok(HttpResponse::NoContent().finish())
+    for digest in state
+        .store
+        .revoke_all_keys(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
+        state.keys.remove(&digest);
+    }
+    let deadline = Instant::now() + DELETION_WAIT;
+    loop {
+        let running = engine
+            .view(id)
+            .await
+            .map_err(ApiError::internal)?
+            .active_requests;
+        if running == 0 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(still_running(running as usize));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What settled goes to the ledger first, so that the forfeiture's entry shows the
+    // balance after it as zero.
+    engine.flusher().flush_now().await;
+    let forfeited = engine
+        .forfeit(id, "account deleted by its owner".into())
+        .await
+        .map_err(|refused| match refused {
+            ForfeitRefused::Running(running) => still_running(running),
+            other => ApiError::internal(other),
+        })?;
+    engine
+        .set_status(id, AccountStatus::Deleted, "deleted by its owner".into())
+        .await
+        .map_err(ApiError::internal)?;
+    tracing::info!(account = %id, forfeited = %forfeited.amount, "account closed");
+    Ok(())
+}
+
+fn still_running(running: usize) -> ApiError {
+    ApiError::Conflict(format!(
+        "{running} requests of this account are still running; its keys are revoked, so \
+         none will start: retry the deletion when they finish"
+    ))
 }

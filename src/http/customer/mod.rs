@@ -54,6 +54,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(auth::password_reset_confirm),
         )
         .route("/me", web::get().to(me::me))
+        .route("/me", web::delete().to(me::delete))
         .route("/me/password", web::put().to(me::change_password))
         .route("/keys", web::post().to(keys::create))
         .route("/keys", web::get().to(keys::list))
