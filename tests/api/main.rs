@@ -15,6 +15,7 @@ mod admission;
 mod billing;
 mod concurrency;
 mod crash;
+mod customer_history;
 mod customer_keys;
 mod customers;
 mod database_tls;
