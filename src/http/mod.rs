@@ -78,7 +78,11 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
             "/api/event_logging/batch",
             web::post().to(probes::event_logging),
         )
-        .service(web::scope("/api/v1").configure(customer::routes))
+        .service(
+            web::scope("/api/v1")
+                .wrap(error::json_errors())
+                .configure(customer::routes),
+        )
         .service(
             web::scope("/v1")
                 .app_data(web::QueryConfig::default().error_handler(|error, req| {
@@ -108,6 +112,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
             .wrap(middleware::from_fn(extract::require_admin))
+            .wrap(error::json_errors())
             .route("/accounts", web::post().to(admin::accounts::create))
             .route("/accounts/{id}", web::get().to(admin::accounts::get))
             .route(

@@ -354,3 +354,27 @@ async fn metrics_need_a_private_address_or_the_metrics_token() {
         .unwrap()
         .contains("tollgate_unflushed_usage_records"));
 }
+
+#[actix_web::test]
+async fn an_oversized_admin_body_is_refused_413_in_the_apis_json_shape() {
+    let app = spawn_app().await;
+    let huge = format!("{{\"email\":\"{}@example.com\"}}", "a".repeat(300_000));
+    let response = app
+        .admin(reqwest::Method::POST, "/accounts")
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large", "{error}");
+    let count: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM accounts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 0, "nothing was created");
+}

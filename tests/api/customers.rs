@@ -242,6 +242,8 @@ async fn bad_registrations_name_the_field_and_store_nothing() {
         .await
         .unwrap();
     assert_eq!(huge.status(), 413);
+    let error: Value = huge.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "payload_too_large", "{error}");
     let count: i64 = app
         .db()
         .await
@@ -673,13 +675,21 @@ async fn a_mail_server_that_is_down_loses_no_registration_and_is_counted() {
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     assert!(app.metric("tollgate_email_send_failures_total").await >= 1.0);
-    let row = app
-        .db()
-        .await
-        .query_one("SELECT attempts, sent_at IS NULL FROM email_outbox", &[])
-        .await
-        .unwrap();
-    assert!(row.get::<_, i32>(0) >= 1);
+    // The failure is counted before its attempt is written back: wait for the write.
+    let db = app.db().await;
+    let mut row = None;
+    for _ in 0..200 {
+        let read = db
+            .query_one("SELECT attempts, sent_at IS NULL FROM email_outbox", &[])
+            .await
+            .unwrap();
+        if read.get::<_, i32>(0) >= 1 {
+            row = Some(read);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let row = row.expect("the failed attempt is recorded");
     assert!(row.get::<_, bool>(1), "still queued for a retry");
     assert_eq!(
         app.login("patient@example.com", PASSWORD).await.status(),

@@ -1,9 +1,11 @@
-//! The JSON error of the admin API (and, later, the customer API):
-//! `{"error":{"code","message","field"?}}`.
+//! The JSON error of the admin and customer APIs: `{"error":{"code","message","field"?}}`.
 
 use std::fmt;
 
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
@@ -40,6 +42,10 @@ pub enum ApiError {
     /// An `Idempotency-Key` already used for a different request on the same route and
     /// account; the text names the key. Nothing was changed.
     IdempotencyKeyReused(String),
+    /// The body is larger than the route reads.
+    PayloadTooLarge,
+    /// The route exists, but not for this method.
+    MethodNotAllowed,
     /// The surface is switched off or a dependency is down; retrying later may work.
     Unavailable(String),
     /// An unexpected failure. Its cause was logged where it was built
@@ -82,6 +88,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -98,6 +106,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -117,6 +127,10 @@ impl ApiError {
             ApiError::IdempotencyKeyReused(key) => format!(
                 "Idempotency-Key {key:?} was already used on this route for this account with a different body; nothing was changed. Send a new key for a new change"
             ),
+            ApiError::PayloadTooLarge => {
+                "the request body is larger than this route accepts; nothing was changed".into()
+            }
+            ApiError::MethodNotAllowed => "this route does not answer that method".into(),
             ApiError::Internal => "internal error; see the server log".into(),
         }
     }
@@ -152,6 +166,36 @@ impl ResponseError for ApiError {
         }
         response.json(json!({ "error": error }))
     }
+}
+
+/// Answers the errors that actix-web itself produces inside the JSON APIs (a body past the
+/// route's limit, one that cannot be read, a wrong method) in the APIs' JSON shape, not as
+/// actix's plain text. Responses that are JSON already pass unchanged.
+pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler_client(|response: ServiceResponse<B>| {
+        let is_json = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        let replacement = match response.status() {
+            _ if is_json => None,
+            StatusCode::PAYLOAD_TOO_LARGE => Some(ApiError::PayloadTooLarge),
+            StatusCode::METHOD_NOT_ALLOWED => Some(ApiError::MethodNotAllowed),
+            StatusCode::BAD_REQUEST => {
+                Some(ApiError::invalid("the request body could not be read"))
+            }
+            _ => None,
+        };
+        let Some(error) = replacement else {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        };
+        let (request, _) = response.into_parts();
+        let response = ServiceResponse::new(request, error.error_response()).map_into_right_body();
+        Ok(ErrorHandlerResponse::Response(response))
+    })
 }
 
 #[cfg(test)]
