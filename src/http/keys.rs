@@ -94,14 +94,30 @@ impl CreatedKey {
     }
 }
 
+const UNVERIFIED: &str = "the account's email address is not verified: API keys are issued \
+     once the link sent at registration has been followed";
+
 /// Checks `request` against the account and now, stores the key, and makes it usable at once
 /// (its policy in the in-memory lookup). A refused field changes nothing: validation runs
-/// before anything is written.
+/// before anything is written. While `accounts.require_email_verification` is on, an account
+/// whose email is not verified gets no key, from either API, so it cannot call the proxy
+/// (accounts an operator created count as verified).
 pub async fn create_key(
     state: &AppState,
     account: &AccountRow,
     request: CreateKeyRequest,
 ) -> Result<CreatedKey, ApiError> {
+    if state.settings.accounts.require_email_verification {
+        let verified = state
+            .store
+            .customer(account.id)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some_and(|customer| customer.email_verified);
+        if !verified {
+            return Err(ApiError::Forbidden(UNVERIFIED));
+        }
+    }
     let name = request.name.unwrap_or_default();
     if name.chars().count() > MAX_KEY_NAME_CHARS {
         return Err(ApiError::field(

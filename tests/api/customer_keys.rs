@@ -98,8 +98,16 @@ async fn register_verify_log_in_create_a_key_call_and_see_it_billed() {
     assert!(refused["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("verify your email"));
+        .contains("not verified"));
     assert_eq!(app.me(&session).await.status(), 200);
+    // Nor from the operator: an unverified account cannot reach the proxy at all.
+    let by_operator = app
+        .admin(Method::POST, &format!("/accounts/{id}/keys"))
+        .json(&json!({"name": "override"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_operator.status(), 403);
 
     let mail = sink.wait_for(email).await;
     let token = mail.token_of("/verify-email");

@@ -13,27 +13,14 @@ use crate::http::json::json_body;
 use crate::http::keys::{create_key, CreateKeyRequest, KeyView};
 use crate::http::AppState;
 
-const UNVERIFIED: &str = "verify your email address before creating API keys: follow the link \
-     in the email sent at registration";
-
 /// `POST /api/v1/keys` → 201 with the full key, this once. An account whose email is not
-/// verified gets none while `accounts.require_email_verification` is on: without a key it
-/// cannot reach the proxy either (docs/SECURITY.md, "Unverified accounts").
+/// verified gets none while `accounts.require_email_verification` is on ([`create_key`]).
 pub async fn create(
     session: Session,
     raw: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let input: CreateKeyRequest = json_body(&raw)?;
-    let customer = state
-        .store
-        .customer(session.account_id)
-        .await
-        .map_err(ApiError::internal)?
-        .ok_or(ApiError::Unauthorized("a valid session is required"))?;
-    if state.settings.accounts.require_email_verification && !customer.email_verified {
-        return Err(ApiError::Forbidden(UNVERIFIED));
-    }
     let account = state
         .store
         .account(session.account_id)
