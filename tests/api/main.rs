@@ -30,6 +30,7 @@ mod journal;
 mod key_policies;
 mod ledger;
 mod loadgen;
+mod log_secrets;
 mod output_billed;
 mod pg_fault;
 mod prices;
