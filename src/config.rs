@@ -247,6 +247,9 @@ pub struct MeteringSettings {
 
 /// The smallest journal segment: a few hundred records.
 const MIN_JOURNAL_SEGMENT_BYTES: u64 = 64 * 1024;
+/// The largest: a segment is preallocated whole and read whole at replay, so its size is
+/// memory at start-up and a zero-fill of that much disk per rotation.
+const MAX_JOURNAL_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// An `anthropic-beta` flag or a top-level body option known to change what a request costs.
 /// tollgate must never bill such a request at the plain price: it either prices it (the rate
@@ -579,6 +582,12 @@ impl Settings {
                 "must be at least 65536 (64 KiB)",
             );
         }
+        if self.metering.journal_segment_bytes > MAX_JOURNAL_SEGMENT_BYTES {
+            return invalid(
+                "metering.journal_segment_bytes",
+                "must be at most 1073741824 (1 GiB): a segment is read whole at replay",
+            );
+        }
         // A checkpoint never removes the segment being written, so a limit below two
         // segments could stay exceeded with every record flushed (ADR 0019, M4).
         if self.metering.journal_max_bytes / 2 < self.metering.journal_segment_bytes {
@@ -821,6 +830,21 @@ mod tests {
         for bad in [both, value_without_body] {
             settings.metering.price_options = vec![bad];
             assert!(settings.validate().is_err());
+        }
+    }
+
+    #[test]
+    fn a_journal_segment_is_bounded_both_ways() {
+        let mut settings = from_yaml(include_str!("../config.yaml")).unwrap();
+        settings.metering.journal_max_bytes = u64::MAX;
+        for (bytes, valid) in [
+            (MIN_JOURNAL_SEGMENT_BYTES - 1, false),
+            (MIN_JOURNAL_SEGMENT_BYTES, true),
+            (MAX_JOURNAL_SEGMENT_BYTES, true),
+            (MAX_JOURNAL_SEGMENT_BYTES + 1, false),
+        ] {
+            settings.metering.journal_segment_bytes = bytes;
+            assert_eq!(settings.validate().is_ok(), valid, "{bytes}");
         }
     }
 
