@@ -16,6 +16,12 @@ ALTER TABLE ledger
         'credit', 'recharge', 'redemption', 'referral_reward', 'referral_reversal', 'usage',
         'adjustment', 'forfeiture'));
 
+-- The balance changes that are not usage, per account: few (one per credit, recharge or
+-- adjustment), so what an account has spent (these, less its balance) is read without
+-- summing its usage.
+CREATE INDEX ledger_account_not_usage ON ledger (account_id) INCLUDE (amount)
+    WHERE kind <> 'usage';
+
 -- A deleted account stays deleted and nothing credits it (its forfeiture is entered before
 -- the status changes). Enforced here so that no code path can get it wrong. A debit is let
 -- through: usage is entered for what was answered, and refusing it would stop the flush.

@@ -42,6 +42,23 @@ pub trait LedgerStore: Send + Sync + 'static {
         reason: &str,
     ) -> Result<(), StoreError>;
 
+    /// Closes an account its owner deleted: writes `forfeiture` (when there is a balance to
+    /// write off) and the status `deleted` together, so that neither can be stored without
+    /// the other. Repeating it after it committed writes nothing more: the forfeiture's id is
+    /// fixed per account, and a deleted account's status stays. This default, for stores
+    /// without transactions, writes them one after the other.
+    async fn close_account(
+        &self,
+        id: AccountId,
+        forfeiture: Option<&BalanceChange>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(change) = forfeiture {
+            self.apply_balance_change(change).await?;
+        }
+        self.set_status(id, AccountStatus::Deleted, reason).await
+    }
+
     /// Writes settled usage in one transaction: usage rows keyed by request id, the
     /// per-account debits, and their ledger entries. Idempotent per request id.
     async fn write_batch(&self, batch: &[UsageRecord]) -> Result<BatchOutcome, StoreError>;

@@ -210,6 +210,10 @@ fn check_cap(field: &'static str, cap: Option<Decimal>) -> Result<Option<Decimal
 /// value is tighter.
 fn check_limit(field: &'static str, key: Option<u32>, account: u32) -> Result<u32, PolicyError> {
     let key = key.unwrap_or(0);
+    // Stored as a Postgres INTEGER.
+    if key > i32::MAX as u32 {
+        return Err(refuse(field, format!("at most {}", i32::MAX)));
+    }
     if key != 0 && account != 0 && key > account {
         return Err(refuse(
             field,
@@ -382,6 +386,17 @@ mod tests {
             ..Default::default()
         };
         assert!(big.validate(Utc::now(), &limits(0), card).is_ok());
+        let past_the_column = KeyPolicyInput {
+            requests_per_minute: Some(u32::MAX),
+            ..Default::default()
+        };
+        assert_eq!(
+            past_the_column
+                .validate(Utc::now(), &limits(0), card)
+                .unwrap_err()
+                .field,
+            "requests_per_minute"
+        );
     }
 
     #[test]

@@ -94,6 +94,10 @@ impl CreatedKey {
     }
 }
 
+/// The most unrevoked keys one account may hold: far more than any customer's tools need,
+/// and a bound on what one account keeps in the in-memory key ring.
+pub const MAX_ACTIVE_KEYS: i64 = 100;
+
 const UNVERIFIED: &str = "the account's email address is not verified: API keys are issued \
      once the link sent at registration has been followed";
 
@@ -140,6 +144,16 @@ pub async fn create_key(
             state.card.model(id).map(|card| card.id.clone())
         })
         .map_err(|refused| ApiError::field(refused.field, refused.problem))?;
+    let active = state
+        .store
+        .active_key_count(account.id)
+        .await
+        .map_err(ApiError::internal)?;
+    if active >= MAX_ACTIVE_KEYS {
+        return Err(ApiError::Conflict(format!(
+            "the account has {active} active keys, the most it may hold: revoke one first"
+        )));
+    }
     let key = state.keys.generate();
     let row = state
         .store

@@ -45,7 +45,13 @@ const SELECT_LEDGER_PAGE: &str = "
 
 const KEY_OF_ACCOUNT: &str = "SELECT 1 FROM api_keys WHERE id = $1 AND account_id = $2";
 
-const SELECT_USED: &str = "SELECT coalesce(sum(cost), 0) AS used FROM usage WHERE account_id = $1";
+/// What an account has spent, flushed: every balance change but usage, less the stored
+/// balance (which is the sum of all of them), so that only the few credit-like entries are
+/// read (a partial index holds them), never the usage rows.
+const SELECT_USED: &str = "
+    SELECT (SELECT coalesce(sum(amount), 0) FROM ledger
+            WHERE account_id = $1 AND kind <> 'usage') - balance AS used
+    FROM accounts WHERE id = $1";
 
 /// Which of an account's usage rows to read.
 #[derive(Debug, Clone, Default)]
@@ -219,8 +225,8 @@ impl PgStore {
     /// What the account has spent in all, as flushed.
     pub async fn account_used(&self, account_id: Uuid) -> Result<Decimal, DbError> {
         let client = self.pool.get().await?;
-        let row = client.query_one(SELECT_USED, &[&account_id]).await?;
-        column(&row, "used")
+        let row = client.query_opt(SELECT_USED, &[&account_id]).await?;
+        row.map_or(Ok(Decimal::ZERO), |row| column(&row, "used"))
     }
 }
 

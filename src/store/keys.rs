@@ -42,6 +42,9 @@ const REVOKE_KEY: &str = "
     WHERE account_id = $1 AND id = $2 AND revoked_at IS NULL
     RETURNING digest";
 
+const ACTIVE_KEY_COUNT: &str =
+    "SELECT count(*) AS n FROM api_keys WHERE account_id = $1 AND revoked_at IS NULL";
+
 const REVOKE_ALL_KEYS: &str = "
     UPDATE api_keys SET revoked_at = now()
     WHERE account_id = $1 AND revoked_at IS NULL
@@ -154,6 +157,13 @@ impl PgStore {
             .query_opt(REVOKE_KEY, &[&account_id, &key_id])
             .await?;
         row.map(|row| column(&row, "digest")).transpose()
+    }
+
+    /// How many unrevoked keys the account holds.
+    pub async fn active_key_count(&self, account_id: Uuid) -> Result<i64, DbError> {
+        let client = self.pool.get().await?;
+        let row = client.query_one(ACTIVE_KEY_COUNT, &[&account_id]).await?;
+        column(&row, "n")
     }
 
     /// Revokes every key of the account; returns their digests for the in-memory lookup to

@@ -162,6 +162,9 @@ const SET_STATUS: &str = "
     )
     INSERT INTO account_status_changes (account_id, status, reason) SELECT id, $2, $3 FROM upd";
 
+/// Whether an account is deleted already (a repeated close).
+const IS_DELETED: &str = "SELECT 1 FROM accounts WHERE id = $1 AND status = 'deleted'";
+
 #[async_trait]
 impl LedgerStore for PgStore {
     async fn load_account(&self, id: AccountId) -> Result<Option<AccountRecord>, StoreError> {
@@ -246,6 +249,48 @@ impl LedgerStore for PgStore {
                 "account {id} is deleted or does not exist: its status stays"
             )));
         }
+        Ok(())
+    }
+
+    async fn close_account(
+        &self,
+        id: AccountId,
+        forfeiture: Option<&BalanceChange>,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await.map_err(DbError::from)?;
+        let tx = client.transaction().await.map_err(DbError::from)?;
+        if let Some(change) = forfeiture {
+            // A forfeiture entered before (its id is the account's) writes nothing.
+            let kind = change.kind.as_str();
+            tx.execute(
+                APPLY_BALANCE_CHANGE,
+                &[
+                    &change.account_id,
+                    &change.amount,
+                    &kind,
+                    &change.reason,
+                    &change.id,
+                ],
+            )
+            .await
+            .map_err(DbError::from)?;
+        }
+        let status = AccountStatus::Deleted.as_str();
+        let written = tx
+            .execute(SET_STATUS, &[&id, &status, &reason])
+            .await
+            .map_err(DbError::from)?;
+        if written == 0
+            && tx
+                .query_opt(IS_DELETED, &[&id])
+                .await
+                .map_err(DbError::from)?
+                .is_none()
+        {
+            return Err(StoreError(format!("account {id} not found to close")));
+        }
+        tx.commit().await.map_err(DbError::from)?;
         Ok(())
     }
 

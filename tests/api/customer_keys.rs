@@ -324,3 +324,35 @@ async fn sessions_and_keys_do_not_open_each_others_doors() {
         .unwrap();
     assert_eq!(admin.status(), 401, "a session never reaches /admin");
 }
+
+#[actix_web::test]
+async fn an_account_holds_at_most_a_hundred_active_keys() {
+    let app = spawn(|_| {}).await;
+    let (_, session) = app.verified_customer("hoarder@example.com").await;
+    let mut last = Value::Null;
+    for n in 0..100 {
+        let (status, key) = app
+            .customer_key(&session, json!({"name": format!("k{n}")}))
+            .await;
+        assert_eq!(status, 201, "{key}");
+        last = key;
+    }
+    let (status, refused) = app
+        .customer_key(&session, json!({"name": "one more"}))
+        .await;
+    assert_eq!(status, 409, "{refused}");
+    let revoked = app
+        .api(
+            Method::DELETE,
+            &format!("/keys/{}", last["id"].as_str().unwrap()),
+        )
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let (status, _) = app
+        .customer_key(&session, json!({"name": "one more"}))
+        .await;
+    assert_eq!(status, 201, "a revoked key frees its place");
+}

@@ -196,3 +196,69 @@ async fn deletion_waits_for_a_running_request_and_bills_it_before_the_forfeiture
     assert_eq!(*forfeited, -(Decimal::from(2) - books.usage_cost));
     assert_eq!(*after, Decimal::ZERO);
 }
+
+#[actix_web::test]
+async fn an_account_that_owes_money_is_not_deleted_and_nothing_changes() {
+    let app = spawn(|_| {}).await;
+    let (id, session) = app.verified_customer("debtor@example.com").await;
+    app.credit(&id, "1").await;
+    let (_, key) = app.customer_key(&session, json!({})).await;
+    let adjusted = app
+        .admin(Method::POST, &format!("/accounts/{id}/adjust"))
+        .json(&json!({"amount_usd": "-3", "reason": "chargeback"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(adjusted.status(), 200);
+    let (status, error) = app
+        .delete_me(&session, json!({ "password": PASSWORD }))
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("owes 2 USD"));
+    let view = app.view(&id).await;
+    assert_eq!(view["status"], "active");
+    let keys = app
+        .api(Method::GET, "/keys")
+        .bearer_auth(&session)
+        .send()
+        .await
+        .unwrap();
+    let keys: Value = keys.json().await.unwrap();
+    assert!(keys["data"][0]["revoked_at"].is_null());
+    assert_eq!(keys["data"][0]["id"], key["id"]);
+}
+
+#[actix_web::test]
+async fn closing_an_account_twice_writes_one_forfeiture() {
+    use tollgate_actors::{BalanceChange, CreditKind, LedgerStore};
+    let app = spawn(|_| {}).await;
+    let (id, _) = app.verified_customer("twice@example.com").await;
+    app.credit(&id, "4").await;
+    let account: uuid::Uuid = id.parse().unwrap();
+    let store = app.store();
+    // What a retry does when the first close committed but its answer was lost.
+    let forfeiture = BalanceChange {
+        id: account,
+        account_id: account,
+        kind: CreditKind::Forfeiture,
+        amount: Decimal::from(-4),
+        reason: "account deleted by its owner".into(),
+        idempotency: None,
+    };
+    for _ in 0..2 {
+        store
+            .close_account(account, Some(&forfeiture), "deleted by its owner")
+            .await
+            .unwrap();
+    }
+    let ledger = app.ledger_rows(&id).await;
+    let forfeitures: Vec<_> = ledger
+        .iter()
+        .filter(|(kind, _, _)| kind == "forfeiture")
+        .collect();
+    assert_eq!(forfeitures.len(), 1, "{ledger:?}");
+    assert_eq!(app.books(&id).await.stored_balance, Decimal::ZERO);
+}

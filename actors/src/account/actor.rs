@@ -545,13 +545,16 @@ impl AccountActor {
     }
 }
 
-/// Write off the whole positive balance of an account whose owner is deleting it, with a
-/// `forfeiture` ledger entry. Refused while requests are still running, since their settles
-/// would then debit a balance already written off; the caller waits and asks again.
+/// Close an account whose owner is deleting it: write off its whole positive balance with a
+/// `forfeiture` ledger entry and set its status to `deleted`, in one store transaction
+/// (docs/adr/0021-account-deletion.md). Refused while requests are still running, since their
+/// settles would then debit a balance already written off, and while a balance change of
+/// this actor's is unconfirmed, since the stored balance may then differ from this one; the
+/// caller waits and asks again. A debt (a balance below zero) is refused too: writing it off
+/// would be a credit, which is the operator's to make.
 #[derive(Message)]
 #[rtype(result = "Result<Forfeited, ForfeitRefused>")]
 pub(crate) struct Forfeit {
-    pub change_id: Uuid,
     pub reason: String,
 }
 
@@ -561,11 +564,15 @@ pub struct Forfeited {
     pub amount: Decimal,
 }
 
-/// Why a forfeiture did not happen.
+/// Why an account was not closed.
 #[derive(Debug, thiserror::Error)]
 pub enum ForfeitRefused {
     #[error("{0} requests are still running")]
     Running(usize),
+    #[error("a balance change's outcome is not known yet")]
+    Unconfirmed,
+    #[error("the account owes {0} USD")]
+    Debt(Decimal),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -576,29 +583,46 @@ impl Handler<Forfeit> for AccountActor {
     type Result = AtomicResponse<Self, Result<Forfeited, ForfeitRefused>>;
 
     fn handle(&mut self, msg: Forfeit, _: &mut Self::Context) -> Self::Result {
-        if !self.holds.is_empty() {
-            let running = ForfeitRefused::Running(self.holds.len());
-            return AtomicResponse::new(Box::pin(fut::ready(Err(running))));
+        let refused = if !self.holds.is_empty() {
+            Some(ForfeitRefused::Running(self.holds.len()))
+        } else if !self.uncertain.is_empty() {
+            Some(ForfeitRefused::Unconfirmed)
+        } else if self.balance < Decimal::ZERO {
+            Some(ForfeitRefused::Debt(-self.balance))
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            return AtomicResponse::new(Box::pin(fut::ready(Err(refused))));
         }
-        if self.balance <= Decimal::ZERO {
-            // Nothing to write off. A debt stays on the books, for the operator to settle.
-            return AtomicResponse::new(Box::pin(fut::ready(Ok(Forfeited {
-                amount: Decimal::ZERO,
-            }))));
-        }
-        let amount = -self.balance;
-        let change = BalanceChange {
-            id: msg.change_id,
+        let amount = self.balance;
+        // The forfeiture's id is the account's own, so a retry of a close whose answer was
+        // lost finds it entered and writes it again nowhere.
+        let forfeiture = (amount > Decimal::ZERO).then(|| BalanceChange {
+            id: self.id,
             account_id: self.id,
             kind: CreditKind::Forfeiture,
-            amount,
-            reason: msg.reason,
+            amount: -amount,
+            reason: msg.reason.clone(),
             idempotency: None,
-        };
-        AtomicResponse::new(Box::pin(self.apply(change).map(move |written, _, _| {
-            written?;
-            Ok(Forfeited { amount: -amount })
-        })))
+        });
+        let store = self.store.clone();
+        let id = self.id;
+        AtomicResponse::new(Box::pin(
+            async move {
+                store
+                    .close_account(id, forfeiture.as_ref(), &msg.reason)
+                    .await
+            }
+            .into_actor(self)
+            .map(move |written, actor, _| {
+                written?;
+                actor.balance -= amount;
+                actor.status = AccountStatus::Deleted;
+                actor.publish();
+                Ok(Forfeited { amount })
+            }),
+        ))
     }
 }
 

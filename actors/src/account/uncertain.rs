@@ -37,6 +37,11 @@ pub(crate) struct UncertainChanges {
 impl UncertainChanges {
     /// A write of change `id` under `slot` failed; it may have committed. Returns the slot
     /// forgotten to make room, if one was.
+    /// Whether every change this actor wrote is known to have committed or not.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
     pub(crate) fn remember(&mut self, slot: Slot, id: Uuid, amount: Decimal) -> Option<Slot> {
         let forgotten = if self.count >= MAX_UNCERTAIN_CHANGES {
             self.forget_oldest()

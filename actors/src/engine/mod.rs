@@ -425,21 +425,19 @@ impl Engine {
             .map_err(|_| EngineError::Stopped)
     }
 
-    /// Writes off the account's whole positive balance with a `forfeiture` ledger entry, once
-    /// no request of it is running ([`ForfeitRefused::Running`] until then). For an account
-    /// whose owner is deleting it, after its keys were revoked, so that nothing new starts.
-    pub async fn forfeit(
+    /// Closes an account its owner is deleting: its whole positive balance written off with a
+    /// `forfeiture` ledger entry and its status set to `deleted`, in one transaction, once no
+    /// request of it is running ([`ForfeitRefused::Running`] until then). For an account
+    /// already suspended with its keys revoked, so that nothing new starts.
+    pub async fn close(
         &self,
         account_id: AccountId,
         reason: String,
     ) -> Result<Forfeited, ForfeitRefused> {
         let addr = self.actor(account_id).await?;
-        addr.send(Forfeit {
-            change_id: Uuid::now_v7(),
-            reason,
-        })
-        .await
-        .map_err(|_| EngineError::Stopped)?
+        addr.send(Forfeit { reason })
+            .await
+            .map_err(|_| EngineError::Stopped)?
     }
 
     /// The live view of an account (activating it if needed).

@@ -24,6 +24,8 @@ const CSV_CHUNK: i64 = 1_000;
 const MAX_DAILY_DAYS: i64 = 366;
 const DEFAULT_DAILY_DAYS: i64 = 30;
 const MAX_MODEL_CHARS: usize = 200;
+/// The start of year 10000, in microseconds since 1970: past any time a row holds.
+const MAX_CURSOR_MICROS: i64 = 253_402_300_800_000_000;
 
 /// The query string as name/value pairs; a name that is not one of `allowed` is refused, so a
 /// misspelt filter never silently widens what is read.
@@ -159,6 +161,10 @@ fn decode_usage_cursor(raw: &str) -> Result<UsageCursor, ApiError> {
     let bad = || ApiError::field("cursor", "not a cursor from a previous page");
     let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
+    // Postgres keeps times from 4713 BC; a cursor is a time tollgate wrote, after 1970.
+    if !(0..=MAX_CURSOR_MICROS).contains(&micros) {
+        return Err(bad());
+    }
     Ok(UsageCursor {
         started_at: DateTime::from_timestamp_micros(micros).ok_or_else(bad)?,
         request_id: Uuid::parse_str(id).map_err(|_| bad())?,
@@ -431,6 +437,8 @@ mod tests {
         );
         for forged in [
             "",
+            "-300000000000000000_0193a8e0-0000-7000-8000-000000000000",
+            "253402300800000001_0193a8e0-0000-7000-8000-000000000000",
             "x",
             "1_",
             "_0193",

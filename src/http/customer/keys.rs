@@ -5,6 +5,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
+use tollgate_actors::AccountStatus;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
@@ -27,6 +28,12 @@ pub async fn create(
         .await
         .map_err(ApiError::internal)?
         .ok_or(ApiError::Unauthorized("a valid session is required"))?;
+    if account.status != AccountStatus::Active {
+        // Suspended by an operator, or being deleted: no new credential.
+        return Err(ApiError::Forbidden(
+            "the account is suspended or being deleted: no new keys",
+        ));
+    }
     let created = create_key(&state, &account, input).await?;
     tracing::info!(account = %account.id, key = %created.row.id, "customer created an API key");
     Ok(HttpResponse::Created().json(created.to_json()))

@@ -5,6 +5,7 @@ use serde_json::json;
 
 use std::time::{Duration, Instant};
 
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use super::Fields;
@@ -120,13 +121,13 @@ const DELETION_WAIT: Duration = Duration::from_secs(20);
 /// (docs/adr/0021-account-deletion.md).
 ///
 /// In this order, each step safe to repeat if a later one fails (the customer's session
-/// lasts until the last): the account is suspended, so nothing new is admitted; every key is
-/// revoked; the requests still running are waited for (409 after [`DELETION_WAIT`]: their
-/// settles must reach the balance before it is written off); settled usage is flushed; the
-/// whole positive balance is forfeited through the actor, with a `forfeiture` ledger entry;
-/// the status becomes `deleted`; and the email, password, sessions and emailed tokens go.
-/// Usage and ledger rows stay for the books. A debt (a negative balance) is not forfeited: it
-/// stays on the books for the operator.
+/// lasts until the last): an account that owes money is refused (409); the account is
+/// suspended, so nothing new is admitted; every key is revoked; the requests still running
+/// are waited for (409 after [`DELETION_WAIT`]: their settles must reach the balance before
+/// it is written off); settled usage is flushed (503 if the ledger cannot be written); the
+/// actor writes off the whole balance with a `forfeiture` ledger entry and sets the status
+/// `deleted`, in one transaction; and the email, password, sessions, emailed tokens and any
+/// key made meanwhile go. Usage and ledger rows stay for the books.
 pub async fn delete(
     req: HttpRequest,
     session: Session,
@@ -138,7 +139,18 @@ pub async fn delete(
     let row = confirm_password(&req, &session, &state, "password", password).await?;
     let id = row.id;
     if row.status != AccountStatus::Deleted {
-        close(&state, id).await?;
+        if let Err(error) = close(&state, id).await {
+            // A deletion running at the same time may have closed it meanwhile.
+            let closed = state
+                .store
+                .customer(id)
+                .await
+                .map_err(ApiError::internal)?
+                .is_some_and(|row| row.status == AccountStatus::Deleted);
+            if !closed {
+                return Err(error);
+            }
+        }
     }
     if !state
         .store
@@ -150,21 +162,13 @@ pub async fn delete(
             "a deleted account was not found to anonymize",
         ));
     }
+    // A key created while the deletion ran (from another session) goes too.
+    revoke_keys(&state, id).await?;
     tracing::info!(account = %id, "customer deleted the account");
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Every step of a deletion up to the status `deleted`.
-async fn close(state: &AppState, id: Uuid) -> Result<(), ApiError> {
-    let engine = &state.engine;
-    engine
-        .set_status(
-            id,
-            AccountStatus::Suspended,
-            "closing: deleted by its owner".into(),
-        )
-        .await
-        .map_err(ApiError::internal)?;
+async fn revoke_keys(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     for digest in state
         .store
         .revoke_all_keys(id)
@@ -173,6 +177,25 @@ async fn close(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     {
         state.keys.remove(&digest);
     }
+    Ok(())
+}
+
+/// Every step of a deletion up to the status `deleted`.
+async fn close(state: &AppState, id: Uuid) -> Result<(), ApiError> {
+    let engine = &state.engine;
+    let owed = engine.view(id).await.map_err(ApiError::internal)?.balance;
+    if owed < Decimal::ZERO {
+        return Err(owes(-owed));
+    }
+    engine
+        .set_status(
+            id,
+            AccountStatus::Suspended,
+            "closing: deleted by its owner".into(),
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    revoke_keys(state, id).await?;
     let deadline = Instant::now() + DELETION_WAIT;
     loop {
         let running = engine
@@ -190,20 +213,33 @@ async fn close(state: &AppState, id: Uuid) -> Result<(), ApiError> {
     }
     // What settled goes to the ledger first, so that the forfeiture's entry shows the
     // balance after it as zero.
-    engine.flusher().flush_now().await;
+    if !engine.flusher().flush_now().await {
+        return Err(ApiError::Unavailable(
+            "the ledger cannot be written right now; retry the deletion shortly".into(),
+        ));
+    }
     let forfeited = engine
-        .forfeit(id, "account deleted by its owner".into())
+        .close(id, "account deleted by its owner".into())
         .await
         .map_err(|refused| match refused {
             ForfeitRefused::Running(running) => still_running(running),
+            ForfeitRefused::Debt(owed) => owes(owed),
+            ForfeitRefused::Unconfirmed => ApiError::Unavailable(
+                "a balance change of this account is not confirmed yet; retry the deletion \
+                 shortly"
+                    .into(),
+            ),
             other => ApiError::internal(other),
         })?;
-    engine
-        .set_status(id, AccountStatus::Deleted, "deleted by its owner".into())
-        .await
-        .map_err(ApiError::internal)?;
     tracing::info!(account = %id, forfeited = %forfeited.amount, "account closed");
     Ok(())
+}
+
+fn owes(amount: Decimal) -> ApiError {
+    ApiError::Conflict(format!(
+        "the account owes {} USD: settle it before deleting the account",
+        amount.normalize()
+    ))
 }
 
 fn still_running(running: usize) -> ApiError {
