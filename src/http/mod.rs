@@ -5,6 +5,7 @@
 //! - [`admin`]: the operator's API under `/admin/v1`, one file per resource.
 //! - [`customer`]: the customer API under `/api/v1`: registration, sessions, the account.
 //! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`openapi`]: the customer and admin APIs' OpenAPI document (`/api/v1/openapi.json`).
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
 //! - [`json`]: request bodies read into typed requests, refusals naming their field.
@@ -21,6 +22,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod json;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod request_id;
 

@@ -62,6 +62,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/usage.csv", web::get().to(history::usage_csv))
         .route("/usage/daily", web::get().to(history::daily))
         .route("/ledger", web::get().to(history::ledger))
+        .route(
+            "/openapi.json",
+            web::get().to(crate::http::openapi::openapi_json),
+        )
         .default_service(web::to(not_found));
 }
 

@@ -5,7 +5,8 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::anthropic::retry_after_secs;
 
@@ -135,14 +136,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let field = match self {
-            ApiError::Invalid { field, .. } => field.as_deref(),
+            ApiError::Invalid { field, .. } => field.clone(),
             _ => None,
         };
-        let error = match field {
-            Some(field) => {
-                json!({ "code": self.code(), "message": self.message(), "field": field })
-            }
-            None => json!({ "code": self.code(), "message": self.message() }),
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+                field,
+            },
         };
         let mut response = HttpResponse::build(self.status());
         if let ApiError::TooManyFailures { retry_after }
@@ -150,8 +152,33 @@ impl ResponseError for ApiError {
         {
             response.insert_header(("retry-after", retry_after_secs(*retry_after).to_string()));
         }
-        response.json(json!({ "error": error }))
+        response.json(body)
     }
+}
+
+/// The body of every customer and admin API error: `{"error":{"code","message","field"?}}`.
+/// It is the type the error is rendered from, so the OpenAPI document shows what is sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_request`, `unauthorized`, `forbidden`,
+    /// `too_many_failures`, `rate_limited`, `not_found`, `conflict`, `idempotency_key_reused`,
+    /// `unavailable` or `internal`.
+    #[schema(example = "invalid_request")]
+    pub code: &'static str,
+    /// For a person; it names the field too when there is one.
+    #[schema(example = "amount_usd: must be greater than 0")]
+    pub message: String,
+    /// The input to fix (`amount_usd`, `limits.max_concurrent`, a query parameter), present
+    /// only when one input is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "amount_usd")]
+    pub field: Option<String>,
 }
 
 #[cfg(test)]
