@@ -5,7 +5,8 @@
 //! - [`admin`]: the operator's API under `/admin/v1`, one file per resource.
 //! - [`customer`]: the customer API under `/api/v1`: registration, sessions, the account.
 //! - [`ops`]: `/healthz` and `/metrics`.
-//! - [`openapi`]: the customer and admin APIs' OpenAPI document (`/api/v1/openapi.json`).
+//! - [`openapi`]: the customer and admin APIs' OpenAPI document (`/api/v1/openapi.json`) and
+//!   the page that renders it (`/api/docs`).
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
 //! - [`json`]: request bodies read into typed requests, refusals naming their field.
@@ -80,6 +81,7 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
             "/api/event_logging/batch",
             web::post().to(probes::event_logging),
         )
+        .route("/api/docs", web::get().to(openapi::docs_page))
         .service(web::scope("/api/v1").configure(customer::routes))
         .service(
             web::scope("/v1")

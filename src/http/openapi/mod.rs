@@ -1,6 +1,6 @@
 //! The OpenAPI document of the customer and admin APIs, generated from the handlers with
-//! utoipa and served at `GET /api/v1/openapi.json`
-//! (docs/adr/0020-openapi-generated-with-utoipa.md, docs/API.md).
+//! utoipa and served at `GET /api/v1/openapi.json`, and `GET /api/docs`, a page that renders
+//! it (docs/adr/0020-openapi-generated-with-utoipa.md, docs/API.md).
 //!
 //! Each handler carries its own `#[utoipa::path]`: its method and path, parameters, body and
 //! every status it answers. The request and response types derive `ToSchema` where they are
@@ -196,6 +196,18 @@ pub async fn openapi_json() -> Result<HttpResponse, ApiError> {
             .body(json.clone())),
         Err(error) => Err(ApiError::internal(error)),
     }
+}
+
+/// `GET /api/docs`: a page that fetches the document and lists its operations. It loads
+/// nothing from anywhere else.
+pub async fn docs_page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+        ))
+        .body(include_str!("docs.html"))
 }
 
 /// An account's throttles, as the admin API reads and shows them. It mirrors the engine's
