@@ -82,7 +82,11 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
             web::post().to(probes::event_logging),
         )
         .route("/api/docs", web::get().to(openapi::docs_page))
-        .service(web::scope("/api/v1").configure(customer::routes))
+        .service(
+            web::scope("/api/v1")
+                .wrap(api_errors())
+                .configure(customer::routes),
+        )
         .service(
             web::scope("/v1")
                 .app_data(web::QueryConfig::default().error_handler(|error, req| {
@@ -107,11 +111,21 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Errors that actix answers before a handler runs (an oversized body), rendered in the
+/// customer and admin APIs' error shape.
+fn api_errors<B: 'static>() -> middleware::ErrorHandlers<B> {
+    middleware::ErrorHandlers::new().handler(
+        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+        error::payload_too_large,
+    )
+}
+
 /// The admin API, `/admin/v1`: on the main listener, or on `admin.listen` when it is set.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
             .wrap(middleware::from_fn(extract::require_admin))
+            .wrap(api_errors())
             .route("/accounts", web::post().to(admin::accounts::create))
             .route("/accounts/{id}", web::get().to(admin::accounts::get))
             .route(
@@ -140,6 +154,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
                 "/accounts/{id}/limits",
                 web::put().to(admin::accounts::set_limits),
             )
-            .route("/flush", web::post().to(admin::flush::flush)),
+            .route("/flush", web::post().to(admin::flush::flush))
+            .default_service(web::to(customer::not_found)),
     );
 }

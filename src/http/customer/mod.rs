@@ -69,9 +69,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    tracing::debug!(path = req.path(), "no customer route");
-    Err(ApiError::NotFound("route"))
+/// What a request that no route takes is answered: 405 with `Allow` where the path is a
+/// route and only the method is wrong, 404 otherwise.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    tracing::debug!(path = req.path(), method = %req.method(), "no API route");
+    match crate::http::openapi::documented_methods(req.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+        None => Err(ApiError::NotFound("route")),
+    }
 }
 
 /// A JSON object body of string fields, each checked by name, so that every error names the

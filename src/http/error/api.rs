@@ -3,7 +3,9 @@
 
 use std::fmt;
 
+use actix_web::dev::ServiceResponse;
 use actix_web::http::StatusCode;
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -36,6 +38,12 @@ pub enum ApiError {
     },
     /// The thing named does not exist (or the caller may not know it does).
     NotFound(&'static str),
+    /// The route exists but does not answer this method; `allow` lists those it does
+    /// (`GET, POST`), as the `Allow` header says too.
+    MethodNotAllowed { allow: String },
+    /// The body is larger than the route reads (actix's payload limit, rendered here by
+    /// [`payload_too_large`]).
+    PayloadTooLarge,
     /// The write collides with existing state, such as a taken email.
     Conflict(String),
     /// An `Idempotency-Key` already used for a different request on the same route and
@@ -81,6 +89,8 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -97,6 +107,8 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
             ApiError::Unavailable(_) => "unavailable",
@@ -115,6 +127,10 @@ impl ApiError {
             }
             ApiError::RateLimited { what, .. } => format!("too many {what}; retry later"),
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::MethodNotAllowed { allow } => {
+                format!("this route answers only {allow}")
+            }
+            ApiError::PayloadTooLarge => "the body is larger than this route reads".into(),
             ApiError::IdempotencyKeyReused(key) => format!(
                 "Idempotency-Key {key:?} was already used on this route for this account with a different body; nothing was changed. Send a new key for a new change"
             ),
@@ -152,8 +168,24 @@ impl ResponseError for ApiError {
         {
             response.insert_header(("retry-after", retry_after_secs(*retry_after).to_string()));
         }
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header(("allow", allow.as_str()));
+        }
         response.json(body)
     }
+}
+
+/// Middleware hook (`ErrorHandlers`, on the API scopes) for a 413: actix's body extractor
+/// answers an oversized body in plain text before any handler runs, and the API answers every
+/// error in its own shape.
+pub fn payload_too_large<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (request, _) = response.into_parts();
+    let answer = ApiError::PayloadTooLarge.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
 }
 
 /// The body of every customer and admin API error: `{"error":{"code","message","field"?}}`.
@@ -167,8 +199,8 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable and machine-readable: `invalid_request`, `unauthorized`, `forbidden`,
-    /// `too_many_failures`, `rate_limited`, `not_found`, `conflict`, `idempotency_key_reused`,
-    /// `unavailable` or `internal`.
+    /// `too_many_failures`, `rate_limited`, `not_found`, `method_not_allowed`,
+    /// `payload_too_large`, `conflict`, `idempotency_key_reused`, `unavailable` or `internal`.
     #[schema(example = "invalid_request")]
     pub code: &'static str,
     /// For a person; it names the field too when there is one.

@@ -180,6 +180,66 @@ fn drop_null_alternative(schema: &mut Value) {
     }
 }
 
+/// The methods the document lists for a request path, if the path is one of its routes
+/// (`/api/v1/keys/0194...` is `/api/v1/keys/{id}`): what a `405 Method Not Allowed` names in
+/// its `Allow` header.
+pub fn documented_methods(path: &str) -> Option<String> {
+    ROUTES
+        .iter()
+        .find(|(template, _)| template_matches(template, path))
+        .map(|(_, methods)| methods.clone())
+}
+
+/// Each documented path with its methods, `GET, POST`.
+static ROUTES: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
+    let document: Value = DOCUMENT
+        .as_ref()
+        .ok()
+        .and_then(|json| serde_json::from_str(json).ok())
+        .unwrap_or_default();
+    let Some(paths) = document.get("paths").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    paths
+        .iter()
+        .map(|(template, item)| {
+            let methods: Vec<String> = item
+                .as_object()
+                .map(|item| {
+                    item.keys()
+                        .filter(|key| HTTP_METHODS.contains(&key.as_str()))
+                        .map(|key| key.to_ascii_uppercase())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (template.clone(), methods.join(", "))
+        })
+        .collect()
+});
+
+const HTTP_METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// Whether `path` is an instance of `template`, where `{name}` stands for one non-empty
+/// segment.
+fn template_matches(template: &str, path: &str) -> bool {
+    let mut parts = template.split('/');
+    let mut segments = path.split('/');
+    loop {
+        match (parts.next(), segments.next()) {
+            (None, None) => return true,
+            (Some(part), Some(segment)) => {
+                let variable = part.starts_with('{') && part.ends_with('}');
+                if (variable && segment.is_empty()) || (!variable && part != segment) {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+}
+
 /// `GET /api/v1/openapi.json`: public, like the pricing it sits beside.
 #[utoipa::path(
     get,
@@ -311,6 +371,27 @@ mod tests {
         engine.sort();
         documented.sort();
         assert_eq!(engine, documented);
+    }
+
+    #[test]
+    fn a_path_matches_its_template_segment_by_segment() {
+        let template = "/admin/v1/accounts/{id}/keys/{key_id}";
+        assert!(template_matches(template, "/admin/v1/accounts/a/keys/b"));
+        assert!(!template_matches(template, "/admin/v1/accounts//keys/b"));
+        assert!(!template_matches(template, "/admin/v1/accounts/a/keys"));
+        assert!(!template_matches(template, "/admin/v1/accounts/a/keys/b/c"));
+        assert!(!template_matches(template, "/admin/v1/accounts/a/key/b"));
+        assert!(template_matches("/api/v1/me", "/api/v1/me"));
+        assert!(!template_matches("/api/v1/me", "/api/v1/me/"));
+        assert_eq!(
+            documented_methods("/api/v1/keys").as_deref(),
+            Some("GET, POST")
+        );
+        assert_eq!(
+            documented_methods("/api/v1/keys/0194").as_deref(),
+            Some("DELETE")
+        );
+        assert_eq!(documented_methods("/api/v1/nothing"), None);
     }
 
     #[test]
