@@ -27,6 +27,7 @@ mod journal;
 mod key_policies;
 mod ledger;
 mod loadgen;
+mod nul_bytes;
 mod output_billed;
 mod pg_fault;
 mod prices;

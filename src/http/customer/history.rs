@@ -41,7 +41,14 @@ impl Query {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map_err(|error| ApiError::invalid(format!("invalid query string: {error}")))?
             .into_inner();
-        for (name, _) in &pairs {
+        for (name, value) in &pairs {
+            // Postgres cannot store or compare text holding U+0000.
+            if value.contains('\0') && allowed.contains(&name.as_str()) {
+                return Err(ApiError::field(
+                    name.as_str(),
+                    "must not contain the NUL character (U+0000)",
+                ));
+            }
             if !allowed.contains(&name.as_str()) {
                 let shown = if name.len() <= 64 && name.chars().all(|c| c.is_ascii_graphic()) {
                     name.as_str()

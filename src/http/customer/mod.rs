@@ -92,6 +92,7 @@ impl Fields {
         let Value::Object(map) = value else {
             return Err(ApiError::invalid("the body must be a JSON object"));
         };
+        crate::http::json::refuse_nul_in(&map)?;
         if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
             // The name is echoed only if it is short and printable: the message must stay
             // small and safe to log.
