@@ -28,6 +28,7 @@ mod key_policies;
 mod ledger;
 mod loadgen;
 mod nul_bytes;
+mod openapi;
 mod output_billed;
 mod pg_fault;
 mod prices;
