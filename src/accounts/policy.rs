@@ -49,21 +49,25 @@ fn refuse(field: &'static str, problem: impl Into<String>) -> PolicyError {
     }
 }
 
-/// A checked policy. `None` and `0` mean "no restriction beyond the account's".
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+/// A checked policy. `None` and `0` mean "no restriction beyond the account's". Its schema
+/// is part of a key as the APIs show it (docs/adr/0020-openapi-generated-with-utoipa.md).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct KeyPolicy {
     /// The model ids the key may call; `None` allows every model of the rate card.
     pub models: Option<Vec<String>>,
     /// The networks the key may be used from; `None` allows any address.
     #[serde(serialize_with = "networks_as_strings")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub allowed_ips: Option<Vec<IpNet>>,
     /// From this instant on the key is refused as expired.
     pub expires_at: Option<DateTime<Utc>>,
     /// Most the key may spend per UTC day.
     #[serde(with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>)]
     pub daily_spend_usd: Option<Decimal>,
     /// Most the key may spend over its life.
     #[serde(with = "rust_decimal::serde::str_option")]
+    #[schema(value_type = Option<String>)]
     pub total_spend_usd: Option<Decimal>,
     /// 0 inherits the account's limit.
     pub requests_per_minute: u32,

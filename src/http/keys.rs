@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -19,27 +20,42 @@ const MAX_KEY_NAME_CHARS: usize = 100;
 
 /// The body of a key-creation request: a name and the optional policy fields of the contract.
 /// Unknown fields are refused, so a misspelt policy is never silently dropped.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// A label for the key's owner.
+    #[schema(max_length = 100)]
     pub name: Option<String>,
+    /// The model ids (or aliases) of the rate card the key may call; absent allows every one.
+    #[schema(min_items = 1, max_items = 100)]
     pub models: Option<Vec<String>>,
+    /// Addresses or CIDR networks (`203.0.113.0/24`) the key may be used from.
+    #[schema(min_items = 1, max_items = 100)]
     pub allowed_ips: Option<Vec<String>>,
+    /// From this instant on the key is refused; it must be in the future.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Most the key may spend per UTC day, a decimal string of at most 6 fractional digits.
     #[serde(default, deserialize_with = "money_option::deserialize")]
+    #[schema(value_type = Option<String>, example = "5.00")]
     pub daily_spend_usd: Option<Decimal>,
+    /// Most the key may spend over its life, a decimal string.
     #[serde(default, deserialize_with = "money_option::deserialize")]
+    #[schema(value_type = Option<String>, example = "100")]
     pub total_spend_usd: Option<Decimal>,
+    /// At most the account's own limit; 0 or absent inherits it.
     pub requests_per_minute: Option<u32>,
+    /// At most the account's own limit; 0 or absent inherits it.
     pub tokens_per_minute: Option<u32>,
+    /// At most the account's own limit; 0 or absent inherits it.
     pub max_concurrent: Option<u32>,
 }
 
 /// A key as listed: its prefix and policy, never the key.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct KeyView<'a> {
     id: Uuid,
     name: &'a str,
+    /// The start of the key, enough to recognise it.
     prefix: &'a str,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
@@ -47,11 +63,36 @@ pub struct KeyView<'a> {
     policy: &'a KeyPolicy,
     /// What the key has spent, as flushed (behind the live figure by at most a flush interval).
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String)]
     spent_usd: Decimal,
     #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String)]
     spent_today_usd: Decimal,
     /// When the key's latest flushed request started; `null` before its first.
     last_used_at: Option<DateTime<Utc>>,
+}
+
+/// `{"data":[...]}`: an account's keys, as both APIs list them.
+#[derive(Serialize, ToSchema)]
+pub struct KeyList<'a> {
+    pub data: Vec<KeyView<'a>>,
+}
+
+impl<'a> KeyList<'a> {
+    pub fn of(keys: &'a [KeyRow]) -> KeyList<'a> {
+        KeyList {
+            data: keys.iter().map(KeyView::from).collect(),
+        }
+    }
+}
+
+/// The creation response: the listed view plus the full key, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKeyAnswer<'a> {
+    #[serde(flatten)]
+    view: KeyView<'a>,
+    /// The whole key (`sk-tg-...`). It is in this answer and nowhere else.
+    key: &'a str,
 }
 
 impl<'a> From<&'a KeyRow> for KeyView<'a> {
@@ -79,18 +120,11 @@ pub struct CreatedKey {
 
 impl CreatedKey {
     /// The creation response: the listed view plus the full key.
-    pub fn to_json(&self) -> serde_json::Value {
-        #[derive(Serialize)]
-        struct Answer<'a> {
-            #[serde(flatten)]
-            view: KeyView<'a>,
-            key: &'a str,
-        }
-        serde_json::to_value(Answer {
+    pub fn answer(&self) -> CreatedKeyAnswer<'_> {
+        CreatedKeyAnswer {
             view: KeyView::from(&self.row),
             key: self.secret.expose(),
-        })
-        .unwrap_or_default()
+        }
     }
 }
 

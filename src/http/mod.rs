@@ -5,6 +5,8 @@
 //! - [`admin`]: the operator's API under `/admin/v1`, one file per resource.
 //! - [`customer`]: the customer API under `/api/v1`: registration, sessions, the account.
 //! - [`ops`]: `/healthz` and `/metrics`.
+//! - [`openapi`]: the customer and admin APIs' OpenAPI document (`/api/v1/openapi.json`) and
+//!   the page that renders it (`/api/docs`).
 //! - [`extract`]: who is calling, checked once per surface ([`crate::auth::KeyOwner`],
 //!   [`extract::require_admin`]).
 //! - [`json`]: request bodies read into typed requests, refusals naming their field.
@@ -21,6 +23,7 @@ pub mod extract;
 pub mod forwarded;
 pub mod json;
 pub mod keys;
+pub mod openapi;
 pub mod ops;
 pub mod request_id;
 
@@ -78,9 +81,10 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
             "/api/event_logging/batch",
             web::post().to(probes::event_logging),
         )
+        .route("/api/docs", web::get().to(openapi::docs_page))
         .service(
             web::scope("/api/v1")
-                .wrap(error::json_errors())
+                .wrap(api_errors())
                 .configure(customer::routes),
         )
         .service(
@@ -107,12 +111,21 @@ pub fn proxy_routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// Errors that actix answers before a handler runs (an oversized body), rendered in the
+/// customer and admin APIs' error shape.
+fn api_errors<B: 'static>() -> middleware::ErrorHandlers<B> {
+    middleware::ErrorHandlers::new().handler(
+        actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+        error::payload_too_large,
+    )
+}
+
 /// The admin API, `/admin/v1`: on the main listener, or on `admin.listen` when it is set.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin/v1")
             .wrap(middleware::from_fn(extract::require_admin))
-            .wrap(error::json_errors())
+            .wrap(api_errors())
             .route("/accounts", web::post().to(admin::accounts::create))
             .route("/accounts/{id}", web::get().to(admin::accounts::get))
             .route(
@@ -141,6 +154,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
                 "/accounts/{id}/limits",
                 web::put().to(admin::accounts::set_limits),
             )
-            .route("/flush", web::post().to(admin::flush::flush)),
+            .route("/flush", web::post().to(admin::flush::flush))
+            .default_service(web::to(customer::not_found)),
     );
 }

@@ -31,6 +31,8 @@ mod key_policies;
 mod ledger;
 mod loadgen;
 mod log_secrets;
+mod nul_bytes;
+mod openapi;
 mod output_billed;
 mod pg_fault;
 mod prices;

@@ -4,22 +4,38 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use tollgate_actors::AccountLimits;
 use tollgate_actors::AccountStatus;
+use utoipa::ToSchema;
 
 use super::{
     account_answer, db_error, engine_error, json_body, open_account, parse_id, stored_account,
+    AccountAnswer,
 };
 use crate::accounts::{Email, Password};
 use crate::http::error::ApiError;
+use crate::http::openapi::{
+    AdminUnauthorized, AdminUnavailable, BadRequest, Conflict, Limits, NotFound, PayloadTooLarge,
+    TooManyFailures,
+};
 use crate::http::AppState;
 
 /// Limits are stored as Postgres INTEGER.
 const MAX_LIMIT: u32 = i32::MAX as u32;
 
-#[derive(Deserialize)]
+/// An account created by an operator; it counts as email-verified.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateAccount {
+    #[schema(
+        max_length = 254,
+        pattern = r"^[^@\s\x00-\x1f\x7f-\x9f]+@[^@\s\x00-\x1f\x7f-\x9f.]+(\.[^@\s\x00-\x1f\x7f-\x9f.]+)+$",
+        example = "alice@example.com"
+    )]
     email: String,
+    /// Lets the customer log in to the console; at least 8 characters, letters and digits.
+    #[schema(min_length = 8, max_length = 1024)]
     password: Option<String>,
+    /// The default tier's limits when absent.
+    #[schema(value_type = Option<Limits>)]
     limits: Option<AccountLimits>,
 }
 
@@ -40,6 +56,35 @@ fn check_limits(limits: &AccountLimits) -> Result<(), ApiError> {
 }
 
 /// `POST /admin/v1/accounts`
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts",
+    operation_id = "admin_create_account",
+    tag = "admin: accounts",
+    summary = "Create an account",
+    request_body = CreateAccount,
+    responses(
+        (status = 201, description = "The account, with its live view", body = AccountAnswer,
+            links(
+                ("get" = (operation_id = "admin_get_account", parameters(("id" = "$response.body#/id")))),
+                ("credit" = (operation_id = "admin_credit", parameters(("id" = "$response.body#/id")))),
+                ("adjust" = (operation_id = "admin_adjust", parameters(("id" = "$response.body#/id")))),
+                ("create_key" = (operation_id = "admin_create_key", parameters(("id" = "$response.body#/id")))),
+                ("list_keys" = (operation_id = "admin_list_keys", parameters(("id" = "$response.body#/id")))),
+                ("suspend" = (operation_id = "admin_suspend", parameters(("id" = "$response.body#/id")))),
+                ("unsuspend" = (operation_id = "admin_unsuspend", parameters(("id" = "$response.body#/id")))),
+                ("set_limits" = (operation_id = "admin_set_limits", parameters(("id" = "$response.body#/id"))))
+            )
+        ),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn create(raw: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let input: CreateAccount = json_body(&raw)?;
     let email = Email::parse(&input.email).map_err(|error| ApiError::field("email", error))?;
@@ -70,6 +115,22 @@ pub async fn create(raw: web::Bytes, state: web::Data<AppState>) -> Result<HttpR
 }
 
 /// `GET /admin/v1/accounts/{id}`: the live view.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/accounts/{id}",
+    operation_id = "admin_get_account",
+    tag = "admin: accounts",
+    summary = "Read an account's live view",
+    params(("id" = Uuid, Path, description = "The account id")),
+    responses(
+        (status = 200, description = "The account: balance and held as of now", body = AccountAnswer),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn get(
     path: web::Path<String>,
     state: web::Data<AppState>,
@@ -78,7 +139,8 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(account_answer(&state, &row).await?))
 }
 
-#[derive(Deserialize)]
+/// Why the status changes, for the audit trail; the body may be empty.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StatusChange {
     reason: Option<String>,
@@ -102,6 +164,25 @@ async fn change_status(
 }
 
 /// `POST /admin/v1/accounts/{id}/suspend`: effective for the next request.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/suspend",
+    operation_id = "admin_suspend",
+    tag = "admin: accounts",
+    summary = "Suspend an account",
+    params(("id" = Uuid, Path, description = "The account id")),
+    request_body(content = Option<StatusChange>, description = "Optional; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "The account after the change", body = AccountAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn suspend(
     path: web::Path<String>,
     raw: web::Bytes,
@@ -111,6 +192,25 @@ pub async fn suspend(
 }
 
 /// `POST /admin/v1/accounts/{id}/unsuspend`
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/unsuspend",
+    operation_id = "admin_unsuspend",
+    tag = "admin: accounts",
+    summary = "Lift a suspension",
+    params(("id" = Uuid, Path, description = "The account id")),
+    request_body(content = Option<StatusChange>, description = "Optional; an empty body is `{}`"),
+    responses(
+        (status = 200, description = "The account after the change", body = AccountAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn unsuspend(
     path: web::Path<String>,
     raw: web::Bytes,
@@ -120,6 +220,25 @@ pub async fn unsuspend(
 }
 
 /// `PUT /admin/v1/accounts/{id}/limits {"requests_per_minute","tokens_per_minute","max_concurrent"}`
+#[utoipa::path(
+    put,
+    path = "/admin/v1/accounts/{id}/limits",
+    operation_id = "admin_set_limits",
+    tag = "admin: accounts",
+    summary = "Set an account's limits",
+    params(("id" = Uuid, Path, description = "The account id")),
+    request_body = Limits,
+    responses(
+        (status = 200, description = "The account with its new limits", body = AccountAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn set_limits(
     path: web::Path<String>,
     raw: web::Bytes,

@@ -10,9 +10,16 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_actors::{ChangeApplied, CreditKind, IdempotencyClaim};
+use utoipa::ToSchema;
 
-use super::{account_answer, db_error, engine_error, json_body, open_account, parse_id};
+use super::{
+    account_answer, db_error, engine_error, json_body, open_account, parse_id, AccountAnswer,
+};
 use crate::http::error::ApiError;
+use crate::http::openapi::{
+    AdminUnauthorized, AdminUnavailable, BadRequest, IdempotencyKeyReused, NotFound,
+    PayloadTooLarge, TooManyFailures,
+};
 use crate::http::AppState;
 use crate::store::{AccountRow, IdempotencyRecord, StoredAnswer};
 
@@ -33,10 +40,15 @@ const MAX_CREDIT_USD: Decimal = Decimal::from_parts(1_000_000_000, 0, 0, false, 
 /// Fractional digits a credit may carry (money is kept to at least 12).
 const MAX_CREDIT_SCALE: u32 = 12;
 
-#[derive(Deserialize)]
+/// Money an operator adds (a credit) or corrects (an adjustment).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Credit {
+    /// A decimal string in plain notation, at most 12 fractional digits and 1,000,000,000 in
+    /// size: positive for a credit, either sign but not zero for an adjustment.
+    #[schema(value_type = String, pattern = r"^\s*[+-]?[0-9.]+\s*$", example = "12.5")]
     amount_usd: serde_json::Value,
+    /// Recorded in the ledger; an adjustment needs one.
     reason: Option<String>,
 }
 
@@ -71,6 +83,30 @@ fn parse_amount(value: &serde_json::Value, kind: CreditKind) -> Result<Decimal, 
 }
 
 /// `POST /admin/v1/accounts/{id}/credit`
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/credit",
+    operation_id = "admin_credit",
+    tag = "admin: balance",
+    summary = "Credit an account",
+    params(
+        ("id" = Uuid, Path, description = "The account id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Makes the change apply once however often it is sent: 1 to 255 visible ASCII characters. A retry gets the first answer, marked `idempotent-replayed: true`"),
+    ),
+    request_body = Credit,
+    responses(
+        (status = 200, description = "The account after the credit", body = AccountAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn credit(
     path: web::Path<String>,
     req: HttpRequest,
@@ -82,6 +118,30 @@ pub async fn credit(
 
 /// `POST /admin/v1/accounts/{id}/adjust`: an operator's correction, of either sign, with a
 /// reason. It can take a balance below zero; a negative account admits nothing.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/accounts/{id}/adjust",
+    operation_id = "admin_adjust",
+    tag = "admin: balance",
+    summary = "Adjust an account's balance",
+    params(
+        ("id" = Uuid, Path, description = "The account id"),
+        ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+            description = "Makes the change apply once however often it is sent: 1 to 255 visible ASCII characters. A retry gets the first answer, marked `idempotent-replayed: true`"),
+    ),
+    request_body = Credit,
+    responses(
+        (status = 200, description = "The account after the adjustment", body = AccountAnswer),
+        (status = 400, response = BadRequest),
+        (status = 401, response = AdminUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = IdempotencyKeyReused),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = AdminUnavailable),
+    ),
+    security(("admin_token" = [])),
+)]
 pub async fn adjust(
     path: web::Path<String>,
     req: HttpRequest,

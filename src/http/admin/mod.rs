@@ -7,8 +7,11 @@ pub mod balance;
 pub mod flush;
 pub mod keys;
 
-use serde_json::json;
-use tollgate_actors::{AccountStatus, AccountView, EngineError};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tollgate_actors::{AccountLimits, AccountStatus, AccountView, EngineError};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -56,21 +59,42 @@ async fn open_account(state: &AppState, id: Uuid) -> Result<AccountRow, ApiError
 }
 
 /// The account as the admin API shows it: stored fields and the live view of its money.
-fn account_json(row: &AccountRow, view: &AccountView) -> serde_json::Value {
-    json!({
-        "id": row.id,
-        "email": row.email,
-        "status": view.status.as_str(),
-        "balance": view.balance.normalize().to_string(),
-        "held": view.held.normalize().to_string(),
-        "active_requests": view.active_requests,
-        "limits": view.limits,
-        "created_at": row.created_at,
-    })
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountAnswer {
+    pub id: Uuid,
+    pub email: String,
+    /// `active` or `suspended`, as the proxy enforces it now.
+    #[schema(example = "active")]
+    pub status: &'static str,
+    /// Credits minus every settled debit, flushed or not.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "12.5")]
+    pub balance: Decimal,
+    /// The sum of the holds of requests in flight.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0")]
+    pub held: Decimal,
+    pub active_requests: u32,
+    #[schema(value_type = crate::http::openapi::Limits)]
+    pub limits: AccountLimits,
+    pub created_at: DateTime<Utc>,
 }
 
-/// The account's stored row and live view, answered as JSON.
-async fn account_answer(state: &AppState, row: &AccountRow) -> Result<serde_json::Value, ApiError> {
+fn account_json(row: &AccountRow, view: &AccountView) -> AccountAnswer {
+    AccountAnswer {
+        id: row.id,
+        email: row.email.clone(),
+        status: view.status.as_str(),
+        balance: view.balance.normalize(),
+        held: view.held.normalize(),
+        active_requests: view.active_requests,
+        limits: view.limits,
+        created_at: row.created_at,
+    }
+}
+
+/// The account's stored row and live view.
+async fn account_answer(state: &AppState, row: &AccountRow) -> Result<AccountAnswer, ApiError> {
     let view = state.engine.view(row.id).await.map_err(engine_error)?;
     Ok(account_json(row, &view))
 }

@@ -1,14 +1,22 @@
 //! `/api/v1/auth`: register, verify the email, log in and out, reset a forgotten password.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{Duration as Span, Utc};
-use serde_json::json;
+use chrono::{DateTime, Duration as Span, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::Fields;
 use crate::accounts::{verify_password, Email, Password, SecretToken, TokenHash};
 use crate::email::link_email;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::http::extract::{client_ip, Session};
+use crate::http::openapi::bodies::{
+    LoginBody, PasswordResetBody, PasswordResetConfirmBody, RegisterBody, VerifyEmailBody,
+};
+use crate::http::openapi::{
+    BadRequest, Conflict, Empty, PayloadTooLarge, RateLimited, SessionUnauthorized, TooManyFailures,
+};
 use crate::http::AppState;
 use crate::store::{DbError, NewCustomer, TokenPurpose};
 
@@ -92,7 +100,42 @@ fn log_link(email: &str, purpose: TokenPurpose, link: &str) {
     );
 }
 
+/// A customer just registered.
+#[derive(Serialize, ToSchema)]
+pub struct Registered {
+    /// The account id, the same as `/admin/v1/accounts/{id}`'s.
+    id: Uuid,
+    email: String,
+    #[schema(example = "active")]
+    status: &'static str,
+    /// `false` until the emailed link is followed, unless verification is switched off.
+    email_verified: bool,
+}
+
+/// A new login session.
+#[derive(Serialize, ToSchema)]
+pub struct LoginSession {
+    /// Send it as `Authorization: Bearer <token>` to the customer API.
+    token: String,
+    expires_at: DateTime<Utc>,
+}
+
 /// `POST /api/v1/auth/register {"email","password","invite_code"?,"language"?}` → 201
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    operation_id = "register",
+    tag = "auth",
+    summary = "Register an account",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "Registered; a verification link is emailed when verification is on", body = Registered),
+        (status = 400, response = BadRequest),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = RateLimited),
+    ),
+)]
 pub async fn register(
     req: HttpRequest,
     raw: web::Bytes,
@@ -164,15 +207,34 @@ pub async fn register(
     if let Some(link) = verification_link.filter(|_| !state.mailer.is_configured()) {
         log_link(&row.email, TokenPurpose::VerifyEmail, &link);
     }
-    Ok(HttpResponse::Created().json(json!({
-        "id": row.id,
-        "email": row.email,
-        "status": row.status.as_str(),
-        "email_verified": row.email_verified,
-    })))
+    Ok(HttpResponse::Created().json(Registered {
+        id: row.id,
+        email: row.email,
+        status: row.status.as_str(),
+        email_verified: row.email_verified,
+    }))
+}
+
+/// Always `{"email_verified": true}`.
+#[derive(Serialize, ToSchema)]
+pub struct EmailVerified {
+    email_verified: bool,
 }
 
 /// `POST /api/v1/auth/verify-email {"token"}` → 200
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/verify-email",
+    operation_id = "verify_email",
+    tag = "auth",
+    summary = "Verify an email address with the emailed token",
+    request_body = VerifyEmailBody,
+    responses(
+        (status = 200, description = "The email is verified", body = EmailVerified),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+    ),
+)]
 pub async fn verify_email(
     raw: web::Bytes,
     state: web::Data<AppState>,
@@ -186,10 +248,27 @@ pub async fn verify_email(
         .map_err(db_error)?
         .ok_or_else(|| ApiError::field("token", "unknown, already used or expired"))?;
     tracing::info!(%account, "email verified");
-    Ok(HttpResponse::Ok().json(json!({ "email_verified": true })))
+    Ok(HttpResponse::Ok().json(EmailVerified {
+        email_verified: true,
+    }))
 }
 
 /// `POST /api/v1/auth/login {"email","password"}` → 200 `{"token","expires_at"}`
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    operation_id = "login",
+    tag = "auth",
+    summary = "Log in",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "A session token", body = LoginSession),
+        (status = 400, response = BadRequest),
+        (status = 401, description = "The email or the password is wrong", body = ErrorBody),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+    ),
+)]
 pub async fn login(
     req: HttpRequest,
     raw: web::Bytes,
@@ -232,13 +311,26 @@ pub async fn login(
         .await
         .map_err(db_error)?;
     tracing::info!(%account, "customer logged in");
-    Ok(HttpResponse::Ok().json(json!({
-        "token": token.expose(),
-        "expires_at": expires_at,
-    })))
+    Ok(HttpResponse::Ok().json(LoginSession {
+        token: token.expose().to_string(),
+        expires_at,
+    }))
 }
 
 /// `POST /api/v1/auth/logout` → 204: the session presented ends.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    operation_id = "logout",
+    tag = "auth",
+    summary = "Log out",
+    responses(
+        (status = 204, description = "The session presented has ended"),
+        (status = 401, response = SessionUnauthorized),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn logout(
     session: Session,
     state: web::Data<AppState>,
@@ -253,6 +345,19 @@ pub async fn logout(
 
 /// `POST /api/v1/auth/password-reset {"email"}` → 202 whether or not the email has an
 /// account, so the answer tells no one which emails do.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password-reset",
+    operation_id = "request_password_reset",
+    tag = "auth",
+    summary = "Ask for a password-reset link",
+    request_body = PasswordResetBody,
+    responses(
+        (status = 202, description = "A link is emailed if the address has an account", body = Empty),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+    ),
+)]
 pub async fn password_reset(
     raw: web::Bytes,
     state: web::Data<AppState>,
@@ -294,11 +399,24 @@ pub async fn password_reset(
             log_link(email.as_str(), TokenPurpose::PasswordReset, &link);
         }
     }
-    Ok(HttpResponse::Accepted().json(json!({})))
+    Ok(HttpResponse::Accepted().json(Empty {}))
 }
 
 /// `POST /api/v1/auth/password-reset/confirm {"token","password"}` → 200: the new password
 /// is set and every session ends.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/password-reset/confirm",
+    operation_id = "confirm_password_reset",
+    tag = "auth",
+    summary = "Set a new password with the emailed token",
+    request_body = PasswordResetConfirmBody,
+    responses(
+        (status = 200, description = "The password is changed and every session ended", body = Empty),
+        (status = 400, response = BadRequest),
+        (status = 413, response = PayloadTooLarge),
+    ),
+)]
 pub async fn password_reset_confirm(
     raw: web::Bytes,
     state: web::Data<AppState>,
@@ -315,7 +433,7 @@ pub async fn password_reset_confirm(
         .map_err(db_error)?
         .ok_or_else(|| ApiError::field("token", "unknown, already used or expired"))?;
     tracing::info!(%account, "password reset; every session revoked");
-    Ok(HttpResponse::Ok().json(json!({})))
+    Ok(HttpResponse::Ok().json(Empty {}))
 }
 
 #[cfg(test)]

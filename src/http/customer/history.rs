@@ -6,13 +6,17 @@
 //! or repeats a row while new ones arrive (they are newer than any page already read).
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use futures_util::stream;
-use serde_json::json;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::http::error::ApiError;
 use crate::http::extract::Session;
+use crate::http::openapi::bodies::{DailyQuery, LedgerQuery, UsageCsvQuery, UsageQuery};
+use crate::http::openapi::{BadRequest, NotFound, SessionUnauthorized, TooManyFailures};
 use crate::http::AppState;
 use crate::store::{LedgerEntry, UsageCursor, UsageEntry, UsageFilter};
 
@@ -27,6 +31,9 @@ const MAX_MODEL_CHARS: usize = 200;
 /// The start of year 10000, in microseconds since 1970: past any time a row holds.
 const MAX_CURSOR_MICROS: i64 = 253_402_300_800_000_000;
 
+/// `from` and `to`, each optional.
+type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// The query string as name/value pairs; a name that is not one of `allowed` is refused, so a
 /// misspelt filter never silently widens what is read.
 struct Query(Vec<(String, String)>);
@@ -36,7 +43,14 @@ impl Query {
         let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
             .map_err(|error| ApiError::invalid(format!("invalid query string: {error}")))?
             .into_inner();
-        for (name, _) in &pairs {
+        for (name, value) in &pairs {
+            // Postgres cannot store or compare text holding U+0000.
+            if value.contains('\0') && allowed.contains(&name.as_str()) {
+                return Err(ApiError::field(
+                    name.as_str(),
+                    "must not contain the NUL character (U+0000)",
+                ));
+            }
             if !allowed.contains(&name.as_str()) {
                 let shown = if name.len() <= 64 && name.chars().all(|c| c.is_ascii_graphic()) {
                     name.as_str()
@@ -103,9 +117,6 @@ impl Query {
     }
 }
 
-/// A time range's optional start and end.
-type TimeRange = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
-
 /// The filters of the usage routes, checked against the session's account.
 async fn usage_filter(
     query: &Query,
@@ -171,25 +182,72 @@ fn decode_usage_cursor(raw: &str) -> Result<UsageCursor, ApiError> {
     })
 }
 
-fn usage_json(entry: &UsageEntry) -> serde_json::Value {
-    json!({
-        "request_id": entry.request_id,
-        "created_at": entry.started_at,
-        "model": entry.model,
-        "key_id": entry.key_id,
-        "input_tokens": entry.input_tokens,
-        "output_tokens": entry.output_tokens,
-        "cache_read_tokens": entry.cache_read_tokens,
-        "cache_write_5m_tokens": entry.cache_write_5m_tokens,
-        "cache_write_1h_tokens": entry.cache_write_1h_tokens,
-        "cost_usd": entry.cost.normalize().to_string(),
-        "status": entry.outcome,
-        "latency_ms": entry.latency_ms(),
-    })
+/// One settled request.
+#[derive(Serialize, ToSchema)]
+pub struct UsageRow<'a> {
+    /// The 32 hex digits of the `request-id` header (`req_<32 hex>`), as a UUID.
+    request_id: Uuid,
+    /// When the request started.
+    created_at: DateTime<Utc>,
+    model: &'a str,
+    key_id: Uuid,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_5m_tokens: i64,
+    cache_write_1h_tokens: i64,
+    /// What the request was billed, exactly.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.003105")]
+    cost_usd: Decimal,
+    /// How the request ended (`ok`, or the kind of failure it was billed for).
+    status: &'a str,
+    latency_ms: i64,
+}
+
+fn usage_json(entry: &UsageEntry) -> UsageRow<'_> {
+    UsageRow {
+        request_id: entry.request_id,
+        created_at: entry.started_at,
+        model: &entry.model,
+        key_id: entry.key_id,
+        input_tokens: entry.input_tokens,
+        output_tokens: entry.output_tokens,
+        cache_read_tokens: entry.cache_read_tokens,
+        cache_write_5m_tokens: entry.cache_write_5m_tokens,
+        cache_write_1h_tokens: entry.cache_write_1h_tokens,
+        cost_usd: entry.cost.normalize(),
+        status: &entry.outcome,
+        latency_ms: entry.latency_ms(),
+    }
+}
+
+/// A page of settled requests, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct UsagePage<'a> {
+    data: Vec<UsageRow<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/usage?from&to&model&key_id&cursor&limit`: settled requests, newest first.
 /// Rows appear once flushed (within a flush interval of settling).
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage",
+    operation_id = "list_usage",
+    tag = "usage",
+    summary = "List settled requests",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "A page of requests, newest first", body = UsagePage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn usage(
     req: HttpRequest,
     session: Session,
@@ -208,10 +266,10 @@ pub async fn usage(
         Some(last) if rows.len() as i64 == limit => Some(encode_usage_cursor(last.cursor())),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "data": rows.iter().map(usage_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(UsagePage {
+        data: rows.iter().map(usage_json).collect(),
+        next_cursor,
+    }))
 }
 
 const CSV_HEADER: [&str; 12] = [
@@ -271,6 +329,22 @@ fn csv_rows(rows: &[UsageEntry], header: bool) -> Result<web::Bytes, csv::Error>
 /// CSV. It is streamed a chunk of rows at a time, so an export of a month never sits in
 /// memory. A database failure part-way ends the body early (the status was already sent); it
 /// is logged.
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage.csv",
+    operation_id = "export_usage_csv",
+    tag = "usage",
+    summary = "Export settled requests as CSV",
+    params(UsageCsvQuery),
+    responses(
+        (status = 200, description = "Every matching request, newest first, with a header row of the same names as `/api/v1/usage`'s fields", body = String, content_type = "text/csv"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn usage_csv(
     req: HttpRequest,
     session: Session,
@@ -329,7 +403,47 @@ pub async fn usage_csv(
 }
 
 /// `GET /api/v1/usage/daily?from&to` → `{"data":[{"day","model","requests",...,"cost_usd"}]}`,
+/// Usage summed over one UTC day and one model.
+#[derive(Serialize, ToSchema)]
+pub struct DailyRow<'a> {
+    day: NaiveDate,
+    model: &'a str,
+    requests: i64,
+    input_tokens: i64,
+    output_tokens: i64,
+    cache_read_tokens: i64,
+    cache_write_5m_tokens: i64,
+    cache_write_1h_tokens: i64,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "1.25")]
+    cost_usd: Decimal,
+}
+
+/// The daily sums of a range, newest day first.
+#[derive(Serialize, ToSchema)]
+pub struct DailyPage<'a> {
+    data: Vec<DailyRow<'a>>,
+    /// The range summed: `from` and `to` as given, or their defaults.
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+}
+
 /// by UTC day and model, newest day first. Without `from`, the last 30 days.
+#[utoipa::path(
+    get,
+    path = "/api/v1/usage/daily",
+    operation_id = "daily_usage",
+    tag = "usage",
+    summary = "Sum usage by day and model",
+    params(DailyQuery),
+    responses(
+        (status = 200, description = "One row per day and model", body = DailyPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn daily(
     req: HttpRequest,
     session: Session,
@@ -350,46 +464,92 @@ pub async fn daily(
         .daily_usage(session.account_id, from, to)
         .await
         .map_err(ApiError::internal)?;
-    let data: Vec<_> = days
+    let data = days
         .iter()
-        .map(|day| {
-            json!({
-                "day": day.day,
-                "model": day.model,
-                "requests": day.requests,
-                "input_tokens": day.input_tokens,
-                "output_tokens": day.output_tokens,
-                "cache_read_tokens": day.cache_read_tokens,
-                "cache_write_5m_tokens": day.cache_write_5m_tokens,
-                "cache_write_1h_tokens": day.cache_write_1h_tokens,
-                "cost_usd": day.cost.normalize().to_string(),
-            })
+        .map(|day| DailyRow {
+            day: day.day,
+            model: &day.model,
+            requests: day.requests,
+            input_tokens: day.input_tokens,
+            output_tokens: day.output_tokens,
+            cache_read_tokens: day.cache_read_tokens,
+            cache_write_5m_tokens: day.cache_write_5m_tokens,
+            cache_write_1h_tokens: day.cache_write_1h_tokens,
+            cost_usd: day.cost.normalize(),
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({ "data": data, "from": from, "to": to })))
+    Ok(HttpResponse::Ok().json(DailyPage { data, from, to }))
 }
 
-fn ledger_json(entry: &LedgerEntry) -> serde_json::Value {
+/// One change of the balance.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerRow<'a> {
+    /// The entry's number, as a string.
+    #[schema(example = "42")]
+    id: String,
+    created_at: DateTime<Utc>,
+    /// `credit`, `recharge`, `redemption`, `referral_reward`, `referral_reversal`, `usage`,
+    /// `adjustment` or `forfeiture`.
+    #[schema(example = "usage")]
+    kind: &'a str,
+    /// Signed: debits are negative.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "-0.25")]
+    amount_usd: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "19.75")]
+    balance_after: Decimal,
+    /// What ties the entry to its cause: an operator's change id, or else the reason.
+    reference: Option<String>,
+    reason: Option<&'a str>,
+    /// How many requests a `usage` entry sums (one entry per flush).
+    usage_count: Option<i32>,
+}
+
+fn ledger_json(entry: &LedgerEntry) -> LedgerRow<'_> {
     // The reference is what ties the entry to its cause: an operator's change id (its
     // idempotency record), or else the stored reason.
     let reference = entry
         .change_id
         .map(|id| id.to_string())
         .or_else(|| entry.reason.clone());
-    json!({
-        "id": entry.id.to_string(),
-        "created_at": entry.created_at,
-        "kind": entry.kind,
-        "amount_usd": entry.amount.normalize().to_string(),
-        "balance_after": entry.balance_after.normalize().to_string(),
-        "reference": reference,
-        "reason": entry.reason,
-        "usage_count": entry.usage_count,
-    })
+    LedgerRow {
+        id: entry.id.to_string(),
+        created_at: entry.created_at,
+        kind: &entry.kind,
+        amount_usd: entry.amount.normalize(),
+        balance_after: entry.balance_after.normalize(),
+        reference,
+        reason: entry.reason.as_deref(),
+        usage_count: entry.usage_count,
+    }
+}
+
+/// A page of the ledger, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct LedgerPage<'a> {
+    data: Vec<LedgerRow<'a>>,
+    /// Pass as `cursor` for the next page; `null` on the last one.
+    next_cursor: Option<String>,
 }
 
 /// `GET /api/v1/ledger?cursor&limit`: every change of the balance, newest first. Usage is one
 /// entry per flush, summing that flush's requests (`usage_count`).
+#[utoipa::path(
+    get,
+    path = "/api/v1/ledger",
+    operation_id = "list_ledger",
+    tag = "usage",
+    summary = "List the changes of the balance",
+    params(LedgerQuery),
+    responses(
+        (status = 200, description = "A page of ledger entries, newest first", body = LedgerPage),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn ledger(
     req: HttpRequest,
     session: Session,
@@ -415,10 +575,10 @@ pub async fn ledger(
         Some(last) if rows.len() as i64 == limit => Some(last.id.to_string()),
         _ => None,
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "data": rows.iter().map(ledger_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(HttpResponse::Ok().json(LedgerPage {
+        data: rows.iter().map(ledger_json).collect(),
+        next_cursor,
+    }))
 }
 
 #[cfg(test)]

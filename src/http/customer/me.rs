@@ -1,25 +1,71 @@
 //! `/api/v1/me`: the customer's own account, and its password.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use std::time::{Duration, Instant};
-
-use rust_decimal::Decimal;
-use uuid::Uuid;
 
 use super::Fields;
 use crate::accounts::{verify_password, Password};
 use crate::http::error::ApiError;
 use crate::http::extract::{client_ip, Session};
+use crate::http::openapi::bodies::{ChangePasswordBody, DeleteAccountBody};
+use crate::http::openapi::{
+    BadRequest, Conflict, PayloadTooLarge, SessionUnauthorized, TooManyFailures, Unavailable,
+};
 use crate::http::AppState;
 use crate::store::CustomerRow;
 use tollgate_actors::{AccountStatus, EngineError, ForfeitRefused};
 
 const MAX_PASSWORD_CHARS: usize = 1024;
 
+/// The customer's account as `GET /api/v1/me` shows it.
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    id: Uuid,
+    email: String,
+    /// The status the proxy enforces now (a suspension applies at once).
+    #[schema(example = "active")]
+    status: &'static str,
+    email_verified: bool,
+    /// Credits minus every settled debit, flushed or not.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "20")]
+    balance: Decimal,
+    /// Held for requests in flight.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "0.05")]
+    held: Decimal,
+    /// `balance` minus `held`: what new requests may spend.
+    #[serde(with = "rust_decimal::serde::str")]
+    #[schema(value_type = String, example = "19.95")]
+    available: Decimal,
+    /// The code that invites others on this account's behalf.
+    invite_code: String,
+    /// The language of the account's emails, `en` or `zh`.
+    language: String,
+    created_at: DateTime<Utc>,
+}
+
 /// `GET /api/v1/me`: the stored account with the live view of its money, from its actor, so
 /// that it shows what the proxy enforces.
+#[utoipa::path(
+    get,
+    path = "/api/v1/me",
+    operation_id = "get_me",
+    tag = "account",
+    summary = "Read the account and its live balance",
+    responses(
+        (status = 200, description = "The account", body = Me),
+        (status = 401, response = SessionUnauthorized),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn me(session: Session, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let row = state
         .store
@@ -35,23 +81,39 @@ pub async fn me(session: Session, state: web::Data<AppState>) -> Result<HttpResp
             EngineError::AccountNotFound => ApiError::Unauthorized("a valid session is required"),
             other => ApiError::internal(other),
         })?;
-    Ok(HttpResponse::Ok().json(json!({
-        "id": row.id,
-        "email": row.email,
+    Ok(HttpResponse::Ok().json(Me {
+        id: row.id,
+        email: row.email,
         // The actor's status is the one the proxy enforces (a suspension applies at once).
-        "status": view.status.as_str(),
-        "email_verified": row.email_verified,
-        "balance": view.balance.normalize().to_string(),
-        "held": view.held.normalize().to_string(),
-        "available": (view.balance - view.held).normalize().to_string(),
-        "invite_code": row.invite_code,
-        "language": row.language,
-        "created_at": row.created_at,
-    })))
+        status: view.status.as_str(),
+        email_verified: row.email_verified,
+        balance: view.balance.normalize(),
+        held: view.held.normalize(),
+        available: (view.balance - view.held).normalize(),
+        invite_code: row.invite_code,
+        language: row.language,
+        created_at: row.created_at,
+    }))
 }
 
 /// `PUT /api/v1/me/password {"current_password","new_password"}` → 204: every other session
 /// ends, so a session someone else holds does not outlive the change.
+#[utoipa::path(
+    put,
+    path = "/api/v1/me/password",
+    operation_id = "change_password",
+    tag = "account",
+    summary = "Change the password",
+    request_body = ChangePasswordBody,
+    responses(
+        (status = 204, description = "Changed; every other session has ended"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn change_password(
     req: HttpRequest,
     session: Session,
@@ -128,6 +190,25 @@ const DELETION_WAIT: Duration = Duration::from_secs(20);
 /// actor writes off the whole balance with a `forfeiture` ledger entry and sets the status
 /// `deleted`, in one transaction; and the email, password, sessions, emailed tokens and any
 /// key made meanwhile go. Usage and ledger rows stay for the books.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/me",
+    operation_id = "delete_account",
+    tag = "account",
+    summary = "Delete the account",
+    description = "Revokes every key and session, forfeits the balance (a `forfeiture` ledger entry) and frees the email; usage and ledger rows stay. 409 if the account owes money or requests are still running after 20 s; retry then.",
+    request_body = DeleteAccountBody,
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, response = BadRequest),
+        (status = 401, response = SessionUnauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 429, response = TooManyFailures),
+        (status = 503, response = Unavailable),
+    ),
+    security(("customer_session" = [])),
+)]
 pub async fn delete(
     req: HttpRequest,
     session: Session,

@@ -63,12 +63,21 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/usage.csv", web::get().to(history::usage_csv))
         .route("/usage/daily", web::get().to(history::daily))
         .route("/ledger", web::get().to(history::ledger))
+        .route(
+            "/openapi.json",
+            web::get().to(crate::http::openapi::openapi_json),
+        )
         .default_service(web::to(not_found));
 }
 
-async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    tracing::debug!(path = req.path(), "no customer route");
-    Err(ApiError::NotFound("route"))
+/// What a request that no route takes is answered: 405 with `Allow` where the path is a
+/// route and only the method is wrong, 404 otherwise.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    tracing::debug!(path = req.path(), method = %req.method(), "no API route");
+    match crate::http::openapi::documented_methods(req.path()) {
+        Some(allow) => Err(ApiError::MethodNotAllowed { allow }),
+        None => Err(ApiError::NotFound("route")),
+    }
 }
 
 /// A JSON object body of string fields, each checked by name, so that every error names the
@@ -84,6 +93,7 @@ impl Fields {
         let Value::Object(map) = value else {
             return Err(ApiError::invalid("the body must be a JSON object"));
         };
+        crate::http::json::refuse_nul_in(&map)?;
         if let Some(unknown) = map.keys().find(|key| !allowed.contains(&key.as_str())) {
             // The name is echoed only if it is short and printable: the message must stay
             // small and safe to log.

@@ -3,11 +3,11 @@
 use std::fmt;
 
 use actix_web::dev::ServiceResponse;
-use actix_web::http::header::CONTENT_TYPE;
 use actix_web::http::StatusCode;
-use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::middleware::ErrorHandlerResponse;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::anthropic::retry_after_secs;
 
@@ -37,15 +37,17 @@ pub enum ApiError {
     },
     /// The thing named does not exist (or the caller may not know it does).
     NotFound(&'static str),
+    /// The route exists but does not answer this method; `allow` lists those it does
+    /// (`GET, POST`), as the `Allow` header says too.
+    MethodNotAllowed { allow: String },
+    /// The body is larger than the route reads (actix's payload limit, rendered here by
+    /// [`payload_too_large`]).
+    PayloadTooLarge,
     /// The write collides with existing state, such as a taken email.
     Conflict(String),
     /// An `Idempotency-Key` already used for a different request on the same route and
     /// account; the text names the key. Nothing was changed.
     IdempotencyKeyReused(String),
-    /// The body is larger than the route reads.
-    PayloadTooLarge,
-    /// The route exists, but not for this method.
-    MethodNotAllowed,
     /// The surface is switched off or a dependency is down; retrying later may work.
     Unavailable(String),
     /// An unexpected failure. Its cause was logged where it was built
@@ -86,10 +88,10 @@ impl ApiError {
                 StatusCode::TOO_MANY_REQUESTS
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,10 +106,10 @@ impl ApiError {
             ApiError::TooManyFailures { .. } => "too_many_failures",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed { .. } => "method_not_allowed",
+            ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::Conflict(_) => "conflict",
             ApiError::IdempotencyKeyReused(_) => "idempotency_key_reused",
-            ApiError::PayloadTooLarge => "payload_too_large",
-            ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal => "internal",
         }
@@ -124,13 +126,13 @@ impl ApiError {
             }
             ApiError::RateLimited { what, .. } => format!("too many {what}; retry later"),
             ApiError::NotFound(what) => format!("{what} not found"),
+            ApiError::MethodNotAllowed { allow } => {
+                format!("this route answers only {allow}")
+            }
+            ApiError::PayloadTooLarge => "the body is larger than this route reads".into(),
             ApiError::IdempotencyKeyReused(key) => format!(
                 "Idempotency-Key {key:?} was already used on this route for this account with a different body; nothing was changed. Send a new key for a new change"
             ),
-            ApiError::PayloadTooLarge => {
-                "the request body is larger than this route accepts; nothing was changed".into()
-            }
-            ApiError::MethodNotAllowed => "this route does not answer that method".into(),
             ApiError::Internal => "internal error; see the server log".into(),
         }
     }
@@ -149,14 +151,15 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let field = match self {
-            ApiError::Invalid { field, .. } => field.as_deref(),
+            ApiError::Invalid { field, .. } => field.clone(),
             _ => None,
         };
-        let error = match field {
-            Some(field) => {
-                json!({ "code": self.code(), "message": self.message(), "field": field })
-            }
-            None => json!({ "code": self.code(), "message": self.message() }),
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.message(),
+                field,
+            },
         };
         let mut response = HttpResponse::build(self.status());
         if let ApiError::TooManyFailures { retry_after }
@@ -164,38 +167,49 @@ impl ResponseError for ApiError {
         {
             response.insert_header(("retry-after", retry_after_secs(*retry_after).to_string()));
         }
-        response.json(json!({ "error": error }))
+        if let ApiError::MethodNotAllowed { allow } = self {
+            response.insert_header(("allow", allow.as_str()));
+        }
+        response.json(body)
     }
 }
 
-/// Answers the errors that actix-web itself produces inside the JSON APIs (a body past the
-/// route's limit, one that cannot be read, a wrong method) in the APIs' JSON shape, not as
-/// actix's plain text. Responses that are JSON already pass unchanged.
-pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
-    ErrorHandlers::new().default_handler_client(|response: ServiceResponse<B>| {
-        let is_json = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("application/json"));
-        let replacement = match response.status() {
-            _ if is_json => None,
-            StatusCode::PAYLOAD_TOO_LARGE => Some(ApiError::PayloadTooLarge),
-            StatusCode::METHOD_NOT_ALLOWED => Some(ApiError::MethodNotAllowed),
-            StatusCode::BAD_REQUEST => {
-                Some(ApiError::invalid("the request body could not be read"))
-            }
-            _ => None,
-        };
-        let Some(error) = replacement else {
-            return Ok(ErrorHandlerResponse::Response(
-                response.map_into_left_body(),
-            ));
-        };
-        let (request, _) = response.into_parts();
-        let response = ServiceResponse::new(request, error.error_response()).map_into_right_body();
-        Ok(ErrorHandlerResponse::Response(response))
-    })
+/// Middleware hook (`ErrorHandlers`, on the API scopes) for a 413: actix's body extractor
+/// answers an oversized body in plain text before any handler runs, and the API answers every
+/// error in its own shape.
+pub fn payload_too_large<B>(
+    response: ServiceResponse<B>,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let (request, _) = response.into_parts();
+    let answer = ApiError::PayloadTooLarge.error_response();
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, answer).map_into_right_body(),
+    ))
+}
+
+/// The body of every customer and admin API error: `{"error":{"code","message","field"?}}`.
+/// It is the type the error is rendered from, so the OpenAPI document shows what is sent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong, for a program (`code`) and for a person (`message`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `invalid_request`, `unauthorized`, `forbidden`,
+    /// `too_many_failures`, `rate_limited`, `not_found`, `method_not_allowed`,
+    /// `payload_too_large`, `conflict`, `idempotency_key_reused`, `unavailable` or `internal`.
+    #[schema(example = "invalid_request")]
+    pub code: &'static str,
+    /// For a person; it names the field too when there is one.
+    #[schema(example = "amount_usd: must be greater than 0")]
+    pub message: String,
+    /// The input to fix (`amount_usd`, `limits.max_concurrent`, a query parameter), present
+    /// only when one input is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, example = "amount_usd")]
+    pub field: Option<String>,
 }
 
 #[cfg(test)]

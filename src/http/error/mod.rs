@@ -10,6 +10,6 @@ mod proxy;
 mod upstream;
 
 pub use anthropic::{error_type, retry_after_secs, AnthropicError};
-pub use api::{json_errors, ApiError};
+pub use api::{payload_too_large, ApiError, ErrorBody, ErrorDetail};
 pub use proxy::{ErrorKind, Failure, Limit, ProxyError, Retry};
 pub use upstream::{rewrite_stream_error, rewrite_upstream_error};
