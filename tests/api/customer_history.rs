@@ -8,7 +8,7 @@ use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{json, Value};
 
-use crate::customer_keys::{spawn, MODEL};
+use crate::customer_keys::{spawn, MODEL, PASSWORD};
 use crate::helpers::*;
 
 const OTHER_MODEL: &str = "claude-haiku-4-5";
@@ -424,6 +424,33 @@ async fn no_customer_route_reads_or_changes_another_customers_data() {
     let (status, keys) = app.customer_get(&victim_session, "/keys").await;
     assert_eq!(status, 200);
     assert_eq!(keys["data"].as_array().unwrap().len(), 2);
+    assert!(keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|key| key["revoked_at"].is_null()));
+    // The intruder changes its password and deletes its account: the victim's stay.
+    let intruder_session = app.session("intruder@example.com", PASSWORD).await;
+    let changed = app
+        .api(Method::PUT, "/me/password")
+        .bearer_auth(&intruder_session)
+        .json(&json!({"current_password": PASSWORD, "new_password": "another 9 secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 204);
+    let deleted = app
+        .api(Method::DELETE, "/me")
+        .bearer_auth(&intruder_session)
+        .json(&json!({"password": "another 9 secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (status, me) = app.customer_get(&victim_session, "/me").await;
+    assert_eq!(status, 200, "the victim's session lives on: {me}");
+    assert_eq!(me["status"], "active");
+    let (_, keys) = app.customer_get(&victim_session, "/keys").await;
     assert!(keys["data"]
         .as_array()
         .unwrap()
