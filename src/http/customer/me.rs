@@ -185,7 +185,7 @@ const DELETION_WAIT: Duration = Duration::from_secs(20);
 /// In this order, each step safe to repeat if a later one fails (the customer's session
 /// lasts until the last): an account that owes money is refused (409); the account is
 /// suspended, so nothing new is admitted; every key is revoked; the requests still running
-/// are waited for (409 after [`DELETION_WAIT`]: their settles must reach the balance before
+/// are waited for (409 after 20 s, `DELETION_WAIT`: their settles must reach the balance before
 /// it is written off); settled usage is flushed (503 if the ledger cannot be written); the
 /// actor writes off the whole balance with a `forfeiture` ledger entry and sets the status
 /// `deleted`, in one transaction; and the email, password, sessions, emailed tokens and any
