@@ -460,6 +460,8 @@ pub(super) struct Spares {
     made: Receiver<File>,
     /// A spare made and not used yet.
     ready: Option<File>,
+    /// The thread's last attempt failed, and it waits for a new request.
+    failed: Arc<AtomicBool>,
     cancel: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     dir: PathBuf,
@@ -484,11 +486,13 @@ impl Spares {
         let (wanted, requests) = mpsc::sync_channel::<()>(1);
         let (made_tx, made) = mpsc::sync_channel(1);
         let cancel = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         if !enabled {
             return Spares {
                 wanted: None,
                 made,
                 ready: None,
+                failed,
                 cancel,
                 thread: None,
                 dir: dir.to_owned(),
@@ -497,6 +501,7 @@ impl Spares {
         }
         let thread = {
             let (dir, cancel) = (dir.to_owned(), Arc::clone(&cancel));
+            let failed = Arc::clone(&failed);
             std::thread::Builder::new()
                 .name("tollgate-journal-spare".to_owned())
                 .spawn(move || {
@@ -509,11 +514,15 @@ impl Spares {
                                 status.spares.fetch_add(1, Ordering::Relaxed);
                             }
                             Ok(None) => break,
-                            Err(error) => tracing::warn!(
-                                %error,
-                                "a spare journal segment could not be made; the next segment \
-                                 is created when it is needed, and its commits cost more"
-                            ),
+                            Err(error) => {
+                                tracing::warn!(
+                                    %error,
+                                    "a spare journal segment could not be made; the next \
+                                     segment is created when it is needed, and its commits \
+                                     cost more"
+                                );
+                                failed.store(true, Ordering::Release);
+                            }
                         }
                     }
                 })
@@ -527,6 +536,7 @@ impl Spares {
             wanted: Some(wanted),
             made,
             ready: None,
+            failed,
             cancel,
             thread,
             dir: dir.to_owned(),
@@ -544,9 +554,17 @@ impl Spares {
         self.ready.is_some()
     }
 
+    /// The spare, if one is ready. When the thread's last attempt failed, it is asked for
+    /// another, so that one failure (a disk full for a while) does not end preallocation for
+    /// the rest of the process. It is never asked while it may still be making one: a second
+    /// attempt would remove the first spare's name before the writer installs it.
     fn take(&mut self) -> Option<File> {
         self.ready();
-        self.ready.take()
+        let spare = self.ready.take();
+        if spare.is_none() && self.failed.swap(false, Ordering::AcqRel) {
+            self.want();
+        }
+        spare
     }
 
     /// Asks for the next spare. One is asked for at a time, so the request never waits.
@@ -575,6 +593,36 @@ impl Spares {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Waits for `done`, polling; panics after 30 s.
+    fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+        for _ in 0..3_000 {
+            if done() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("{what} did not happen");
+    }
+
+    #[test]
+    fn a_spare_that_could_not_be_made_is_asked_for_again_when_the_writer_finds_none() {
+        let dir = tempfile::tempdir().unwrap();
+        // The spare's name taken by a directory fails the attempt, as a full disk would.
+        let blocker = dir.path().join("spare.tmp");
+        std::fs::create_dir(&blocker).unwrap();
+        let status = Arc::new(Status::new());
+        let mut spares = Spares::start(dir.path(), 64 * 1024, true, Arc::clone(&status));
+        eventually("the first attempt's failure", || {
+            spares.failed.load(Ordering::Acquire)
+        });
+        std::fs::remove_dir(&blocker).unwrap();
+        assert!(spares.take().is_none(), "none was made");
+        eventually("a spare made on the second request", || spares.ready());
+        assert_eq!(status.spares.load(Ordering::Relaxed), 1);
+        assert!(spares.take().is_some());
+        spares.stop();
+    }
 
     #[test]
     fn a_writer_thread_that_panics_leaves_the_journal_failed_and_stopped() {
