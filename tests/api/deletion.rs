@@ -262,3 +262,30 @@ async fn closing_an_account_twice_writes_one_forfeiture() {
     assert_eq!(forfeitures.len(), 1, "{ledger:?}");
     assert_eq!(app.books(&id).await.stored_balance, Decimal::ZERO);
 }
+
+#[actix_web::test]
+async fn two_deletions_at_once_close_the_account_once_and_neither_fails() {
+    let app = spawn(|_| {}).await;
+    let (id, session) = app.verified_customer("hasty@example.com").await;
+    app.credit(&id, "3").await;
+    let body = json!({ "password": PASSWORD });
+    let (first, second) = futures_util::future::join(
+        app.delete_me(&session, body.clone()),
+        app.delete_me(&session, body),
+    )
+    .await;
+    // The one that finds the session already ended is 401; neither is a 500.
+    for (status, answer) in [&first, &second] {
+        assert!([204, 401].contains(status), "{status} {answer}");
+    }
+    assert!(first.0 == 204 || second.0 == 204, "{first:?} {second:?}");
+    let forfeitures = app
+        .ledger_rows(&id)
+        .await
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "forfeiture")
+        .count();
+    assert_eq!(forfeitures, 1);
+    assert_eq!(app.view(&id).await["status"], "deleted");
+    assert_eq!(app.books(&id).await.stored_balance, Decimal::ZERO);
+}
