@@ -9,7 +9,7 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -17,10 +17,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
 
 use super::frame::HEADER_LEN;
+use super::intake::{Intake, Taken};
 use super::segment::{self, DirLock, SegmentFile};
 use super::{Checkpointed, JournalError, Lsn, COMMIT_THRESHOLDS_US, MAX_COMMIT_INTERVAL};
 
-/// What the handles send the writer.
+/// What the handles send the writer, through the [`Intake`].
 pub(super) enum Command {
     Append(Pending),
     Checkpoint(CheckpointRequest),
@@ -160,15 +161,18 @@ impl Status {
 }
 
 /// Marks the writer stopped when its thread ends, and failed if it ends by a panic, so that
-/// `health()` never reports a journal nobody writes as healthy.
-struct StopGuard(Arc<Status>);
+/// `health()` never reports a journal nobody writes as healthy; and closes the intake,
+/// dropping what it still holds, so that every append waiting there learns at once that it
+/// will never be durable, and no later one is taken.
+struct StopGuard<'a>(Arc<Status>, &'a Intake);
 
-impl Drop for StopGuard {
+impl Drop for StopGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() && self.0.fail("the journal's writer thread panicked".into()) {
             tracing::error!("the journal's writer thread panicked: nothing more is written");
         }
         self.0.stopped.store(true, Ordering::Release);
+        self.1.abandon();
     }
 }
 
@@ -181,7 +185,6 @@ pub(super) struct Writer {
     /// A segment is closed, and the next created, before a commit would take it past this.
     pub segment_bytes: u64,
     pub commit_interval: Duration,
-    pub commit_bytes: usize,
     /// Oldest first; the last is the one written to.
     pub segments: VecDeque<SegmentFile>,
     pub active: File,
@@ -203,34 +206,21 @@ impl Writer {
     /// Runs until every handle is gone (or shut the journal down) and the last append is
     /// written; then releases the directory and drops `stopped`, which every shutdown waits
     /// for (a panic drops it too).
-    pub fn run(mut self, commands: Receiver<Command>, stopped: watch::Sender<()>) {
-        let _guard = StopGuard(Arc::clone(&self.status));
+    pub fn run(mut self, intake: &Intake, stopped: watch::Sender<()>) {
+        let _guard = StopGuard(Arc::clone(&self.status), intake);
         let mut batch = Vec::new();
         let mut checkpoints = Vec::new();
-        let mut open = true;
-        while open {
-            let Ok(first) = commands.recv() else {
-                break;
-            };
-            let mut bytes = self.take(first, &mut batch, &mut checkpoints);
-            if let Some(first) = batch.first() {
-                // Gather until the interval after the first record was sent, or until the
-                // byte budget is reached.
-                let deadline = first
-                    .sent
-                    .checked_add(self.commit_interval.min(MAX_COMMIT_INTERVAL))
-                    .unwrap_or(first.sent);
-                while bytes < self.commit_bytes {
-                    let wait = deadline.saturating_duration_since(Instant::now());
-                    match commands.recv_timeout(wait) {
-                        Ok(command) => bytes += self.take(command, &mut batch, &mut checkpoints),
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            open = false;
-                            break;
-                        }
-                    }
-                }
+        let mut commands = VecDeque::new();
+        // A commit gathers until the interval after its first record was sent, however long
+        // that record waited for the commit before, or until the byte budget is reached.
+        let interval = self.commit_interval.min(MAX_COMMIT_INTERVAL);
+        let gather_until = |sent: Instant| sent.checked_add(interval).unwrap_or(sent);
+        while let Taken::Commands(mut taken) = intake.next(commands, gather_until) {
+            for command in taken.drain(..) {
+                self.take(command, &mut batch, &mut checkpoints);
+            }
+            commands = taken;
+            if !batch.is_empty() {
                 self.commit(&mut batch);
             }
             for request in checkpoints.drain(..) {
@@ -252,24 +242,19 @@ impl Writer {
         drop(stopped);
     }
 
-    /// Adds a command to the batch, or to the checkpoints run after it; the bytes it adds.
+    /// Adds a command to the batch, or to the checkpoints run after it.
     fn take(
         &self,
         command: Command,
         batch: &mut Vec<Pending>,
         checkpoints: &mut Vec<CheckpointRequest>,
-    ) -> usize {
+    ) {
         match command {
             Command::Append(pending) => {
                 self.status.queued.fetch_sub(1, Ordering::Relaxed);
-                let bytes = pending.frame.len();
                 batch.push(pending);
-                bytes
             }
-            Command::Checkpoint(request) => {
-                checkpoints.push(request);
-                0
-            }
+            Command::Checkpoint(request) => checkpoints.push(request),
         }
     }
 
@@ -628,13 +613,30 @@ mod tests {
     fn a_writer_thread_that_panics_leaves_the_journal_failed_and_stopped() {
         let status = Arc::new(Status::new());
         let held = Arc::clone(&status);
+        let intake = Arc::new(Intake::new(1024));
+        let (done, durable) = oneshot::channel();
+        intake
+            .append(8, || {
+                let pending = Pending {
+                    lsn: Lsn(0),
+                    frame: vec![0; 8],
+                    sent: Instant::now(),
+                    done,
+                };
+                (Command::Append(pending), ())
+            })
+            .unwrap();
+        let writer_side = Arc::clone(&intake);
         let ended = std::thread::spawn(move || {
-            let _guard = StopGuard(held);
+            let _guard = StopGuard(held, &writer_side);
             panic!("a bug in the writer");
         })
         .join();
         assert!(ended.is_err());
         assert!(status.writer_stopped());
+        assert!(intake.is_closed());
+        // The append that waited is told at once that it will never be durable.
+        assert!(durable.blocking_recv().is_err());
         assert_eq!(
             status.failure(),
             Some("the journal's writer thread panicked")
