@@ -372,7 +372,7 @@ impl Default for Settings {
                 max_unflushed: 100_000,
                 journal_dir: None,
                 durable_before_reply: true,
-                journal_commit_interval_us: 250,
+                journal_commit_interval_us: 100,
                 journal_commit_bytes: 256 * 1024,
                 journal_segment_bytes: 16 * 1024 * 1024,
                 journal_preallocate: true,
