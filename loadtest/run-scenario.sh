@@ -114,7 +114,6 @@ tg_counter() {
 }
 syncs_before=$(tg_counter tollgate_journal_syncs_total)
 appends_before=$(tg_counter tollgate_journal_appended_total)
-started_at=$(date +%s.%N)
 
 echo "== $NAME: loadgen" >&2
 # In the background, waited for: the shell then runs its INT/TERM trap at once, and cleanup
@@ -159,13 +158,21 @@ cpu_report() {
     fi
 }
 cpu_report tollgate "$TG_PID" "$cpu_before" '[.tollgate.requests_by_group[]] | add // 0'
-# The journal's fsyncs over the loadgen run (provisioning and reconciliation included).
+# The journal's fsyncs over the loadgen run (provisioning and reconciliation included). The
+# settles all come from the tollgate run, so its measured rate (answers a second over its
+# window) gives the fsyncs a second while it ran; the whole invocation also holds the
+# reference runs, when tollgate is idle.
 syncs=$(( $(tg_counter tollgate_journal_syncs_total) - syncs_before ))
 appends=$(( $(tg_counter tollgate_journal_appended_total) - appends_before ))
 if [ "$appends" -gt 0 ]; then
-    awk -v s="$syncs" -v a="$appends" -v t0="$started_at" -v t1="$(date +%s.%N)" 'BEGIN {
-        printf "journal: %d fsyncs for %d settles in %.1f s: %.0f fsyncs/s, %.1f settles per fsync\n",
-            s, a, t1 - t0, s / (t1 - t0), a / (s > 0 ? s : 1) }'
+    run_rate=$(jq -r '.tollgate.well_behaved.all.total.count / .tollgate.window_secs' \
+        "$OUT_DIR/$NAME.json" 2>/dev/null || echo 0)
+    [[ "$run_rate" =~ ^[0-9.]+$ ]] || run_rate=0
+    awk -v s="$syncs" -v a="$appends" -v r="$run_rate" 'BEGIN {
+        per = a / (s > 0 ? s : 1)
+        printf "journal: %d fsyncs for %d settles: %.1f settles per fsync", s, a, per
+        if (r > 0) printf "; at the tollgate run'"'"'s %.0f req/s, about %.0f fsyncs/s", r, r / per
+        printf "\n" }'
     # How long commits took (write and fdatasync), since start: what a durable reply waits
     # for, besides the gathering.
     curl -fsS "http://127.0.0.1:$TG_PORT/metrics" 2>/dev/null | awk '
