@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized};
 use figment::Figment;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tollgate_actors::hold::HoldPolicy;
 use tollgate_actors::AccountLimits;
@@ -30,6 +31,191 @@ pub struct Settings {
     /// Outgoing email: verification and password-reset links.
     #[serde(default)]
     pub email: EmailSettings,
+    /// Money in: the exchange rate, recharge orders and their payment providers
+    /// (docs/PAYMENTS.md).
+    #[serde(default)]
+    pub payments: PaymentSettings,
+}
+
+/// Recharges in CNY, credited in USD at the operator's rate (docs/PAYMENTS.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentSettings {
+    /// CNY per USD until an operator sets a rate through the admin API: a positive decimal
+    /// with at most 6 fractional digits.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub cny_per_usd: Decimal,
+    /// The smallest and largest recharge, in CNY.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub min_cny: Decimal,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub max_cny: Decimal,
+    /// How long an order waits for its payment before it expires, in seconds.
+    pub order_ttl_secs: u64,
+    /// The EPay (易支付) gateway; empty `gateway_url`: EPay is off.
+    pub epay: EpaySettings,
+    /// The signed webhook of any other provider; empty `secret`: the webhook is off.
+    pub webhook: WebhookSettings,
+    /// Failed redemption-code attempts a client address, and an account, may make per
+    /// minute before they get 429; 0 disables a side.
+    pub redeem_failures_per_ip_per_minute: u32,
+    pub redeem_failures_per_account_per_minute: u32,
+    /// Whether a redeemed code counts as a first recharge for the inviter's referral reward.
+    pub redemption_counts_as_first_recharge: bool,
+}
+
+impl Default for PaymentSettings {
+    fn default() -> Self {
+        PaymentSettings {
+            cny_per_usd: Decimal::new(72, 1),
+            min_cny: Decimal::ONE,
+            max_cny: Decimal::from(1_000_000),
+            order_ttl_secs: 1800,
+            epay: EpaySettings::default(),
+            webhook: WebhookSettings::default(),
+            redeem_failures_per_ip_per_minute: 10,
+            redeem_failures_per_account_per_minute: 5,
+            redemption_counts_as_first_recharge: false,
+        }
+    }
+}
+
+/// Orders may wait at most this long for their payment.
+const MAX_ORDER_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// Whether an http(s) URL's host is this machine's loopback.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if let Some(bracketed) = host.strip_prefix('[') {
+        bracketed.split(']').next().unwrap_or_default()
+    } else {
+        host.split(':').next().unwrap_or_default()
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl PaymentSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                problem: problem.to_string(),
+            })
+        };
+        if self.cny_per_usd <= Decimal::ZERO || self.cny_per_usd.normalize().scale() > 6 {
+            return invalid(
+                "payments.cny_per_usd",
+                "must be a positive decimal with at most 6 fractional digits",
+            );
+        }
+        for (field, amount) in [
+            ("payments.min_cny", self.min_cny),
+            ("payments.max_cny", self.max_cny),
+        ] {
+            if amount <= Decimal::ZERO || amount.normalize().scale() > 2 {
+                return invalid(field, "must be a positive amount with at most 2 decimals");
+            }
+        }
+        if self.min_cny > self.max_cny {
+            return invalid("payments.min_cny", "must not exceed payments.max_cny");
+        }
+        if !(60..=MAX_ORDER_TTL_SECS).contains(&self.order_ttl_secs) {
+            return invalid(
+                "payments.order_ttl_secs",
+                "must be between 60 and 2592000 (30 days)",
+            );
+        }
+        let epay = &self.epay;
+        if !epay.gateway_url.is_empty() {
+            if !(epay.gateway_url.starts_with("http://")
+                || epay.gateway_url.starts_with("https://"))
+            {
+                return invalid(
+                    "payments.epay.gateway_url",
+                    "must start with http:// or https://",
+                );
+            }
+            if epay.pid.trim().is_empty() || epay.key.is_empty() {
+                return invalid(
+                    "payments.epay",
+                    "a gateway_url needs the merchant's pid and key",
+                );
+            }
+            // The re-query carries the merchant key in its query string, as EPay has it:
+            // never in the clear beyond this host.
+            if epay.gateway_url.starts_with("http://") && !is_loopback_url(&epay.gateway_url) {
+                return invalid(
+                    "payments.epay.gateway_url",
+                    "must be https:// (http:// only to a gateway on this host): the merchant key travels in the re-query's URL",
+                );
+            }
+        }
+        let secret = self.webhook.secret.chars().count();
+        if secret > 0 && secret < 32 {
+            return invalid(
+                "payments.webhook.secret",
+                "must be at least 32 characters (or empty, which turns the webhook off)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether EPay orders can be made.
+    pub fn epay_enabled(&self) -> bool {
+        !self.epay.gateway_url.is_empty()
+    }
+}
+
+/// An EPay merchant account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EpaySettings {
+    /// The gateway's base URL: orders lead to `<gateway_url>/submit.php`, the re-query asks
+    /// `<gateway_url>/api.php`.
+    pub gateway_url: String,
+    /// The merchant id.
+    pub pid: String,
+    /// The merchant key that signs both ways. Never logged.
+    pub key: String,
+    /// The product name on the gateway's page.
+    pub product_name: String,
+    /// How often pending orders are asked about at the gateway, in seconds (a lost notify
+    /// still credits); 0: never.
+    pub requery_secs: u64,
+    /// How old an order must be before it is asked about, in seconds: a payment under way
+    /// normally brings its notify first.
+    pub requery_min_age_secs: u64,
+}
+
+impl Default for EpaySettings {
+    fn default() -> Self {
+        EpaySettings {
+            gateway_url: String::new(),
+            pid: String::new(),
+            key: String::new(),
+            product_name: "tollgate balance".into(),
+            requery_secs: 60,
+            requery_min_age_secs: 30,
+        }
+    }
+}
+
+/// The signed webhook: `tollgate-signature: t=<unix seconds>,v1=<hex HMAC-SHA-256>`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookSettings {
+    /// The HMAC key; at least 32 characters when set. Never logged.
+    pub secret: String,
 }
 
 /// The mail server customers' emails go through.
@@ -390,6 +576,7 @@ impl Default for Settings {
             },
             accounts: AccountSettings::default(),
             email: EmailSettings::default(),
+            payments: PaymentSettings::default(),
         }
     }
 }
@@ -618,6 +805,16 @@ impl Settings {
         if self.server.max_body_bytes == 0 {
             return invalid("server.max_body_bytes", "must be greater than 0");
         }
+        self.payments.validate()?;
+        if self.payments.epay_enabled()
+            && !(self.server.public_url.starts_with("http://")
+                || self.server.public_url.starts_with("https://"))
+        {
+            return invalid(
+                "server.public_url",
+                "EPay needs the address the gateway reaches tollgate at (its notify URL is built from it)",
+            );
+        }
         if self.server.body_read_timeout_ms == 0 {
             return invalid("server.body_read_timeout_ms", "must be greater than 0");
         }
@@ -633,6 +830,11 @@ impl Settings {
             );
         }
         Ok(())
+    }
+
+    /// Public URL, for the links a payment gateway calls back on.
+    pub fn public_url(&self) -> &str {
+        self.server.public_url.trim_end_matches('/')
     }
 
     /// [`Settings::validate`], and what serving real customers also needs: secrets that are
@@ -656,6 +858,14 @@ impl Settings {
             return invalid(
                 "admin.token",
                 "must be at least 32 characters, so that it cannot be guessed (or empty, which disables the admin API); only `tollgate demo` accepts a shorter one",
+            );
+        }
+        // Every customer can have the key sign parameters they know: a short key could be
+        // found offline, and with it any notify forged.
+        if self.payments.epay_enabled() && self.payments.epay.key.chars().count() < 32 {
+            return invalid(
+                "payments.epay.key",
+                "must be at least 32 characters; only `tollgate demo` accepts a shorter one",
             );
         }
         Ok(())

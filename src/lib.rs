@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo;
 pub mod email;
 pub mod http;
+pub mod payments;
 pub mod startup;
 pub mod store;
 pub mod upstream;

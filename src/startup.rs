@@ -93,6 +93,9 @@ impl Drop for Background {
 /// Every [`FAILURE_PRUNE_INTERVAL`], runs `prune` (the failed-authentication limiter forgets
 /// the addresses that have recovered, the body reader its idle keys), until `stop` is
 /// cancelled.
+/// How long one question to a payment gateway may take.
+const PAYMENT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn prune_loop(prune: impl Fn() + Send, stop: CancellationToken) {
     let mut every = tokio::time::interval(FAILURE_PRUNE_INTERVAL);
     loop {
@@ -325,7 +328,7 @@ impl Application {
                 .map(|n| RateLimiter::keyed(Quota::per_minute(n))),
             metrics,
             price_options: PriceOptions::new(&settings.metering.price_options),
-            customers: http::customer::CustomerGuards::new(&settings.accounts),
+            customers: http::customer::CustomerGuards::new(&settings.accounts, &settings.payments),
             mailer: mailer.clone(),
         });
         let pruned = state.clone();
@@ -379,6 +382,23 @@ impl Application {
         if mailer.is_configured() {
             let outbox = store.clone();
             background.spawn(move |stop| crate::email::send_loop(outbox, mailer, stop));
+        }
+        {
+            // Asks the EPay gateway about pending orders (a lost notify still credits) and
+            // expires the orders past their time.
+            let (engine, store) = (engine.clone(), store.clone());
+            let payments = settings.payments.clone();
+            // The merchant key is in the query's URL: it goes to the gateway and nowhere else,
+            // neither through a proxy from the environment nor after a redirect.
+            let client = reqwest::Client::builder()
+                .timeout(PAYMENT_QUERY_TIMEOUT)
+                .no_proxy()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default();
+            background.spawn(move |stop| {
+                crate::payments::requery_loop(engine, store, payments, client, stop)
+            });
         }
         let pruned_keys = keys.clone();
         background.spawn(|stop| {

@@ -21,6 +21,10 @@ pub enum CreditKind {
     Adjustment,
     /// The balance of an account its owner deleted, written off (always negative).
     Forfeiture,
+    /// A recharge order, paid: its USD at the rate it locked.
+    Recharge,
+    /// A redemption code, redeemed: its USD.
+    Redemption,
 }
 
 impl CreditKind {
@@ -29,6 +33,8 @@ impl CreditKind {
             CreditKind::Credit => "credit",
             CreditKind::Adjustment => "adjustment",
             CreditKind::Forfeiture => "forfeiture",
+            CreditKind::Recharge => "recharge",
+            CreditKind::Redemption => "redemption",
         }
     }
 
@@ -38,6 +44,8 @@ impl CreditKind {
             CreditKind::Credit => "credit",
             CreditKind::Adjustment => "adjust",
             CreditKind::Forfeiture => "forfeit",
+            CreditKind::Recharge => "recharge",
+            CreditKind::Redemption => "redeem",
         }
     }
 }
@@ -53,6 +61,42 @@ pub struct BalanceChange {
     pub reason: String,
     /// The operator's `Idempotency-Key`, claimed in the same transaction as the change.
     pub idempotency: Option<IdempotencyClaim>,
+    /// What else the change settles, in the same transaction; the change is written only if
+    /// that holds ([`ChangeApplied::Refused`] otherwise).
+    pub settles: Option<Settles>,
+}
+
+/// What a balance change settles besides the balance, in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settles {
+    /// A recharge order, from `pending` to `paid` by this payer and reference. The change's
+    /// id is the order's, and its amount the order's USD: the order credits once. A store
+    /// error leaves the change unconfirmed like an idempotency key's (the actor remembers
+    /// it by the order's id), so that a retry that finds it committed still adds it here.
+    RechargeOrder {
+        /// `epay`, `webhook` or `manual`: which path pays it. EPay and webhooks pay only
+        /// orders made for them; an operator confirms any.
+        path: PaymentPath,
+        /// Who paid, as recorded: `epay`, `webhook:<provider>` or `manual`.
+        provider: String,
+        /// The payer's reference for the payment, unique per provider.
+        provider_ref: String,
+        /// An operator's reason, for a confirmation by hand.
+        reason: Option<String>,
+    },
+    /// A redemption code, from unredeemed to redeemed by the change's account. The change's
+    /// id is the code's, and its amount the code's: a code credits once. Redeemed already by
+    /// this account: [`ChangeApplied::AlreadyApplied`]; by another, or expired:
+    /// [`ChangeApplied::Refused`].
+    RedemptionCode,
+}
+
+/// Which path reports a payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentPath {
+    Epay,
+    Webhook,
+    Manual,
 }
 
 /// An operator's `Idempotency-Key` on a balance change
@@ -78,6 +122,10 @@ pub enum ChangeApplied {
     /// Written before: its idempotency key was claimed (or its id entered) by the change
     /// `change_id`. Nothing was written now.
     AlreadyApplied { change_id: Uuid },
+    /// What the change [settles](BalanceChange::settles) did not hold (an order expired, or
+    /// not payable by that path): nothing was written. An order paid already, under any
+    /// reference, is [`ChangeApplied::AlreadyApplied`]: its credit is in the ledger.
+    Refused,
 }
 
 /// A balance change as the account's actor answers it.

@@ -57,7 +57,7 @@ pub use engine::{
 };
 pub use ledger::{
     BalanceChange, BalanceChanged, ChangeApplied, CreditKind, IdempotencyClaim, Outcome,
-    UsageRecord,
+    PaymentPath, Settles, UsageRecord,
 };
 pub use limits::{AccountLimits, Throttle};
 pub use store::{BatchOutcome, LedgerStore, StoreError};

@@ -1,6 +1,7 @@
 //! The customer domain, free of HTTP and SQL: what makes an email, a password or an API key
 //! acceptable. The admin API uses it now; the customer API will use the same rules.
 
+pub mod code;
 mod email;
 mod key;
 mod password;

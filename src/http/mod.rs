@@ -155,6 +155,18 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
                 web::put().to(admin::accounts::set_limits),
             )
             .route("/flush", web::post().to(admin::flush::flush))
+            .route("/exchange-rate", web::get().to(admin::payments::get_rate))
+            .route("/exchange-rate", web::put().to(admin::payments::set_rate))
+            .route(
+                "/exchange-rate/history",
+                web::get().to(admin::payments::rate_history),
+            )
+            .route(
+                "/recharges/{id}/confirm",
+                web::post().to(admin::payments::confirm),
+            )
+            .route("/redemption-codes", web::post().to(admin::codes::create))
+            .route("/redemption-codes", web::get().to(admin::codes::list))
             .default_service(web::to(customer::not_found)),
     );
 }

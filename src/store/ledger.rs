@@ -185,6 +185,9 @@ impl LedgerStore for PgStore {
         &self,
         change: &BalanceChange,
     ) -> Result<ChangeApplied, StoreError> {
+        if let Some(settles) = &change.settles {
+            return Ok(self.settle(change, settles).await?);
+        }
         let client = self.pool.get().await.map_err(DbError::from)?;
         let kind = change.kind.as_str();
         let common: [&(dyn ToSql + Sync); 5] = [

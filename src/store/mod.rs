@@ -16,12 +16,14 @@
 //! [`LedgerStore`]: tollgate_actors::store::LedgerStore
 
 mod accounts;
+mod codes;
 mod customers;
 mod history;
 mod instance;
 mod keys;
 mod ledger;
 mod outbox;
+mod payments;
 mod tls;
 mod usage;
 
@@ -31,12 +33,14 @@ use tokio_postgres::{NoTls, Row};
 use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
+pub use codes::{CodeRow, NewCode};
 pub use customers::{CustomerRow, NewCustomer, TokenPurpose};
 pub use history::{DailyUsage, LedgerEntry, UsageCursor, UsageEntry, UsageFilter};
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};
 pub use outbox::{OutgoingEmail, QueuedEmail};
+pub use payments::{NewOrder, OrderRow, RateRow};
 use tls::PgTarget;
 pub use tls::Transport;
 

@@ -247,6 +247,7 @@ async fn closing_an_account_twice_writes_one_forfeiture() {
         amount: Decimal::from(-4),
         reason: "account deleted by its owner".into(),
         idempotency: None,
+        settles: None,
     };
     for _ in 0..2 {
         store

@@ -13,6 +13,7 @@
 mod admin;
 mod admission;
 mod billing;
+mod codes;
 mod concurrency;
 mod crash;
 mod customer_history;
@@ -34,6 +35,7 @@ mod log_secrets;
 mod nul_bytes;
 mod openapi;
 mod output_billed;
+mod payments;
 mod pg_fault;
 mod prices;
 mod proxies;

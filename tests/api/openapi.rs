@@ -191,7 +191,8 @@ async fn the_served_document_is_openapi_3_and_lists_every_registered_route() {
                 );
             }
             for (status, response) in operation["responses"].as_object().unwrap() {
-                if status.starts_with('4') {
+                // EPay's notify answers in the protocol's plain text, `success` or `fail`.
+                if status.starts_with('4') && !path.starts_with("/api/v1/payments/epay/") {
                     let text = response.to_string();
                     let reference = response["$ref"].as_str().unwrap_or_default();
                     assert!(

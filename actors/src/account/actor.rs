@@ -497,10 +497,18 @@ impl AccountActor {
         }
         let store = self.store.clone();
         let (id, amount) = (change.id, change.amount);
+        // A change whose answer is lost may have committed: what a retry finds tells, by the
+        // operator's key or, for an order, by the order's id (the change's).
         let claim = change
             .idempotency
             .as_ref()
-            .map(|claim| (claim.scope, claim.key.clone()));
+            .map(|claim| (claim.scope, claim.key.clone()))
+            .or_else(|| {
+                change
+                    .settles
+                    .as_ref()
+                    .map(|_| (change.kind.scope(), change.id.to_string()))
+            });
         Box::pin(
             async move { store.apply_balance_change(&change).await }
                 .into_actor(self)
@@ -534,6 +542,7 @@ impl AccountActor {
                     match applied {
                         ChangeApplied::Applied => actor.balance += amount,
                         ChangeApplied::AlreadyApplied { .. } => actor.balance += unconfirmed,
+                        ChangeApplied::Refused => {}
                     }
                     actor.publish();
                     Ok(BalanceChanged {
@@ -605,6 +614,7 @@ impl Handler<Forfeit> for AccountActor {
             amount: -amount,
             reason: msg.reason.clone(),
             idempotency: None,
+            settles: None,
         });
         let store = self.store.clone();
         let id = self.id;

@@ -71,7 +71,7 @@ impl UncertainChanges {
         };
         self.count -= tried.changes.len();
         match applied {
-            ChangeApplied::Applied => Decimal::ZERO,
+            ChangeApplied::Applied | ChangeApplied::Refused => Decimal::ZERO,
             ChangeApplied::AlreadyApplied { change_id } => tried
                 .changes
                 .iter()

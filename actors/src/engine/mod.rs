@@ -393,12 +393,24 @@ impl Engine {
             amount,
             reason,
             idempotency,
+            settles: None,
         };
         let changed = addr
             .send(ApplyChange(change))
             .await
             .map_err(|_| EngineError::Stopped)??;
         Ok(changed)
+    }
+
+    /// Applies a change made whole by the caller (its id, and what it
+    /// [settles](BalanceChange::settles)) through its account's actor: a paid recharge order,
+    /// whose id is the order's.
+    pub async fn apply_change(&self, change: BalanceChange) -> Result<BalanceChanged, EngineError> {
+        let addr = self.actor(change.account_id).await?;
+        addr.send(ApplyChange(change))
+            .await
+            .map_err(|_| EngineError::Stopped)?
+            .map_err(EngineError::from)
     }
 
     pub async fn set_status(

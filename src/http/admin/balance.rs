@@ -220,6 +220,10 @@ async fn change_balance(
                 .ok_or_else(|| ApiError::internal("a claimed idempotency key has no record"))?;
             replay(&state, &row, &claim, record).await
         }
+        // Only a change that settles something (an order) is refused; a credit settles none.
+        ChangeApplied::Refused => Err(ApiError::internal(
+            "an operator's credit was refused by the store",
+        )),
     }
 }
 

@@ -4,8 +4,10 @@
 
 pub mod accounts;
 pub mod balance;
+pub mod codes;
 pub mod flush;
 pub mod keys;
+pub mod payments;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

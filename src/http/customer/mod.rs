@@ -7,6 +7,10 @@ pub mod auth;
 pub mod history;
 pub mod keys;
 pub mod me;
+pub mod payments;
+pub mod pricing;
+pub mod recharges;
+pub mod redeem;
 pub mod throttle;
 
 use actix_web::{web, HttpRequest};
@@ -14,7 +18,7 @@ use serde_json::{Map, Value};
 
 use self::throttle::{LoginThrottle, SignupThrottle};
 use super::error::ApiError;
-use crate::config::AccountSettings;
+use crate::config::{AccountSettings, PaymentSettings};
 
 /// The largest body any customer route reads: its fields are a few short strings. Larger
 /// bodies get 413 before they are parsed.
@@ -24,13 +28,19 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct CustomerGuards {
     pub signups: SignupThrottle,
     pub logins: LoginThrottle,
+    /// Failed redemption-code attempts, per client address and per account.
+    pub redemptions: LoginThrottle,
 }
 
 impl CustomerGuards {
-    pub fn new(settings: &AccountSettings) -> CustomerGuards {
+    pub fn new(settings: &AccountSettings, payments: &PaymentSettings) -> CustomerGuards {
         CustomerGuards {
             signups: SignupThrottle::new(settings),
             logins: LoginThrottle::new(settings),
+            redemptions: LoginThrottle::per_minute(
+                payments.redeem_failures_per_ip_per_minute,
+                payments.redeem_failures_per_account_per_minute,
+            ),
         }
     }
 
@@ -38,6 +48,7 @@ impl CustomerGuards {
     pub fn prune(&self) {
         self.signups.prune();
         self.logins.prune();
+        self.redemptions.prune();
     }
 }
 
@@ -63,6 +74,23 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/usage.csv", web::get().to(history::usage_csv))
         .route("/usage/daily", web::get().to(history::daily))
         .route("/ledger", web::get().to(history::ledger))
+        .route("/recharges", web::post().to(recharges::create))
+        .route("/recharges", web::get().to(recharges::list))
+        .route("/recharges/{id}", web::get().to(recharges::get))
+        .route(
+            "/payments/epay/notify",
+            web::get().to(payments::epay_notify_get),
+        )
+        .route(
+            "/payments/epay/notify",
+            web::post().to(payments::epay_notify_post),
+        )
+        .route(
+            "/payments/webhook",
+            web::post().to(payments::payment_webhook),
+        )
+        .route("/pricing", web::get().to(pricing::pricing))
+        .route("/redeem", web::post().to(redeem::redeem))
         .route(
             "/openapi.json",
             web::get().to(crate::http::openapi::openapi_json),

@@ -103,6 +103,17 @@ impl LoginThrottle {
         }
     }
 
+    /// A throttle of other failures by the same two keys, per minute: a client address, and
+    /// the account (any string that names it). 0 disables a side.
+    pub fn per_minute(per_ip: u32, per_account: u32) -> LoginThrottle {
+        LoginThrottle {
+            per_ip: keyed(Quota::per_minute, per_ip),
+            per_account: keyed(Quota::per_minute, per_account),
+            blocked_ips: DashMap::new(),
+            blocked_accounts: DashMap::new(),
+        }
+    }
+
     /// `Err(wait)` while the address or the email is blocked.
     pub fn check(&self, ip: IpAddr, email: &str) -> Result<(), Duration> {
         let now = Instant::now();

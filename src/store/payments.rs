@@ -1,0 +1,407 @@
+//! Money in: the operator's exchange rate and its history, and recharge orders
+//! (docs/adr/0022-recharge-orders.md). An order is paid only through
+//! [`PgStore::pay_order`], the store's side of a [`Settles::RechargeOrder`] change, which the
+//! account's actor sends ([`tollgate_actors::LedgerStore::apply_balance_change`]).
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use tokio_postgres::Row;
+use tollgate_actors::{AccountId, BalanceChange, ChangeApplied, PaymentPath, Settles};
+use uuid::Uuid;
+
+use super::{column, DbError, PgStore};
+
+/// The newest rate the operator set.
+const CURRENT_RATE: &str =
+    "SELECT cny_per_usd, set_by, set_at FROM exchange_rates ORDER BY id DESC LIMIT 1";
+const SET_RATE: &str = "
+    INSERT INTO exchange_rates (cny_per_usd, set_by) VALUES ($1, $2)
+    RETURNING cny_per_usd, set_by, set_at";
+const RATE_HISTORY: &str = "
+    SELECT cny_per_usd, set_by, set_at FROM exchange_rates ORDER BY id DESC LIMIT $1";
+
+const ORDER_COLUMNS: &str = "id, account_id, method, channel, amount_cny, cny_per_usd, \
+    amount_usd, status, provider, provider_ref, paid_at, review_reason, reported_cny, \
+    expires_at, created_at";
+
+/// An order is locked while it is paid, so that two payers of one order wait for each other.
+const LOCK_ORDER: &str = "
+    SELECT status, method, account_id, amount_usd, expires_at <= now() AS past
+    FROM recharge_orders WHERE id = $1 FOR UPDATE";
+const MARK_PAID: &str = "
+    UPDATE recharge_orders
+    SET status = 'paid', provider = $2, provider_ref = $3, paid_at = now(), confirm_reason = $4
+    WHERE id = $1";
+/// The credit and its ledger entry, inside the order's transaction (the same statement as an
+/// operator's credit: a change id entered already writes nothing).
+const CREDIT: &str = "
+    WITH upd AS (
+        UPDATE accounts SET balance = balance + $2 WHERE id = $1
+        AND NOT EXISTS (SELECT 1 FROM ledger WHERE change_id = $5)
+        RETURNING id, balance
+    )
+    INSERT INTO ledger (account_id, kind, amount, balance_after, reason, change_id)
+    SELECT id, $3, $2, balance, $4, $5 FROM upd";
+
+/// A rate as it was set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateRow {
+    pub cny_per_usd: Decimal,
+    pub set_by: String,
+    pub set_at: DateTime<Utc>,
+}
+
+/// A recharge order as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderRow {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub method: String,
+    pub channel: Option<String>,
+    pub amount_cny: Decimal,
+    pub cny_per_usd: Decimal,
+    pub amount_usd: Decimal,
+    pub status: String,
+    pub provider: Option<String>,
+    pub provider_ref: Option<String>,
+    pub paid_at: Option<DateTime<Utc>>,
+    pub review_reason: Option<String>,
+    pub reported_cny: Option<Decimal>,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl OrderRow {
+    fn from_row(row: &Row) -> Result<OrderRow, DbError> {
+        Ok(OrderRow {
+            id: column(row, "id")?,
+            account_id: column(row, "account_id")?,
+            method: column(row, "method")?,
+            channel: column(row, "channel")?,
+            amount_cny: column(row, "amount_cny")?,
+            cny_per_usd: column(row, "cny_per_usd")?,
+            amount_usd: column(row, "amount_usd")?,
+            status: column(row, "status")?,
+            provider: column(row, "provider")?,
+            provider_ref: column(row, "provider_ref")?,
+            paid_at: column(row, "paid_at")?,
+            review_reason: column(row, "review_reason")?,
+            reported_cny: column(row, "reported_cny")?,
+            expires_at: column(row, "expires_at")?,
+            created_at: column(row, "created_at")?,
+        })
+    }
+}
+
+/// An order to create: its terms are fixed from then on.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    pub id: Uuid,
+    pub account_id: Uuid,
+    pub method: &'static str,
+    pub channel: Option<String>,
+    pub amount_cny: Decimal,
+    pub cny_per_usd: Decimal,
+    pub amount_usd: Decimal,
+    pub expires_at: DateTime<Utc>,
+}
+
+fn rate_row(row: &Row) -> Result<RateRow, DbError> {
+    Ok(RateRow {
+        cny_per_usd: column(row, "cny_per_usd")?,
+        set_by: column(row, "set_by")?,
+        set_at: column(row, "set_at")?,
+    })
+}
+
+impl PgStore {
+    /// The rate the operator set last; `None` while the configuration's stands.
+    pub async fn current_rate(&self) -> Result<Option<RateRow>, DbError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(CURRENT_RATE, &[]).await?;
+        row.as_ref().map(rate_row).transpose()
+    }
+
+    pub async fn set_rate(&self, cny_per_usd: Decimal, set_by: &str) -> Result<RateRow, DbError> {
+        let client = self.pool.get().await?;
+        let row = client.query_one(SET_RATE, &[&cny_per_usd, &set_by]).await?;
+        rate_row(&row)
+    }
+
+    /// The rates set, newest first.
+    pub async fn rate_history(&self, limit: i64) -> Result<Vec<RateRow>, DbError> {
+        let client = self.pool.get().await?;
+        let rows = client.query(RATE_HISTORY, &[&limit]).await?;
+        rows.iter().map(rate_row).collect()
+    }
+
+    pub async fn create_order(&self, order: &NewOrder) -> Result<OrderRow, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "INSERT INTO recharge_orders (id, account_id, method, channel, amount_cny, \
+             cny_per_usd, amount_usd, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             RETURNING {ORDER_COLUMNS}"
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &order.id,
+                    &order.account_id,
+                    &order.method,
+                    &order.channel,
+                    &order.amount_cny,
+                    &order.cny_per_usd,
+                    &order.amount_usd,
+                    &order.expires_at,
+                ],
+            )
+            .await?;
+        OrderRow::from_row(&row)
+    }
+
+    /// How many orders of an account are pending.
+    pub async fn pending_orders_of(&self, account: Uuid) -> Result<i64, DbError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM recharge_orders WHERE account_id = $1 AND status = 'pending'",
+                &[&account],
+            )
+            .await?;
+        column(&row, "count")
+    }
+
+    pub async fn order(&self, id: Uuid) -> Result<Option<OrderRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM recharge_orders WHERE id = $1");
+        let row = client.query_opt(&sql, &[&id]).await?;
+        row.as_ref().map(OrderRow::from_row).transpose()
+    }
+
+    /// An account's orders, newest first, at most `limit`, older than `before` if given.
+    pub async fn orders_of(
+        &self,
+        account: Uuid,
+        before: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM recharge_orders WHERE account_id = $1 \
+             AND ($2::timestamptz IS NULL OR created_at < $2) \
+             ORDER BY created_at DESC, id DESC LIMIT $3"
+        );
+        let rows = client.query(&sql, &[&account, &before, &limit]).await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Unpaid EPay orders made at least `min_age_secs` ago and at most a day before they
+    /// expired, newest first, expired ones included (a payment may have landed just before
+    /// the expiry, or the gateway could not be asked then): what the re-query job asks the
+    /// gateway about. Newest first, so that a flood of old orders cannot hide a new one.
+    pub async fn pending_epay_orders(
+        &self,
+        min_age_secs: i64,
+        limit: i64,
+    ) -> Result<Vec<OrderRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {ORDER_COLUMNS} FROM recharge_orders WHERE status IN ('pending', 'expired') \
+             AND method = 'epay' AND review_reason IS NULL \
+             AND created_at <= now() - make_interval(secs => $1::int) \
+             AND expires_at > now() - interval '1 day' \
+             ORDER BY created_at DESC LIMIT $2"
+        );
+        let min_age = i32::try_from(min_age_secs).unwrap_or(i32::MAX);
+        let rows = client.query(&sql, &[&min_age, &limit]).await?;
+        rows.iter().map(OrderRow::from_row).collect()
+    }
+
+    /// Pending orders past their expiry become `expired`, unless flagged for review (an
+    /// operator decides those); how many did.
+    pub async fn expire_orders(&self) -> Result<u64, DbError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE recharge_orders SET status = 'expired' \
+                 WHERE status = 'pending' AND expires_at < now() AND review_reason IS NULL",
+                &[],
+            )
+            .await?)
+    }
+
+    /// Flags an order for an operator: a payment was reported that could not be credited
+    /// (an unpaid order), or a second payment of a paid one. The first reason stays.
+    pub async fn flag_order(
+        &self,
+        id: Uuid,
+        reason: &str,
+        reported_cny: Option<Decimal>,
+    ) -> Result<(), DbError> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "UPDATE recharge_orders SET review_reason = COALESCE(review_reason, $2), \
+                 reported_cny = COALESCE(reported_cny, $3) WHERE id = $1",
+                &[&id, &reason, &reported_cny],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Writes a change that settles something (ADR 0022): what it settles, the balance and
+    /// the ledger entry, in one transaction, or nothing.
+    pub(super) async fn settle(
+        &self,
+        change: &BalanceChange,
+        settles: &Settles,
+    ) -> Result<ChangeApplied, DbError> {
+        match settles {
+            Settles::RechargeOrder {
+                path,
+                provider,
+                provider_ref,
+                reason,
+            } => {
+                self.pay_order(change, *path, provider, provider_ref, reason.as_deref())
+                    .await
+            }
+            Settles::RedemptionCode => self.redeem_code(change).await,
+        }
+    }
+
+    /// Pays the order a change settles, credits its account and enters the credit in the
+    /// ledger, in one transaction. Paid already, under any reference:
+    /// [`ChangeApplied::AlreadyApplied`], nothing written. Not payable (expired, made for
+    /// another path, or the reference paid another order): [`ChangeApplied::Refused`].
+    async fn pay_order(
+        &self,
+        change: &BalanceChange,
+        path: PaymentPath,
+        provider: &str,
+        provider_ref: &str,
+        reason: Option<&str>,
+    ) -> Result<ChangeApplied, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(order) = tx.query_opt(LOCK_ORDER, &[&change.id]).await? else {
+            return Ok(ChangeApplied::Refused);
+        };
+        let status: String = column(&order, "status")?;
+        let method: String = column(&order, "method")?;
+        let account: AccountId = column(&order, "account_id")?;
+        let amount: Decimal = column(&order, "amount_usd")?;
+        // Past its time the order is closed to the providers even before the expiry job
+        // marks it; an operator may still confirm it.
+        let past: bool = column(&order, "past")?;
+        if account != change.account_id || amount != change.amount {
+            return Err(DbError::Config(format!(
+                "recharge order {} is not the change's: another account or amount",
+                change.id
+            )));
+        }
+        let payable = match (status.as_str(), path) {
+            ("paid", _) => {
+                return Ok(ChangeApplied::AlreadyApplied {
+                    change_id: change.id,
+                })
+            }
+            ("pending", PaymentPath::Epay) => method == "epay" && !past,
+            ("pending", PaymentPath::Webhook) => method == "webhook" && !past,
+            // An operator may confirm a payment that arrived after the order expired.
+            ("pending" | "expired", PaymentPath::Manual) => true,
+            _ => false,
+        };
+        if !payable {
+            return Ok(ChangeApplied::Refused);
+        }
+        let marked = tx
+            .execute(MARK_PAID, &[&change.id, &provider, &provider_ref, &reason])
+            .await
+            .map_err(DbError::from);
+        match marked {
+            Ok(_) => {}
+            // The reference paid another order already: one payment credits one order.
+            Err(error) if error.is_unique_violation() => return Ok(ChangeApplied::Refused),
+            Err(error) => return Err(error),
+        }
+        let kind = change.kind.as_str();
+        let credited = tx
+            .execute(
+                CREDIT,
+                &[
+                    &change.account_id,
+                    &change.amount,
+                    &kind,
+                    &change.reason,
+                    &change.id,
+                ],
+            )
+            .await?;
+        if credited != 1 {
+            return Err(DbError::Config(format!(
+                "recharge order {}: its account was not credited",
+                change.id
+            )));
+        }
+        tx.commit().await?;
+        Ok(ChangeApplied::Applied)
+    }
+
+    /// Redeems the code a change settles for the change's account, credits it and enters the
+    /// credit in the ledger, in one transaction. The conditional update takes the code's row
+    /// lock, so of two accounts redeeming one code at once the second waits, then finds it
+    /// redeemed.
+    async fn redeem_code(&self, change: &BalanceChange) -> Result<ChangeApplied, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let redeemed = tx
+            .query_opt(REDEEM, &[&change.id, &change.account_id, &change.amount])
+            .await?;
+        if redeemed.is_none() {
+            let by: Option<Option<AccountId>> = tx
+                .query_opt(
+                    "SELECT redeemed_by FROM redemption_codes WHERE id = $1",
+                    &[&change.id],
+                )
+                .await?
+                .map(|row| column(&row, "redeemed_by"))
+                .transpose()?;
+            return Ok(match by {
+                Some(Some(by)) if by == change.account_id => ChangeApplied::AlreadyApplied {
+                    change_id: change.id,
+                },
+                _ => ChangeApplied::Refused,
+            });
+        }
+        let kind = change.kind.as_str();
+        let credited = tx
+            .execute(
+                CREDIT,
+                &[
+                    &change.account_id,
+                    &change.amount,
+                    &kind,
+                    &change.reason,
+                    &change.id,
+                ],
+            )
+            .await?;
+        if credited != 1 {
+            return Err(DbError::Config(format!(
+                "redemption code {}: its account was not credited",
+                change.id
+            )));
+        }
+        tx.commit().await?;
+        Ok(ChangeApplied::Applied)
+    }
+}
+
+/// Marks a code redeemed if it is not yet, has not expired, and is worth the change's amount.
+const REDEEM: &str = "
+    UPDATE redemption_codes SET redeemed_by = $2, redeemed_at = now()
+    WHERE id = $1 AND redeemed_by IS NULL AND amount_usd = $3
+      AND (expires_at IS NULL OR expires_at > now())
+    RETURNING id";
