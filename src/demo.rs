@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 use mock_anthropic::{MockConfig, MockServer};
+use mock_epay::MockEpay;
 use rust_decimal::Decimal;
 use tollgate_actors::CreditKind;
 
@@ -42,6 +43,18 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         // The simulated upstream is on loopback: never through the environment's proxy.
         proxy: Some(String::new()),
     }];
+    // A simulated EPay gateway, so that a recharge can be paid by hand in a browser.
+    let epay = MockEpay::start(mock_epay::Config::default(), "127.0.0.1:0")
+        .await
+        .context("starting the simulated EPay gateway")?;
+    settings.payments.epay.gateway_url = epay.base_url();
+    settings.payments.epay.pid = epay.pid().to_owned();
+    settings.payments.epay.key = epay.key().to_owned();
+    settings.payments.epay.requery_secs = 10;
+    if settings.server.public_url.is_empty() {
+        // The gateway's notify comes back here.
+        settings.server.public_url = format!("http://{}", settings.server.listen);
+    }
     settings.database.create_if_missing = true;
     // A demo has no mail server to receive a verification link.
     settings.accounts.require_email_verification = false;
@@ -120,8 +133,25 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         account.id, settings.admin.token
     );
     println!();
+    println!(
+        "Recharge in CNY through the simulated EPay gateway at {}:",
+        epay.base_url()
+    );
+    println!(
+        "  curl -s {base}/api/v1/auth/register -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password\"}}'"
+    );
+    println!(
+        "  curl -s {base}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password\"}}'"
+    );
+    println!("  TOKEN=<the token of that answer>");
+    println!(
+        "  curl -s {base}/api/v1/recharges -H \"authorization: Bearer $TOKEN\" -H 'content-type: application/json' -d '{{\"amount_cny\":\"72.00\",\"method\":\"epay\"}}'"
+    );
+    println!("  then open its pay_url in a browser and press Pay; GET {base}/api/v1/me shows the balance.");
+    println!();
     println!("Ctrl-C stops it (in-flight streams finish and usage is flushed first).");
     app.run_until_stopped().await?;
     mock.stop().await;
+    epay.stop().await;
     Ok(())
 }
