@@ -219,3 +219,129 @@ async fn bad_batches_get_a_400_that_names_the_field_and_make_nothing() {
     }
     assert_eq!(app.admin_get("/redemption-codes").await["data"], json!([]));
 }
+
+/// The books after a mixed run: recharges (webhook and EPay-free paths), redemptions, an
+/// operator's credit and adjustment, and metered usage. Over all accounts, the credits of
+/// every kind less the usage equal the balances, each kind of credit equals what paid it,
+/// and every account's balance is the sum of its ledger.
+#[actix_web::test]
+async fn the_books_balance_after_a_mixed_run_of_recharges_codes_credits_and_usage() {
+    let app = spawn_app_with(MockConfig::default(), with_webhook).await;
+    let mut payers = Vec::new();
+    for n in 0..3 {
+        payers.push(app.payer(&format!("books-{n}@example.com")).await);
+    }
+    let codes = app.codes(3, "2.5").await;
+    for (n, payer) in payers.iter().enumerate() {
+        let order = app
+            .recharge(
+                payer,
+                json!({"amount_cny": format!("{}.00", 10 * (n + 1)), "method": "webhook"}),
+            )
+            .await;
+        let paid = json!({"order_id": order["id"], "provider": "bank", "provider_ref": format!("ref-{n}"),
+            "amount_cny": order["amount_cny"], "status": "paid"});
+        let raw = serde_json::to_vec(&paid).unwrap();
+        let signed = tollgate::payments::webhook::signature_header(
+            crate::payments::WEBHOOK_SECRET,
+            chrono::Utc::now().timestamp(),
+            &raw,
+        );
+        let answer = app
+            .http
+            .post(format!("{}/api/v1/payments/webhook", app.base))
+            .header("content-type", "application/json")
+            .header("tollgate-signature", signed)
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        assert_eq!(app.redeem(payer, &codes[n]).await.status(), 200);
+    }
+    app.credit(&payers[0].id, "1.25").await;
+    let adjusted = app
+        .admin(Method::POST, &format!("/accounts/{}/adjust", payers[1].id))
+        .json(&json!({"amount_usd": "-0.5", "reason": "a correction"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(adjusted.status(), 200);
+    // Usage: each payer makes a key and a few metered requests.
+    for payer in &payers {
+        let created: Value = app
+            .api(Method::POST, "/keys")
+            .bearer_auth(&payer.token)
+            .json(&json!({"name": "books"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = created["key"].as_str().unwrap();
+        for _ in 0..3 {
+            let body = message_body("claude-haiku-5-5", 32, false, json!({"output_tokens": 20}));
+            let answer = app.messages(key, &body).send().await.unwrap();
+            assert_eq!(answer.status(), 200);
+        }
+    }
+    app.flush().await;
+
+    let db = app.db().await;
+    let sum = |sql: &'static str| {
+        let db = &db;
+        async move {
+            let row = db.query_one(sql, &[]).await.unwrap();
+            row.get::<_, Option<Decimal>>(0).unwrap_or_default()
+        }
+    };
+    let balances = sum("SELECT sum(balance) FROM accounts").await;
+    let ledger = sum("SELECT sum(amount) FROM ledger").await;
+    let usage = sum("SELECT sum(cost) FROM usage").await;
+    let credits = sum("SELECT sum(amount) FROM ledger WHERE kind <> 'usage'").await;
+    assert!(usage > Decimal::ZERO);
+    assert_eq!(
+        credits - usage,
+        balances,
+        "credits of every kind less usage"
+    );
+    assert_eq!(ledger, balances);
+    assert_eq!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'recharge'").await,
+        sum("SELECT sum(amount_usd) FROM recharge_orders WHERE status = 'paid'").await
+    );
+    assert_eq!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'redemption'").await,
+        sum("SELECT sum(amount_usd) FROM redemption_codes WHERE redeemed_by IS NOT NULL").await
+    );
+    assert_eq!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'usage'").await,
+        -usage
+    );
+    let per_account = db
+        .query(
+            "SELECT a.id FROM accounts a LEFT JOIN ledger l ON l.account_id = a.id \
+             GROUP BY a.id, a.balance HAVING a.balance <> COALESCE(sum(l.amount), 0)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(
+        per_account.is_empty(),
+        "an account's balance is the sum of its ledger"
+    );
+    for payer in &payers {
+        let live = app.balance(&payer.id).await;
+        let id: uuid::Uuid = payer.id.parse().unwrap();
+        let stored: Decimal = db
+            .query_one("SELECT balance FROM accounts WHERE id = $1", &[&id])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            live, stored,
+            "the actor's balance is the stored one once flushed"
+        );
+    }
+}
