@@ -138,10 +138,10 @@ pub async fn run(config: Option<&Path>) -> anyhow::Result<()> {
         epay.base_url()
     );
     println!(
-        "  curl -s {base}/api/v1/auth/register -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password\"}}'"
+        "  curl -s {base}/api/v1/auth/register -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password 42\"}}'"
     );
     println!(
-        "  curl -s {base}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password\"}}'"
+        "  curl -s {base}/api/v1/auth/login -H 'content-type: application/json' -d '{{\"email\":\"me@example.com\",\"password\":\"a long password 42\"}}'"
     );
     println!("  TOKEN=<the token of that answer>");
     println!(
