@@ -965,3 +965,47 @@ async fn an_account_has_at_most_ten_pending_orders() {
         10
     );
 }
+
+#[actix_web::test]
+async fn the_credit_itself_refuses_a_path_that_did_not_make_the_order() {
+    // The handlers check an order's path before they credit it; the transaction checks it
+    // again, so that no caller can pay a webhook order as EPay, or the reverse.
+    let app = spawn_app_with(MockConfig::default(), with_webhook).await;
+    let payer = app.payer("path-check@example.com").await;
+    let order = app
+        .recharge(&payer, json!({"amount_cny": "7.20", "method": "webhook"}))
+        .await;
+    let id: uuid::Uuid = order["id"].as_str().unwrap().parse().unwrap();
+    let account: uuid::Uuid = payer.id.parse().unwrap();
+    let change = |path, provider: &str| tollgate_actors::BalanceChange {
+        id,
+        account_id: account,
+        kind: tollgate_actors::CreditKind::Recharge,
+        amount: dec("1"),
+        reason: "a test".into(),
+        idempotency: None,
+        settles: Some(tollgate_actors::Settles::RechargeOrder {
+            path,
+            provider: provider.into(),
+            provider_ref: "T1".into(),
+            reason: None,
+        }),
+    };
+    let refused = app
+        .engine
+        .apply_change(change(tollgate_actors::PaymentPath::Epay, "epay"))
+        .await
+        .unwrap();
+    assert_eq!(refused.applied, tollgate_actors::ChangeApplied::Refused);
+    assert_eq!(app.balance(&payer.id).await, Decimal::ZERO);
+    let paid = app
+        .engine
+        .apply_change(change(
+            tollgate_actors::PaymentPath::Webhook,
+            "webhook:bank",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(paid.applied, tollgate_actors::ChangeApplied::Applied);
+    assert_eq!(paid.balance, dec("1"));
+}
