@@ -62,6 +62,10 @@ pub struct PaymentSettings {
     pub redeem_failures_per_account_per_minute: u32,
     /// Whether a redeemed code counts as a first recharge for the inviter's referral reward.
     pub redemption_counts_as_first_recharge: bool,
+    /// An inviter's reward, as a share of the invitee's first paid recharge in USD: 0 to 1,
+    /// at most 6 decimals; 0 pays none.
+    #[serde(with = "rust_decimal::serde::str")]
+    pub referral_ratio: Decimal,
 }
 
 impl Default for PaymentSettings {
@@ -76,6 +80,7 @@ impl Default for PaymentSettings {
             redeem_failures_per_ip_per_minute: 10,
             redeem_failures_per_account_per_minute: 5,
             redemption_counts_as_first_recharge: false,
+            referral_ratio: Decimal::new(5, 2),
         }
     }
 }
@@ -125,6 +130,15 @@ impl PaymentSettings {
             if amount <= Decimal::ZERO || amount.normalize().scale() > 2 {
                 return invalid(field, "must be a positive amount with at most 2 decimals");
             }
+        }
+        if self.referral_ratio < Decimal::ZERO
+            || self.referral_ratio > Decimal::ONE
+            || self.referral_ratio.normalize().scale() > 6
+        {
+            return invalid(
+                "payments.referral_ratio",
+                "must be between 0 and 1, with at most 6 decimals",
+            );
         }
         if self.min_cny > self.max_cny {
             return invalid("payments.min_cny", "must not exceed payments.max_cny");

@@ -252,7 +252,8 @@ impl Application {
         // Before anything is read or written: a second instance must not even migrate.
         let instance = InstanceLock::acquire(&settings.database.url).await?;
         let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?
-            .with_flush_spread(Duration::from_millis(settings.metering.flush_interval_ms) / 2);
+            .with_flush_spread(Duration::from_millis(settings.metering.flush_interval_ms) / 2)
+            .with_referral_ratio(settings.payments.referral_ratio);
         let applied = store.migrate().await.context("applying migrations")?;
         if applied > 0 {
             tracing::info!(applied, "applied migrations");

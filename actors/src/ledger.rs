@@ -25,6 +25,10 @@ pub enum CreditKind {
     Recharge,
     /// A redemption code, redeemed: its USD.
     Redemption,
+    /// An inviter's reward for an invitee's first paid recharge.
+    ReferralReward,
+    /// A referral reward taken back by an operator (negative).
+    ReferralReversal,
 }
 
 impl CreditKind {
@@ -35,6 +39,8 @@ impl CreditKind {
             CreditKind::Forfeiture => "forfeiture",
             CreditKind::Recharge => "recharge",
             CreditKind::Redemption => "redemption",
+            CreditKind::ReferralReward => "referral_reward",
+            CreditKind::ReferralReversal => "referral_reversal",
         }
     }
 
@@ -46,6 +52,8 @@ impl CreditKind {
             CreditKind::Forfeiture => "forfeit",
             CreditKind::Recharge => "recharge",
             CreditKind::Redemption => "redeem",
+            CreditKind::ReferralReward => "referral",
+            CreditKind::ReferralReversal => "referral-reversal",
         }
     }
 }
@@ -89,6 +97,13 @@ pub enum Settles {
     /// this account: [`ChangeApplied::AlreadyApplied`]; by another, or expired:
     /// [`ChangeApplied::Refused`].
     RedemptionCode,
+    /// A referral reward, from `pending` to `paid` to the change's account (the inviter). The
+    /// change's id is the reward's, and its amount the reward's: a reward credits once.
+    ReferralReward,
+    /// A paid referral reward, from `paid` to `reversed`, debited from the change's account
+    /// (the inviter) by the reward's amount; the balance may go below zero. The change's id
+    /// is derived from the reward's, so that a reward is reversed once.
+    ReferralReversal { reward_id: Uuid, reason: String },
 }
 
 /// Which path reports a payment.

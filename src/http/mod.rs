@@ -167,6 +167,15 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/redemption-codes", web::post().to(admin::codes::create))
             .route("/redemption-codes", web::get().to(admin::codes::list))
+            .route("/referral-rewards", web::get().to(admin::referrals::list))
+            .route(
+                "/referral-rewards/{id}/approve",
+                web::post().to(admin::referrals::approve),
+            )
+            .route(
+                "/referral-rewards/{id}/reverse",
+                web::post().to(admin::referrals::reverse),
+            )
             .default_service(web::to(customer::not_found)),
     );
 }

@@ -22,7 +22,7 @@ use tollgate_actors::{
 };
 
 use crate::config::PaymentSettings;
-use crate::store::{DbError, OrderRow, PgStore};
+use crate::store::{DbError, OrderRow, PgStore, RewardRow};
 use tollgate_actors::Engine;
 
 /// Lowercase hex, as both providers' signatures are written.
@@ -160,6 +160,17 @@ pub async fn credit_order(
             );
             metrics::counter!("tollgate_recharges_credited_total", "provider" => provider_label(&provider))
                 .increment(1);
+            // The inviter's reward, earned in the recharge's transaction, is credited now;
+            // should this fail, the background job credits it.
+            match store.reward_of_order(order.id).await {
+                Ok(Some(reward)) if reward.status == "pending" => {
+                    pay_reward(engine, &reward).await;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(order_id = %order.id, %error, "reading a recharge's referral reward failed; the background job credits it");
+                }
+            }
             Credited::Now
         }
         ChangeApplied::AlreadyApplied { .. } => {
@@ -177,6 +188,32 @@ pub async fn credit_order(
         }
         ChangeApplied::Refused => Credited::Refused,
     })
+}
+
+/// Credits a pending referral reward to its inviter through the inviter's actor; whether it
+/// was credited now. Failures are logged: the background job tries again.
+pub async fn pay_reward(engine: &Engine, reward: &RewardRow) -> bool {
+    let change = BalanceChange {
+        id: reward.id,
+        account_id: reward.inviter_id,
+        kind: CreditKind::ReferralReward,
+        amount: reward.amount_usd,
+        reason: "referral reward: an invitee's first recharge".into(),
+        idempotency: None,
+        settles: Some(Settles::ReferralReward),
+    };
+    match engine.apply_change(change).await {
+        Ok(changed) => {
+            if changed.applied == ChangeApplied::Applied {
+                tracing::info!(reward_id = %reward.id, inviter_id = %reward.inviter_id, amount_usd = %reward.amount_usd, "referral reward credited");
+            }
+            changed.applied == ChangeApplied::Applied
+        }
+        Err(error) => {
+            tracing::warn!(reward_id = %reward.id, %error, "crediting a referral reward failed; the background job retries");
+            false
+        }
+    }
 }
 
 /// The provider's kind, for a metric label of bounded cardinality.
@@ -218,6 +255,15 @@ pub async fn requery_loop(
         }
         if settings.epay_enabled() && settings.epay.requery_secs > 0 {
             requery_once(&engine, &store, &settings, &client).await;
+        }
+        // Rewards a crash (or a failed credit) left earned and not credited.
+        match store.pending_rewards(REQUERY_BATCH).await {
+            Ok(rewards) => {
+                for reward in rewards {
+                    pay_reward(&engine, &reward).await;
+                }
+            }
+            Err(error) => tracing::warn!(%error, "reading pending referral rewards failed"),
         }
         match store.expire_orders().await {
             Ok(0) => {}

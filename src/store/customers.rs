@@ -16,8 +16,8 @@ const CUSTOMER_COLUMNS: &str =
 
 const INSERT_CUSTOMER: &str = "
     INSERT INTO accounts (id, email, password_hash, requests_per_minute, tokens_per_minute,
-                          max_concurrent, email_verified, invited_by, language)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                          max_concurrent, email_verified, invited_by, language, signup_ip)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
     RETURNING id, email, status, email_verified, invite_code, language, created_at";
 
 const SELECT_INVITER: &str = "SELECT id FROM accounts WHERE invite_code = $1";
@@ -124,6 +124,8 @@ pub struct NewCustomer<'a> {
     pub email_verified: bool,
     pub invited_by: Option<Uuid>,
     pub language: &'a str,
+    /// The client address it registered from, for the referral rewards' network check.
+    pub signup_ip: Option<std::net::IpAddr>,
     /// The verification link's token, with its expiry, when one is due.
     pub verification: Option<(&'a TokenHash, DateTime<Utc>)>,
     /// The email that carries it, when there is a mail server to send it.
@@ -149,6 +151,7 @@ impl PgStore {
                     &new.email_verified,
                     &new.invited_by,
                     &new.language,
+                    &new.signup_ip,
                 ],
             )
             .await

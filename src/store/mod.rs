@@ -40,7 +40,7 @@ pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
 pub use ledger::{IdempotencyRecord, StoredAnswer, IDEMPOTENCY_RETENTION_DAYS};
 pub use outbox::{OutgoingEmail, QueuedEmail};
-pub use payments::{NewOrder, OrderRow, RateRow};
+pub use payments::{NewOrder, OrderRow, RateRow, RewardRow};
 use tls::PgTarget;
 pub use tls::Transport;
 
@@ -63,6 +63,9 @@ pub struct PgStore {
     flush_spread: std::time::Duration,
     /// How its connections are secured, as `database.url` asked.
     transport: Transport,
+    /// The inviter's reward, as a share of an invitee's first paid recharge
+    /// ([`PgStore::with_referral_ratio`]).
+    referral_ratio: rust_decimal::Decimal,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +126,12 @@ impl PgStore {
         self
     }
 
+    /// Rewards an inviter with `ratio` of the invitee's first paid recharge (0: none).
+    pub fn with_referral_ratio(mut self, ratio: rust_decimal::Decimal) -> PgStore {
+        self.referral_ratio = ratio;
+        self
+    }
+
     /// A pool of connections to `url`, over TLS when its `sslmode` asks
     /// ([`Transport`]). Nothing connects until the first use.
     pub fn connect(url: &str, pool_size: usize) -> Result<PgStore, DbError> {
@@ -156,6 +165,7 @@ impl PgStore {
             pool,
             flush_spread: std::time::Duration::ZERO,
             transport,
+            referral_ratio: rust_decimal::Decimal::ZERO,
         })
     }
 

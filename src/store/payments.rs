@@ -268,6 +268,10 @@ impl PgStore {
                     .await
             }
             Settles::RedemptionCode => self.redeem_code(change).await,
+            Settles::ReferralReward => self.pay_reward(change).await,
+            Settles::ReferralReversal { reward_id, reason } => {
+                self.reverse_reward(change, *reward_id, reason).await
+            }
         }
     }
 
@@ -326,27 +330,181 @@ impl PgStore {
             Err(error) if error.is_unique_violation() => return Ok(ChangeApplied::Refused),
             Err(error) => return Err(error),
         }
-        let kind = change.kind.as_str();
-        let credited = tx
-            .execute(
-                CREDIT,
-                &[
-                    &change.account_id,
-                    &change.amount,
-                    &kind,
-                    &change.reason,
-                    &change.id,
-                ],
+        enter(&tx, change).await?;
+        // The inviter's reward, if this is the invitee's first paid recharge: earned in the
+        // same transaction, so that it exists exactly when the recharge does; the unique
+        // invitee makes a second first recharge earn nothing.
+        let reward = (change.amount * self.referral_ratio)
+            .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
+        if reward > Decimal::ZERO {
+            tx.execute(
+                EARN_REWARD,
+                &[&Uuid::now_v7(), &change.account_id, &change.id, &reward],
             )
             .await?;
-        if credited != 1 {
-            return Err(DbError::Config(format!(
-                "recharge order {}: its account was not credited",
-                change.id
-            )));
         }
         tx.commit().await?;
         Ok(ChangeApplied::Applied)
+    }
+
+    /// Credits a pending referral reward to its inviter, marking it paid, in one
+    /// transaction. Paid already: [`ChangeApplied::AlreadyApplied`]; held or reversed:
+    /// [`ChangeApplied::Refused`].
+    async fn pay_reward(&self, change: &BalanceChange) -> Result<ChangeApplied, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let marked = tx
+            .query_opt(
+                PAY_REWARD,
+                &[&change.id, &change.account_id, &change.amount],
+            )
+            .await?;
+        if marked.is_none() {
+            let status: Option<String> = tx
+                .query_opt(
+                    "SELECT status FROM referral_rewards WHERE id = $1",
+                    &[&change.id],
+                )
+                .await?
+                .map(|row| column(&row, "status"))
+                .transpose()?;
+            return Ok(match status.as_deref() {
+                Some("paid") => ChangeApplied::AlreadyApplied {
+                    change_id: change.id,
+                },
+                _ => ChangeApplied::Refused,
+            });
+        }
+        enter(&tx, change).await?;
+        tx.commit().await?;
+        Ok(ChangeApplied::Applied)
+    }
+
+    /// Reverses a paid reward: marks it reversed and debits its inviter, in one transaction.
+    /// Reversed already: [`ChangeApplied::AlreadyApplied`]; not paid: [`ChangeApplied::Refused`].
+    async fn reverse_reward(
+        &self,
+        change: &BalanceChange,
+        reward_id: Uuid,
+        reason: &str,
+    ) -> Result<ChangeApplied, DbError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let marked = tx
+            .query_opt(
+                "UPDATE referral_rewards SET status = 'reversed', hold_reason = $4 \
+                 WHERE id = $1 AND inviter_id = $2 AND amount_usd = -($3::numeric) AND status = 'paid' \
+                 RETURNING id",
+                &[&reward_id, &change.account_id, &change.amount, &reason],
+            )
+            .await?;
+        if marked.is_none() {
+            let status: Option<String> = tx
+                .query_opt(
+                    "SELECT status FROM referral_rewards WHERE id = $1",
+                    &[&reward_id],
+                )
+                .await?
+                .map(|row| column(&row, "status"))
+                .transpose()?;
+            return Ok(match status.as_deref() {
+                Some("reversed") => ChangeApplied::AlreadyApplied {
+                    change_id: change.id,
+                },
+                _ => ChangeApplied::Refused,
+            });
+        }
+        enter(&tx, change).await?;
+        tx.commit().await?;
+        Ok(ChangeApplied::Applied)
+    }
+
+    /// One reward.
+    pub async fn reward(&self, id: Uuid) -> Result<Option<RewardRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!("SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE id = $1");
+        let row = client.query_opt(&sql, &[&id]).await?;
+        row.as_ref().map(RewardRow::from_row).transpose()
+    }
+
+    /// Rewards, newest first, of one status if given.
+    pub async fn rewards(
+        &self,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RewardRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {REWARD_COLUMNS} FROM referral_rewards \
+             WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC LIMIT $2"
+        );
+        let rows = client.query(&sql, &[&status, &limit]).await?;
+        rows.iter().map(RewardRow::from_row).collect()
+    }
+
+    /// Moves a held reward to `from` → `to` (held → pending to approve it, held → reversed to
+    /// cancel it); whether it was in `from`.
+    pub async fn move_reward(
+        &self,
+        id: Uuid,
+        from: &str,
+        to: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, DbError> {
+        let client = self.pool.get().await?;
+        let moved = client
+            .execute(
+                "UPDATE referral_rewards SET status = $3, hold_reason = COALESCE($4, hold_reason) \
+                 WHERE id = $1 AND status = $2",
+                &[&id, &from, &to, &reason],
+            )
+            .await?;
+        Ok(moved == 1)
+    }
+
+    /// The reward an order earned, if any.
+    pub async fn reward_of_order(&self, order: Uuid) -> Result<Option<RewardRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!("SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE order_id = $1");
+        let row = client.query_opt(&sql, &[&order]).await?;
+        row.as_ref().map(RewardRow::from_row).transpose()
+    }
+
+    /// Rewards earned and not credited yet, oldest first: what a crash between a recharge and
+    /// its reward's credit left, for the background job.
+    pub async fn pending_rewards(&self, limit: i64) -> Result<Vec<RewardRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE status = 'pending' \
+             ORDER BY created_at LIMIT $1"
+        );
+        let rows = client.query(&sql, &[&limit]).await?;
+        rows.iter().map(RewardRow::from_row).collect()
+    }
+
+    /// An inviter's rewards, newest first, and how many accounts it invited.
+    pub async fn referrals_of(&self, inviter: Uuid) -> Result<(i64, Vec<RewardRow>), DbError> {
+        let client = self.pool.get().await?;
+        let invitees: i64 = column(
+            &client
+                .query_one(
+                    "SELECT count(*) FROM accounts WHERE invited_by = $1",
+                    &[&inviter],
+                )
+                .await?,
+            "count",
+        )?;
+        let sql = format!(
+            "SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE inviter_id = $1 \
+             ORDER BY created_at DESC LIMIT 500"
+        );
+        let rows = client.query(&sql, &[&inviter]).await?;
+        Ok((
+            invitees,
+            rows.iter()
+                .map(RewardRow::from_row)
+                .collect::<Result<_, _>>()?,
+        ))
     }
 
     /// Redeems the code a change settles for the change's account, credits it and enters the
@@ -375,28 +533,96 @@ impl PgStore {
                 _ => ChangeApplied::Refused,
             });
         }
-        let kind = change.kind.as_str();
-        let credited = tx
-            .execute(
-                CREDIT,
-                &[
-                    &change.account_id,
-                    &change.amount,
-                    &kind,
-                    &change.reason,
-                    &change.id,
-                ],
-            )
-            .await?;
-        if credited != 1 {
-            return Err(DbError::Config(format!(
-                "redemption code {}: its account was not credited",
-                change.id
-            )));
-        }
+        enter(&tx, change).await?;
         tx.commit().await?;
         Ok(ChangeApplied::Applied)
     }
+}
+
+/// Earns the inviter's reward for the invitee's first paid recharge ($2 the invitee, $3 the
+/// order): nothing if the invitee was not invited, its inviter is deleted, or a reward was
+/// earned already. Held for review when both signed up from the same /24 (IPv4) or /64
+/// (IPv6).
+const EARN_REWARD: &str = "
+    INSERT INTO referral_rewards (id, inviter_id, invitee_id, order_id, amount_usd, status, hold_reason)
+    SELECT $1, inviter.id, invitee.id, $3, $4,
+        CASE WHEN same_network THEN 'held' ELSE 'pending' END,
+        CASE WHEN same_network THEN 'the invitee signed up from the inviter''s network' END
+    FROM accounts invitee
+    JOIN accounts inviter ON inviter.id = invitee.invited_by
+    CROSS JOIN LATERAL (SELECT COALESCE(
+        family(invitee.signup_ip) = family(inviter.signup_ip)
+        AND network(set_masklen(invitee.signup_ip, CASE family(invitee.signup_ip) WHEN 4 THEN 24 ELSE 64 END))
+          = network(set_masklen(inviter.signup_ip, CASE family(inviter.signup_ip) WHEN 4 THEN 24 ELSE 64 END)),
+        false) AS same_network) net
+    WHERE invitee.id = $2 AND inviter.id <> invitee.id AND inviter.status <> 'deleted'
+    ON CONFLICT (invitee_id) DO NOTHING";
+
+/// Marks a pending reward paid, if it is the inviter's and of the change's amount.
+const PAY_REWARD: &str = "
+    UPDATE referral_rewards SET status = 'paid', paid_at = now()
+    WHERE id = $1 AND inviter_id = $2 AND amount_usd = $3 AND status = 'pending'
+    RETURNING id";
+
+const REWARD_COLUMNS: &str =
+    "id, inviter_id, invitee_id, order_id, amount_usd, status, hold_reason, created_at, paid_at";
+
+/// A referral reward as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardRow {
+    pub id: Uuid,
+    pub inviter_id: Uuid,
+    pub invitee_id: Uuid,
+    pub order_id: Uuid,
+    pub amount_usd: Decimal,
+    pub status: String,
+    pub hold_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub paid_at: Option<DateTime<Utc>>,
+}
+
+impl RewardRow {
+    fn from_row(row: &Row) -> Result<RewardRow, DbError> {
+        Ok(RewardRow {
+            id: column(row, "id")?,
+            inviter_id: column(row, "inviter_id")?,
+            invitee_id: column(row, "invitee_id")?,
+            order_id: column(row, "order_id")?,
+            amount_usd: column(row, "amount_usd")?,
+            status: column(row, "status")?,
+            hold_reason: column(row, "hold_reason")?,
+            created_at: column(row, "created_at")?,
+            paid_at: column(row, "paid_at")?,
+        })
+    }
+}
+
+/// Changes the balance of the change's account by its amount and enters it in the ledger,
+/// inside the transaction of what it settles.
+async fn enter(
+    tx: &tokio_postgres::Transaction<'_>,
+    change: &BalanceChange,
+) -> Result<(), DbError> {
+    let kind = change.kind.as_str();
+    let entered = tx
+        .execute(
+            CREDIT,
+            &[
+                &change.account_id,
+                &change.amount,
+                &kind,
+                &change.reason,
+                &change.id,
+            ],
+        )
+        .await?;
+    if entered != 1 {
+        return Err(DbError::Config(format!(
+            "{} {}: its account's balance was not changed (no account, or the change was entered before)",
+            kind, change.id
+        )));
+    }
+    Ok(())
 }
 
 /// Marks a code redeemed if it is not yet, has not expired, and is worth the change's amount.

@@ -39,6 +39,7 @@ mod payments;
 mod pg_fault;
 mod prices;
 mod proxies;
+mod referrals;
 mod shutdown;
 mod smtp_sink;
 mod streams;

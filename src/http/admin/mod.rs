@@ -8,6 +8,7 @@ pub mod codes;
 pub mod flush;
 pub mod keys;
 pub mod payments;
+pub mod referrals;
 
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

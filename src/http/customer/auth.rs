@@ -196,6 +196,7 @@ pub async fn register(
             email_verified: !verify,
             invited_by,
             language,
+            signup_ip: Some(ip),
             verification: token_hash
                 .as_ref()
                 .map(|hash| (hash, Utc::now() + VERIFICATION_TTL)),

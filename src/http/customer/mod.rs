@@ -11,6 +11,7 @@ pub mod payments;
 pub mod pricing;
 pub mod recharges;
 pub mod redeem;
+pub mod referrals;
 pub mod throttle;
 
 use actix_web::{web, HttpRequest};
@@ -91,6 +92,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         )
         .route("/pricing", web::get().to(pricing::pricing))
         .route("/redeem", web::post().to(redeem::redeem))
+        .route("/referrals", web::get().to(referrals::referrals))
         .route(
             "/openapi.json",
             web::get().to(crate::http::openapi::openapi_json),

@@ -55,6 +55,7 @@ use super::error::{ApiError, ErrorBody};
         customer::payments::payment_webhook,
         customer::pricing::pricing,
         customer::redeem::redeem,
+        customer::referrals::referrals,
         openapi_json,
         admin::accounts::create,
         admin::accounts::get,
@@ -73,6 +74,9 @@ use super::error::{ApiError, ErrorBody};
         admin::payments::confirm,
         admin::codes::create,
         admin::codes::list,
+        admin::referrals::list,
+        admin::referrals::approve,
+        admin::referrals::reverse,
     ),
     components(
         schemas(ErrorBody),
