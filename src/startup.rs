@@ -253,7 +253,10 @@ impl Application {
         let instance = InstanceLock::acquire(&settings.database.url).await?;
         let store = PgStore::connect(&settings.database.url, settings.database.pool_size)?
             .with_flush_spread(Duration::from_millis(settings.metering.flush_interval_ms) / 2)
-            .with_referral_ratio(settings.payments.referral_ratio);
+            .with_referral_ratio(settings.payments.referral_ratio)
+            .with_redemption_as_first_recharge(
+                settings.payments.redemption_counts_as_first_recharge,
+            );
         let applied = store.migrate().await.context("applying migrations")?;
         if applied > 0 {
             tracing::info!(applied, "applied migrations");

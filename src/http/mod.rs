@@ -167,6 +167,8 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
             )
             .route("/redemption-codes", web::post().to(admin::codes::create))
             .route("/redemption-codes", web::get().to(admin::codes::list))
+            .route("/invitations", web::post().to(admin::invitations::create))
+            .route("/invitations", web::get().to(admin::invitations::list))
             .route("/referral-rewards", web::get().to(admin::referrals::list))
             .route(
                 "/referral-rewards/{id}/approve",

@@ -16,8 +16,9 @@ const CUSTOMER_COLUMNS: &str =
 
 const INSERT_CUSTOMER: &str = "
     INSERT INTO accounts (id, email, password_hash, requests_per_minute, tokens_per_minute,
-                          max_concurrent, email_verified, invited_by, language, signup_ip)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                          max_concurrent, email_verified, invited_by, language, signup_ip,
+                          invitation_code)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
     RETURNING id, email, status, email_verified, invite_code, language, created_at";
 
 const SELECT_INVITER: &str = "SELECT id FROM accounts WHERE invite_code = $1";
@@ -116,6 +117,38 @@ pub struct CustomerRow {
     pub created_at: DateTime<Utc>,
 }
 
+const INVITATION_COLUMNS: &str =
+    "code, inviter_id, reward_kind, reward_value, max_uses, uses, expires_at, created_at";
+
+/// An operator's invitation code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvitationRow {
+    pub code: String,
+    pub inviter_id: Option<Uuid>,
+    /// `fixed` or `ratio`.
+    pub reward_kind: String,
+    pub reward_value: rust_decimal::Decimal,
+    pub max_uses: Option<i32>,
+    pub uses: i32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl InvitationRow {
+    fn from_row(row: &tokio_postgres::Row) -> Result<InvitationRow, DbError> {
+        Ok(InvitationRow {
+            code: column(row, "code")?,
+            inviter_id: column(row, "inviter_id")?,
+            reward_kind: column(row, "reward_kind")?,
+            reward_value: column(row, "reward_value")?,
+            max_uses: column(row, "max_uses")?,
+            uses: column(row, "uses")?,
+            expires_at: column(row, "expires_at")?,
+            created_at: column(row, "created_at")?,
+        })
+    }
+}
+
 /// What registration stores.
 pub struct NewCustomer<'a> {
     pub email: &'a str,
@@ -126,6 +159,9 @@ pub struct NewCustomer<'a> {
     pub language: &'a str,
     /// The client address it registered from, for the referral rewards' network check.
     pub signup_ip: Option<std::net::IpAddr>,
+    /// The operator's invitation code it registers with: one use of it is taken in the
+    /// registration's transaction, or the registration fails.
+    pub invitation: Option<&'a str>,
     /// The verification link's token, with its expiry, when one is due.
     pub verification: Option<(&'a TokenHash, DateTime<Utc>)>,
     /// The email that carries it, when there is a mail server to send it.
@@ -137,6 +173,20 @@ impl PgStore {
     pub async fn register_customer(&self, new: NewCustomer<'_>) -> Result<CustomerRow, DbError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if let Some(code) = new.invitation {
+            // The row lock makes two registrations at the last use take it once.
+            let used = tx
+                .execute(
+                    "UPDATE invitations SET uses = uses + 1 WHERE code = $1 \
+                     AND (max_uses IS NULL OR uses < max_uses) \
+                     AND (expires_at IS NULL OR expires_at > now())",
+                    &[&code],
+                )
+                .await?;
+            if used != 1 {
+                return Err(DbError::Exhausted("the invitation code"));
+            }
+        }
         let id = Uuid::now_v7();
         let row = tx
             .query_one(
@@ -152,6 +202,7 @@ impl PgStore {
                     &new.invited_by,
                     &new.language,
                     &new.signup_ip,
+                    &new.invitation,
                 ],
             )
             .await
@@ -194,6 +245,63 @@ impl PgStore {
     }
 
     /// The account an invite code belongs to.
+    /// Stores an operator's invitation code (`new.uses` is ignored: a new code has none).
+    pub async fn create_invitation(&self, new: &InvitationRow) -> Result<InvitationRow, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "INSERT INTO invitations (code, inviter_id, reward_kind, reward_value, max_uses, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING {INVITATION_COLUMNS}"
+        );
+        let row = client
+            .query_one(
+                &sql,
+                &[
+                    &new.code,
+                    &new.inviter_id,
+                    &new.reward_kind,
+                    &new.reward_value,
+                    &new.max_uses,
+                    &new.expires_at,
+                ],
+            )
+            .await
+            .map_err(DbError::from)
+            .map_err(|error| {
+                if error.is_unique_violation() {
+                    DbError::Conflict("an invitation with this code")
+                } else {
+                    error
+                }
+            })?;
+        InvitationRow::from_row(&row)
+    }
+
+    /// Operators' invitation codes, newest first.
+    pub async fn invitations(&self) -> Result<Vec<InvitationRow>, DbError> {
+        let client = self.pool.get().await?;
+        let sql = format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations ORDER BY created_at DESC LIMIT 500"
+        );
+        let rows = client.query(&sql, &[]).await?;
+        rows.iter().map(InvitationRow::from_row).collect()
+    }
+
+    /// An operator's invitation code that can still be used, with the account it rewards.
+    pub async fn usable_invitation(&self, code: &str) -> Result<Option<Option<Uuid>>, DbError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT inviter_id FROM invitations WHERE code = $1 \
+                 AND (max_uses IS NULL OR uses < max_uses) \
+                 AND (expires_at IS NULL OR expires_at > now())",
+                &[&code],
+            )
+            .await?;
+        row.as_ref()
+            .map(|row| column(row, "inviter_id"))
+            .transpose()
+    }
+
     pub async fn inviter(&self, invite_code: &str) -> Result<Option<Uuid>, DbError> {
         let client = self.pool.get().await?;
         let row = client.query_opt(SELECT_INVITER, &[&invite_code]).await?;

@@ -34,7 +34,7 @@ use tollgate_actors::store::StoreError;
 
 pub use accounts::AccountRow;
 pub use codes::{CodeRow, NewCode};
-pub use customers::{CustomerRow, NewCustomer, TokenPurpose};
+pub use customers::{CustomerRow, InvitationRow, NewCustomer, TokenPurpose};
 pub use history::{DailyUsage, LedgerEntry, UsageCursor, UsageEntry, UsageFilter};
 pub use instance::InstanceLock;
 pub use keys::{ActiveKey, KeyRow};
@@ -66,6 +66,8 @@ pub struct PgStore {
     /// The inviter's reward, as a share of an invitee's first paid recharge
     /// ([`PgStore::with_referral_ratio`]).
     referral_ratio: rust_decimal::Decimal,
+    /// Whether a redemption earns the inviter's reward like a first recharge.
+    redemption_first_recharge: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,9 @@ pub enum DbError {
     Config(String),
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A one-use-at-a-time thing ran out meanwhile (an invitation code's last use).
+    #[error("{0} is used up or expired")]
+    Exhausted(&'static str),
     /// Another tollgate serves this database (the argument says which session): a second
     /// one could spend every balance again.
     #[error("another tollgate instance is running against this database ({0}); one instance per database is supported, so stop that one or point this one at another database")]
@@ -132,6 +137,12 @@ impl PgStore {
         self
     }
 
+    /// Whether a redeemed code earns the inviter's reward as a first recharge would.
+    pub fn with_redemption_as_first_recharge(mut self, counts: bool) -> PgStore {
+        self.redemption_first_recharge = counts;
+        self
+    }
+
     /// A pool of connections to `url`, over TLS when its `sslmode` asks
     /// ([`Transport`]). Nothing connects until the first use.
     pub fn connect(url: &str, pool_size: usize) -> Result<PgStore, DbError> {
@@ -166,6 +177,7 @@ impl PgStore {
             flush_spread: std::time::Duration::ZERO,
             transport,
             referral_ratio: rust_decimal::Decimal::ZERO,
+            redemption_first_recharge: false,
         })
     }
 

@@ -334,17 +334,53 @@ impl PgStore {
         // The inviter's reward, if this is the invitee's first paid recharge: earned in the
         // same transaction, so that it exists exactly when the recharge does; the unique
         // invitee makes a second first recharge earn nothing.
-        let reward = (change.amount * self.referral_ratio)
-            .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
-        if reward > Decimal::ZERO {
-            tx.execute(
-                EARN_REWARD,
-                &[&Uuid::now_v7(), &change.account_id, &change.id, &reward],
-            )
-            .await?;
-        }
+        self.earn_reward(&tx, change, RewardSource::Order).await?;
         tx.commit().await?;
         Ok(ChangeApplied::Applied)
+    }
+
+    /// Earns the invitee's inviter a reward for this first recharge (or redemption), inside
+    /// its transaction. An operator's invitation code the invitee registered with sets its
+    /// own reward; otherwise the configured share, half-even to 6 decimals.
+    async fn earn_reward(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        change: &BalanceChange,
+        source: RewardSource,
+    ) -> Result<(), DbError> {
+        let invitation = tx
+            .query_opt(
+                "SELECT i.reward_kind, i.reward_value FROM accounts a \
+                 JOIN invitations i ON i.code = a.invitation_code WHERE a.id = $1",
+                &[&change.account_id],
+            )
+            .await?;
+        let reward = match invitation {
+            Some(row) => {
+                let kind: String = column(&row, "reward_kind")?;
+                let value: Decimal = column(&row, "reward_value")?;
+                if kind == "fixed" {
+                    value
+                } else {
+                    change.amount * value
+                }
+            }
+            None => change.amount * self.referral_ratio,
+        }
+        .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven);
+        if reward <= Decimal::ZERO {
+            return Ok(());
+        }
+        let (order, code) = match source {
+            RewardSource::Order => (Some(change.id), None),
+            RewardSource::Code => (None, Some(change.id)),
+        };
+        tx.execute(
+            EARN_REWARD,
+            &[&Uuid::now_v7(), &change.account_id, &order, &reward, &code],
+        )
+        .await?;
+        Ok(())
     }
 
     /// Credits a pending referral reward to its inviter, marking it paid, in one
@@ -462,10 +498,12 @@ impl PgStore {
         Ok(moved == 1)
     }
 
-    /// The reward an order earned, if any.
+    /// The reward a recharge order, or a redeemed code, earned, if any.
     pub async fn reward_of_order(&self, order: Uuid) -> Result<Option<RewardRow>, DbError> {
         let client = self.pool.get().await?;
-        let sql = format!("SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE order_id = $1");
+        let sql = format!(
+            "SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE order_id = $1 OR code_id = $1"
+        );
         let row = client.query_opt(&sql, &[&order]).await?;
         row.as_ref().map(RewardRow::from_row).transpose()
     }
@@ -534,18 +572,28 @@ impl PgStore {
             });
         }
         enter(&tx, change).await?;
+        if self.redemption_first_recharge {
+            self.earn_reward(&tx, change, RewardSource::Code).await?;
+        }
         tx.commit().await?;
         Ok(ChangeApplied::Applied)
     }
 }
 
+/// What earned a referral reward.
+#[derive(Debug, Clone, Copy)]
+enum RewardSource {
+    Order,
+    Code,
+}
+
 /// Earns the inviter's reward for the invitee's first paid recharge ($2 the invitee, $3 the
-/// order): nothing if the invitee was not invited, its inviter is deleted, or a reward was
+/// order, or $5 the redemption code): nothing if the invitee was not invited, its inviter is deleted, or a reward was
 /// earned already. Held for review when both signed up from the same /24 (IPv4) or /64
 /// (IPv6).
 const EARN_REWARD: &str = "
-    INSERT INTO referral_rewards (id, inviter_id, invitee_id, order_id, amount_usd, status, hold_reason)
-    SELECT $1, inviter.id, invitee.id, $3, $4,
+    INSERT INTO referral_rewards (id, inviter_id, invitee_id, order_id, code_id, amount_usd, status, hold_reason)
+    SELECT $1, inviter.id, invitee.id, $3, $5, $4,
         CASE WHEN same_network THEN 'held' ELSE 'pending' END,
         CASE WHEN same_network THEN 'the invitee signed up from the inviter''s network' END
     FROM accounts invitee
@@ -573,7 +621,8 @@ pub struct RewardRow {
     pub id: Uuid,
     pub inviter_id: Uuid,
     pub invitee_id: Uuid,
-    pub order_id: Uuid,
+    /// The recharge that earned it (none when a redemption did).
+    pub order_id: Option<Uuid>,
     pub amount_usd: Decimal,
     pub status: String,
     pub hold_reason: Option<String>,

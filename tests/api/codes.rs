@@ -220,16 +220,35 @@ async fn bad_batches_get_a_400_that_names_the_field_and_make_nothing() {
     assert_eq!(app.admin_get("/redemption-codes").await["data"], json!([]));
 }
 
-/// The books after a mixed run: recharges (webhook and EPay-free paths), redemptions, an
+/// The books after a mixed run: recharges, redemptions, referral rewards and a reversal, an
 /// operator's credit and adjustment, and metered usage. Over all accounts, the credits of
 /// every kind less the usage equal the balances, each kind of credit equals what paid it,
 /// and every account's balance is the sum of its ledger.
 #[actix_web::test]
-async fn the_books_balance_after_a_mixed_run_of_recharges_codes_credits_and_usage() {
+async fn the_books_balance_after_a_mixed_run_of_recharges_codes_rewards_reversals_and_usage() {
     let app = spawn_app_with(MockConfig::default(), with_webhook).await;
-    let mut payers = Vec::new();
-    for n in 0..3 {
-        payers.push(app.payer(&format!("books-{n}@example.com")).await);
+    let mut payers = vec![app.payer("books-0@example.com").await];
+    // The others are invitees of the first: their first recharges earn it rewards (held, as
+    // they all register from this host's network, then approved, and one reversed).
+    let code = app.get_as(&payers[0], "/referrals").await["invite_code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in 1..3 {
+        let email = format!("books-{n}@example.com");
+        let registered = app
+            .api(Method::POST, "/auth/register")
+            .json(&json!({"email": email, "password": "correct horse 42", "invite_code": code}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(registered.status(), 201);
+        let id = registered.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let token = app.session(&email, "correct horse 42").await;
+        payers.push(Payer { id, token });
     }
     let codes = app.codes(3, "2.5").await;
     for (n, payer) in payers.iter().enumerate() {
@@ -286,6 +305,32 @@ async fn the_books_balance_after_a_mixed_run_of_recharges_codes_credits_and_usag
             assert_eq!(answer.status(), 200);
         }
     }
+    let held = app.admin_get("/referral-rewards?status=held").await;
+    let rewards: Vec<String> = held["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|row| row["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(rewards.len(), 2, "one per invitee");
+    for id in &rewards {
+        let approved = app
+            .admin(Method::POST, &format!("/referral-rewards/{id}/approve"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(approved.status(), 200);
+    }
+    let reversed = app
+        .admin(
+            Method::POST,
+            &format!("/referral-rewards/{}/reverse", rewards[0]),
+        )
+        .json(&json!({"reason": "books test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reversed.status(), 200);
     app.flush().await;
 
     let db = app.db().await;
@@ -318,6 +363,19 @@ async fn the_books_balance_after_a_mixed_run_of_recharges_codes_credits_and_usag
     assert_eq!(
         sum("SELECT sum(amount) FROM ledger WHERE kind = 'usage'").await,
         -usage
+    );
+    assert_eq!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'referral_reward'").await,
+        sum("SELECT sum(amount_usd) FROM referral_rewards WHERE status IN ('paid', 'reversed')")
+            .await
+    );
+    assert_eq!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'referral_reversal'").await,
+        -sum("SELECT sum(amount_usd) FROM referral_rewards WHERE status = 'reversed'").await
+    );
+    assert!(
+        sum("SELECT sum(amount) FROM ledger WHERE kind = 'referral_reversal'").await
+            < Decimal::ZERO
     );
     let per_account = db
         .query(

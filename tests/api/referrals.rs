@@ -329,3 +329,187 @@ async fn an_operator_approves_a_held_reward_and_reverses_a_spent_one_into_debt()
         400
     );
 }
+
+#[actix_web::test]
+async fn an_operators_invitation_code_sets_its_reward_and_runs_out_after_its_uses() {
+    let app = spawn_app_with(MockConfig::default(), behind_a_proxy).await;
+    let (affiliate, _) = app.inviter("affiliate@example.com", "198.51.100.7").await;
+    let made = app
+        .admin(Method::POST, "/invitations")
+        .json(
+            &json!({"code": "spring-2027", "reward": {"kind": "fixed", "amount_usd": "2"},
+            "max_uses": 1, "inviter_id": affiliate.id}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(made.status(), 201);
+    let made: Value = made.json().await.unwrap();
+    assert_eq!(made["code"], "SPRING-2027");
+    assert_eq!(made["reward"], json!({"kind": "fixed", "amount_usd": "2"}));
+    // Typed in lower case; its one use taken.
+    let invitee = app
+        .invitee("spring@example.com", "203.0.113.9", "spring-2027")
+        .await;
+    let late = app
+        .api(Method::POST, "/auth/register")
+        .header("x-forwarded-for", "203.0.113.10")
+        .json(&json!({"email": "too-late@example.com", "password": PASSWORD, "invite_code": "SPRING-2027"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 400);
+    assert_eq!(
+        late.json::<Value>().await.unwrap()["error"]["field"],
+        "invite_code"
+    );
+    app.pay(&invitee, "720.00", "spring-pay").await;
+    assert_eq!(
+        app.balance(&affiliate.id).await,
+        dec("2"),
+        "the code's fixed reward"
+    );
+    let listed = app.admin_get("/invitations").await;
+    assert_eq!(listed["data"][0]["uses"], 1);
+
+    // A ratio code: 10 % of 100 USD.
+    let ratio = app
+        .admin(Method::POST, "/invitations")
+        .json(&json!({"reward": {"kind": "ratio", "ratio": "0.1"}, "inviter_id": affiliate.id}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ratio.status(), 201);
+    let code = ratio.json::<Value>().await.unwrap()["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let second = app.invitee("ratio@example.com", "192.0.2.1", &code).await;
+    app.pay(&second, "720.00", "ratio-pay").await;
+    assert_eq!(app.balance(&affiliate.id).await, dec("12"));
+    // A code without an inviter lets people register and rewards no one.
+    let open = app
+        .admin(Method::POST, "/invitations")
+        .json(&json!({"code": "OPEN-DOOR", "reward": {"kind": "fixed", "amount_usd": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(open.status(), 201);
+    let walk_in = app
+        .invitee("walk-in@example.com", "192.0.2.50", "OPEN-DOOR")
+        .await;
+    app.pay(&walk_in, "72.00", "walk-in").await;
+    let count: i64 = app
+        .db()
+        .await
+        .query_one("SELECT count(*) FROM referral_rewards", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 2);
+}
+
+#[actix_web::test]
+async fn bad_invitations_get_a_400_that_names_the_field() {
+    let app = spawn_app_with(MockConfig::default(), behind_a_proxy).await;
+    for (body, field) in [
+        (
+            json!({"code": "ab", "reward": {"kind": "fixed", "amount_usd": "1"}}),
+            "code",
+        ),
+        (
+            json!({"code": "NO SPACES", "reward": {"kind": "fixed", "amount_usd": "1"}}),
+            "code",
+        ),
+        (
+            json!({"reward": {"kind": "ratio", "ratio": "1.5"}}),
+            "reward.ratio",
+        ),
+        (
+            json!({"reward": {"kind": "fixed", "amount_usd": "0"}}),
+            "reward.amount_usd",
+        ),
+        (
+            json!({"reward": {"kind": "fixed", "amount_usd": "1"}, "max_uses": 0}),
+            "max_uses",
+        ),
+        (
+            json!({"reward": {"kind": "fixed", "amount_usd": "1"}, "expires_at": "2020-01-01T00:00:00Z"}),
+            "expires_at",
+        ),
+    ] {
+        let response = app
+            .admin(Method::POST, "/invitations")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    let unknown = app
+        .admin(Method::POST, "/invitations")
+        .json(&json!({"reward": {"kind": "fixed", "amount_usd": "1"}, "inviter_id": uuid::Uuid::now_v7()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    let first = app
+        .admin(Method::POST, "/invitations")
+        .json(&json!({"code": "TWICE", "reward": {"kind": "fixed", "amount_usd": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let again = app
+        .admin(Method::POST, "/invitations")
+        .json(&json!({"code": "twice", "reward": {"kind": "fixed", "amount_usd": "1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(
+        app.admin_get("/invitations").await["data"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[actix_web::test]
+async fn a_redemption_earns_the_reward_only_where_the_setting_says_so() {
+    for counts in [false, true] {
+        let app = spawn_app_with(MockConfig::default(), |settings| {
+            behind_a_proxy(settings);
+            settings.payments.redemption_counts_as_first_recharge = counts;
+        })
+        .await;
+        let (inviter, code) = app
+            .inviter("code-inviter@example.com", "198.51.100.7")
+            .await;
+        let invitee = app
+            .invitee("code-invitee@example.com", "203.0.113.9", &code)
+            .await;
+        let made: Value = app
+            .admin(Method::POST, "/redemption-codes")
+            .json(&json!({"count": 1, "amount_usd": "20"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let redeemed = app
+            .api(Method::POST, "/redeem")
+            .bearer_auth(&invitee.token)
+            .json(&json!({"code": made["codes"][0]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(redeemed.status(), 200);
+        let expected = if counts { dec("1") } else { Decimal::ZERO };
+        assert_eq!(app.balance(&inviter.id).await, expected, "counts: {counts}");
+    }
+}

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod balance;
 pub mod codes;
 pub mod flush;
+pub mod invitations;
 pub mod keys;
 pub mod payments;
 pub mod referrals;

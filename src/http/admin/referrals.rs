@@ -27,8 +27,9 @@ pub struct RewardAnswer {
     pub id: Uuid,
     pub inviter_id: Uuid,
     pub invitee_id: Uuid,
-    /// The recharge that earned it.
-    pub order_id: Uuid,
+    /// The recharge that earned it; `null` when a redemption did
+    /// (`payments.redemption_counts_as_first_recharge`).
+    pub order_id: Option<Uuid>,
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = String, example = "0.5")]
     pub amount_usd: Decimal,

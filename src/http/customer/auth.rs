@@ -39,6 +39,9 @@ const WRONG_LOGIN: &str = "the email or the password is wrong";
 fn db_error(error: DbError) -> ApiError {
     match error {
         DbError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+        DbError::Exhausted(_) => {
+            ApiError::field("invite_code", "the invitation code is used up or expired")
+        }
         other => ApiError::internal(other),
     }
 }
@@ -154,16 +157,29 @@ pub async fn register(
             "registrations from this email domain are not accepted",
         ));
     }
-    let invited_by = match body.optional("invite_code", MAX_INVITE_CODE_CHARS)? {
-        Some(code) => Some(
-            state
-                .store
-                .inviter(code.trim())
-                .await
-                .map_err(db_error)?
-                .ok_or_else(|| ApiError::field("invite_code", "no such invite code"))?,
-        ),
-        None => None,
+    // An account's own code, or else an operator's invitation code that can still be used.
+    let invite_code = body
+        .optional("invite_code", MAX_INVITE_CODE_CHARS)?
+        .map(|code| code.trim().to_uppercase());
+    let (invited_by, invitation) = match &invite_code {
+        Some(code) => match state.store.inviter(code).await.map_err(db_error)? {
+            Some(inviter) => (Some(inviter), None),
+            None => {
+                let inviter = state
+                    .store
+                    .usable_invitation(code)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            "invite_code",
+                            "no such invite code, or it is used up or expired",
+                        )
+                    })?;
+                (inviter, Some(code.as_str()))
+            }
+        },
+        None => (None, None),
     };
     // Counted once the request is well formed, before the costly hash.
     let ip = client_ip(&req, &state.settings.server.trusted_proxies);
@@ -197,6 +213,7 @@ pub async fn register(
             invited_by,
             language,
             signup_ip: Some(ip),
+            invitation,
             verification: token_hash
                 .as_ref()
                 .map(|hash| (hash, Utc::now() + VERIFICATION_TTL)),

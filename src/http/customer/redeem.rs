@@ -126,6 +126,13 @@ pub async fn redeem(
     match changed.applied {
         ChangeApplied::Applied => {
             tracing::info!(account_id = %session.account_id, code_id = %found.id, amount_usd = %found.amount_usd, "redemption code redeemed");
+            // A redemption may earn the inviter's reward (a setting); the background job
+            // credits it if this does not.
+            if let Ok(Some(reward)) = state.store.reward_of_order(found.id).await {
+                if reward.status == "pending" {
+                    crate::payments::pay_reward(&state.engine, &reward).await;
+                }
+            }
         }
         // Used, by this account before (the actor's balance has it) or by another; or expired.
         ChangeApplied::AlreadyApplied { .. } | ChangeApplied::Refused => return Err(failed()),

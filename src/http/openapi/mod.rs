@@ -74,6 +74,8 @@ use super::error::{ApiError, ErrorBody};
         admin::payments::confirm,
         admin::codes::create,
         admin::codes::list,
+        admin::invitations::create,
+        admin::invitations::list,
         admin::referrals::list,
         admin::referrals::approve,
         admin::referrals::reverse,
