@@ -575,23 +575,12 @@ async fn forged_and_tampered_epay_notifies_credit_nothing() {
         let trade = wait_for_notifies(&epay, &trade.trade_no, 1).await;
         let shown = app.order(&payer, order["id"].as_str().unwrap()).await;
         assert_eq!(shown["status"], "pending", "{tamper:?}");
-        match tamper {
-            // Not signed by the merchant key, or for another merchant: refused with `fail`.
-            mock_epay::Tamper::Sign | mock_epay::Tamper::Pid => {
-                assert!(!trade.notified_ok, "{tamper:?}");
-                assert_eq!(shown["under_review"], false);
-            }
-            // A genuine report of a different amount: acknowledged, held for review.
-            mock_epay::Tamper::Money => {
-                assert!(trade.notified_ok);
-                assert_eq!(shown["under_review"], true);
-            }
-            // Genuine, but of no payment of this order: acknowledged, nothing to do.
-            _ => {
-                assert!(trade.notified_ok, "{tamper:?}");
-                assert_eq!(shown["under_review"], false);
-            }
-        }
+        // Nothing credited: never `success`.
+        assert!(!trade.notified_ok, "{tamper:?}");
+        // A genuine report of a different amount is held for review; the others change
+        // nothing.
+        let held = tamper == mock_epay::Tamper::Money;
+        assert_eq!(shown["under_review"], held, "{tamper:?}");
     }
     assert_eq!(app.balance(&payer.id).await, Decimal::ZERO);
     assert!(app.recharge_rows(&payer.id).await.is_empty());
@@ -624,12 +613,12 @@ async fn a_notify_for_an_order_of_another_path_credits_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.status(), 200);
     assert_eq!(
-        answer.text().await.unwrap(),
-        "success",
-        "verified, and nothing to retry"
+        answer.status(),
+        200,
+        "verified: a retry would change nothing"
     );
+    assert_eq!(answer.text().await.unwrap(), "fail", "nothing was credited");
     assert_eq!(
         app.order(&payer, order["id"].as_str().unwrap()).await["status"],
         "pending"
@@ -884,10 +873,8 @@ async fn a_notify_after_the_expiry_credits_nothing_even_before_the_job_marks_it(
         .json()
         .await
         .unwrap();
-    assert_eq!(
-        resent["delivered"], true,
-        "acknowledged: a retry cannot change it"
-    );
+    // Not credited: `fail` (with 200: a retry cannot change it), so never `success`.
+    assert_eq!(resent["delivered"], false);
     let shown = app.order(&payer, order["id"].as_str().unwrap()).await;
     assert_eq!(shown["status"], "pending", "not yet marked by the job");
     assert_eq!(shown["under_review"], true);
@@ -895,7 +882,7 @@ async fn a_notify_after_the_expiry_credits_nothing_even_before_the_job_marks_it(
 }
 
 #[actix_web::test]
-async fn a_payment_for_a_deleted_account_is_held_for_review_and_acknowledged() {
+async fn a_payment_for_a_deleted_account_is_held_for_review_and_credits_nothing() {
     let (app, epay) = spawn_with_epay(
         mock_epay::Knobs {
             drop_notify: true,
@@ -927,7 +914,7 @@ async fn a_payment_for_a_deleted_account_is_held_for_review_and_acknowledged() {
         .json()
         .await
         .unwrap();
-    assert_eq!(resent["delivered"], true, "no retry for ever");
+    assert_eq!(resent["delivered"], false, "not credited, so not `success`");
     let order_id: uuid::Uuid = order["id"].as_str().unwrap().parse().unwrap();
     let row = app
         .db()

@@ -3,10 +3,14 @@
 //! for an order made for its path, at the order's amount. A report that fails a check changes
 //! nothing and is logged without its body or signature.
 //!
-//! The answers tell the provider whether to retry: a success once the credit is committed or
-//! the order was already paid by that report, or when the report is verified and a retry
-//! could change nothing (recorded for an operator instead); a failure that asks for a retry
-//! only when the database or the account's actor could not be reached.
+//! EPay's answer is `success` only once the credit is committed, or when the order was
+//! already paid. Anything else is `fail`: with 400 for a notify not signed by the merchant
+//! key or for another merchant; with 200 for a verified one that a retry cannot change (a
+//! different amount, an expired order, a deleted account, a trade not paid, another path's
+//! order; the payments among them held for an operator); with 503 when the database or the
+//! account's actor could not be reached, the one case where a retry helps. The webhook: 200
+//! for a payment credited now or before under the same reference; 4xx for what a retry
+//! cannot change (payments among them held for an operator); 503 to retry.
 
 use std::collections::BTreeMap;
 
@@ -52,9 +56,9 @@ fn notify_params(req: &HttpRequest, body: &[u8]) -> Result<BTreeMap<String, Stri
     operation_id = "epay_notify",
     tag = "payments",
     summary = "EPay's payment notify (GET)",
-    description = "Called by the EPay gateway with the signed result of a payment, in the query string. Answers the plain text `success` once the order is credited (or was already), `fail` otherwise.",
+    description = "Called by the EPay gateway with the signed result of a payment, in the query string. Answers the plain text `success` only once the order is credited (or was already paid), `fail` otherwise.",
     responses(
-        (status = 200, description = "`success`", content_type = "text/plain", body = String),
+        (status = 200, description = "`success` (credited, or paid already); or `fail` for a verified notify that credits nothing and that a retry cannot change", content_type = "text/plain", body = String),
         (status = 400, description = "`fail`: not signed by the merchant key, another merchant, or malformed. Nothing changed", content_type = "text/plain", body = String),
         (status = 503, description = "`fail`: the credit could not be written now; the gateway retries", content_type = "text/plain", body = String),
     ),
@@ -117,14 +121,14 @@ async fn epay_notify(
     };
     let order = match epay_order(&state, &notify.out_trade_no).await {
         Ok(Some(order)) => order,
-        // Signed by the gateway, but not one of our EPay orders: nothing to credit, and
-        // nothing a retry would change.
-        Ok(None) => return text(StatusCode::OK, epay::ACKNOWLEDGED),
+        // Signed by the gateway, but not one of our EPay orders: nothing is credited, so no
+        // `success`; 200, as a retry would change nothing.
+        Ok(None) => return text(StatusCode::OK, epay::NOT_ACKNOWLEDGED),
         Err(()) => return text(StatusCode::SERVICE_UNAVAILABLE, epay::NOT_ACKNOWLEDGED),
     };
     if notify.trade_status != epay::TRADE_SUCCESS {
         tracing::info!(order_id = %order.id, status = %notify.trade_status, "an EPay notify of a trade not paid: nothing changed");
-        return text(StatusCode::OK, epay::ACKNOWLEDGED);
+        return text(StatusCode::OK, epay::NOT_ACKNOWLEDGED);
     }
     if notify.money != order.amount_cny {
         let flagged = payments::flag(
@@ -134,7 +138,7 @@ async fn epay_notify(
             Some(notify.money),
         )
         .await;
-        return acknowledged_once(flagged.is_ok());
+        return once_recorded(flagged.is_ok(), epay::NOT_ACKNOWLEDGED);
     }
     let credited = payments::credit_order(
         &state.engine,
@@ -158,7 +162,8 @@ async fn epay_notify(
                 Some(notify.money),
             )
             .await;
-            acknowledged_once(flagged.is_ok())
+            // The order is paid: `success`, once the second payment is on record.
+            once_recorded(flagged.is_ok(), epay::ACKNOWLEDGED)
         }
         Ok(Credited::Refused) => {
             let flagged = payments::flag(
@@ -168,7 +173,7 @@ async fn epay_notify(
                 Some(notify.money),
             )
             .await;
-            acknowledged_once(flagged.is_ok())
+            once_recorded(flagged.is_ok(), epay::NOT_ACKNOWLEDGED)
         }
         Err(error) => {
             tracing::warn!(order_id = %order.id, %error, "an EPay notify could not be credited now; the gateway retries");
@@ -177,11 +182,12 @@ async fn epay_notify(
     }
 }
 
-/// `success` once a report that cannot be credited is recorded for an operator, so the
-/// gateway stops; `fail` (503) when it could not be recorded, so the gateway retries.
-fn acknowledged_once(recorded: bool) -> HttpResponse {
+/// `answer` with 200 once a payment that was not credited is on record for an operator (a
+/// retry would change nothing); `fail` with 503 when it could not be recorded, so that the
+/// gateway retries.
+fn once_recorded(recorded: bool, answer: &'static str) -> HttpResponse {
     if recorded {
-        text(StatusCode::OK, epay::ACKNOWLEDGED)
+        text(StatusCode::OK, answer)
     } else {
         text(StatusCode::SERVICE_UNAVAILABLE, epay::NOT_ACKNOWLEDGED)
     }
