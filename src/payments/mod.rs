@@ -203,12 +203,15 @@ pub async fn pay_reward(engine: &Engine, reward: &RewardRow) -> bool {
         settles: Some(Settles::ReferralReward),
     };
     match engine.apply_change(change).await {
-        Ok(changed) => {
-            if changed.applied == ChangeApplied::Applied {
+        Ok(changed) => match changed.applied {
+            ChangeApplied::Applied => {
                 tracing::info!(reward_id = %reward.id, inviter_id = %reward.inviter_id, amount_usd = %reward.amount_usd, "referral reward credited");
+                true
             }
-            changed.applied == ChangeApplied::Applied
-        }
+            // Credited before (the actor settles an unconfirmed write of its own with it).
+            ChangeApplied::AlreadyApplied { .. } => true,
+            ChangeApplied::Refused => false,
+        },
         Err(error) => {
             tracing::warn!(reward_id = %reward.id, %error, "crediting a referral reward failed; the background job retries");
             false
@@ -256,7 +259,11 @@ pub async fn requery_loop(
         if settings.epay_enabled() && settings.epay.requery_secs > 0 {
             requery_once(&engine, &store, &settings, &client).await;
         }
-        // Rewards a crash (or a failed credit) left earned and not credited.
+        // Rewards a crash (or a failed credit) left earned and not credited; those of a
+        // deleted inviter can never be, and are cancelled.
+        if let Err(error) = store.cancel_rewards_of_deleted_inviters().await {
+            tracing::warn!(%error, "cancelling the rewards of deleted inviters failed");
+        }
         match store.pending_rewards(REQUERY_BATCH).await {
             Ok(rewards) => {
                 for reward in rewards {

@@ -377,7 +377,14 @@ impl PgStore {
         };
         tx.execute(
             EARN_REWARD,
-            &[&Uuid::now_v7(), &change.account_id, &order, &reward, &code],
+            &[
+                &Uuid::now_v7(),
+                &change.account_id,
+                &order,
+                &reward,
+                &code,
+                &self.redemption_first_recharge,
+            ],
         )
         .await?;
         Ok(())
@@ -513,11 +520,49 @@ impl PgStore {
     pub async fn pending_rewards(&self, limit: i64) -> Result<Vec<RewardRow>, DbError> {
         let client = self.pool.get().await?;
         let sql = format!(
-            "SELECT {REWARD_COLUMNS} FROM referral_rewards WHERE status = 'pending' \
+            "SELECT {REWARD_COLUMNS} FROM referral_rewards r WHERE status = 'pending' \
+             AND EXISTS (SELECT 1 FROM accounts a WHERE a.id = r.inviter_id AND a.status <> 'deleted') \
              ORDER BY created_at LIMIT $1"
         );
         let rows = client.query(&sql, &[&limit]).await?;
         rows.iter().map(RewardRow::from_row).collect()
+    }
+
+    /// Rewards of deleted inviters that were never credited are cancelled: nobody can take
+    /// them. How many were.
+    pub async fn cancel_rewards_of_deleted_inviters(&self) -> Result<u64, DbError> {
+        let client = self.pool.get().await?;
+        Ok(client
+            .execute(
+                "UPDATE referral_rewards r SET status = 'reversed', hold_reason = 'the inviter was deleted' \
+                 FROM accounts a WHERE a.id = r.inviter_id AND a.status = 'deleted' \
+                 AND r.status IN ('pending', 'held')",
+                &[],
+            )
+            .await?)
+    }
+
+    /// What an inviter's rewards add up to, over all of them: paid, held, and taken back
+    /// after they were paid.
+    pub async fn reward_totals(
+        &self,
+        inviter: Uuid,
+    ) -> Result<(Decimal, Decimal, Decimal), DbError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(sum(amount_usd) FILTER (WHERE status = 'paid'), 0) AS paid, \
+                        COALESCE(sum(amount_usd) FILTER (WHERE status = 'held'), 0) AS held, \
+                        COALESCE(sum(amount_usd) FILTER (WHERE status = 'reversed' AND paid_at IS NOT NULL), 0) AS reversed \
+                 FROM referral_rewards WHERE inviter_id = $1",
+                &[&inviter],
+            )
+            .await?;
+        Ok((
+            column(&row, "paid")?,
+            column(&row, "held")?,
+            column(&row, "reversed")?,
+        ))
     }
 
     /// An inviter's rewards, newest first, and how many accounts it invited.
@@ -595,15 +640,23 @@ const EARN_REWARD: &str = "
     INSERT INTO referral_rewards (id, inviter_id, invitee_id, order_id, code_id, amount_usd, status, hold_reason)
     SELECT $1, inviter.id, invitee.id, $3, $5, $4,
         CASE WHEN same_network THEN 'held' ELSE 'pending' END,
-        CASE WHEN same_network THEN 'the invitee signed up from the inviter''s network' END
+        CASE WHEN same_network THEN 'the invitee signed up from the inviter''s network, or an address is unknown' END
     FROM accounts invitee
     JOIN accounts inviter ON inviter.id = invitee.invited_by
-    CROSS JOIN LATERAL (SELECT COALESCE(
-        family(invitee.signup_ip) = family(inviter.signup_ip)
-        AND network(set_masklen(invitee.signup_ip, CASE family(invitee.signup_ip) WHEN 4 THEN 24 ELSE 64 END))
-          = network(set_masklen(inviter.signup_ip, CASE family(inviter.signup_ip) WHEN 4 THEN 24 ELSE 64 END)),
-        false) AS same_network) net
+    CROSS JOIN LATERAL (SELECT
+        -- An address unknown (an account made before addresses were kept, or by an operator)
+        -- cannot be told apart: held too.
+        invitee.signup_ip IS NULL OR inviter.signup_ip IS NULL
+        OR (family(invitee.signup_ip) = family(inviter.signup_ip)
+            AND network(set_masklen(invitee.signup_ip, CASE family(invitee.signup_ip) WHEN 4 THEN 24 ELSE 64 END))
+              = network(set_masklen(inviter.signup_ip, CASE family(inviter.signup_ip) WHEN 4 THEN 24 ELSE 64 END)))
+        AS same_network) net
     WHERE invitee.id = $2 AND inviter.id <> invitee.id AND inviter.status <> 'deleted'
+      -- The first paid recharge (or, where redemptions count, redemption): no other before.
+      AND NOT EXISTS (SELECT 1 FROM recharge_orders o WHERE o.account_id = invitee.id
+                      AND o.status = 'paid' AND o.id IS DISTINCT FROM $3)
+      AND (NOT $6 OR NOT EXISTS (SELECT 1 FROM redemption_codes c WHERE c.redeemed_by = invitee.id
+                                 AND c.id IS DISTINCT FROM $5))
     ON CONFLICT (invitee_id) DO NOTHING";
 
 /// Marks a pending reward paid, if it is the inviter's and of the change's amount.

@@ -513,3 +513,93 @@ async fn a_redemption_earns_the_reward_only_where_the_setting_says_so() {
         assert_eq!(app.balance(&inviter.id).await, expected, "counts: {counts}");
     }
 }
+
+#[actix_web::test]
+async fn a_reward_is_held_when_an_address_is_unknown_and_a_pending_one_can_be_reversed() {
+    let app = spawn_app_with(MockConfig::default(), behind_a_proxy).await;
+    // An account an operator made has no signup address.
+    let affiliate = app.create_account("made-by-hand@example.com").await;
+    let affiliate_id: uuid::Uuid = affiliate.parse().unwrap();
+    let code: String = app
+        .db()
+        .await
+        .query_one(
+            "SELECT invite_code FROM accounts WHERE id = $1",
+            &[&affiliate_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let invitee = app
+        .invitee("far-away@example.com", "203.0.113.9", &code)
+        .await;
+    app.pay(&invitee, "72.00", "unknown-address").await;
+    let held = app.admin_get("/referral-rewards?status=held").await;
+    assert_eq!(
+        held["data"].as_array().unwrap().len(),
+        1,
+        "held: the inviter's address is unknown"
+    );
+    assert_eq!(app.balance(&affiliate).await, Decimal::ZERO);
+    // A reward that is pending (its credit under way) can be cancelled too.
+    let id: uuid::Uuid = held["data"][0]["id"].as_str().unwrap().parse().unwrap();
+    app.db()
+        .await
+        .execute(
+            "UPDATE referral_rewards SET status = 'pending' WHERE id = $1",
+            &[&id],
+        )
+        .await
+        .unwrap();
+    let reversed = app
+        .admin(Method::POST, &format!("/referral-rewards/{id}/reverse"))
+        .json(&json!({"reason": "not a real affiliate"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reversed.status(), 200);
+    assert_eq!(
+        reversed.json::<Value>().await.unwrap()["status"],
+        "reversed"
+    );
+    // Never paid: nothing debited, and nothing "taken back" in the totals.
+    assert_eq!(app.balance(&affiliate).await, Decimal::ZERO);
+    let approve = app
+        .admin(Method::POST, &format!("/referral-rewards/{id}/approve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(approve.status(), 409, "a reversed reward is not approved");
+}
+
+#[actix_web::test]
+async fn a_later_recharge_earns_nothing_when_the_first_earned_nothing() {
+    let app = spawn_app_with(MockConfig::default(), |settings| {
+        behind_a_proxy(settings);
+    })
+    .await;
+    let (inviter, code) = app
+        .inviter("second-chance@example.com", "198.51.100.7")
+        .await;
+    let invitee = app
+        .invitee("paid-before@example.com", "203.0.113.9", &code)
+        .await;
+    app.pay(&invitee, "72.00", "first").await;
+    let invitee_id: uuid::Uuid = invitee.id.parse().unwrap();
+    // As if the first recharge had earned nothing (the ratio was 0 then).
+    app.db()
+        .await
+        .execute(
+            "DELETE FROM referral_rewards WHERE invitee_id = $1",
+            &[&invitee_id],
+        )
+        .await
+        .unwrap();
+    let before = app.balance(&inviter.id).await;
+    app.pay(&invitee, "72.00", "second").await;
+    assert_eq!(
+        app.balance(&inviter.id).await,
+        before,
+        "only the first recharge counts"
+    );
+}

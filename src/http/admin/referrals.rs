@@ -142,20 +142,21 @@ pub async fn approve(
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_id(&path, "referral reward")?;
     let reward = stored_reward(&state, id).await?;
-    match reward.status.as_str() {
-        "held" => {
-            state
-                .store
-                .move_reward(id, "held", "pending", None)
-                .await
-                .map_err(ApiError::internal)?;
-        }
-        // A repeat, or one approved while this ran: credit it if it is not yet.
-        "pending" | "paid" => {}
-        _ => return Err(ApiError::Conflict("the reward was reversed".into())),
+    if reward.status == "held" {
+        state
+            .store
+            .move_reward(id, "held", "pending", None)
+            .await
+            .map_err(ApiError::internal)?;
     }
-    let pending = stored_reward(&state, id).await?;
-    if pending.status == "pending" && !crate::payments::pay_reward(&state.engine, &pending).await {
+    // Read again: a reverse may have come first.
+    let current = stored_reward(&state, id).await?;
+    if current.status == "reversed" {
+        return Err(ApiError::Conflict("the reward was reversed".into()));
+    }
+    // Pending: credited now; paid: sent again, which credits nothing and settles a write of
+    // the actor's whose answer was lost.
+    if !crate::payments::pay_reward(&state.engine, &current).await {
         return Err(ApiError::Unavailable(
             "the reward is approved, and its credit could not be written now: the background job retries".into(),
         ));
@@ -197,11 +198,14 @@ pub async fn reverse(
     }
     let reward = stored_reward(&state, id).await?;
     match reward.status.as_str() {
-        "reversed" => {}
-        "held" => {
+        // Never paid: nothing to send again.
+        "reversed" if reward.paid_at.is_none() => {}
+        "held" | "pending" => {
+            let from = reward.status.as_str();
+            // Conditional: a credit that wins the race leaves it paid, and the answer says so.
             let cancelled = state
                 .store
-                .move_reward(id, "held", "reversed", Some(&reason))
+                .move_reward(id, from, "reversed", Some(&reason))
                 .await
                 .map_err(ApiError::internal)?;
             if !cancelled {
@@ -210,11 +214,8 @@ pub async fn reverse(
                 ));
             }
         }
-        "pending" => {
-            return Err(ApiError::Conflict(
-                "the reward is being credited; reverse it once it is paid".into(),
-            ))
-        }
+        // Paid, or reversed after it was paid (sent again: it debits nothing more, and
+        // settles a write of the actor's whose answer was lost).
         _ => {
             let change = BalanceChange {
                 // Derived from the reward, so that a reward is reversed once however often
@@ -223,7 +224,8 @@ pub async fn reverse(
                 account_id: reward.inviter_id,
                 kind: CreditKind::ReferralReversal,
                 amount: -reward.amount_usd,
-                reason: format!("referral reward reversed: {reason}"),
+                // The customer reads the ledger: the operator's reason stays on the reward.
+                reason: "referral reward reversed by the operator".into(),
                 idempotency: None,
                 settles: Some(Settles::ReferralReversal {
                     reward_id: reward.id,

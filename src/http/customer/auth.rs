@@ -157,6 +157,17 @@ pub async fn register(
             "registrations from this email domain are not accepted",
         ));
     }
+    // Counted once the request is well formed, before the costly hash and before the
+    // invite code is looked up, so that codes cannot be guessed faster than accounts made.
+    let ip = client_ip(&req, &state.settings.server.trusted_proxies);
+    state
+        .customers
+        .signups
+        .admit(ip)
+        .map_err(|retry_after| ApiError::RateLimited {
+            what: "registrations from this address or network",
+            retry_after,
+        })?;
     // An account's own code, or else an operator's invitation code that can still be used.
     let invite_code = body
         .optional("invite_code", MAX_INVITE_CODE_CHARS)?
@@ -181,16 +192,6 @@ pub async fn register(
         },
         None => (None, None),
     };
-    // Counted once the request is well formed, before the costly hash.
-    let ip = client_ip(&req, &state.settings.server.trusted_proxies);
-    state
-        .customers
-        .signups
-        .admit(ip)
-        .map_err(|retry_after| ApiError::RateLimited {
-            what: "registrations from this address or network",
-            retry_after,
-        })?;
     let password_hash = password.hash().await.map_err(ApiError::internal)?;
     let verify = accounts.require_email_verification;
     let token = verify.then(SecretToken::link);

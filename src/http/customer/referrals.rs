@@ -42,7 +42,7 @@ pub struct Referrals {
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = String, example = "0")]
     pub held_usd: Decimal,
-    /// Taken back by an operator.
+    /// Taken back by an operator after it was paid.
     #[serde(with = "rust_decimal::serde::str")]
     #[schema(value_type = String, example = "0")]
     pub reversed_usd: Decimal,
@@ -75,14 +75,11 @@ pub async fn referrals(
         .referrals_of(session.account_id)
         .await
         .map_err(ApiError::internal)?;
-    let total = |status: &str| -> Decimal {
-        rows.iter()
-            .filter(|row| row.status == status)
-            .map(|row| row.amount_usd)
-            .sum::<Decimal>()
-            .normalize()
-    };
-    let (earned_usd, held_usd, reversed_usd) = (total("paid"), total("held"), total("reversed"));
+    let (earned_usd, held_usd, reversed_usd) = state
+        .store
+        .reward_totals(session.account_id)
+        .await
+        .map_err(ApiError::internal)?;
     let rewards = rows
         .into_iter()
         .map(|row| Reward {
@@ -102,8 +99,8 @@ pub async fn referrals(
         invite_code: account.invite_code,
         invitees,
         rewards,
-        earned_usd,
-        held_usd,
-        reversed_usd,
+        earned_usd: earned_usd.normalize(),
+        held_usd: held_usd.normalize(),
+        reversed_usd: reversed_usd.normalize(),
     }))
 }
