@@ -188,6 +188,17 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    try_spawn_app_with(mock_config, tweak)
+        .await
+        .expect("tollgate starts")
+}
+
+/// [`spawn_app_with`], with tollgate's start-up failure returned: for a test that picks its
+/// own port and may lose it to another test before tollgate binds it.
+pub async fn try_spawn_app_with(
+    mock_config: MockConfig,
+    tweak: impl FnOnce(&mut Settings),
+) -> anyhow::Result<TestApp> {
     init_test_log();
     let db = TestDatabase::new();
     let mock = MockServer::start(mock_config, "127.0.0.1:0")
@@ -195,16 +206,14 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
         .expect("mock upstream starts");
     let mut settings = test_settings(&db, &mock);
     tweak(&mut settings);
-    let app = Application::build(settings.clone())
-        .await
-        .expect("tollgate starts");
+    let app = Application::build(settings.clone()).await?;
     let base = format!("http://127.0.0.1:{}", app.port());
     let admin_base = format!("http://127.0.0.1:{}", app.admin_port());
     let server = app.server_handle();
     let shutdown = app.shutdown_trigger();
     let engine = app.engine().clone();
     let stopped = actix_web::rt::spawn(app.run_until_stopped());
-    TestApp {
+    Ok(TestApp {
         base,
         admin_base,
         http: reqwest::Client::builder()
@@ -218,7 +227,7 @@ pub async fn spawn_app_with(mock_config: MockConfig, tweak: impl FnOnce(&mut Set
         db,
         settings,
         engine,
-    }
+    })
 }
 
 /// A port free on loopback now, for a process that binds it itself (`serve_command`).

@@ -405,7 +405,7 @@ async fn another_customers_order_is_unknown_and_an_expired_order_is_confirmed_on
 /// URL it signs into each order is its own.
 pub async fn spawn_with_epay(
     knobs: mock_epay::Knobs,
-    tweak: impl FnOnce(&mut Settings),
+    tweak: impl Fn(&mut Settings),
 ) -> (TestApp, mock_epay::MockEpay) {
     let epay = mock_epay::MockEpay::start(
         mock_epay::Config {
@@ -421,20 +421,33 @@ pub async fn spawn_with_epay(
         epay.pid().to_owned(),
         epay.key().to_owned(),
     );
-    let port = free_port();
-    let app = spawn_app_with(MockConfig::default(), move |settings| {
-        with_webhook(settings);
-        settings.server.listen = format!("127.0.0.1:{port}");
-        settings.server.public_url = format!("http://127.0.0.1:{port}");
-        settings.payments.epay.gateway_url = gateway;
-        settings.payments.epay.pid = pid;
-        settings.payments.epay.key = key;
-        // The re-query stays off unless a test turns it on.
-        settings.payments.epay.requery_secs = 0;
-        tweak(settings);
-    })
-    .await;
-    (app, epay)
+    // The notify URL must name tollgate's port before it binds it: a port picked free may be
+    // taken by another test meanwhile, so a lost race picks another.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let port = free_port();
+        let (gateway, pid, key) = (gateway.clone(), pid.clone(), key.clone());
+        let started = try_spawn_app_with(MockConfig::default(), |settings| {
+            with_webhook(settings);
+            settings.server.listen = format!("127.0.0.1:{port}");
+            settings.server.public_url = format!("http://127.0.0.1:{port}");
+            settings.payments.epay.gateway_url = gateway;
+            settings.payments.epay.pid = pid;
+            settings.payments.epay.key = key;
+            // The re-query stays off unless a test turns it on.
+            settings.payments.epay.requery_secs = 0;
+            tweak(settings);
+        })
+        .await;
+        match started {
+            Ok(app) => return (app, epay),
+            Err(error) if attempt < 5 => {
+                eprintln!("tollgate did not start on port {port} ({error}); trying another");
+            }
+            Err(error) => panic!("tollgate did not start: {error}"),
+        }
+    }
 }
 
 /// Knobs for tests: quick retries.
